@@ -1,0 +1,73 @@
+"""The TFRecord schemas, defined once: writers, parsers and serving signatures share these specs.
+
+Event log record (one tf.train.Example per interaction): user_id bytes, item_id bytes, timestamp int64,
+optional category bytes and behavior bytes.
+Sequence record (one tf.train.Example per user): user_id bytes, item_ids bytes list (time order),
+timestamps int64 list.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+EVENT_FEATURES = {
+    "user_id": tf.io.FixedLenFeature([], tf.string),
+    "item_id": tf.io.FixedLenFeature([], tf.string),
+    "timestamp": tf.io.FixedLenFeature([], tf.int64),
+    "category": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "behavior": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+SEQUENCE_FEATURES = {
+    "user_id": tf.io.FixedLenFeature([], tf.string),
+    "item_ids": tf.io.RaggedFeature(tf.string),
+    "timestamps": tf.io.RaggedFeature(tf.int64),
+}
+
+SPLITS = ("train", "valid", "test")
+
+
+def _bytes(values: Sequence[str]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
+
+
+def _int64(values: Sequence[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def encode_event(user_id: str, item_id: str, timestamp: int, category: str | None = None,
+                 behavior: str | None = None) -> bytes:
+    """One interaction as a serialized event-log tf.train.Example."""
+    features = {"user_id": _bytes([user_id]), "item_id": _bytes([item_id]), "timestamp": _int64([timestamp])}
+    if category is not None:
+        features["category"] = _bytes([category])
+    if behavior is not None:
+        features["behavior"] = _bytes([behavior])
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def encode_sequence(user_id: str, item_ids: Sequence[str], timestamps: Sequence[int]) -> bytes:
+    """One user's time-ordered history as a serialized sequence tf.train.Example."""
+    if len(item_ids) != len(timestamps):
+        raise ValueError(f"user {user_id!r}: {len(item_ids)} item ids but {len(timestamps)} timestamps")
+    features = {"user_id": _bytes([user_id]), "item_ids": _bytes(item_ids), "timestamps": _int64(timestamps)}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def parse_sequences(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses a batch [batch] of serialized sequence records into {user_id, item_ids, timestamps}."""
+    return tf.io.parse_example(serialized, SEQUENCE_FEATURES)
+
+
+def parse_events(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses a batch [batch] of serialized event records."""
+    return tf.io.parse_example(serialized, EVENT_FEATURES)
+
+
+def shard_name(split: str, index: int, num_shards: int, compressed: bool = False) -> str:
+    """`<split>-00000-of-00004.tfrecord[.gz]`."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" + (".gz" if compressed else "")

@@ -1,0 +1,162 @@
+"""Typed, validated configuration for training and evaluating REMI.
+
+Resolution order: dataclass defaults -> a YAML preset (``configs/<dataset>.yaml``) -> ``--set key=value``
+overrides from the command line. The resolved configuration is written next to the checkpoints
+(``<model_dir>/config.yaml``) so that evaluation and export rebuild exactly the trained model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
+ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
+
+
+@dataclasses.dataclass(frozen=True)
+class RemiConfig:
+    """Every setting of a REMI run. Defaults are the paper's amazon settings with in-batch negatives.
+
+    Model:
+      embedding_dim: d, size of item and interest embeddings.
+      num_interests: K, number of interest embeddings per user.
+      max_history: L, the number of most recent items the query tower reads.
+      use_position_embedding: add a learned [L, d] position embedding before routing (as the reference).
+    Objective:
+      beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
+      temperature: logits are divided by it.
+      routing_lambda: weight of the routing regularization (0 = ComiRec-SA, no RR).
+      routing_regularization_mode: "diagonal" (the reference code's scale) or "frobenius" (the paper's).
+      routing_exclude_padding: compute the routing covariance over valid positions only.
+      negatives: "in_batch", "in_batch_plus_sampled" (mixed negative sampling) or "sampled" (only
+        `num_sampled_negatives` uniformly sampled items shared by the batch, as the reference code).
+      num_sampled_negatives: number of uniformly sampled extra negatives per batch.
+      logq_correction: subtract log q_j from every logit (sampling-bias correction).
+      remove_accidental_hits: drop negatives whose item equals the row's positive.
+    Training:
+      batch_size, learning_rate (Adam), max_steps, eval_every (steps between valid evaluations,
+      also one Keras "epoch"), patience (evaluations without valid Recall@50 improvement before
+      stopping; 0 disables early stopping), checkpoint_every (steps between resumable checkpoints),
+      steps_per_execution (training steps per tf.function call; larger is faster), seed.
+    Evaluation:
+      eval_batch_size: users per retrieval batch during evaluation.
+    """
+
+    embedding_dim: int = 64
+    num_interests: int = 4
+    max_history: int = 20
+    use_position_embedding: bool = True
+
+    beta: float = 0.0
+    temperature: float = 1.0
+    routing_lambda: float = 100.0
+    routing_regularization_mode: str = "diagonal"
+    routing_exclude_padding: bool = False
+    negatives: str = "in_batch"
+    num_sampled_negatives: int = 1280
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_steps: int = 10_000
+    eval_every: int = 1_000
+    patience: int = 5
+    checkpoint_every: int = 1_000
+    steps_per_execution: int = 50
+    seed: int = 0
+
+    eval_batch_size: int = 512
+
+    def validate(self) -> "RemiConfig":
+        """Raises ValueError naming the offending field; returns self so calls can be chained."""
+        positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
+                         "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
+        for name in ("beta", "routing_lambda", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
+        if self.negatives not in NEGATIVE_MODES:
+            raise ValueError(f"config field 'negatives' must be one of {NEGATIVE_MODES}, got {self.negatives!r}")
+        if self.negatives != "in_batch" and self.num_sampled_negatives < 1:
+            raise ValueError("config field 'num_sampled_negatives' must be >= 1 when negatives="
+                             f"{self.negatives!r}")
+        if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
+            raise ValueError("config field 'routing_regularization_mode' must be one of "
+                             f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
+        return self
+
+    def replace(self, **changes: Any) -> "RemiConfig":
+        """A validated copy with `changes` applied."""
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, field_type: type) -> Any:
+    """Converts a YAML/command-line value to the field's type, or raises a ValueError naming the field."""
+    if field_type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"config field {name!r} expects true/false, got {value!r}")
+    try:
+        if field_type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return field_type(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config field {name!r} expects {field_type.__name__}, got {value!r}") from None
+
+
+def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, source: str = "config") -> RemiConfig:
+    """Applies `values` on top of `base` (default: the defaults); unknown keys raise a ValueError."""
+    base = base or RemiConfig()
+    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(RemiConfig)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(types)}")
+    changes = {name: _coerce(name, value, types[name]) for name, value in values.items()}
+    return dataclasses.replace(base, **changes).validate()
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings (values read as YAML scalars: 0.1, true, in_batch)."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else value
+    return parsed
+
+
+def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> RemiConfig:
+    """defaults -> YAML file -> overrides, validated."""
+    config = RemiConfig()
+    if config_file is not None:
+        with open(config_file, encoding="utf-8") as stream:
+            values = yaml.safe_load(stream) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
+        config = from_mapping(values, config, source=str(config_file))
+    return from_mapping(parse_overrides(overrides), config, source="--set")
+
+
+def save(config: RemiConfig, path: str | os.PathLike) -> None:
+    """Writes the resolved config as YAML, atomically."""
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(config.to_dict(), stream, sort_keys=False)
+    os.replace(tmp_path, path)

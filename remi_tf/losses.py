@@ -1,0 +1,68 @@
+"""REMI's loss terms as small pure functions: routing regularization and the IHN softmax."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def routing_regularization(routing: tf.Tensor, embedding_dim: int, mode: str = "diagonal",
+                           mask: tf.Tensor | None = None) -> tf.Tensor:
+    """Routing regularization (RR) that keeps each interest's attention from collapsing onto one item.
+
+    Per example, C = (A - mean_L A)(A - mean_L A)^T / d. "diagonal" (the reference code) penalises
+    ||diag(C)||^2; "frobenius" (the paper's statement) penalises ||C||_F^2.
+
+    Args:
+      routing: A, [batch, K, L] routing weights.
+      embedding_dim: d, the divisor of the covariance (the reference code's scale).
+      mode: "diagonal" or "frobenius".
+      mask: optional [batch, L] validity mask; when given, the mean and the covariance are taken over
+        valid positions only (the reference includes padding).
+
+    Returns:
+      Scalar: the penalty summed over the batch (the reference code's scale, so lambda = 100 carries over).
+    """
+    if mode not in ("diagonal", "frobenius"):
+        raise ValueError(f"routing_regularization mode must be 'diagonal' or 'frobenius', got {mode!r}")
+    if mask is None:
+        centred = routing - tf.reduce_mean(routing, axis=-1, keepdims=True)  # [B, K, L]
+    else:
+        valid = tf.cast(mask, routing.dtype)[:, tf.newaxis, :]  # [B, 1, L]
+        count = tf.maximum(tf.reduce_sum(valid, axis=-1, keepdims=True), 1.0)
+        mean = tf.reduce_sum(routing * valid, axis=-1, keepdims=True) / count
+        centred = (routing - mean) * valid
+    if mode == "diagonal":
+        diagonal = tf.reduce_sum(tf.square(centred), axis=-1) / embedding_dim  # [B, K]
+        return tf.reduce_sum(tf.square(diagonal))
+    covariance = tf.matmul(centred, centred, transpose_b=True) / embedding_dim  # [B, K, K]
+    return tf.reduce_sum(tf.square(covariance))
+
+
+def interest_aware_softmax_loss(similarities: tf.Tensor, corrected_logits: tf.Tensor, negative_mask: tf.Tensor,
+                                positive_logits: tf.Tensor, beta: float) -> tf.Tensor:
+    """Per-example interest-aware hard-negative (IHN) softmax loss, in log space.
+
+    loss_b = -p_b + log(exp(p_b) + sum_{j in neg(b)} w_bj exp(s^_bj)), with
+    w_bj = M_b * softmax_{j in neg(b)}(beta * s_bj), so the weights average 1 and beta = 0 gives the
+    plain sampled softmax.
+
+    Args:
+      similarities: s, [batch, C] uncorrected similarities (hardness is similarity, before logQ).
+      corrected_logits: s^, [batch, C] logits after temperature and logQ correction.
+      negative_mask: [batch, C] bool, True where column j is a negative of row b.
+      positive_logits: [batch] corrected logit of each row's positive.
+      beta: hardness; 0 weighs every negative equally.
+
+    Returns:
+      [batch] loss per example.
+    """
+    very_negative = tf.constant(-1e30, similarities.dtype)
+    num_negatives = tf.reduce_sum(tf.cast(negative_mask, similarities.dtype), axis=-1, keepdims=True)  # M_b
+    if beta == 0:
+        log_weights = tf.zeros_like(similarities)
+    else:
+        hardness = tf.where(negative_mask, beta * similarities, very_negative)
+        log_weights = tf.nn.log_softmax(hardness, axis=-1) + tf.math.log(tf.maximum(num_negatives, 1.0))
+    negative_terms = tf.where(negative_mask, corrected_logits + log_weights, very_negative)  # [B, C]
+    all_terms = tf.concat([positive_logits[:, tf.newaxis], negative_terms], axis=-1)  # [B, 1 + C]
+    return tf.reduce_logsumexp(all_terms, axis=-1) - positive_logits

@@ -1,0 +1,106 @@
+"""Evaluation metrics of the REMI/ComiRec protocol and routing diagnostics (numpy, per user)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def merge_interest_topk(interest_ids: np.ndarray, interest_scores: np.ndarray, top_n: int,
+                        invalid_ids: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Merges K per-interest retrievals into one list per user.
+
+    The K*N results are sorted by score (stable: earlier interests win ties), de-duplicated keeping the
+    best score, invalid ids (padding, OOV) dropped, and the first `top_n` kept.
+
+    Args:
+      interest_ids: [users, K, N] retrieved ids per interest.
+      interest_scores: [users, K, N] their scores.
+      top_n: length of the merged list.
+      invalid_ids: ids never returned.
+
+    Returns:
+      (ids [users, top_n], scores [users, top_n]); short lists are padded with id -1 and score -inf.
+    """
+    num_users = interest_ids.shape[0]
+    flat_ids = interest_ids.reshape(num_users, -1)
+    flat_scores = interest_scores.reshape(num_users, -1)
+    order = np.argsort(-flat_scores, axis=1, kind="stable")
+    merged_ids = np.full((num_users, top_n), -1, dtype=np.int64)
+    merged_scores = np.full((num_users, top_n), -np.inf, dtype=np.float32)
+    invalid = set(invalid_ids)
+    for user in range(num_users):
+        seen: set[int] = set()
+        position = 0
+        for column in order[user]:
+            item = int(flat_ids[user, column])
+            if item in seen or item in invalid:
+                continue
+            seen.add(item)
+            merged_ids[user, position] = item
+            merged_scores[user, position] = flat_scores[user, column]
+            position += 1
+            if position == top_n:
+                break
+    return merged_ids, merged_scores
+
+
+def ranking_metrics(retrieved: np.ndarray, targets: Sequence[np.ndarray], top_ns: Sequence[int] = (20, 50)
+                    ) -> dict[str, float]:
+    """Recall@N, NDCG@N and HitRate@N averaged over users.
+
+    Recall = |top-N ∩ targets| / |targets| (targets as a set); HitRate = 1 if any hit; NDCG = DCG over
+    the retrieved list in score order (rank r counts 1 / log2(r + 2)) divided by the ideal DCG of the
+    same number of hits.
+
+    Args:
+      retrieved: [users, >= max(top_ns)] ids in score order (-1 pads).
+      targets: per user, the held-out ids.
+
+    Returns:
+      {"recall@N": ..., "ndcg@N": ..., "hitrate@N": ...} for each N.
+    """
+    if len(targets) != len(retrieved):
+        raise ValueError(f"{len(retrieved)} retrieved lists for {len(targets)} users")
+    if retrieved.shape[1] < max(top_ns):
+        raise ValueError(f"retrieved lists have {retrieved.shape[1]} columns, need {max(top_ns)}")
+    discounts = 1.0 / np.log2(np.arange(retrieved.shape[1]) + 2.0)
+    report: dict[str, float] = {}
+    for top_n in top_ns:
+        recall = ndcg = hitrate = 0.0
+        for user_retrieved, user_targets in zip(retrieved[:, :top_n], targets):
+            target_set = set(int(item) for item in user_targets)
+            hits = np.array([int(item) in target_set for item in user_retrieved])
+            num_hits = int(hits.sum())
+            recall += num_hits / max(len(target_set), 1)
+            if num_hits:
+                hitrate += 1.0
+                ndcg += float(discounts[:top_n][hits].sum() / discounts[:num_hits].sum())
+        num_users = max(len(targets), 1)
+        report[f"recall@{top_n}"] = recall / num_users
+        report[f"ndcg@{top_n}"] = ndcg / num_users
+        report[f"hitrate@{top_n}"] = hitrate / num_users
+    return report
+
+
+def routing_diagnostics(routing: np.ndarray, mask: np.ndarray) -> dict[str, list[float]]:
+    """Per-interest collapse diagnostics over valid positions.
+
+    Args:
+      routing: [users, K, L] routing weights.
+      mask: [users, L] bool, True for real history items.
+
+    Returns:
+      {"routing_entropy": [K] mean entropy (nats) of each interest's weights; near 0 means the interest
+       attends to a single item (collapse), log(n) means uniform over n items,
+       "routing_max_weight": [K] mean largest weight}.
+    """
+    valid = mask[:, np.newaxis, :].astype(bool)
+    weights = np.where(valid, routing, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(weights > 0, -weights * np.log(weights), 0.0)
+    has_history = mask.any(axis=1)
+    entropy = terms.sum(axis=-1)[has_history]  # [users, K]
+    largest = weights.max(axis=-1)[has_history]
+    return {"routing_entropy": entropy.mean(axis=0).tolist(), "routing_max_weight": largest.mean(axis=0).tolist()}

@@ -1,0 +1,153 @@
+"""The REMI two-tower model: a multi-interest query tower, an item tower, and the training objective.
+
+Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocabulary's items in
+`items.tsv` order (the layout of `tf.keras.layers.StringLookup(mask_token="", num_oov_indices=1)`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from remi_tf import losses
+from remi_tf.config import RemiConfig
+from remi_tf.layers import SelfAttentiveRouting, hard_readout
+from remi_tf.tasks import InterestAwareRetrieval
+
+PADDING_INDEX = 0
+OOV_INDEX = 1
+FIRST_ITEM_INDEX = 2
+
+
+def item_lookup(vocabulary: Sequence[str], invert: bool = False) -> tf.keras.layers.StringLookup:
+    """StringLookup with the model's index layout (padding "" -> 0, unknown -> 1, items -> 2..)."""
+    return tf.keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1,
+                                        invert=invert, name="item_lookup_inverse" if invert else "item_lookup")
+
+
+class QueryTower(tf.keras.Model):
+    """History of item indices -> K interest embeddings.
+
+    Call: history [batch, L] int (0 = padding, 1 = unknown; both are masked out) ->
+    (interests [batch, K, d], routing [batch, K, L]).
+    """
+
+    def __init__(self, item_embedding: tf.keras.layers.Embedding, config: RemiConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.item_embedding = item_embedding
+        self.routing = SelfAttentiveRouting(config.num_interests, config.max_history,
+                                            use_position_embedding=config.use_position_embedding,
+                                            name="self_attentive_routing")
+
+    def call(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        mask = history >= FIRST_ITEM_INDEX
+        return self.routing(self.item_embedding(history), mask)
+
+
+class RemiModel(tfrs.Model):
+    """REMI: ComiRec-SA routing + routing regularization + the IHN in-batch softmax.
+
+    Training features: {"history": [batch, L] int, "target": [batch] int}.
+
+    Args:
+      config: the resolved run configuration.
+      vocabulary_size: number of real items (the table has vocabulary_size + 2 rows).
+      candidate_probability: [vocabulary_size + 2] sampling probability q of each index as a training
+        target, for the logQ correction (None: uniform).
+    """
+
+    def __init__(self, config: RemiConfig, vocabulary_size: int,
+                 candidate_probability: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.vocabulary_size = vocabulary_size
+        num_rows = vocabulary_size + FIRST_ITEM_INDEX
+        self.item_embedding = tf.keras.layers.Embedding(
+            num_rows, config.embedding_dim, name="item_embedding",
+            embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / config.embedding_dim)))
+        self.query_tower = QueryTower(self.item_embedding, config, name="query_tower")
+        if candidate_probability is None:
+            candidate_probability = np.full([num_rows], 1.0 / vocabulary_size)
+        if len(candidate_probability) != num_rows:
+            raise ValueError(f"candidate_probability has {len(candidate_probability)} entries, expected "
+                             f"vocabulary_size + 2 = {num_rows}")
+        self.candidate_probability = tf.constant(candidate_probability, tf.float32)
+        self.task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
+                                           remove_accidental_hits=config.remove_accidental_hits,
+                                           in_batch_negatives=config.negatives != "sampled")
+        self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
+        self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
+        self.build_towers()
+
+    def build_towers(self) -> None:
+        """Creates every weight now, so that checkpoints restore before the first batch."""
+        self.query_tower(tf.zeros([1, self.config.max_history], tf.int64))
+
+    def candidate_embeddings(self) -> tf.Tensor:
+        """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i)."""
+        return self.item_embedding.embeddings[FIRST_ITEM_INDEX:]
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        history, target = features["history"], features["target"]
+        interests, routing = self.query_tower(history)
+        positive_embeddings = self.item_embedding(target)  # [B, d]
+        selected, _ = hard_readout(interests, positive_embeddings)
+
+        candidate_ids = tf.cast(target, tf.int64)
+        candidates = positive_embeddings
+        if self.config.negatives != "in_batch":
+            sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
+                                            self.vocabulary_size + FIRST_ITEM_INDEX, dtype=tf.int64)
+            candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
+            candidates = tf.concat([candidates, self.item_embedding(sampled_ids)], axis=0)
+        sampling_probability = None
+        if self.config.logq_correction:
+            sampling_probability = self._sampling_probability(candidate_ids, tf.shape(target)[0])
+
+        retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
+                                   candidate_ids=candidate_ids)
+        mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
+        regularization = losses.routing_regularization(routing, self.config.embedding_dim,
+                                                       self.config.routing_regularization_mode, mask)
+        self.retrieval_loss_tracker.update_state(retrieval_loss)
+        self.routing_regularization_tracker.update_state(regularization)
+        return retrieval_loss + self.config.routing_lambda * regularization
+
+    def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+        """[C] q_j: in-batch columns get their target frequency, uniformly sampled columns 1 / N.
+
+        With negatives="sampled" every column, the positive included, comes from the uniform sampler's
+        point of view (as the reference code), so all columns get 1 / N.
+        """
+        uniform = 1.0 / self.vocabulary_size
+        if self.config.negatives == "sampled":
+            return tf.fill(tf.shape(candidate_ids), uniform)
+        frequency = tf.gather(self.candidate_probability, candidate_ids)
+        if self.config.negatives == "in_batch":
+            return frequency
+        return tf.concat([frequency[:batch_size], tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
+
+    @property
+    def metrics(self) -> list[tf.keras.metrics.Metric]:
+        return [self.retrieval_loss_tracker, self.routing_regularization_tracker]
+
+
+def target_probability(train_sequences: Sequence[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:
+    """q: the probability that each index is the target of a random-cut training example.
+
+    A user with n items yields target x_k for k uniform in [min_cut, n), so index i gets
+    mean over users of (occurrences of i in x_min_cut..x_{n-1}) / (n - min_cut).
+
+    Returns:
+      [vocabulary_size + 2] probabilities (0 for padding and OOV), summing to 1.
+    """
+    probability = np.zeros(vocabulary_size + FIRST_ITEM_INDEX, np.float64)
+    eligible = [seq for seq in train_sequences if len(seq) > min_cut]
+    for sequence in eligible:
+        targets = sequence[min_cut:]
+        np.add.at(probability, targets, 1.0 / len(targets))
+    return probability / max(len(eligible), 1)

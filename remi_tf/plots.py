@@ -1,0 +1,74 @@
+"""PNG plots people would rather look at than numbers: routing heatmaps and training curves."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[str], path: str) -> None:
+    """One heatmap per user of the routing matrix A [K, L] (interests x history positions).
+
+    Args:
+      routing: [users, K, L]; mask: [users, L] valid positions; user_ids: row titles.
+    """
+    num_users = len(user_ids)
+    figure, axes = plt.subplots(num_users, 1, figsize=(8, 1.2 + 0.9 * num_users * routing.shape[1] / 4),
+                                squeeze=False)
+    for row, axis in enumerate(axes[:, 0]):
+        length = max(int(mask[row].sum()), 1)
+        image = axis.imshow(routing[row, :, :length], aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        axis.set_title(f"user {user_ids[row]}", fontsize=9)
+        axis.set_ylabel("interest")
+        axis.set_yticks(range(routing.shape[1]))
+        figure.colorbar(image, ax=axis, fraction=0.02)
+    axes[-1, 0].set_xlabel("history position (oldest first)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def training_curves(history_csv: str, path: str) -> None:
+    """Training losses and valid metrics per evaluation, from Keras's CSVLogger file."""
+    with open(history_csv, encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        raise ValueError(f"{history_csv} has no rows; train for at least one evaluation first")
+    epochs = np.arange(1, len(rows) + 1)
+    loss_keys = [k for k in ("loss", "retrieval_loss", "routing_regularization") if k in rows[0]]
+    metric_keys = [k for k in rows[0] if k.startswith("val_") and ("recall" in k or "ndcg" in k or "hitrate" in k)]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in loss_keys:
+        left.plot(epochs, [float(r[key]) for r in rows], label=key)
+    left.set_xlabel("evaluation (eval_every steps)")
+    left.set_yscale("log")
+    left.legend()
+    left.set_title("training")
+    for key in metric_keys:
+        right.plot(epochs, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
+    right.set_xlabel("evaluation (eval_every steps)")
+    right.legend(fontsize=8)
+    right.set_title("valid")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_all(directory: str, routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[str],
+              history_csv: str | None, num_users: int = 6) -> list[str]:
+    """Writes routing.png (first `num_users` users) and, when the CSV exists, training_curves.png."""
+    os.makedirs(directory, exist_ok=True)
+    written = [os.path.join(directory, "routing.png")]
+    count = min(num_users, len(user_ids))
+    routing_heatmaps(routing[:count], mask[:count], user_ids[:count], written[0])
+    if history_csv and os.path.exists(history_csv):
+        written.append(os.path.join(directory, "training_curves.png"))
+        training_curves(history_csv, written[1])
+    return written

@@ -1,0 +1,123 @@
+"""Training with Keras fit: resumable checkpoints, valid Recall@50 model selection, early stopping.
+
+Model directory layout:
+  config.yaml            the resolved configuration
+  run.json               the data directory and vocabulary size the model was trained on
+  items.tsv              the vocabulary (index i + 2 of the embedding table is line i)
+  backup/                resumable training state (model, optimizer, step), every `checkpoint_every` steps
+  best/                  weights of the best valid Recall@50 (what evaluate and export load)
+  validation.json        the history of valid evaluations and the early-stopping state
+  history.csv, logs/     training curves (CSV) and TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from remi_tf import config as config_lib
+from remi_tf import evaluate as evaluate_lib
+from remi_tf.config import RemiConfig
+from remi_tf.models import RemiModel
+
+SELECTION_METRIC = "recall@50"
+BEST_DIR = "best"
+
+
+def best_checkpoint_prefix(model_dir: str) -> str:
+    return os.path.join(model_dir, BEST_DIR, "ckpt")
+
+
+def restore_best(model: RemiModel, model_dir: str) -> None:
+    """Loads the best (by valid Recall@50) weights into `model`."""
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, BEST_DIR))
+    if path is None:
+        raise FileNotFoundError(f"no best checkpoint in {os.path.join(model_dir, BEST_DIR)}; train first")
+    tf.train.Checkpoint(model=model).read(path).expect_partial()
+
+
+def _write_json(path: str, value: object) -> None:
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "w", encoding="utf-8") as stream:
+        json.dump(value, stream, indent=2)
+    os.replace(tmp_path, path)
+
+
+class ValidationCallback(tf.keras.callbacks.Callback):
+    """Evaluates valid Recall@50 after every `eval_every` steps (one Keras epoch), keeps the best
+    weights, stops after `patience` evaluations without improvement. Its state lives in
+    validation.json so that a resumed run continues the same selection."""
+
+    def __init__(self, evaluate_fn: Callable[[], dict], model_dir: str, patience: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.evaluate_fn = evaluate_fn
+        self.model_dir = model_dir
+        self.patience = patience
+        self.steps_per_epoch = steps_per_epoch
+        self.state_path = os.path.join(model_dir, "validation.json")
+        self.state = {"evaluations": [], "best": None, "best_step": None, "evaluations_without_improvement": 0}
+        if os.path.exists(self.state_path):
+            with open(self.state_path, encoding="utf-8") as stream:
+                self.state = json.load(stream)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        step = (epoch + 1) * self.steps_per_epoch
+        report = self.evaluate_fn()
+        scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
+        if logs is not None:
+            logs.update(scalars)
+        self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
+        self.state["evaluations"].append({"step": step, **scalars})
+        score = report[SELECTION_METRIC]
+        if self.state["best"] is None or score > self.state["best"]:
+            self.state.update(best=score, best_step=step, evaluations_without_improvement=0)
+            tf.train.Checkpoint(model=self.model).write(best_checkpoint_prefix(self.model_dir))
+        else:
+            self.state["evaluations_without_improvement"] += 1
+        print(f"\nstep {step}: valid {SELECTION_METRIC} = {score:.4f} (best {self.state['best']:.4f} "
+              f"at step {self.state['best_step']})", flush=True)
+        _write_json(self.state_path, self.state)
+        if self.patience and self.state["evaluations_without_improvement"] >= self.patience:
+            print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
+            self.model.stop_training = True
+
+
+def train(model: RemiModel, config: RemiConfig, train_dataset: tf.data.Dataset, valid_histories: np.ndarray,
+          valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1) -> dict:
+    """Trains `model` for `config.max_steps` steps (fewer if early stopping triggers).
+
+    Re-running with the same `model_dir` after a kill resumes from the last backup.
+
+    Returns:
+      validation.json's state: the valid evaluations and the best step.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    config_lib.save(config, os.path.join(model_dir, "config.yaml"))
+    steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), steps_per_execution=steps_per_execution)
+    epochs = math.ceil(config.max_steps / config.eval_every)
+
+    def evaluate_valid() -> dict:
+        return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size)
+
+    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, config.eval_every)
+    if validation.patience and validation.state["evaluations_without_improvement"] >= validation.patience:
+        print(f"{model_dir}: training already stopped early; nothing to resume", flush=True)
+        return validation.state
+    callbacks = [
+        # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
+        validation,
+        tf.keras.callbacks.BackupAndRestore(
+            os.path.join(model_dir, "backup"),
+            save_freq=max(1, config.checkpoint_every // steps_per_execution), delete_checkpoint=False),
+        tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+    ]
+    model.fit(train_dataset, epochs=epochs, steps_per_epoch=config.eval_every, callbacks=callbacks,
+              verbose=verbose)
+    return validation.state
