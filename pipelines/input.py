@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from pipelines import schema
-from remi_tf.models import item_lookup
+from remi_tf.config import RemiConfig
+from remi_tf.models import item_lookup, target_probability
 
 MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
 EVAL_CUT_FRACTION = 0.8
@@ -40,22 +41,23 @@ def _compression(files: Sequence[str]) -> str:
     return "GZIP" if files[0].endswith(".gz") else ""
 
 
-def indexed_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tf.data.Dataset:
-    """Dataset of {"user_id": string, "items": [n] int64 indices}, one element per user, in file order."""
-    files = split_files(data_dir, split)
+def _read_indexed(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """(user id, [n] int64 item indices) per sequence record of `files`, in file order."""
     lookup = item_lookup(vocabulary)
     dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
     dataset = dataset.batch(1024).map(schema.parse_sequences)
-    dataset = dataset.map(lambda record: {"user_id": record["user_id"], "items": lookup(record["item_ids"])})
-    return dataset.unbatch()
+    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"])))
+    for user_ids, items in dataset.as_numpy_iterator():
+        for user_id, user_items in zip(user_ids, items):
+            yield user_id.decode("utf-8"), user_items
 
 
 def load_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
     """(user ids, item-index arrays) of one split, in memory."""
     user_ids, item_sequences = [], []
-    for element in indexed_sequences(data_dir, split, vocabulary).as_numpy_iterator():
-        user_ids.append(element["user_id"].decode("utf-8"))
-        item_sequences.append(element["items"])
+    for user_id, items in _read_indexed(split_files(data_dir, split), vocabulary):
+        user_ids.append(user_id)
+        item_sequences.append(items)
     return user_ids, item_sequences
 
 
@@ -90,27 +92,38 @@ def training_dataset(data_dir: str, vocabulary: Sequence[str], batch_size: int, 
                      ) -> tf.data.Dataset:
     """Endless training batches: each pass visits every training user once with a fresh random cut.
 
+    The (sharded) training sequences are read once into one in-memory ragged tensor; each pass draws a
+    random permutation of the users and slices it into batches, so that the per-batch work is one gather
+    and the vectorised cut (no per-user dataset ops: the step and the input share two cores).
+
     Args:
       batch_size: the global batch size (divided by the number of replicas under `input_context`).
       input_context: shards files across input pipelines when there are at least as many files.
 
     Returns:
-      Dataset of {"history": [batch, L] int64, "target": [batch] int64}.
+      Dataset of {"history": [batch, L] int64, "target": [batch] int64}; the users left over after the
+      last full batch of a pass are skipped in that pass (a different few each pass).
     """
     files = split_files(data_dir, "train")
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         if len(files) >= input_context.num_input_pipelines:
             files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    lookup = item_lookup(vocabulary)
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files),
-                                      num_parallel_reads=min(len(files), 4))
-    dataset = dataset.batch(1024).map(schema.parse_sequences)
-    dataset = dataset.map(lambda record: lookup(record["item_ids"])).unbatch()
-    dataset = dataset.filter(lambda items: tf.size(items) > MIN_CUT).cache()
-    dataset = dataset.shuffle(200_000, seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.apply(tf.data.experimental.dense_to_ragged_batch(batch_size, drop_remainder=True))
-    dataset = dataset.map(lambda items: random_cut(items, max_history), num_parallel_calls=tf.data.AUTOTUNE)
+    sequences = [items for _, items in _read_indexed(files, vocabulary) if len(items) > MIN_CUT]
+    if len(sequences) < batch_size:
+        raise ValueError(f"{data_dir}: {len(sequences)} training users with more than {MIN_CUT} items, fewer "
+                         f"than one batch of {batch_size}; lower batch_size")
+    all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences), [len(s) for s in sequences])
+    num_users, batches_per_pass = len(sequences), len(sequences) // batch_size
+    generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+
+    def one_pass(_: tf.Tensor) -> tf.data.Dataset:
+        permutation = tf.argsort(generator.uniform([num_users]))[:batches_per_pass * batch_size]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(permutation, [batches_per_pass, batch_size]))
+
+    dataset = tf.data.Dataset.range(1).repeat().flat_map(one_pass)
+    dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -129,3 +142,26 @@ def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int
         histories[row, :len(history)] = history
         targets.append(np.asarray(sequence[cut:], np.int64))
     return histories, targets
+
+
+class TrainingInputs(NamedTuple):
+    """Everything `remi train` reads from a prepared data directory."""
+
+    vocabulary: list[str]
+    target_probability: np.ndarray  # [vocabulary + 2] q of each index as a training target
+    valid_histories: np.ndarray  # [valid users, L]
+    valid_targets: list[np.ndarray]
+    dataset: tf.data.Dataset  # endless {"history", "target"} batches
+
+
+def training_inputs(data_dir: str, config: RemiConfig,
+                    input_context: tf.distribute.InputContext | None = None) -> TrainingInputs:
+    """Reads the vocabulary, the training target distribution, the valid split and the training stream."""
+    vocabulary = read_vocabulary(data_dir)
+    _, train_sequences = load_sequences(data_dir, "train", vocabulary)
+    _, valid_sequences = load_sequences(data_dir, "valid", vocabulary)
+    probability = target_probability(train_sequences, len(vocabulary), MIN_CUT)
+    valid_histories, valid_targets = evaluation_examples(valid_sequences, config.max_history)
+    dataset = training_dataset(data_dir, vocabulary, config.batch_size, config.max_history, seed=config.seed,
+                               input_context=input_context)
+    return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset)

@@ -57,20 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from remi_tf import train as train_lib
 
     config = config_lib.load(args.config, args.set or ())
-    vocabulary = input_lib.read_vocabulary(args.data)
-    _, train_sequences = input_lib.load_sequences(args.data, "train", vocabulary)
-    _, valid_sequences = input_lib.load_sequences(args.data, "valid", vocabulary)
-    probability = models.target_probability(train_sequences, len(vocabulary), input_lib.MIN_CUT)
-    model = models.RemiModel(config, len(vocabulary), probability)
-    valid_histories, valid_targets = input_lib.evaluation_examples(valid_sequences, config.max_history)
-    dataset = input_lib.training_dataset(args.data, vocabulary, config.batch_size, config.max_history,
-                                         seed=config.seed)
+    inputs = input_lib.training_inputs(args.data, config)
+    model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)
     shutil.copyfile(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"))
     _write_json_atomically(os.path.join(args.model_dir, "run.json"),
-                           {"data_dir": os.path.abspath(args.data), "vocabulary_size": len(vocabulary),
-                            "train_users": len(train_sequences), "valid_users": len(valid_sequences)})
-    state = train_lib.train(model, config, dataset, valid_histories, valid_targets, args.model_dir,
+                           {"data_dir": os.path.abspath(args.data), "vocabulary_size": len(inputs.vocabulary)})
+    state = train_lib.train(model, config, inputs.dataset, inputs.valid_histories, inputs.valid_targets,
+                            args.model_dir,
                             verbose=0 if args.quiet else 1)
     print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
     return 0

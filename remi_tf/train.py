@@ -24,6 +24,7 @@ from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
 from remi_tf.models import RemiModel
+from remi_tf.optimizers import LazyAdam
 
 SELECTION_METRIC = "recall@50"
 BEST_DIR = "best"
@@ -46,6 +47,15 @@ def _write_json(path: str, value: object) -> None:
     with open(tmp_path, "w", encoding="utf-8") as stream:
         json.dump(value, stream, indent=2)
     os.replace(tmp_path, path)
+
+
+def compile_model(model: RemiModel, config: RemiConfig) -> int:
+    """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of eval_every)."""
+    steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
+    optimizer = LazyAdam(config.learning_rate) if config.optimizer == "lazy_adam" else \
+        tf.keras.optimizers.Adam(config.learning_rate)
+    model.compile(optimizer=optimizer, steps_per_execution=steps_per_execution)
+    return steps_per_execution
 
 
 class ValidationCallback(tf.keras.callbacks.Callback):
@@ -98,8 +108,7 @@ def train(model: RemiModel, config: RemiConfig, train_dataset: tf.data.Dataset, 
     """
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save(config, os.path.join(model_dir, "config.yaml"))
-    steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), steps_per_execution=steps_per_execution)
+    steps_per_execution = compile_model(model, config)
     epochs = math.ceil(config.max_steps / config.eval_every)
 
     def evaluate_valid() -> dict:

@@ -45,8 +45,8 @@ class SelfAttentiveRouting(tf.keras.layers.Layer):
             kernel_initializer="he_normal", name="attention_hidden")
         self.attention_logits = tf.keras.layers.Dense(
             self.num_interests, use_bias=False, kernel_initializer="he_normal", name="attention_logits")
-        self.attention_hidden.build(tf.TensorShape([None, self.max_length, dim]))
-        self.attention_logits.build(tf.TensorShape([None, self.max_length, self.hidden_multiplier * dim]))
+        self.attention_hidden.build(tf.TensorShape([None, dim]))
+        self.attention_logits.build(tf.TensorShape([None, self.hidden_multiplier * dim]))
         if self.use_position_embedding:
             self.position_embedding = self.add_weight(
                 name="position_embedding", shape=(self.max_length, dim),
@@ -57,11 +57,26 @@ class SelfAttentiveRouting(tf.keras.layers.Layer):
         mask = tf.cast(mask, tf.bool)
         history = item_embeddings * tf.cast(mask, item_embeddings.dtype)[:, :, tf.newaxis]  # [B, L, d]
         features = history + self.position_embedding if self.use_position_embedding else history
-        logits = tf.transpose(self.attention_logits(self.attention_hidden(features)), [0, 2, 1])  # [B, K, L]
-        logits = tf.where(mask[:, tf.newaxis, :], logits, tf.cast(_PADDING_LOGIT, logits.dtype))
+        logits = self._valid_position_logits(features, mask)  # [B, L, K]
+        logits = tf.where(mask[:, :, tf.newaxis], logits, tf.cast(_PADDING_LOGIT, logits.dtype))
+        logits = tf.transpose(logits, [0, 2, 1])  # [B, K, L]
         routing = tf.nn.softmax(logits, axis=-1)  # [B, K, L]
         interests = tf.matmul(routing, history)  # [B, K, d]
         return interests, routing
+
+    def _valid_position_logits(self, features: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """W2 tanh(W1 x) at the valid positions only, [B, L, K] with zeros at padding.
+
+        The attention MLP is most of the step's FLOPs and padded positions are masked out anyway, so
+        running it on the valid rows alone saves the padding's share of the work (about a third on
+        Amazon histories) without changing the result.
+        """
+        shape = tf.shape(features, out_type=tf.int64)
+        flat_features = tf.reshape(features, [-1, features.shape[-1]])  # [B * L, d]
+        valid_rows = tf.where(tf.reshape(mask, [-1]))  # [nnz, 1]
+        valid_logits = self.attention_logits(self.attention_hidden(tf.gather_nd(flat_features, valid_rows)))
+        logits = tf.scatter_nd(valid_rows, valid_logits, tf.stack([shape[0] * shape[1], self.num_interests]))
+        return tf.reshape(logits, [shape[0], shape[1], self.num_interests])
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_interests": self.num_interests, "max_length": self.max_length,
