@@ -18,6 +18,7 @@ from remi_tf.models import item_lookup, target_probability
 
 MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
 EVAL_CUT_FRACTION = 0.8
+PREFETCH_BATCHES = 16
 
 
 def read_vocabulary(data_dir: str) -> list[str]:
@@ -122,9 +123,12 @@ def training_dataset(data_dir: str, vocabulary: Sequence[str], batch_size: int, 
         return tf.data.Dataset.from_tensor_slices(tf.reshape(permutation, [batches_per_pass, batch_size]))
 
     dataset = tf.data.Dataset.range(1).repeat().flat_map(one_pass)
-    dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history),
-                          num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history))
+    # The map costs microseconds per batch: a fixed prefetch, and tf.data's autotuning off, whose
+    # background work was seen to pace whole training runs at one step per ~10 ms tick on two cores.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int
