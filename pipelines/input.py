@@ -110,13 +110,25 @@ def training_dataset(data_dir: str, vocabulary: Sequence[str], batch_size: int, 
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         if len(files) >= input_context.num_input_pipelines:
             files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    sequences = [items for _, items in _read_indexed(files, vocabulary) if len(items) > MIN_CUT]
+    sequences = [items for _, items in _read_indexed(files, vocabulary)]
+    return sequence_dataset(sequences, batch_size, max_history, seed)
+
+
+def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_history: int,
+                     seed: int | None = None) -> tf.data.Dataset:
+    """The endless random-cut batches of `training_dataset`, from in-memory item-index sequences.
+
+    Sequences with at most MIN_CUT items are skipped (they have no valid cut).
+    """
+    sequences = [items for items in sequences if len(items) > MIN_CUT]
     if len(sequences) < batch_size:
-        raise ValueError(f"{data_dir}: {len(sequences)} training users with more than {MIN_CUT} items, fewer "
-                         f"than one batch of {batch_size}; lower batch_size")
-    all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences), [len(s) for s in sequences])
+        raise ValueError(f"{len(sequences)} training users with more than {MIN_CUT} items, fewer than one "
+                         f"batch of {batch_size}; lower batch_size")
+    all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences).astype(np.int64),
+                                                 [len(s) for s in sequences])
     num_users, batches_per_pass = len(sequences), len(sequences) // batch_size
-    generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+    generator = tf.random.Generator.from_seed(seed) if seed is not None else \
+        tf.random.Generator.from_non_deterministic_state()
 
     def one_pass(_: tf.Tensor) -> tf.data.Dataset:
         permutation = tf.argsort(generator.uniform([num_users]))[:batches_per_pass * batch_size]

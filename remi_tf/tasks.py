@@ -28,7 +28,7 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
                  in_batch_negatives: bool = True, name: Optional[str] = None) -> None:
-        super().__init__(name=name)
+        super().__init__(name=name, autocast=False)  # keep the inputs' dtype (float64 in tests)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if temperature <= 0:

@@ -36,10 +36,10 @@ def best_checkpoint_prefix(model_dir: str) -> str:
 
 def restore_best(model: RemiModel, model_dir: str) -> None:
     """Loads the best (by valid Recall@50) weights into `model`."""
-    path = tf.train.latest_checkpoint(os.path.join(model_dir, BEST_DIR))
-    if path is None:
-        raise FileNotFoundError(f"no best checkpoint in {os.path.join(model_dir, BEST_DIR)}; train first")
-    tf.train.Checkpoint(model=model).read(path).expect_partial()
+    prefix = best_checkpoint_prefix(model_dir)
+    if not os.path.exists(prefix + ".index"):
+        raise FileNotFoundError(f"no best checkpoint at {prefix}; train first (`remi train --model-dir ...`)")
+    tf.train.Checkpoint(model=model).read(prefix).expect_partial()
 
 
 def _write_json(path: str, value: object) -> None:
