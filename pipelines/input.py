@@ -42,7 +42,7 @@ def _compression(files: Sequence[str]) -> str:
     return "GZIP" if files[0].endswith(".gz") else ""
 
 
-def _read_indexed(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
     """(user id, [n] int64 item indices) per sequence record of `files`, in file order."""
     lookup = item_lookup(vocabulary)
     dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
@@ -56,7 +56,7 @@ def _read_indexed(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[t
 def load_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
     """(user ids, item-index arrays) of one split, in memory."""
     user_ids, item_sequences = [], []
-    for user_id, items in _read_indexed(split_files(data_dir, split), vocabulary):
+    for user_id, items in read_indexed_sequences(split_files(data_dir, split), vocabulary):
         user_ids.append(user_id)
         item_sequences.append(items)
     return user_ids, item_sequences
@@ -110,7 +110,7 @@ def training_dataset(data_dir: str, vocabulary: Sequence[str], batch_size: int, 
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         if len(files) >= input_context.num_input_pipelines:
             files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    sequences = [items for _, items in _read_indexed(files, vocabulary)]
+    sequences = [items for _, items in read_indexed_sequences(files, vocabulary)]
     return sequence_dataset(sequences, batch_size, max_history, seed)
 
 

@@ -1,0 +1,98 @@
+"""`remi prepare` in process: output records, vocabulary, manifest, atomicity and bad input."""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipelines import local, readers, schema, sequences
+
+
+def write_log(path, rows, header="user_id,item_id,timestamp"):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as stream:
+        stream.write(header + "\n")
+        for row in rows:
+            stream.write(",".join(str(v) for v in row) + "\n")
+
+
+def planted_log(num_users=60, seed=0):
+    """Users u0..: 8 events each over items i0..i9 (all frequent), plus one rare item for user u0."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(num_users):
+        for t in rng.permutation(8):
+            rows.append((f"u{u}", f"i{rng.integers(10)}", int(t)))
+    rows.append(("u0", "rare", 100))
+    rows.append(("short", "i1", 0))
+    return rows
+
+
+def read_split(directory, split):
+    files = sorted(f for f in os.listdir(directory) if f.startswith(split + "-"))
+    records = []
+    for name in files:
+        for raw in tf.data.TFRecordDataset(os.path.join(directory, name)):
+            parsed = tf.io.parse_single_example(raw, schema.SEQUENCE_FEATURES)
+            records.append((parsed["user_id"].numpy().decode(), [x.decode() for x in parsed["item_ids"].numpy()],
+                            parsed["timestamps"].numpy().tolist()))
+    return records
+
+
+def test_prepare_writes_sorted_filtered_split_sequences(tmp_path):
+    rows = planted_log()
+    write_log(tmp_path / "log.csv.gz", rows)
+    manifest = local.prepare([str(tmp_path / "log.csv.gz")], str(tmp_path / "out"), seed=3, num_shards=2,
+                             progress=False)
+    out = tmp_path / "out"
+    all_users = {}
+    for split in schema.SPLITS:
+        records = read_split(out, split)
+        assert manifest["splits"][split]["users"] == len(records)
+        for user, items, timestamps in records:
+            assert sequences.assign_split(user, 3) == split
+            assert timestamps == sorted(timestamps)
+            all_users[user] = items
+    assert "short" not in all_users  # fewer than 5 events
+    assert "rare" not in all_users["u0"]  # item seen fewer than 5 times
+    expected = sorted((t, item) for u, item, t in rows if u == "u5")
+    assert all_users["u5"] == [item for _, item in expected]
+    assert len(all_users) == 60
+    vocabulary = [line.split("\t") for line in (out / "items.tsv").read_text().splitlines()]
+    counts = [int(c) for _, c in vocabulary]
+    assert counts == sorted(counts, reverse=True) and sum(counts) == 60 * 8
+    assert json.loads((out / "manifest.json").read_text())["input_events"] == len(rows)
+
+
+def test_existing_output_is_kept_and_failures_leave_nothing(tmp_path):
+    write_log(tmp_path / "log.csv", planted_log())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "out"), progress=False)
+    rows = planted_log() + [("u1", "i1", "yesterday")]
+    write_log(tmp_path / "bad.csv", rows)
+    bad_line = len(rows) + 1  # after the header
+    with pytest.raises(ValueError, match=rf"bad.csv:{bad_line}: field 'timestamp' must be a number"):
+        local.prepare([str(tmp_path / "bad.csv")], str(tmp_path / "out"), overwrite=True, progress=False)
+    assert os.listdir(tmp_path / "out") == ["precious"]
+    assert sorted(os.listdir(tmp_path)) == ["bad.csv", "log.csv", "out"]  # no temporary directory left
+
+
+def test_reader_errors_name_file_line_and_field(tmp_path):
+    write_log(tmp_path / "missing.csv", [("u", "i", 1)], header="user,item_id,timestamp")
+    with pytest.raises(ValueError, match=r"missing.csv:1: header .* lacks column\(s\) \['user_id'\]"):
+        list(readers.read_events(str(tmp_path / "missing.csv")))
+    write_log(tmp_path / "empty_id.csv", [("u", "i", 1), ("", "i", 2)])
+    with pytest.raises(ValueError, match=r"empty_id.csv:3: field 'user_id' is empty"):
+        list(readers.read_events(str(tmp_path / "empty_id.csv")))
+
+
+def test_recbole_atomic_file(datasets_dir):
+    path = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    events = list(readers.read_events(path))
+    assert len(events) == 100_000
+    assert events[0] == readers.Event("196", "242", 881250949)

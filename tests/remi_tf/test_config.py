@@ -1,0 +1,39 @@
+"""Config resolution: defaults -> YAML -> --set overrides, validation naming the field."""
+
+import os
+
+import pytest
+
+from remi_tf import config as config_lib
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("beta: 0.5\nnum_interests: 8\n")
+    config = config_lib.load(path, ["beta=0", "routing_lambda=0", "logq_correction=false", "negatives=sampled"])
+    assert (config.beta, config.num_interests, config.routing_lambda) == (0.0, 8, 0.0)
+    assert config.logq_correction is False and config.negatives == "sampled"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = config_lib.load(None, ["batch_size=256", "temperature=0.5"])
+    config_lib.save(config, tmp_path / "config.yaml")
+    assert config_lib.load(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=0", "batch_size"), ("negatives=everything", "negatives"), ("beta=-1", "beta"),
+    ("num_interests=2.5", "num_interests"), ("bogus=1", "unknown config key"), ("beta", "key=value"),
+])
+def test_bad_values_name_the_field(override, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.load(None, [override])
+
+
+def test_every_preset_loads():
+    presets = [name for name in os.listdir(CONFIGS) if name.endswith(".yaml")]
+    assert "amazon-cds.yaml" in presets
+    for name in presets:
+        config_lib.load(os.path.join(CONFIGS, name))
