@@ -1,0 +1,47 @@
+# remi-tf: `make demo` (prepare -> train -> evaluate on MovieLens-100K) and `make test`.
+# Both create .venv when it is missing. DATA=<log file> runs the demo on another CSV/TSV/.inter log.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+RECBOLE_WHEEL_DIR := .cache/recbole
+ML100K := $(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.inter
+DATA ?= $(ML100K)
+CONFIG ?= configs/ml-100k.yaml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv demo test test-all clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# MovieLens-100K as RecBole ships it: the atomic files inside the recbole==1.2.1 wheel.
+$(ML100K): | $(STAMP)
+	mkdir -p $(RECBOLE_WHEEL_DIR)
+	$(BIN)/pip download --quiet --no-deps --dest $(RECBOLE_WHEEL_DIR) recbole==1.2.1
+	$(BIN)/python -c "import glob, zipfile, os; \
+	wheel = zipfile.ZipFile(glob.glob('$(RECBOLE_WHEEL_DIR)/recbole-1.2.1-*.whl')[0]); \
+	os.makedirs('$(RECBOLE_WHEEL_DIR)/ml-100k', exist_ok=True); \
+	[open('$(RECBOLE_WHEEL_DIR)/ml-100k/' + os.path.basename(n), 'wb').write(wheel.read(n)) \
+	 for n in wheel.namelist() if n.startswith('recbole/dataset_example/ml-100k/')]"
+
+demo: $(STAMP) $(DATA)
+	$(BIN)/remi prepare --input $(DATA) --output $(DEMO_DIR)/data --overwrite
+	rm -rf $(DEMO_DIR)/model
+	$(BIN)/remi train --data $(DEMO_DIR)/data --model-dir $(DEMO_DIR)/model --config $(CONFIG)
+	$(BIN)/remi evaluate --model-dir $(DEMO_DIR)/model --split test --plots $(DEMO_DIR)/plots
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache
