@@ -66,7 +66,7 @@ class RemiConfig:
 
     batch_size: int = 128
     optimizer: str = "lazy_adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     max_steps: int = 10_000
     eval_every: int = 1_000
     patience: int = 5

@@ -1,0 +1,75 @@
+"""REMI ablation on one prepared data set: train each variant, evaluate valid and test, print a table.
+
+    python benchmarks/ablation.py --data DIR --config configs/amazon-cds.yaml --output runs/ablation-cds \
+        --variant "REMI=beta=0.1,routing_lambda=100" --variant "baseline=beta=0,routing_lambda=0" ...
+
+Each variant is `name=key=value,key=value` (config overrides on top of --config). Reports go to
+<output>/<name>/eval-{valid,test}.json; the table (markdown) to <output>/table.md and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrate@50")
+
+
+def remi(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
+    model_dir = os.path.join(args.output, name)
+    sets = [item for override in overrides for item in ("--set", override)]
+    start = time.perf_counter()
+    remi("train", "--data", args.data, "--model-dir", model_dir, "--config", args.config, "--quiet", *sets)
+    seconds = time.perf_counter() - start
+    reports = {}
+    for split in ("valid", "test"):
+        remi("evaluate", "--model-dir", model_dir, "--split", split)
+        with open(os.path.join(model_dir, f"eval-{split}.json"), encoding="utf-8") as stream:
+            reports[split] = json.load(stream)
+    with open(os.path.join(model_dir, "validation.json"), encoding="utf-8") as stream:
+        best_step = json.load(stream)["best_step"]
+    return {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
+
+
+def table(results: list[dict]) -> str:
+    header = "| variant | overrides | best step | valid R@50 | " + " | ".join(f"test {m}" for m in METRICS) + " |"
+    lines = [header, "|" + "---|" * (4 + len(METRICS))]
+    for r in results:
+        cells = [r["name"], ", ".join(r["overrides"]) or "(preset)", str(r["best_step"]),
+                 f"{r['valid']['recall@50']:.4f}"] + [f"{r['test'][m]:.4f}" for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
+    args = parser.parse_args()
+    results = []
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        results.append(run_variant(name, [o for o in overrides.split(",") if o], args))
+        print(f"{name}: valid R@50 {results[-1]['valid']['recall@50']:.4f}, "
+              f"test R@50 {results[-1]['test']['recall@50']:.4f}", flush=True)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as stream:
+        json.dump(results, stream, indent=2)
+    markdown = table(results)
+    with open(os.path.join(args.output, "table.md"), "w", encoding="utf-8") as stream:
+        stream.write(markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
