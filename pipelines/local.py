@@ -34,7 +34,7 @@ class ProgressLine:
     def update(self, increment: int = 1) -> None:
         self.count += increment
         if self.enabled and self.count % self.every < increment:
-            self._print(end="\r")
+            self._print(end="\r")  # rewritten in place; done() prints the final count on its own line
 
     def done(self) -> None:
         if self.enabled:

@@ -84,8 +84,10 @@ class RemiModel(tfrs.Model):
         self.build_towers()
 
     def build_towers(self) -> None:
-        """Creates every weight now, so that checkpoints restore before the first batch."""
+        """Creates every weight now, so that checkpoints restore before the first batch (Keras's
+        BackupAndRestore only restores into a built model)."""
         self.query_tower(tf.zeros([1, self.config.max_history], tf.int64))
+        self.built = True
 
     def candidate_embeddings(self) -> tf.Tensor:
         """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i)."""

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -28,6 +29,7 @@ def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[s
         axis.set_title(f"user {user_ids[row]}", fontsize=9)
         axis.set_ylabel("interest")
         axis.set_yticks(range(routing.shape[1]))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         figure.colorbar(image, ax=axis, fraction=0.02)
     axes[-1, 0].set_xlabel("history position (oldest first)")
     figure.tight_layout()

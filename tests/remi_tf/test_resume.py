@@ -1,0 +1,62 @@
+"""A killed training run resumes from its last backup instead of starting over."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipelines.input import evaluation_examples, sequence_dataset
+from remi_tf import config as config_lib
+from remi_tf import models, train
+from tests import synthetic
+
+
+class Kill(tf.keras.callbacks.Callback):
+    """Raises at the first batch end past `at_step` optimizer steps (steps_per_execution steps at a time)."""
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step = at_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.at_step:
+            raise KeyboardInterrupt("killed")
+
+
+class StartProbe(tf.keras.callbacks.Callback):
+    """Records the optimizer step when training begins (after BackupAndRestore restored it)."""
+
+    def on_train_begin(self, logs=None):
+        self.start_step = int(self.model.optimizer.iterations)
+
+
+def test_resume_after_kill(tmp_path, monkeypatch):
+    sequences, _ = synthetic.clustered_sequences(300, 6, 10, 2, 20, seed=1)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
+                                   checkpoint_every=50, steps_per_execution=10, patience=0)
+    histories, targets = evaluation_examples(sequences[250:], config.max_history)
+    model_dir = str(tmp_path / "model")
+
+    def run(extra_callbacks=()):
+        model = models.RemiModel(config, 60)
+        original_fit = model.fit
+        monkeypatch.setattr(model, "fit", lambda *a, **k: original_fit(
+            *a, **{**k, "callbacks": k["callbacks"] + list(extra_callbacks)}))
+        dataset = sequence_dataset(sequences[:250], config.batch_size, config.max_history, seed=0)
+        train.train(model, config, dataset, histories, targets, model_dir, verbose=0)
+        return model
+
+    with pytest.raises(KeyboardInterrupt):
+        run([Kill(at_step=170)])
+    with open(os.path.join(model_dir, "validation.json")) as stream:
+        assert [e["step"] for e in json.load(stream)["evaluations"]] == [100]
+    probe = StartProbe()
+    resumed = run([probe])
+    # The backup at step 150 (not 0) was restored, and training ran to max_steps. Keras resumes a
+    # multi-step execution from its first step, so up to steps_per_execution - 1 steps are repeated.
+    assert probe.start_step == 150
+    assert 200 <= int(resumed.optimizer.iterations) < 200 + config.steps_per_execution
+    with open(os.path.join(model_dir, "validation.json")) as stream:
+        assert [e["step"] for e in json.load(stream)["evaluations"]] == [100, 200]
+    assert config_lib.load(os.path.join(model_dir, "config.yaml")) == config
