@@ -36,21 +36,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(model_dir: str):
-    """(config, model with the best weights, data_dir, vocabulary) of a trained model directory."""
-    from remi_tf import train as train_lib
-    from remi_tf.models import RemiModel
-
-    config = config_lib.load(os.path.join(model_dir, "config.yaml"))
-    with open(os.path.join(model_dir, "run.json"), encoding="utf-8") as stream:
-        run = json.load(stream)
-    with open(os.path.join(model_dir, "items.tsv"), encoding="utf-8") as stream:
-        vocabulary = [line.split("\t", 1)[0] for line in stream if line.strip()]
-    model = RemiModel(config, len(vocabulary))
-    train_lib.restore_best(model, model_dir)
-    return config, model, run["data_dir"], vocabulary
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from pipelines import input as input_lib
     from remi_tf import models
@@ -75,8 +60,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from remi_tf import evaluate as evaluate_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
-    config, model, data_dir, vocabulary = _load_model(args.model_dir)
-    user_ids, item_sequences = input_lib.load_sequences(args.data or data_dir, args.split, vocabulary)
+    from remi_tf import train as train_lib
+
+    trained = train_lib.load_trained(args.model_dir)
+    config, model, vocabulary = trained.config, trained.model, trained.vocabulary
+    user_ids, item_sequences = input_lib.load_sequences(args.data or trained.data_dir, args.split, vocabulary)
     histories, targets = input_lib.evaluation_examples(item_sequences, config.max_history)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -40,6 +40,31 @@ def restore_best(model: RemiModel, model_dir: str) -> None:
     if not os.path.exists(prefix + ".index"):
         raise FileNotFoundError(f"no best checkpoint at {prefix}; train first (`remi train --model-dir ...`)")
     tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+
+
+class TrainedModel(NamedTuple):
+    """A model directory's config, model (best weights), vocabulary and training data directory."""
+
+    config: RemiConfig
+    model: RemiModel
+    vocabulary: list[str]
+    data_dir: str
+
+
+def load_trained(model_dir: str) -> TrainedModel:
+    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
+    for name in ("config.yaml", "items.tsv", "run.json"):
+        if not os.path.exists(os.path.join(model_dir, name)):
+            raise FileNotFoundError(f"{os.path.join(model_dir, name)} not found: is {model_dir!r} a directory "
+                                    "written by `remi train`?")
+    config = config_lib.load(os.path.join(model_dir, "config.yaml"))
+    with open(os.path.join(model_dir, "items.tsv"), encoding="utf-8") as stream:
+        vocabulary = [line.split("\t", 1)[0] for line in stream if line.strip()]
+    with open(os.path.join(model_dir, "run.json"), encoding="utf-8") as stream:
+        data_dir = json.load(stream)["data_dir"]
+    model = RemiModel(config, len(vocabulary))
+    restore_best(model, model_dir)
+    return TrainedModel(config, model, vocabulary, data_dir)
 
 
 def _write_json(path: str, value: object) -> None:

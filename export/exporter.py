@@ -1,0 +1,69 @@
+"""`remi export`: a trained model directory -> SavedModels in TF Serving's layout.
+
+Models written under `<output>/` (one version each):
+  <name>         end-to-end retrieval: ScaNN when the index is "scann" or "both", else exact
+  <name>-exact   exact brute-force retrieval, when the index is "both" (stock TF Serving loads it)
+  <name>-query   the query tower: history -> K interest embeddings
+plus `<output>/models.config` listing them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+from export import saved_model, serving_layout
+from remi_tf import train as train_lib
+
+INDEXES = ("scann", "brute-force", "both")
+
+
+def scann_options(num_items: int) -> dict:
+    """ScaNN tree settings scaled to the corpus: ~sqrt(N) leaves, a tenth searched, exact re-ranking."""
+    num_leaves = max(2, int(math.sqrt(num_items)))
+    return {"num_leaves": num_leaves, "num_leaves_to_search": max(1, num_leaves // 10),
+            "num_reordering_candidates": 500}
+
+
+def model_names(name: str, index: str) -> dict[str, str]:
+    """Served name -> what it is, for the chosen index."""
+    names = {name: "scann" if index in ("scann", "both") else "brute-force", f"{name}-query": "query"}
+    if index == "both":
+        names[f"{name}-exact"] = "brute-force"
+    return names
+
+
+def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
+           k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None
+           ) -> dict[str, str]:
+    """Exports every model of `model_names(name, index)` as version `version` (default: next free).
+
+    Returns:
+      served name -> the published version directory.
+    """
+    if index not in INDEXES:
+        raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
+    trained = train_lib.load_trained(model_dir)
+    vocabulary = trained.vocabulary
+    if not 1 <= k <= len(vocabulary):
+        raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
+    names = model_names(name, index)
+    if version is None:
+        version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
+    warmup = warmup_histories or [vocabulary[:3], vocabulary[3:8]]
+    published = {}
+    for served, kind in names.items():
+        if kind == "query":
+            module = saved_model.QueryModule(trained.model, vocabulary)
+        else:
+            module = saved_model.RetrievalModule(trained.model, vocabulary, kind, k,
+                                                 scann_options(len(vocabulary)) if kind == "scann" else None)
+
+        def write(directory: str, module=module, served=served) -> None:
+            saved_model.save(module, directory)
+            serving_layout.write_warmup_requests(directory, served, warmup)
+
+        published[served] = serving_layout.publish_version(os.path.join(output, served), version, write)
+    serving_layout.write_models_config(output, list(names), serving_base_path)
+    return published
