@@ -1,4 +1,4 @@
-"""`remi`: the command line of remi-tf (prepare, train, evaluate).
+"""`remi`: the command line of remi-tf (prepare, train, evaluate, export, serve, lookup).
 
 The CLI is the composition root: it is the one module of remi_tf that reaches into `pipelines`
 (imported inside the subcommands), so that the library itself stays free of data-format code.
@@ -81,6 +81,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from export import exporter
+
+    published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
+                                index=args.index, k=args.k, serving_base_path=args.serving_base_path)
+    for served, path in published.items():
+        print(f"{served}: {path}")
+    print(f"models.config: {os.path.join(args.output, 'models.config')}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from export import server as server_lib
+
+    server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,
+                               max_batch_size=args.max_batch_size).start()
+    models = ", ".join(f"{name}/{version}" for name, version in sorted(server.registry.served().items()))
+    print(f"serving {models or 'nothing yet'}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
+          f"{server.grpc_port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from export import client as client_lib
+
+    client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
+                                   signature_name="include_history" if args.include_history else "serving_default")
+    history = args.history.split()
+    (candidates,) = client.lookup([history], k=args.k)
+    print(json.dumps(candidates._asdict(), indent=2) if args.json else client_lib.format_candidates(history, candidates))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +150,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    export = commands.add_parser("export", help="SavedModels + ScaNN index in TF Serving's layout")
+    export.add_argument("--model-dir", required=True)
+    export.add_argument("--output", required=True, help="export directory: <output>/<name>/<version>/")
+    export.add_argument("--name", default="remi", help="served name of the retrieval model")
+    export.add_argument("--version", type=int, help="default: one more than the newest exported")
+    export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both")
+    export.add_argument("--k", type=int, default=50, help="candidates per interest and merged")
+    export.add_argument("--serving-base-path", default="/models", help="where models.config says the "
+                        "export directory is mounted (TF Serving's docker image: /models)")
+    export.set_defaults(run=cmd_export)
+
+    serve = commands.add_parser("serve", help="local server with TF Serving's REST and gRPC APIs")
+    serve.add_argument("--export-dir", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501, help="REST port")
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--max-batch-size", type=int, default=1024)
+    serve.set_defaults(run=cmd_serve)
+
+    lookup = commands.add_parser("lookup", help="candidates for a history from TF Serving or `remi serve`")
+    lookup.add_argument("--server", required=True, help="http://HOST:PORT (REST) or HOST:PORT with --grpc")
+    lookup.add_argument("--grpc", action="store_true")
+    lookup.add_argument("--model", default="remi")
+    lookup.add_argument("--history", required=True, help="space-separated item ids, oldest first")
+    lookup.add_argument("--k", type=int, default=20)
+    lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
+    lookup.add_argument("--json", action="store_true")
+    lookup.set_defaults(run=cmd_lookup)
     return parser
 
 
@@ -117,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"remi {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,100 @@
+"""A client for REMI retrieval models behind TF Serving or `remi serve` (REST or gRPC, one code path)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+
+class Candidates(NamedTuple):
+    """One user's lookup: merged candidates with the interest that retrieved each, and per-interest lists."""
+
+    item_ids: list[str]
+    scores: list[float]
+    interest: list[int]  # -1: a popularity candidate (the history had no known item)
+    interest_item_ids: list[list[str]]  # [K][k]
+    interest_scores: list[list[float]]
+
+
+class LookupFailed(RuntimeError):
+    """The server rejected the request (its message is kept)."""
+
+
+def _decode(values: np.ndarray | list) -> list:
+    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+
+
+class RemiClient:
+    """Looks up candidates for histories of item ids.
+
+    Args:
+      server: "http://host:port" (REST) or "host:port" (gRPC when `use_grpc`).
+      model: served model name (the retrieval model, e.g. "remi" or "remi-exact").
+      signature_name: "serving_default" (history items excluded) or "include_history".
+    """
+
+    def __init__(self, server: str, model: str = "remi", use_grpc: bool = False,
+                 signature_name: str = "serving_default", timeout: float = 30.0) -> None:
+        self.model, self.use_grpc, self.signature_name, self.timeout = model, use_grpc, signature_name, timeout
+        if use_grpc:
+            import grpc
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            self.target = server.removeprefix("grpc://")
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.target))
+        else:
+            self.target = server if server.startswith("http") else f"http://{server}"
+
+    def lookup(self, histories: Sequence[Sequence[str]], k: int | None = None) -> list[Candidates]:
+        """Candidates per history (oldest item first); `k` truncates the served lists."""
+        width = max([len(h) for h in histories] + [1])
+        padded = [list(h) + [""] * (width - len(h)) for h in histories]
+        outputs = self._grpc(padded) if self.use_grpc else self._rest(padded)
+        results = []
+        for row in range(len(histories)):
+            results.append(Candidates(
+                item_ids=_decode(outputs["item_ids"][row][:k]),
+                scores=[float(s) for s in outputs["scores"][row][:k]],
+                interest=[int(i) for i in outputs["interest"][row][:k]],
+                interest_item_ids=[_decode(ids[:k]) for ids in outputs["interest_item_ids"][row]],
+                interest_scores=[[float(s) for s in scores[:k]] for scores in outputs["interest_scores"][row]]))
+        return results
+
+    def _rest(self, histories: list[list[str]]) -> dict:
+        body = json.dumps({"signature_name": self.signature_name, "inputs": {"history": histories}}).encode()
+        request = urllib.request.Request(f"{self.target}/v1/models/{self.model}:predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())["outputs"]
+        except urllib.error.HTTPError as error:
+            message = error.read().decode("utf-8", "replace")
+            raise LookupFailed(f"{self.target} answered {error.code}: {message}") from None
+
+    def _grpc(self, histories: list[list[str]]) -> dict:
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model
+        request.model_spec.signature_name = self.signature_name
+        request.inputs["history"].CopyFrom(tf.make_tensor_proto(histories, dtype=tf.string))
+        try:
+            response = self._stub.Predict(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise LookupFailed(f"{self.target} answered {error.code().name}: {error.details()}") from None
+        return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+
+
+def format_candidates(history: Sequence[str], candidates: Candidates) -> str:
+    """A readable table: rank, item, score and the interest that retrieved it."""
+    lines = [f"history: {' '.join(history) or '(empty)'}", f"{'rank':>4}  {'item':<24} {'score':>9}  interest"]
+    for rank, (item, score, interest) in enumerate(zip(candidates.item_ids, candidates.scores, candidates.interest)):
+        source = "popular" if interest < 0 else f"#{interest}"
+        lines.append(f"{rank + 1:>4}  {item:<24} {score:>9.4f}  {source}")
+    return "\n".join(lines)
