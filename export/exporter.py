@@ -20,10 +20,11 @@ INDEXES = ("scann", "brute-force", "both")
 
 
 def scann_options(num_items: int) -> dict:
-    """ScaNN tree settings scaled to the corpus: ~sqrt(N) leaves, a tenth searched, exact re-ranking."""
+    """ScaNN tree settings scaled to the corpus: ~sqrt(N) leaves, a quarter searched, exact re-ranking of
+    1,000. On amazon-cds embeddings this gives recall@50 0.965 against exact (a tenth searched: 0.88)."""
     num_leaves = max(2, int(math.sqrt(num_items)))
-    return {"num_leaves": num_leaves, "num_leaves_to_search": max(1, num_leaves // 10),
-            "num_reordering_candidates": 500}
+    return {"num_leaves": num_leaves, "num_leaves_to_search": max(1, num_leaves // 4),
+            "num_reordering_candidates": 1000}
 
 
 def model_names(name: str, index: str) -> dict[str, str]:

@@ -1,0 +1,38 @@
+"""A small trained model (synthetic clustered data, through the CLI) and its export, shared by the tests."""
+
+import os
+
+import pytest
+
+from export import exporter
+from remi_tf import cli
+from tests import synthetic
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    sequences, _ = synthetic.clustered_sequences(num_users=2000, num_clusters=40, items_per_cluster=50,
+                                                 clusters_per_user=3, length=30, seed=0)
+    with open(root / "log.csv", "w") as stream:
+        stream.write("user_id,item_id,timestamp\n")
+        for user, items in enumerate(sequences):
+            for time, item in enumerate(items):
+                stream.write(f"user{user},item{item},{time}\n")
+    assert cli.main(["prepare", "--input", str(root / "log.csv"), "--output", str(root / "data")]) == 0
+    assert cli.main(["train", "--data", str(root / "data"), "--model-dir", str(root / "model"), "--quiet",
+                     "--set", "max_steps=400", "--set", "eval_every=200", "--set", "embedding_dim=16"]) == 0
+    return str(root / "model")
+
+
+@pytest.fixture(scope="session")
+def export_dir(trained_model_dir, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("export"))
+    exporter.export(trained_model_dir, output, name="remi", index="both", k=20)
+    return output
+
+
+@pytest.fixture(scope="session")
+def vocabulary(trained_model_dir):
+    with open(os.path.join(trained_model_dir, "items.tsv")) as stream:
+        return [line.split("\t")[0] for line in stream]

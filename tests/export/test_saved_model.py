@@ -1,0 +1,119 @@
+"""Exported SavedModels: reload in a fresh process, signatures, ScaNN vs exact, history handling."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import exporter, serving_layout
+from remi_tf import metrics
+from remi_tf import train as train_lib
+from remi_tf.models import FIRST_ITEM_INDEX
+
+
+def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history=True):
+    """Independent reference: interests from the in-memory model, exact scores, numpy merge."""
+    model = train_lib.load_trained(trained_model_dir).model
+    index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
+    rows = np.zeros((len(histories), model.config.max_history), np.int64)
+    for r, history in enumerate(histories):
+        known = [index[i] for i in history if i in index][-model.config.max_history:]
+        rows[r, :len(known)] = known
+    interests = model.query_tower(tf.constant(rows))[0].numpy()  # [B, K, d]
+    scores = interests @ model.candidate_embeddings().numpy().T  # [B, K, N]
+    ids = np.broadcast_to(np.arange(scores.shape[-1]) + FIRST_ITEM_INDEX, scores.shape)
+    if exclude_history:
+        scores = np.where(np.isin(ids, rows[:, None, :]) & (ids[...] > 0), -np.inf, scores)
+    merged, merged_scores = metrics.merge_interest_topk(ids, scores, k)
+    return [[vocabulary[i - FIRST_ITEM_INDEX] for i in row] for row in merged], merged_scores
+
+
+HISTORIES = [["item2", "item3", "item4", "item60", "item61"], ["item500", "unknown-id", "item501"]]
+
+
+def test_reload_in_a_fresh_process_matches_the_in_memory_model(export_dir, trained_model_dir, vocabulary):
+    script = (
+        "import json, sys; import remi_tf, tensorflow as tf\n"
+        f"m = tf.saved_model.load({os.path.join(export_dir, 'remi-exact', '1')!r})\n"
+        f"out = m.signatures['serving_default'](history=tf.ragged.constant({HISTORIES!r}).to_tensor(''))\n"
+        "print(json.dumps({'ids': out['item_ids'].numpy().astype(str).tolist(),"
+        " 'scores': out['scores'].numpy().tolist()}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    expected_ids, expected_scores = numpy_retrieval(trained_model_dir, vocabulary, HISTORIES, k=20)
+    assert served["ids"] == expected_ids
+    np.testing.assert_allclose(served["scores"], expected_scores, rtol=1e-4)
+    assert not set(served["ids"][0]) & set(HISTORIES[0])
+
+
+def test_saved_model_cli_lists_the_signatures(export_dir):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", os.path.join(export_dir, "remi-exact", "1"), "--all"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown and "signature_def['include_history']" in shown
+    assert "inputs['history'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, -1)" in shown
+    for output, dtype, shape in [("item_ids", "DT_STRING", "(-1, 20)"), ("scores", "DT_FLOAT", "(-1, 20)"),
+                                 ("interest", "DT_INT32", "(-1, 20)"),
+                                 ("interest_item_ids", "DT_STRING", "(-1, 4, 20)"),
+                                 ("interest_scores", "DT_FLOAT", "(-1, 4, 20)")]:
+        assert f"outputs['{output}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in shown
+    query = subprocess.run([cli, "show", "--dir", os.path.join(export_dir, "remi-query", "1"), "--all"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "outputs['interests'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 4, 16)" in query
+
+
+def test_scann_recall_against_exact_on_real_embeddings(datasets_dir, tmp_path):
+    # Real embeddings (the synthetic clusters make items of a cluster near-ties, where ids can't agree).
+    from remi_tf import cli
+
+    inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    assert cli.main(["prepare", "--input", inter, "--output", str(tmp_path / "data")]) == 0
+    assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"), "--quiet",
+                     "--set", "max_steps=500", "--set", "eval_every=500", "--set", "max_history=50"]) == 0
+    exporter.export(str(tmp_path / "model"), str(tmp_path / "export"), index="both", k=50)
+    vocabulary = train_lib.load_trained(str(tmp_path / "model")).vocabulary
+    rng = np.random.default_rng(0)
+    batch = tf.constant([[vocabulary[i] for i in rng.choice(len(vocabulary), 20, replace=False)] for _ in range(64)])
+    scann = tf.saved_model.load(str(tmp_path / "export" / "remi" / "1")).signatures["serving_default"](history=batch)
+    exact = tf.saved_model.load(str(tmp_path / "export" / "remi-exact" / "1")).signatures["serving_default"](
+        history=batch)
+    overlaps = [len(set(a) & set(b)) / len(b) for a, b in zip(scann["item_ids"].numpy(), exact["item_ids"].numpy())]
+    assert np.mean(overlaps) >= 0.95
+
+
+def test_unknown_ids_are_ignored_and_empty_histories_get_popular_items(export_dir, vocabulary):
+    serve = tf.saved_model.load(os.path.join(export_dir, "remi-exact", "1")).signatures["serving_default"]
+    plain = serve(history=tf.constant([["item2", "item3", "", ""]]))
+    noisy = serve(history=tf.constant([["x-unknown", "item2", "y-unknown", "item3"]]))
+    np.testing.assert_array_equal(plain["item_ids"].numpy(), noisy["item_ids"].numpy())
+    empty = serve(history=tf.constant([["x-unknown", ""]]))
+    assert empty["item_ids"].numpy().astype(str).tolist() == [vocabulary[:20]]
+    assert empty["interest"].numpy().tolist() == [[-1] * 20]
+
+
+def test_warmup_records_parse_as_prediction_logs(export_dir):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(export_dir, "remi-exact", "1", serving_layout.WARMUP_FILE)
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert len(logs) == 2
+    assert logs[0].predict_log.request.model_spec.name == "remi-exact"
+    assert tf.make_ndarray(logs[1].predict_log.request.inputs["history"]).shape[0] == 2
+    config = open(os.path.join(export_dir, "models.config")).read()
+    for name in ("remi", "remi-exact", "remi-query"):
+        assert f'name: "{name}"\n    base_path: "/models/{name}"' in config
+
+
+def test_interrupted_export_leaves_no_visible_version(trained_model_dir, tmp_path, monkeypatch):
+    def fail(module, path):
+        os.makedirs(os.path.join(path, "variables"))
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(exporter.saved_model, "save", fail)
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export(trained_model_dir, str(tmp_path), index="brute-force", k=5)
+    assert os.listdir(tmp_path / "remi") == []
