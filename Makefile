@@ -1,4 +1,5 @@
-# remi-tf: `make demo` (prepare -> train -> evaluate on MovieLens-100K) and `make test`.
+# remi-tf: `make demo` (prepare -> train -> evaluate -> export -> serve + lookup, on MovieLens-100K)
+# and `make test`.
 # Both create .venv when it is missing. DATA=<log file> runs the demo on another CSV/TSV/.inter log.
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,6 +10,8 @@ RECBOLE_WHEEL_DIR := .cache/recbole
 ML100K := $(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.inter
 DATA ?= $(ML100K)
 CONFIG ?= configs/ml-100k.yaml
+PORT ?= 8501
+GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: venv demo test test-all clean
@@ -36,6 +39,13 @@ demo: $(STAMP) $(DATA)
 	rm -rf $(DEMO_DIR)/model
 	$(BIN)/remi train --data $(DEMO_DIR)/data --model-dir $(DEMO_DIR)/model --config $(CONFIG)
 	$(BIN)/remi evaluate --model-dir $(DEMO_DIR)/model --split test --plots $(DEMO_DIR)/plots
+	rm -rf $(DEMO_DIR)/export
+	$(BIN)/remi export --model-dir $(DEMO_DIR)/model --output $(DEMO_DIR)/export --index both --k 20
+	$(BIN)/remi serve --export-dir $(DEMO_DIR)/export --port $(PORT) --grpc-port $(GRPC_PORT) & server=$$!; \
+	history="$$(sed -n '20,24p' $(DEMO_DIR)/data/items.tsv | cut -f1 | tr '\n' ' ')"; \
+	$(BIN)/remi lookup --server http://127.0.0.1:$(PORT) --history "$$history" --k 10 --wait 180 && \
+	$(BIN)/remi lookup --server 127.0.0.1:$(GRPC_PORT) --grpc --model remi-exact --history "$$history" --k 5; \
+	status=$$?; kill $$server; exit $$status
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

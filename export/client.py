@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import NamedTuple, Sequence
@@ -22,6 +23,10 @@ class Candidates(NamedTuple):
 
 class LookupFailed(RuntimeError):
     """The server rejected the request (its message is kept)."""
+
+
+class ServerUnavailable(LookupFailed):
+    """No server answered at the address (not started yet, or gone)."""
 
 
 def _decode(values: np.ndarray | list) -> list:
@@ -49,6 +54,18 @@ class RemiClient:
         else:
             self.target = server if server.startswith("http") else f"http://{server}"
 
+    def lookup_when_up(self, histories: Sequence[Sequence[str]], k: int | None = None, wait_seconds: float = 0.0
+                       ) -> list[Candidates]:
+        """`lookup`, retrying for up to `wait_seconds` while no server answers (e.g. one still starting)."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return self.lookup(histories, k)
+            except ServerUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+
     def lookup(self, histories: Sequence[Sequence[str]], k: int | None = None) -> list[Candidates]:
         """Candidates per history (oldest item first); `k` truncates the served lists."""
         width = max([len(h) for h in histories] + [1])
@@ -74,6 +91,8 @@ class RemiClient:
         except urllib.error.HTTPError as error:
             message = error.read().decode("utf-8", "replace")
             raise LookupFailed(f"{self.target} answered {error.code}: {message}") from None
+        except (urllib.error.URLError, ConnectionError) as error:
+            raise ServerUnavailable(f"no server at {self.target}: {error}") from None
 
     def _grpc(self, histories: list[list[str]]) -> dict:
         import grpc
@@ -87,6 +106,8 @@ class RemiClient:
         try:
             response = self._stub.Predict(request, timeout=self.timeout)
         except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ServerUnavailable(f"no server at {self.target}: {error.details()}") from None
             raise LookupFailed(f"{self.target} answered {error.code().name}: {error.details()}") from None
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 

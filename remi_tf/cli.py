@@ -116,7 +116,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
                                    signature_name="include_history" if args.include_history else "serving_default")
     history = args.history.split()
-    (candidates,) = client.lookup([history], k=args.k)
+    (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait)
     print(json.dumps(candidates._asdict(), indent=2) if args.json else client_lib.format_candidates(history, candidates))
     return 0
 
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--k", type=int, default=20)
     lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
     lookup.add_argument("--json", action="store_true")
+    lookup.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="retry while no server answers (one that is still starting)")
     lookup.set_defaults(run=cmd_lookup)
     return parser
 
