@@ -17,7 +17,7 @@ import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
@@ -71,7 +71,7 @@ def write_vocabulary(path: str, item_counts: Counter) -> None:
             stream.write(f"{item}\t{count}\n")
 
 
-def publish_directory(build: callable, output_dir: str, overwrite: bool) -> None:
+def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: bool) -> None:
     """Runs `build(tmp_dir)` and renames tmp_dir to `output_dir` only if it succeeds."""
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and not overwrite:
@@ -89,39 +89,48 @@ def publish_directory(build: callable, output_dir: str, overwrite: bool) -> None
             shutil.rmtree(tmp_dir)
 
 
-def prepare(input_paths: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
-            num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True
-            ) -> dict:
-    """Builds the training data set from raw logs in one process.
+def group_by_user(events: Iterable[readers.Event], progress: bool) -> dict[str, list[tuple[int, tuple[int, int], str]]]:
+    """user_id -> [(timestamp, position, item_id)] in read order."""
+    events_by_user: dict[str, list[tuple[int, tuple[int, int], str]]] = defaultdict(list)
+    reading = ProgressLine("events read", enabled=progress)
+    for event in events:
+        events_by_user[event.user_id].append((event.timestamp, event.position, event.item_id))
+        reading.update()
+    reading.done()
+    return events_by_user
+
+
+def build_splits(events_by_user: dict[str, list[tuple[int, tuple[int, int], str]]], seed: int
+                 ) -> tuple[dict[str, list[tuple[str, list[tuple[int, str]]]]], Counter, dict]:
+    """Sort, de-duplicate, 5-core filter and split every user (the rules of pipelines.sequences).
 
     Returns:
-      The manifest (also written to `<output_dir>/manifest.json`).
+      (split -> [(user_id, [(timestamp, item_id)])] sorted by user, kept item counts, rule counts).
     """
-    input_paths = list(input_paths)
-    events_by_user: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    item_counts: Counter = Counter()
-    reading = ProgressLine("events read", enabled=progress)
-    for path in input_paths:
-        for event in readers.read_events(path, file_format):
-            events_by_user[event.user_id].append((event.timestamp, event.item_id))
-            item_counts[event.item_id] += 1
-            reading.update()
-    reading.done()
-    num_events = reading.count
-
+    ordered, duplicates = {}, 0
+    for user_id, events in events_by_user.items():
+        ordered[user_id], removed = sequences.sort_and_deduplicate(events)
+        duplicates += removed
+    item_counts = Counter(item for events in ordered.values() for _, item in events)
     kept_items = sequences.frequent_items(item_counts)
     splits: dict[str, list[tuple[str, list[tuple[int, str]]]]] = {split: [] for split in schema.SPLITS}
     vocabulary_counts: Counter = Counter()
-    for user_id in sorted(events_by_user):
-        kept = sequences.filter_sequence(sequences.sort_by_time(events_by_user[user_id]), kept_items)
+    for user_id in sorted(ordered):
+        kept = sequences.filter_sequence(ordered[user_id], kept_items)
         if kept is None:
             continue
         splits[sequences.assign_split(user_id, seed)].append((user_id, kept))
         vocabulary_counts.update(item for _, item in kept)
+    rules = {"duplicate_events_removed": duplicates, "users_below_min_count": len(ordered) - sum(map(len, splits.values())),
+             "items_below_min_count": len(item_counts) - len(kept_items)}
+    return splits, vocabulary_counts, rules
 
-    manifest = {
+
+def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
+                  input_events: int, splits: dict, num_items: int, cleaning: dict) -> dict:
+    return {
         "source": [os.path.abspath(path) for path in input_paths],
-        "format": file_format or readers.guess_format(input_paths[0]),
+        "format": file_format,
         "filters": {"min_item_count": sequences.MIN_ITEM_COUNT, "min_user_count": sequences.MIN_USER_COUNT,
                     "passes": 1},
         "seed": seed,
@@ -129,22 +138,82 @@ def prepare(input_paths: Iterable[str], output_dir: str, file_format: str | None
         "num_shards": num_shards,
         "compression": "GZIP" if compress else "",
         "schema_version": schema.SCHEMA_VERSION,
-        "input_events": num_events,
-        "num_items": len(vocabulary_counts),
-        "splits": {split: {"users": len(users), "events": sum(len(events) for _, events in users)}
-                   for split, users in splits.items()},
+        "input_events": input_events,
+        "num_items": num_items,
+        "splits": splits,
+        "cleaning": cleaning,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_prepared(directory: str, splits: dict[str, list[tuple[str, list[tuple[int, str]]]]],
+                   vocabulary_counts: Counter, manifest: dict, num_shards: int, compress: bool) -> None:
+    for split, users in splits.items():
+        write_split(directory, split, users, num_shards, compress)
+    write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
+    with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
+        json.dump(manifest, stream, indent=2)
+
+
+def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
+            num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
+            max_bad_records: int = 0, behavior: str | None = None) -> dict:
+    """Builds the training data set from raw logs in one process (the fast path for one machine).
+
+    Returns:
+      The manifest (also written to `<output_dir>/manifest.json`).
+    """
+    input_paths = readers.expand_inputs(list(inputs))
+    file_format = file_format or readers.guess_format(input_paths[0])
+    log = readers.BadRecordLog(max_bad_records)
+    events_by_user = group_by_user(readers.read_all(input_paths, file_format, log, behavior), progress)
+    input_events = sum(len(events) for events in events_by_user.values())
+    splits, vocabulary_counts, rules = build_splits(events_by_user, seed)
     if not vocabulary_counts:
         raise ValueError(f"{input_paths}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
                          f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+    cleaning = {**log.summary(), **rules}
+    if progress and (cleaning["bad_records"] or cleaning["skipped"] or rules["duplicate_events_removed"]):
+        print(f"skipped: {json.dumps({k: v for k, v in cleaning.items() if k != 'bad_examples'})}", file=sys.stderr)
+    counts = {split: {"users": len(users), "events": sum(len(events) for _, events in users)}
+              for split, users in splits.items()}
+    manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, counts,
+                             len(vocabulary_counts), cleaning)
+    publish_directory(lambda directory: write_prepared(directory, splits, vocabulary_counts, manifest, num_shards,
+                                                       compress), output_dir, overwrite)
+    return manifest
+
+
+def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = None, num_shards: int = 1,
+            compress: bool = False, overwrite: bool = False, max_bad_records: int = 0, behavior: str | None = None,
+            progress: bool = True) -> dict:
+    """Raw logs -> sharded TFRecord event logs (`events-00000-of-0000N.tfrecord[.gz]`, a user's events in one
+    shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
+    input_paths = readers.expand_inputs(list(inputs))
+    file_format = file_format or readers.guess_format(input_paths[0])
+    log = readers.BadRecordLog(max_bad_records)
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    summary: dict = {}
 
     def build(directory: str) -> None:
-        for split, users in splits.items():
-            write_split(directory, split, users, num_shards, compress)
-        write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
+        paths = [os.path.join(directory, schema.shard_name("events", i, num_shards, compress)) for i in range(num_shards)]
+        writers = [tf.io.TFRecordWriter(path, options) for path in paths]
+        written = ProgressLine("events written", enabled=progress)
+        try:
+            for event in readers.read_all(input_paths, file_format, log, behavior):
+                writers[_shard_of(event.user_id, num_shards)].write(schema.encode_event(
+                    event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
+                written.update()
+        finally:
+            for writer in writers:
+                writer.close()
+        written.done()
+        summary.update({"source": [os.path.abspath(p) for p in input_paths], "format": file_format,
+                        "behavior": behavior, "events": written.count, "num_shards": num_shards,
+                        "compression": "GZIP" if compress else "", "schema_version": schema.SCHEMA_VERSION,
+                        "cleaning": log.summary()})
         with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, indent=2)
+            json.dump(summary, stream, indent=2)
 
     publish_directory(build, output_dir, overwrite)
-    return manifest
+    return summary

@@ -1,86 +1,252 @@
-"""Readers of raw interaction logs: `user_id,item_id,timestamp` CSV/TSV (optionally gzipped) and RecBole
-atomic `.inter` files. Each yields `Event`s in file order; a bad line raises a ValueError naming the file,
-the line number and the field."""
+"""Readers of interaction logs, in file order: `user_id,item_id,timestamp` CSV/TSV (optionally gzipped),
+RecBole atomic `.inter` files, Taobao UserBehavior CSV, and TFRecord event logs (plain or GZIP).
+
+Dirty input rules (each bad record is named with its file, line or record number, and field):
+- a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8, a missing,
+  non-numeric or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
+  record. Up to `max_bad_records` (default 0) are skipped and summarised; one more stops the run.
+- an empty file (no events): skipped and counted.
+- Taobao events whose behavior is not the one asked for (`--behavior pv`): skipped and counted.
+Duplicate events and short users are handled later, by the sequence rules (pipelines.sequences).
+"""
 
 from __future__ import annotations
 
 import csv
+import glob
 import gzip
 import io
 import os
-from typing import Iterator, NamedTuple
+from collections import Counter
+from typing import Iterator, NamedTuple, Sequence
 
-FORMATS = ("csv", "tsv", "recbole")
+import tensorflow as tf
+
+from pipelines import schema
+
+FORMATS = ("csv", "tsv", "recbole", "taobao", "tfrecord")
+TFRECORD_BATCH = 4096
 
 
 class Event(NamedTuple):
     user_id: str
     item_id: str
     timestamp: int
+    position: tuple[int, int] = (0, 0)  # (file index, record index): breaks timestamp ties in file order
+    category: str | None = None
+    behavior: str | None = None
+
+
+class BadRecord(NamedTuple):
+    path: str
+    position: str  # "line 12" or "record 7"
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.position}: field {self.field!r}: {self.reason}"
+
+
+class BadRecordLog:
+    """Counts skipped input; raises a ValueError naming the record once more than `max_bad_records` are bad."""
+
+    def __init__(self, max_bad_records: int = 0) -> None:
+        self.max_bad_records = max_bad_records
+        self.bad: Counter = Counter()  # reason -> count
+        self.examples: list[str] = []
+        self.skipped: Counter = Counter()  # rule -> count (not errors: empty files, other behaviors, ...)
+
+    def add(self, record: BadRecord) -> None:
+        self.bad[record.reason] += 1
+        if len(self.examples) < 10:
+            self.examples.append(str(record))
+        total = sum(self.bad.values())
+        if total > self.max_bad_records:
+            raise ValueError(f"{record} (bad record {total}; --max-bad-records is {self.max_bad_records}: raise it "
+                             "to skip such records)")
+
+    def summary(self) -> dict:
+        return {"bad_records": sum(self.bad.values()), "bad_by_reason": dict(self.bad),
+                "bad_examples": self.examples, "skipped": dict(self.skipped)}
+
+
+def _is_utf8(value: str) -> bool:
+    """False when the text came from bytes that are not UTF-8 (decoded with surrogateescape)."""
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def validate(path: str, position: str, user_id: str, item_id: str, timestamp: str | int
+             ) -> BadRecord | tuple[str, str, int]:
+    """The shared per-record checks: ids present and UTF-8, timestamp a non-negative integer."""
+    for field, value in (("user_id", user_id), ("item_id", item_id)):
+        if not value:
+            return BadRecord(path, position, field, "missing or empty")
+        if not _is_utf8(value):
+            return BadRecord(path, position, field, "not valid UTF-8")
+    if isinstance(timestamp, str):
+        if not timestamp.strip():
+            return BadRecord(path, position, "timestamp", "missing or empty")
+        try:
+            timestamp = int(float(timestamp))
+        except ValueError:
+            return BadRecord(path, position, "timestamp", f"not a number: {timestamp!r}")
+    if timestamp < 0:
+        return BadRecord(path, position, "timestamp", f"negative: {timestamp}")
+    return user_id, item_id, timestamp
 
 
 def _open_text(path: str) -> io.TextIOBase:
-    if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
 
 
-def _parse_timestamp(value: str, path: str, line: int) -> int:
-    try:
-        return int(float(value))
-    except ValueError:
-        raise ValueError(f"{path}:{line}: field 'timestamp' must be a number, got {value!r}") from None
-
-
-def _read_delimited(path: str, delimiter: str, columns: dict[str, str]) -> Iterator[Event]:
-    """Reads a delimited file with a header; `columns` maps our field name to the header's name."""
+def _read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,
+                    log: BadRecordLog, behavior: str | None = None) -> Iterator[Event]:
+    """A delimited file; `columns` maps our field names to header names (None: Taobao's fixed columns)."""
     with _open_text(path) as stream:
         reader = csv.reader(stream, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: the file is empty; expected a header with {sorted(columns.values())}")
-        header = [name.strip() for name in header]
-        missing = [name for name in columns.values() if name not in header]
-        if missing:
-            raise ValueError(f"{path}:1: header {header} lacks column(s) {missing}")
-        user_col, item_col, time_col = (header.index(columns[f]) for f in ("user_id", "item_id", "timestamp"))
-        width = max(user_col, item_col, time_col) + 1
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
+        if columns is None:
+            index = {"user_id": 0, "item_id": 1, "category": 2, "behavior": 3, "timestamp": 4}
+            first_line = 1
+        else:
+            header = next(reader, None)
+            if header is None:
+                log.skipped["empty_files"] += 1
+                return
+            header = [name.strip() for name in header]
+            missing = [name for name in columns.values() if name not in header]
+            if missing:
+                raise ValueError(f"{path}: line 1: header {header} lacks column(s) {missing}")
+            index = {field: header.index(name) for field, name in columns.items()}
+            first_line = 2
+        width = max(index.values()) + 1
+        empty = True
+        for line_number, row in enumerate(reader, start=first_line):
+            if not row or (len(row) == 1 and not row[0].strip()):
                 continue
+            empty = False
+            position = f"line {line_number}"
             if len(row) < width:
-                raise ValueError(f"{path}:{line_number}: expected at least {width} fields, got {len(row)}: {row}")
-            user_id, item_id = row[user_col].strip(), row[item_col].strip()
-            for field, value in (("user_id", user_id), ("item_id", item_id)):
-                if not value:
-                    raise ValueError(f"{path}:{line_number}: field {field!r} is empty")
-            yield Event(user_id, item_id, _parse_timestamp(row[time_col], path, line_number))
+                log.add(BadRecord(path, position, "(line)", f"expected {width} fields, got {len(row)}"))
+                continue
+            if behavior is not None and row[index["behavior"]].strip() != behavior:
+                log.skipped["other_behavior"] += 1
+                continue
+            checked = validate(path, position, row[index["user_id"]].strip(), row[index["item_id"]].strip(),
+                               row[index["timestamp"]])
+            if isinstance(checked, BadRecord):
+                log.add(checked)
+                continue
+            yield Event(*checked, position=(file_index, line_number),
+                        category=row[index["category"]].strip() if "category" in index else None,
+                        behavior=row[index["behavior"]].strip() if "behavior" in index else None)
+        if empty:
+            log.skipped["empty_files"] += 1
+
+
+def _decode(value: bytes) -> str:
+    return value.decode("utf-8", errors="surrogateescape")
+
+
+def _parse_event_batch(path: str, first: int, records: list[bytes], log: BadRecordLog) -> list[dict | None]:
+    """Parses serialized event records; a record that is not an Example becomes None (and a bad record)."""
+    try:
+        parsed = schema.parse_events(tf.constant(records))
+        columns = {key: value.numpy() for key, value in parsed.items()}
+        return [{key: columns[key][i] for key in columns} for i in range(len(records))]
+    except tf.errors.InvalidArgumentError:
+        results = []
+        for offset, record in enumerate(records):
+            try:
+                results.append({k: v.numpy() for k, v in schema.parse_events(tf.constant([record])).items()})
+                results[-1] = {k: v[0] for k, v in results[-1].items()}
+            except tf.errors.InvalidArgumentError as error:
+                log.add(BadRecord(path, f"record {first + offset}", "(record)",
+                                  f"not an event tf.train.Example ({error.message.splitlines()[0][:120]})"))
+                results.append(None)
+        return results
+
+
+def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[Event]:
+    """One event-log shard; a corrupt record makes the rest of the shard a bad record."""
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    iterator = iter(dataset.batch(TFRECORD_BATCH))
+    count = 0
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except tf.errors.DataLossError as error:
+            log.add(BadRecord(path, f"record {count}", "(file)", f"corrupt TFRecord data; the rest of the file is "
+                                                                 f"unreadable ({error.message.splitlines()[0][:120]})"))
+            break
+        for offset, record in enumerate(_parse_event_batch(path, count, list(batch.numpy()), log)):
+            number = count + offset
+            if record is None:
+                continue
+            timestamp = int(record["timestamp"])
+            checked = validate(path, f"record {number}", _decode(record["user_id"]), _decode(record["item_id"]),
+                               timestamp)
+            if isinstance(checked, BadRecord):
+                log.add(checked)
+                continue
+            yield Event(*checked, position=(file_index, number), category=_decode(record["category"]) or None,
+                        behavior=_decode(record["behavior"]) or None)
+        count += len(batch)
+    if count == 0:
+        log.skipped["empty_files"] += 1
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Paths and globs -> sorted existing files; a pattern that matches nothing is an error."""
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matched or not all(os.path.isfile(path) for path in matched):
+            raise FileNotFoundError(f"no input file matches {pattern!r}")
+        files.extend(matched)
+    return files
 
 
 def guess_format(path: str) -> str:
-    """csv, tsv or recbole, from the file name."""
+    """csv, tsv, recbole or tfrecord, from the file name (Taobao files must be named with --format)."""
     name = os.path.basename(path).removesuffix(".gz")
     if name.endswith(".inter"):
         return "recbole"
     if name.endswith(".tsv"):
         return "tsv"
+    if name.endswith(".tfrecord") or ".tfrecord-" in name or name.endswith(".tfrecords"):
+        return "tfrecord"
     return "csv"
 
 
-def read_events(path: str, file_format: str | None = None) -> Iterator[Event]:
-    """Events of one file in file order.
-
-    Args:
-      path: a .csv/.tsv (optionally .gz) with a header naming user_id, item_id, timestamp; or a RecBole
-        `.inter` file (tab-separated, header `user_id:token item_id:token ... timestamp:float`).
-      file_format: "csv", "tsv" or "recbole"; guessed from the name when None.
-    """
+def read_events(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
+                behavior: str | None = None) -> Iterator[Event]:
+    """Events of one file in file order; bad records go to `log` (default: none allowed)."""
+    log = log if log is not None else BadRecordLog()
     file_format = file_format or guess_format(path)
+    plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
     if file_format == "csv":
-        return _read_delimited(path, ",", {f: f for f in Event._fields})
+        return _read_delimited(path, file_index, ",", plain, log)
     if file_format == "tsv":
-        return _read_delimited(path, "\t", {f: f for f in Event._fields})
+        return _read_delimited(path, file_index, "\t", plain, log)
     if file_format == "recbole":
-        return _read_delimited(path, "\t", {"user_id": "user_id:token", "item_id": "item_id:token",
-                                            "timestamp": "timestamp:float"})
+        return _read_delimited(path, file_index, "\t", {"user_id": "user_id:token", "item_id": "item_id:token",
+                                                        "timestamp": "timestamp:float"}, log)
+    if file_format == "taobao":
+        return _read_delimited(path, file_index, ",", None, log, behavior)
+    if file_format == "tfrecord":
+        return _read_tfrecord(path, file_index, log)
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
+
+
+def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None
+             ) -> Iterator[Event]:
+    """Events of every file, in order."""
+    for file_index, path in enumerate(paths):
+        yield from read_events(path, file_format, log, file_index, behavior)

@@ -11,9 +11,21 @@ MIN_USER_COUNT = 5
 SPLIT_FRACTIONS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 
 
-def sort_by_time(events: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
-    """(timestamp, item_id) pairs in time order; ties keep their input (file) order (a stable sort)."""
-    return sorted(events, key=lambda event: event[0])
+def sort_and_deduplicate(events: Iterable[tuple[int, tuple[int, int], str]]) -> tuple[list[tuple[int, str]], int]:
+    """A user's (timestamp, position, item_id) events -> ((timestamp, item_id) in time order, duplicates).
+
+    Ties in time keep file order (position = (file index, record index)), whatever order the events
+    arrive in (a distributed group-by does not keep it). An event with the same timestamp and item as an
+    earlier one is a duplicate (a logging retry) and is dropped.
+    """
+    ordered, seen, duplicates = [], set(), 0
+    for timestamp, _, item in sorted(events, key=lambda event: (event[0], event[1])):
+        if (timestamp, item) in seen:
+            duplicates += 1
+            continue
+        seen.add((timestamp, item))
+        ordered.append((timestamp, item))
+    return ordered, duplicates
 
 
 def frequent_items(item_counts: Counter, min_count: int = MIN_ITEM_COUNT) -> set[str]:

@@ -1,4 +1,4 @@
-"""`remi`: the command line of remi-tf (prepare, train, evaluate, export, serve, lookup).
+"""`remi`: the command line of remi-tf (convert, prepare, train, evaluate, export, serve, lookup).
 
 The CLI is the composition root: it is the one module of remi_tf that reaches into `pipelines`
 (imported inside the subcommands), so that the library itself stays free of data-format code.
@@ -29,10 +29,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from pipelines import local
 
     manifest = local.prepare(args.input, args.output, file_format=args.format, seed=args.seed,
-                             num_shards=args.num_shards, compress=args.compress, overwrite=args.overwrite)
+                             num_shards=args.num_shards, compress=args.compress, overwrite=args.overwrite,
+                             max_bad_records=args.max_bad_records, behavior=args.behavior)
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pipelines import local
+
+    summary = local.convert(args.input, args.output, file_format=args.format, num_shards=args.num_shards,
+                            compress=args.compress, overwrite=args.overwrite, max_bad_records=args.max_bad_records,
+                            behavior=args.behavior)
+    print(f"wrote {args.output}: {summary['events']:,} events in {args.num_shards} shard(s)")
     return 0
 
 
@@ -125,14 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    prepare = commands.add_parser("prepare", help="raw logs -> sequence TFRecords, items.tsv, manifest.json")
-    prepare.add_argument("--input", required=True, nargs="+", help="log file(s): csv/tsv[.gz] or RecBole .inter")
-    prepare.add_argument("--output", required=True, help="output directory (created atomically)")
-    prepare.add_argument("--format", choices=("csv", "tsv", "recbole"), help="default: from the file name")
+    def add_input_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--input", required=True, nargs="+",
+                             help="log files or globs: csv/tsv[.gz], RecBole .inter, Taobao csv, TFRecord event logs")
+        command.add_argument("--output", required=True, help="output directory (appears only when complete)")
+        command.add_argument("--format", choices=("csv", "tsv", "recbole", "taobao", "tfrecord"),
+                             help="default: from the file name (Taobao needs --format taobao)")
+        command.add_argument("--behavior", help="Taobao: keep only this behavior (pv, buy, cart, fav)")
+        command.add_argument("--num-shards", type=int, default=1, help="output shards (per split)")
+        command.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
+        command.add_argument("--max-bad-records", type=int, default=0,
+                             help="bad records to skip (and summarise in the manifest) before stopping")
+        command.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+    convert = commands.add_parser("convert", help="raw logs -> sharded TFRecord event logs")
+    add_input_options(convert)
+    convert.set_defaults(run=cmd_convert)
+
+    prepare = commands.add_parser("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
+    add_input_options(prepare)
     prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
-    prepare.add_argument("--num-shards", type=int, default=1, help="shards per split")
-    prepare.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
-    prepare.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     prepare.set_defaults(run=cmd_prepare)
 
     train = commands.add_parser("train", help="train REMI on prepared data (resumes an interrupted run)")

@@ -5,9 +5,13 @@ from collections import Counter
 from pipelines import sequences
 
 
-def test_sort_is_stable_on_ties():
-    events = [(3, "a"), (1, "b"), (3, "c"), (1, "d"), (2, "e")]
-    assert sequences.sort_by_time(events) == [(1, "b"), (1, "d"), (2, "e"), (3, "a"), (3, "c")]
+def test_sort_keeps_file_order_on_ties_and_drops_duplicates():
+    # (timestamp, (file, record), item), arriving out of order as after a distributed group-by.
+    events = [(3, (0, 4), "c"), (1, (0, 1), "b"), (3, (0, 0), "a"), (1, (1, 0), "d"), (2, (0, 2), "e"),
+              (1, (1, 5), "b")]
+    ordered, duplicates = sequences.sort_and_deduplicate(events)
+    assert ordered == [(1, "b"), (1, "d"), (2, "e"), (3, "a"), (3, "c")]
+    assert duplicates == 1  # the second (1, "b")
 
 
 def test_five_core_filter_items_then_users_in_one_pass():
