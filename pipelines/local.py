@@ -45,26 +45,31 @@ class ProgressLine:
         print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
 
 
-def _shard_of(user_id: str, num_shards: int) -> int:
+def shard_of(user_id: str, num_shards: int) -> int:
+    """The shard of a user: crc32 of the id, so every runner puts a user in the same shard."""
     return zlib.crc32(user_id.encode("utf-8")) % num_shards
+
+
+def write_shard(path: str, users: Sequence[tuple[str, list[tuple[int, str]]]], compress: bool) -> None:
+    """One sequence shard, users in the given order."""
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for user_id, events in users:
+            writer.write(schema.encode_sequence(user_id, [item for _, item in events], [ts for ts, _ in events]))
 
 
 def write_split(directory: str, split: str, users: Sequence[tuple[str, list[tuple[int, str]]]],
                 num_shards: int, compress: bool) -> None:
     """Writes one split's users (sorted by id) into `num_shards` sequence TFRecord shards."""
-    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
-    writers = [tf.io.TFRecordWriter(os.path.join(directory, schema.shard_name(split, i, num_shards, compress)),
-                                    options) for i in range(num_shards)]
-    try:
-        for user_id, events in users:
-            record = schema.encode_sequence(user_id, [item for _, item in events], [ts for ts, _ in events])
-            writers[_shard_of(user_id, num_shards)].write(record)
-    finally:
-        for writer in writers:
-            writer.close()
+    by_shard: list[list] = [[] for _ in range(num_shards)]
+    for user in users:
+        by_shard[shard_of(user[0], num_shards)].append(user)
+    for shard, shard_users in enumerate(by_shard):
+        write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)), shard_users,
+                    compress)
 
 
-def write_vocabulary(path: str, item_counts: Counter) -> None:
+def write_vocabulary(path: str, item_counts: dict[str, int]) -> None:
     """items.tsv: item_id<TAB>count, most frequent first, ties broken by id."""
     with open(path, "w", encoding="utf-8") as stream:
         for item, count in sorted(item_counts.items(), key=lambda pair: (-pair[1], pair[0])):
@@ -201,7 +206,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         written = ProgressLine("events written", enabled=progress)
         try:
             for event in readers.read_all(input_paths, file_format, log, behavior):
-                writers[_shard_of(event.user_id, num_shards)].write(schema.encode_event(
+                writers[shard_of(event.user_id, num_shards)].write(schema.encode_event(
                     event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
                 written.update()
         finally:

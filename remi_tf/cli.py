@@ -26,11 +26,19 @@ def _write_json_atomically(path: str, value: object) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipelines import local
+    options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
+                   overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior)
+    if args.runner == "local":
+        if args.pipeline_args:
+            raise ValueError(f"unrecognized arguments {args.pipeline_args}: Beam pipeline options need --runner")
+        from pipelines import local
 
-    manifest = local.prepare(args.input, args.output, file_format=args.format, seed=args.seed,
-                             num_shards=args.num_shards, compress=args.compress, overwrite=args.overwrite,
-                             max_bad_records=args.max_bad_records, behavior=args.behavior)
+        manifest = local.prepare(args.input, args.output, **options)
+    else:
+        from pipelines import beam
+
+        manifest = beam.prepare(args.input, args.output, **options,
+                                pipeline_args=[f"--runner={args.runner}", *args.pipeline_args])
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
@@ -156,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
     prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
+    prepare.add_argument("--runner", default="local",
+                         help="local (in process, the fastest on one machine) or a Beam runner (DirectRunner, "
+                              "FlinkRunner, SparkRunner, DataflowRunner, ...); further --options go to Beam")
     prepare.set_defaults(run=cmd_prepare)
 
     train = commands.add_parser("train", help="train REMI on prepared data (resumes an interrupted run)")
@@ -208,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "prepare":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pipeline_args = extra
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
