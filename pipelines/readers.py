@@ -17,6 +17,7 @@ import glob
 import gzip
 import io
 import os
+import re
 from collections import Counter
 from typing import Iterator, NamedTuple, Sequence
 
@@ -165,33 +166,50 @@ def _parse_event_batch(path: str, first: int, records: list[bytes], log: BadReco
                 results.append({k: v.numpy() for k, v in schema.parse_events(tf.constant([record])).items()})
                 results[-1] = {k: v[0] for k, v in results[-1].items()}
             except tf.errors.InvalidArgumentError as error:
-                log.add(BadRecord(path, f"record {first + offset}", "(record)",
-                                  f"not an event tf.train.Example ({error.message.splitlines()[0][:120]})"))
+                missing = re.search(r"Feature: (\w+) \(data type: \w+\) is required", error.message)
+                log.add(BadRecord(path, f"record {first + offset}", missing.group(1) if missing else "(record)",
+                                  "missing" if missing else "not an event tf.train.Example"))
                 results.append(None)
         return results
 
 
-def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[Event]:
-    """One event-log shard; a corrupt record makes the rest of the shard a bad record."""
+def _record_batches(path: str, log: BadRecordLog) -> Iterator[list[bytes]]:
+    """Serialized records in batches; at a corrupt record, the records before it, then one bad record."""
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
-    iterator = iter(dataset.batch(TFRECORD_BATCH))
     count = 0
+    iterator = iter(dataset.batch(TFRECORD_BATCH))
     while True:
         try:
-            batch = next(iterator)
+            batch = list(next(iterator).numpy())
         except StopIteration:
+            return
+        except tf.errors.DataLossError:
             break
+        count += len(batch)
+        yield batch
+    # Re-read the failing batch one record at a time to keep the records before the corruption.
+    iterator = iter(dataset.skip(count))
+    while True:
+        try:
+            record = next(iterator).numpy()
         except tf.errors.DataLossError as error:
-            log.add(BadRecord(path, f"record {count}", "(file)", f"corrupt TFRecord data; the rest of the file is "
-                                                                 f"unreadable ({error.message.splitlines()[0][:120]})"))
-            break
-        for offset, record in enumerate(_parse_event_batch(path, count, list(batch.numpy()), log)):
+            log.add(BadRecord(path, f"record {count}", "(file)", "corrupt TFRecord data; the rest of the file is "
+                              f"unreadable ({error.message.splitlines()[0][:100]})"))
+            return
+        count += 1
+        yield [record]
+
+
+def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[Event]:
+    """One event-log shard, in record order."""
+    count = 0
+    for batch in _record_batches(path, log):
+        for offset, record in enumerate(_parse_event_batch(path, count, batch, log)):
             number = count + offset
             if record is None:
                 continue
-            timestamp = int(record["timestamp"])
             checked = validate(path, f"record {number}", _decode(record["user_id"]), _decode(record["item_id"]),
-                               timestamp)
+                               int(record["timestamp"]))
             if isinstance(checked, BadRecord):
                 log.add(checked)
                 continue

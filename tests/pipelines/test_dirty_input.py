@@ -1,0 +1,110 @@
+"""Dirty input: each case is handled by its documented rule or stops with an error naming file, position
+and field; --max-bad-records decides when to stop; the summary lands in the manifest."""
+
+import gzip
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipelines import local, schema
+from tests.pipelines.test_local import planted_log, write_log
+
+
+def prepare(tmp_path, paths, **kwargs):
+    return local.prepare([str(p) for p in paths], str(tmp_path / "out"), progress=False, overwrite=True, **kwargs)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("u1,i1", "line 2: field '(line)': expected 3 fields, got 2"),
+    (",i1,5", "line 2: field 'user_id': missing or empty"),
+    ("u1,,5", "line 2: field 'item_id': missing or empty"),
+    ("u1,i1,", "line 2: field 'timestamp': missing or empty"),
+    ("u1,i1,-3", "line 2: field 'timestamp': negative: -3"),
+    ("u1,i1,noon", "line 2: field 'timestamp': not a number: 'noon'"),
+])
+def test_bad_lines_stop_the_run_by_default_and_are_skipped_when_allowed(tmp_path, row, message):
+    good = "\n".join(",".join(map(str, r)) for r in planted_log())
+    (tmp_path / "log.csv").write_text(f"user_id,item_id,timestamp\n{row}\n{good}\n")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare(tmp_path, [tmp_path / "log.csv"])
+    assert not os.path.exists(tmp_path / "out")
+    manifest = prepare(tmp_path, [tmp_path / "log.csv"], max_bad_records=1)
+    assert manifest["cleaning"]["bad_records"] == 1
+    assert message.split(": ", 2)[-1] in json.dumps(manifest["cleaning"])
+    assert json.load(open(tmp_path / "out" / "manifest.json"))["cleaning"]["bad_records"] == 1
+
+
+def test_non_utf8_ids_are_bad_records(tmp_path):
+    good = "\n".join(",".join(map(str, r)) for r in planted_log()).encode()
+    (tmp_path / "log.csv").write_bytes(b"user_id,item_id,timestamp\nu1,caf\xe9,3\n" + good + b"\n")
+    with pytest.raises(ValueError, match="line 2: field 'item_id': not valid UTF-8"):
+        prepare(tmp_path, [tmp_path / "log.csv"])
+
+
+def test_duplicates_short_users_and_empty_files_follow_the_rules(tmp_path):
+    rows = planted_log()
+    write_log(tmp_path / "log.csv", rows + rows[:8])  # u0's 8 events logged twice
+    (tmp_path / "empty.csv").write_text("user_id,item_id,timestamp\n")
+    (tmp_path / "blank.csv").write_text("")
+    manifest = prepare(tmp_path, [tmp_path / "log.csv", tmp_path / "empty.csv", tmp_path / "blank.csv"])
+    cleaning = manifest["cleaning"]
+    assert cleaning["duplicate_events_removed"] == 8
+    assert cleaning["skipped"] == {"empty_files": 2}
+    assert cleaning["users_below_min_count"] == 1  # the user with one event
+    assert manifest["input_events"] == len(rows) + 8
+
+
+def write_events(path, events, compress=False):
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for event in events:
+            writer.write(event if isinstance(event, bytes) else schema.encode_event(*event))
+
+
+def test_tfrecord_event_logs_plain_and_gzip_match_csv(tmp_path):
+    rows = planted_log()
+    write_log(tmp_path / "log.csv", rows)
+    write_events(tmp_path / "a.tfrecord", [(u, i, t) for u, i, t in rows[:200]])
+    write_events(tmp_path / "b.tfrecord.gz", [(u, i, t) for u, i, t in rows[200:]], compress=True)
+    from_csv = local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "csv"), progress=False)
+    from_records = local.prepare([str(tmp_path / "*.tfrecord*")], str(tmp_path / "rec"), file_format="tfrecord",
+                                 progress=False)
+    assert from_csv["splits"] == from_records["splits"]
+    for name in os.listdir(tmp_path / "csv"):
+        if name != "manifest.json":
+            assert (tmp_path / "csv" / name).read_bytes() == (tmp_path / "rec" / name).read_bytes(), name
+
+
+def test_bad_and_corrupt_tfrecords_name_the_record(tmp_path):
+    rows = [(u, i, t) for u, i, t in planted_log()]
+    missing_user = tf.train.Example(features=tf.train.Features(feature={
+        "item_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"i1"])),
+        "timestamp": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString()
+    write_events(tmp_path / "events.tfrecord", rows[:5] + [missing_user] + rows[5:])
+    with pytest.raises(ValueError, match=r"events.tfrecord: record 5: field 'user_id': missing"):
+        local.prepare([str(tmp_path / "events.tfrecord")], str(tmp_path / "out"), progress=False)
+    write_events(tmp_path / "good.tfrecord", rows)
+    data = (tmp_path / "good.tfrecord").read_bytes()
+    (tmp_path / "corrupt.tfrecord").write_bytes(data[:len(data) // 2] + b"\x00garbage" + data[len(data) // 2 + 8:])
+    with pytest.raises(ValueError, match=r"corrupt.tfrecord: record \d+: field '\(file\)': corrupt TFRecord"):
+        local.prepare([str(tmp_path / "corrupt.tfrecord")], str(tmp_path / "out"), progress=False)
+    manifest = local.prepare([str(tmp_path / "corrupt.tfrecord")], str(tmp_path / "out"), progress=False,
+                             max_bad_records=1)
+    assert 0.4 * len(rows) < manifest["input_events"] < 0.6 * len(rows)  # the records before the corruption
+    assert manifest["cleaning"]["bad_records"] == 1
+
+
+def test_taobao_raw_format_with_behavior_filter(tmp_path, datasets_dir):
+    path = os.path.join(datasets_dir, "taobao-userbehavior-sample", "UserBehavior.csv")
+    summary = local.convert([path], str(tmp_path / "events"), file_format="taobao", behavior="pv", num_shards=2,
+                            compress=True, progress=False)
+    lines = open(path).read().splitlines()
+    pv = [line.split(",") for line in lines if line.split(",")[3] == "pv"]
+    assert summary["events"] == len(pv) and summary["cleaning"]["skipped"]["other_behavior"] == len(lines) - len(pv)
+    records = [tf.io.parse_single_example(r, schema.EVENT_FEATURES) for r in tf.data.TFRecordDataset(
+        sorted(str(p) for p in (tmp_path / "events").glob("events-*.tfrecord.gz")), compression_type="GZIP")]
+    assert sorted((r["user_id"].numpy().decode(), r["item_id"].numpy().decode(), int(r["timestamp"]),
+                   r["category"].numpy().decode(), r["behavior"].numpy().decode()) for r in records) == \
+        sorted((u, i, int(t), c, b) for u, i, c, b, t in pv)
