@@ -9,6 +9,7 @@ Output layout (written to a temporary directory, renamed into place only when co
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import shutil
@@ -94,13 +95,20 @@ def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: 
             shutil.rmtree(tmp_dir)
 
 
-def group_by_user(events: Iterable[readers.Event], progress: bool) -> dict[str, list[tuple[int, tuple[int, int], str]]]:
+def group_by_user(batches: Iterable[list[readers.Event]], progress: bool
+                  ) -> dict[str, list[tuple[int, tuple[int, int], str]]]:
     """user_id -> [(timestamp, position, item_id)] in read order."""
     events_by_user: dict[str, list[tuple[int, tuple[int, int], str]]] = defaultdict(list)
     reading = ProgressLine("events read", enabled=progress)
-    for event in events:
-        events_by_user[event.user_id].append((event.timestamp, event.position, event.item_id))
-        reading.update()
+    # Millions of small tuples that live to the end: the cyclic GC would rescan them again and again.
+    gc.disable()
+    try:
+        for batch in batches:
+            for event in batch:
+                events_by_user[event.user_id].append((event.timestamp, event.position, event.item_id))
+            reading.update(len(batch))
+    finally:
+        gc.enable()
     reading.done()
     return events_by_user
 
@@ -205,10 +213,11 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:
-            for event in readers.read_all(input_paths, file_format, log, behavior):
-                writers[shard_of(event.user_id, num_shards)].write(schema.encode_event(
-                    event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
-                written.update()
+            for batch in readers.read_all(input_paths, file_format, log, behavior):
+                for event in batch:
+                    writers[shard_of(event.user_id, num_shards)].write(schema.encode_event(
+                        event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
+                written.update(len(batch))
         finally:
             for writer in writers:
                 writer.close()

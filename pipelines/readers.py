@@ -83,20 +83,23 @@ def _is_utf8(value: str) -> bool:
 def validate(path: str, position: str, user_id: str, item_id: str, timestamp: str | int
              ) -> BadRecord | tuple[str, str, int]:
     """The shared per-record checks: ids present and UTF-8, timestamp a non-negative integer."""
+    def bad(field: str, reason: str) -> BadRecord:
+        return BadRecord(path, position, field, reason)
+
     for field, value in (("user_id", user_id), ("item_id", item_id)):
         if not value:
-            return BadRecord(path, position, field, "missing or empty")
+            return bad(field, "missing or empty")
         if not _is_utf8(value):
-            return BadRecord(path, position, field, "not valid UTF-8")
+            return bad(field, "not valid UTF-8")
     if isinstance(timestamp, str):
         if not timestamp.strip():
-            return BadRecord(path, position, "timestamp", "missing or empty")
+            return bad("timestamp", "missing or empty")
         try:
             timestamp = int(float(timestamp))
         except ValueError:
-            return BadRecord(path, position, "timestamp", f"not a number: {timestamp!r}")
+            return bad("timestamp", f"not a number: {timestamp!r}")
     if timestamp < 0:
-        return BadRecord(path, position, "timestamp", f"negative: {timestamp}")
+        return bad("timestamp", f"negative: {timestamp}")
     return user_id, item_id, timestamp
 
 
@@ -153,18 +156,19 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", errors="surrogateescape")
 
 
-def _parse_event_batch(path: str, first: int, records: list[bytes], log: BadRecordLog) -> list[dict | None]:
-    """Parses serialized event records; a record that is not an Example becomes None (and a bad record)."""
+def _parse_event_batch(path: str, first: int, records: list[bytes], log: BadRecordLog) -> list[tuple | None]:
+    """Serialized event records -> (user_id, item_id, timestamp, category, behavior) tuples of bytes/int;
+    a record that is not an event Example becomes None (and a bad record)."""
+    fields = ("user_id", "item_id", "timestamp", "category", "behavior")
     try:
         parsed = schema.parse_events(tf.constant(records))
-        columns = {key: value.numpy() for key, value in parsed.items()}
-        return [{key: columns[key][i] for key in columns} for i in range(len(records))]
+        return list(zip(*(parsed[field].numpy().tolist() for field in fields)))
     except tf.errors.InvalidArgumentError:
-        results = []
+        results: list[tuple | None] = []
         for offset, record in enumerate(records):
             try:
-                results.append({k: v.numpy() for k, v in schema.parse_events(tf.constant([record])).items()})
-                results[-1] = {k: v[0] for k, v in results[-1].items()}
+                parsed = schema.parse_events(tf.constant([record]))
+                results.append(tuple(parsed[field].numpy().tolist()[0] for field in fields))
             except tf.errors.InvalidArgumentError as error:
                 missing = re.search(r"Feature: (\w+) \(data type: \w+\) is required", error.message)
                 log.add(BadRecord(path, f"record {first + offset}", missing.group(1) if missing else "(record)",
@@ -200,24 +204,57 @@ def _record_batches(path: str, log: BadRecordLog) -> Iterator[list[bytes]]:
         yield [record]
 
 
-def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[Event]:
-    """One event-log shard, in record order."""
+def _decoded_batch(records: list[tuple | None]) -> list[tuple] | None:
+    """The fast path: every record present, ids non-empty UTF-8, timestamps >= 0 -> decoded tuples; else None."""
+    try:
+        users = [record[0].decode("utf-8") for record in records]
+        items = [record[1].decode("utf-8") for record in records]
+    except (TypeError, UnicodeDecodeError):  # a None record or a non-UTF-8 id
+        return None
+    if "" in users or "" in items or min(record[2] for record in records) < 0:
+        return None
+    return [(user, item, record[2], record[3].decode("utf-8", "surrogateescape") or None,
+             record[4].decode("utf-8", "surrogateescape") or None)
+            for user, item, record in zip(users, items, records)]
+
+
+def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[list[Event]]:
+    """One event-log shard in record order, in batches of events."""
     count = 0
     for batch in _record_batches(path, log):
-        for offset, record in enumerate(_parse_event_batch(path, count, batch, log)):
-            number = count + offset
+        records = _parse_event_batch(path, count, batch, log)
+        clean = _decoded_batch(records)
+        if clean is not None:
+            yield [Event(user_id, item_id, timestamp, (file_index, number), category, behavior)
+                   for number, (user_id, item_id, timestamp, category, behavior) in enumerate(clean, start=count)]
+            count += len(batch)
+            continue
+        events = []
+        for number, record in enumerate(records, start=count):  # the slow path names each bad record
             if record is None:
                 continue
-            checked = validate(path, f"record {number}", _decode(record["user_id"]), _decode(record["item_id"]),
-                               int(record["timestamp"]))
+            user_id, item_id, timestamp, category, behavior = record
+            checked = validate(path, f"record {number}", _decode(user_id), _decode(item_id), timestamp)
             if isinstance(checked, BadRecord):
                 log.add(checked)
                 continue
-            yield Event(*checked, position=(file_index, number), category=_decode(record["category"]) or None,
-                        behavior=_decode(record["behavior"]) or None)
+            events.append(Event(checked[0], checked[1], checked[2], (file_index, number), _decode(category) or None,
+                                _decode(behavior) or None))
+        yield events
         count += len(batch)
     if count == 0:
         log.skipped["empty_files"] += 1
+
+
+def _batched(events: Iterator[Event], size: int = TFRECORD_BATCH) -> Iterator[list[Event]]:
+    batch = []
+    for event in events:
+        batch.append(event)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -243,28 +280,35 @@ def guess_format(path: str) -> str:
     return "csv"
 
 
-def read_events(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
-                behavior: str | None = None) -> Iterator[Event]:
-    """Events of one file in file order; bad records go to `log` (default: none allowed)."""
+def read_event_batches(path: str, file_format: str | None = None, log: BadRecordLog | None = None,
+                       file_index: int = 0, behavior: str | None = None) -> Iterator[list[Event]]:
+    """Events of one file in file order, in batches; bad records go to `log` (default: none allowed)."""
     log = log if log is not None else BadRecordLog()
     file_format = file_format or guess_format(path)
     plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
-    if file_format == "csv":
-        return _read_delimited(path, file_index, ",", plain, log)
-    if file_format == "tsv":
-        return _read_delimited(path, file_index, "\t", plain, log)
-    if file_format == "recbole":
-        return _read_delimited(path, file_index, "\t", {"user_id": "user_id:token", "item_id": "item_id:token",
-                                                        "timestamp": "timestamp:float"}, log)
-    if file_format == "taobao":
-        return _read_delimited(path, file_index, ",", None, log, behavior)
     if file_format == "tfrecord":
         return _read_tfrecord(path, file_index, log)
+    if file_format == "csv":
+        return _batched(_read_delimited(path, file_index, ",", plain, log))
+    if file_format == "tsv":
+        return _batched(_read_delimited(path, file_index, "\t", plain, log))
+    if file_format == "recbole":
+        return _batched(_read_delimited(path, file_index, "\t", {
+            "user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float"}, log))
+    if file_format == "taobao":
+        return _batched(_read_delimited(path, file_index, ",", None, log, behavior))
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
 
 
+def read_events(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
+                behavior: str | None = None) -> Iterator[Event]:
+    """Events of one file in file order."""
+    for batch in read_event_batches(path, file_format, log, file_index, behavior):
+        yield from batch
+
+
 def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None
-             ) -> Iterator[Event]:
-    """Events of every file, in order."""
+             ) -> Iterator[list[Event]]:
+    """Event batches of every file, in order."""
     for file_index, path in enumerate(paths):
-        yield from read_events(path, file_format, log, file_index, behavior)
+        yield from read_event_batches(path, file_format, log, file_index, behavior)
