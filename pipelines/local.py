@@ -160,9 +160,13 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
 
 
 def write_prepared(directory: str, splits: dict[str, list[tuple[str, list[tuple[int, str]]]]],
-                   vocabulary_counts: Counter, manifest: dict, num_shards: int, compress: bool) -> None:
+                   vocabulary_counts: Counter, manifest: dict, num_shards: int, compress: bool,
+                   progress: bool = True) -> None:
+    written = ProgressLine("users written", every=1, enabled=progress)
     for split, users in splits.items():
         write_split(directory, split, users, num_shards, compress)
+        written.update(len(users))
+    written.done()
     write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
     with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
         json.dump(manifest, stream, indent=2)
@@ -193,7 +197,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, counts,
                              len(vocabulary_counts), cleaning)
     publish_directory(lambda directory: write_prepared(directory, splits, vocabulary_counts, manifest, num_shards,
-                                                       compress), output_dir, overwrite)
+                                                       compress, progress), output_dir, overwrite)
     return manifest
 
 
