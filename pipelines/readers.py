@@ -17,7 +17,6 @@ import glob
 import gzip
 import io
 import os
-import re
 from collections import Counter
 from typing import Iterator, NamedTuple, Sequence
 
@@ -98,6 +97,8 @@ def validate(path: str, position: str, user_id: str, item_id: str, timestamp: st
             timestamp = int(float(timestamp))
         except ValueError:
             return bad("timestamp", f"not a number: {timestamp!r}")
+    if timestamp == MISSING_TIMESTAMP:
+        return bad("timestamp", "missing")
     if timestamp < 0:
         return bad("timestamp", f"negative: {timestamp}")
     return user_id, item_id, timestamp
@@ -156,52 +157,63 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", errors="surrogateescape")
 
 
-def _parse_event_batch(path: str, first: int, records: list[bytes], log: BadRecordLog) -> list[tuple | None]:
-    """Serialized event records -> (user_id, item_id, timestamp, category, behavior) tuples of bytes/int;
-    a record that is not an event Example becomes None (and a bad record)."""
-    fields = ("user_id", "item_id", "timestamp", "category", "behavior")
-    try:
-        parsed = schema.parse_events(tf.constant(records))
-        return list(zip(*(parsed[field].numpy().tolist() for field in fields)))
-    except tf.errors.InvalidArgumentError:
-        results: list[tuple | None] = []
-        for offset, record in enumerate(records):
-            try:
-                parsed = schema.parse_events(tf.constant([record]))
-                results.append(tuple(parsed[field].numpy().tolist()[0] for field in fields))
-            except tf.errors.InvalidArgumentError as error:
-                missing = re.search(r"Feature: (\w+) \(data type: \w+\) is required", error.message)
-                log.add(BadRecord(path, f"record {first + offset}", missing.group(1) if missing else "(record)",
-                                  "missing" if missing else "not an event tf.train.Example"))
-                results.append(None)
-        return results
+# Parsing with defaults for the required fields, so that a record missing one does not fail its whole
+# batch: `validate` then reports the default as that record's missing field.
+MISSING_TIMESTAMP = -(2 ** 63)
+_LENIENT_EVENT_FEATURES = {
+    **schema.EVENT_FEATURES,
+    "user_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "item_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "timestamp": tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_TIMESTAMP),
+}
+_FIELDS = ("user_id", "item_id", "timestamp", "category", "behavior")
 
 
-def _record_batches(path: str, log: BadRecordLog) -> Iterator[list[bytes]]:
-    """Serialized records in batches; at a corrupt record, the records before it, then one bad record."""
+def _as_tuples(parsed: dict[str, tf.Tensor]) -> list[tuple]:
+    return list(zip(*(parsed[field].numpy().tolist() for field in _FIELDS)))
+
+
+def _parsed_batches(path: str, log: BadRecordLog) -> Iterator[tuple[int, list[tuple | None]]]:
+    """(first record number, [(user_id, item_id, timestamp, category, behavior) or None]) per batch.
+
+    Decompression and parsing run in tf.data threads, overlapping the Python work on the previous
+    batch. A batch that fails (a record that is not an Example, or corrupt data) is re-read one record
+    at a time: a non-Example record becomes None and a bad record; corrupt data ends the file with one
+    bad record, keeping the records before it.
+    """
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    batches = dataset.batch(TFRECORD_BATCH).map(lambda batch: tf.io.parse_example(batch, _LENIENT_EVENT_FEATURES),
+                                                num_parallel_calls=2).prefetch(2)
     count = 0
-    iterator = iter(dataset.batch(TFRECORD_BATCH))
+    iterator = iter(batches)
     while True:
         try:
-            batch = list(next(iterator).numpy())
+            parsed = next(iterator)
         except StopIteration:
             return
-        except tf.errors.DataLossError:
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
             break
-        count += len(batch)
-        yield batch
-    # Re-read the failing batch one record at a time to keep the records before the corruption.
+        records = _as_tuples(parsed)
+        yield count, records
+        count += len(records)
     iterator = iter(dataset.skip(count))
     while True:
         try:
-            record = next(iterator).numpy()
+            record = next(iterator)
+        except StopIteration:
+            return
         except tf.errors.DataLossError as error:
             log.add(BadRecord(path, f"record {count}", "(file)", "corrupt TFRecord data; the rest of the file is "
                               f"unreadable ({error.message.splitlines()[0][:100]})"))
             return
+        try:
+            parsed_record: list[tuple | None] = _as_tuples(
+                tf.io.parse_example(record[tf.newaxis], _LENIENT_EVENT_FEATURES))
+        except tf.errors.InvalidArgumentError:
+            log.add(BadRecord(path, f"record {count}", "(record)", "not an event tf.train.Example"))
+            parsed_record = [None]
+        yield count, parsed_record
         count += 1
-        yield [record]
 
 
 def _decoded_batch(records: list[tuple | None]) -> list[tuple] | None:
@@ -211,7 +223,7 @@ def _decoded_batch(records: list[tuple | None]) -> list[tuple] | None:
         items = [record[1].decode("utf-8") for record in records]
     except (TypeError, UnicodeDecodeError):  # a None record or a non-UTF-8 id
         return None
-    if "" in users or "" in items or min(record[2] for record in records) < 0:
+    if not records or "" in users or "" in items or min(record[2] for record in records) < 0:
         return None
     return [(user, item, record[2], record[3].decode("utf-8", "surrogateescape") or None,
              record[4].decode("utf-8", "surrogateescape") or None)
@@ -221,16 +233,15 @@ def _decoded_batch(records: list[tuple | None]) -> list[tuple] | None:
 def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[list[Event]]:
     """One event-log shard in record order, in batches of events."""
     count = 0
-    for batch in _record_batches(path, log):
-        records = _parse_event_batch(path, count, batch, log)
+    for first, records in _parsed_batches(path, log):
+        count += len(records)
         clean = _decoded_batch(records)
         if clean is not None:
             yield [Event(user_id, item_id, timestamp, (file_index, number), category, behavior)
-                   for number, (user_id, item_id, timestamp, category, behavior) in enumerate(clean, start=count)]
-            count += len(batch)
+                   for number, (user_id, item_id, timestamp, category, behavior) in enumerate(clean, start=first)]
             continue
         events = []
-        for number, record in enumerate(records, start=count):  # the slow path names each bad record
+        for number, record in enumerate(records, start=first):  # the slow path names each bad record
             if record is None:
                 continue
             user_id, item_id, timestamp, category, behavior = record
@@ -241,7 +252,6 @@ def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[li
             events.append(Event(checked[0], checked[1], checked[2], (file_index, number), _decode(category) or None,
                                 _decode(behavior) or None))
         yield events
-        count += len(batch)
     if count == 0:
         log.skipped["empty_files"] += 1
 

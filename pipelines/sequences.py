@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 MIN_ITEM_COUNT = 5
 MIN_USER_COUNT = 5
 SPLIT_FRACTIONS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 
 
-def sort_and_deduplicate(events: Iterable[tuple[int, tuple[int, int], str]]) -> tuple[list[tuple[int, str]], int]:
+def sort_and_deduplicate(events: Iterable[tuple[int, Any, str]]) -> tuple[list[tuple[int, str]], int]:
     """A user's (timestamp, position, item_id) events -> ((timestamp, item_id) in time order, duplicates).
 
-    Ties in time keep file order (position = (file index, record index)), whatever order the events
+    Ties in time keep file order (position: any unique value ordered like (file index, record index)),
+    whatever order the events
     arrive in (a distributed group-by does not keep it). An event with the same timestamp and item as an
     earlier one is a duplicate (a logging retry) and is dropped.
     """
-    ordered, seen, duplicates = [], set(), 0
-    for timestamp, _, item in sorted(events, key=lambda event: (event[0], event[1])):
-        if (timestamp, item) in seen:
-            duplicates += 1
-            continue
-        seen.add((timestamp, item))
-        ordered.append((timestamp, item))
-    return ordered, duplicates
+    pairs = [(timestamp, item) for timestamp, _, item in sorted(events)]  # positions are unique: items never compared
+    if len(set(pairs)) == len(pairs):  # the common case, without a Python-level loop
+        return pairs, 0
+    ordered, seen = [], set()
+    for pair in pairs:
+        if pair not in seen:
+            seen.add(pair)
+            ordered.append(pair)
+    return ordered, len(pairs) - len(ordered)
 
 
 def frequent_items(item_counts: Counter, min_count: int = MIN_ITEM_COUNT) -> set[str]:
