@@ -8,12 +8,12 @@ ignores names that are not numbers).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Callable, Sequence
 
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from remi_tf import atomic
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -26,19 +26,12 @@ def versions(model_base_dir: str) -> list[int]:
 
 
 def publish_version(model_base_dir: str, version: int, write: Callable[[str], None]) -> str:
-    """Runs `write(tmp_dir)` and renames tmp_dir to `<model_base_dir>/<version>` when it succeeds."""
+    """Runs `write(tmp_dir)` and renames tmp_dir to `<model_base_dir>/<version>` when it succeeds (the
+    temporary name starts with a dot, which TF Serving ignores)."""
     final = os.path.join(model_base_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} already exists; choose another --version")
-    os.makedirs(model_base_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base_dir)
-    try:
-        write(tmp_dir)
-        os.rename(tmp_dir, final)
-    finally:
-        if os.path.exists(tmp_dir):
-            shutil.rmtree(tmp_dir)
-    return final
+    return atomic.publish_directory(write, final)
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequence[Sequence[str]],
@@ -64,8 +57,5 @@ def write_models_config(export_dir: str, model_names: Sequence[str], base_path: 
         f'  config {{\n    name: "{name}"\n    base_path: "{base_path.rstrip("/")}/{name}"\n'
         f'    model_platform: "tensorflow"\n  }}\n' for name in model_names)
     path = os.path.join(export_dir, "models.config")
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w", encoding="utf-8") as stream:
-        stream.write("model_config_list {\n" + entries + "}\n")
-    os.replace(tmp_path, path)
+    atomic.write_text(path, "model_config_list {\n" + entries + "}\n")
     return path

@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import local, readers, schema, sequences
+from remi_tf import atomic
 
 BAD = "bad"
 SKIPPED = "skipped"
@@ -112,7 +113,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                 "skipped": read[SKIPPED] | "SkippedList" >> beam.combiners.ToList(),
             }
             _ = (pipeline | "One" >> beam.Create([None]) | "Results" >> beam.Map(
-                lambda _, **values: _write_json(results_path, values),
+                lambda _, **values: atomic.write_json(results_path, values),
                 **{key: beam.pvalue.AsSingleton(value) for key, value in results.items()}))
         with open(results_path, encoding="utf-8") as stream:
             results_values = json.load(stream)
@@ -122,13 +123,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
             json.dump(manifest, stream, indent=2)
 
-    local.publish_directory(build, output_dir, overwrite)
+    atomic.publish_directory(build, output_dir, overwrite)
     return manifest
-
-
-def _write_json(path: str, values: dict) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(values, stream)
 
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,

@@ -12,17 +12,16 @@ import datetime
 import gc
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import tensorflow as tf
 
 from pipelines import readers, schema, sequences
+from remi_tf import atomic
 
 
 class ProgressLine:
@@ -75,24 +74,6 @@ def write_vocabulary(path: str, item_counts: dict[str, int]) -> None:
     with open(path, "w", encoding="utf-8") as stream:
         for item, count in sorted(item_counts.items(), key=lambda pair: (-pair[1], pair[0])):
             stream.write(f"{item}\t{count}\n")
-
-
-def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: bool) -> None:
-    """Runs `build(tmp_dir)` and renames tmp_dir to `output_dir` only if it succeeds."""
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
-        build(tmp_dir)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp_dir, output_dir)
-    finally:
-        if os.path.exists(tmp_dir):
-            shutil.rmtree(tmp_dir)
 
 
 def group_by_user(batches: Iterable[list[readers.Event]], progress: bool) -> dict[str, list[tuple[int, int, str]]]:
@@ -196,7 +177,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
               for split, users in splits.items()}
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, counts,
                              len(vocabulary_counts), cleaning)
-    publish_directory(lambda directory: write_prepared(directory, splits, vocabulary_counts, manifest, num_shards,
+    atomic.publish_directory(lambda directory: write_prepared(directory, splits, vocabulary_counts, manifest, num_shards,
                                                        compress, progress), output_dir, overwrite)
     return manifest
 
@@ -233,5 +214,5 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
             json.dump(summary, stream, indent=2)
 
-    publish_directory(build, output_dir, overwrite)
+    atomic.publish_directory(build, output_dir, overwrite)
     return summary

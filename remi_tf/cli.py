@@ -14,15 +14,8 @@ import sys
 from typing import Sequence
 
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from remi_tf import atomic
 from remi_tf import config as config_lib
-
-
-def _write_json_atomically(path: str, value: object) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w", encoding="utf-8") as stream:
-        json.dump(value, stream, indent=2)
-    os.replace(tmp_path, path)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -65,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)
     shutil.copyfile(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"))
-    _write_json_atomically(os.path.join(args.model_dir, "run.json"),
+    atomic.write_json(os.path.join(args.model_dir, "run.json"),
                            {"data_dir": os.path.abspath(args.data), "vocabulary_size": len(inputs.vocabulary)})
     state = train_lib.train(model, config, inputs.dataset, inputs.valid_histories, inputs.valid_targets,
                             args.model_dir,
@@ -88,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
-    _write_json_atomically(output, report)
+    atomic.write_json(output, report)
     print(json.dumps(report, indent=2))
     if args.plots:
         from remi_tf import plots

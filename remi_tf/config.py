@@ -13,6 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from remi_tf import atomic
+
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
@@ -162,7 +164,4 @@ def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] 
 
 def save(config: RemiConfig, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML, atomically."""
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w", encoding="utf-8") as stream:
-        yaml.safe_dump(config.to_dict(), stream, sort_keys=False)
-    os.replace(tmp_path, path)
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

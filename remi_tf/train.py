@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from remi_tf import atomic
 from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
@@ -67,13 +68,6 @@ def load_trained(model_dir: str) -> TrainedModel:
     return TrainedModel(config, model, vocabulary, data_dir)
 
 
-def _write_json(path: str, value: object) -> None:
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w", encoding="utf-8") as stream:
-        json.dump(value, stream, indent=2)
-    os.replace(tmp_path, path)
-
-
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of eval_every)."""
     steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
@@ -116,7 +110,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             self.state["evaluations_without_improvement"] += 1
         print(f"\nstep {step}: valid {SELECTION_METRIC} = {score:.4f} (best {self.state['best']:.4f} "
               f"at step {self.state['best_step']})", flush=True)
-        _write_json(self.state_path, self.state)
+        atomic.write_json(self.state_path, self.state)
         if self.patience and self.state["evaluations_without_improvement"] >= self.patience:
             print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
             self.model.stop_training = True
