@@ -24,6 +24,7 @@ import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
 
 from export.client import RemiClient  # noqa: E402
+from remi_tf.models import read_vocabulary  # noqa: E402
 
 
 def measure(call, batches: list) -> tuple[float, float, float]:
@@ -49,8 +50,7 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=18500)
     args = parser.parse_args()
 
-    with open(os.path.join(args.model_dir, "items.tsv"), encoding="utf-8") as stream:
-        vocabulary = [line.split("\t")[0] for line in stream]
+    vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
     rng = np.random.default_rng(0)
 
     def batches(size: int, count: int) -> list[list[list[str]]]:

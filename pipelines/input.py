@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from pipelines import schema
 from remi_tf.config import RemiConfig
+from remi_tf import models
 from remi_tf.models import item_lookup, target_probability
 
 MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
@@ -26,8 +27,7 @@ def read_vocabulary(data_dir: str) -> list[str]:
     path = os.path.join(data_dir, "items.tsv")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir!r} a directory written by `remi prepare`?")
-    with open(path, encoding="utf-8") as stream:
-        return [line.split("\t", 1)[0] for line in stream if line.strip()]
+    return models.read_vocabulary(path)
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
@@ -170,14 +170,13 @@ class TrainingInputs(NamedTuple):
     dataset: tf.data.Dataset  # endless {"history", "target"} batches
 
 
-def training_inputs(data_dir: str, config: RemiConfig,
-                    input_context: tf.distribute.InputContext | None = None) -> TrainingInputs:
-    """Reads the vocabulary, the training target distribution, the valid split and the training stream."""
+def training_inputs(data_dir: str, config: RemiConfig) -> TrainingInputs:
+    """Reads the vocabulary, the training target distribution, the valid split and the training stream
+    (one replica; `training_dataset` shards by InputContext). The train split is read once."""
     vocabulary = read_vocabulary(data_dir)
     _, train_sequences = load_sequences(data_dir, "train", vocabulary)
     _, valid_sequences = load_sequences(data_dir, "valid", vocabulary)
     probability = target_probability(train_sequences, len(vocabulary), MIN_CUT)
     valid_histories, valid_targets = evaluation_examples(valid_sequences, config.max_history)
-    dataset = training_dataset(data_dir, vocabulary, config.batch_size, config.max_history, seed=config.seed,
-                               input_context=input_context)
+    dataset = sequence_dataset(train_sequences, config.batch_size, config.max_history, seed=config.seed)
     return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset)

@@ -24,7 +24,7 @@ from remi_tf import atomic
 from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
-from remi_tf.models import RemiModel
+from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
 
 SELECTION_METRIC = "recall@50"
@@ -59,8 +59,7 @@ def load_trained(model_dir: str) -> TrainedModel:
             raise FileNotFoundError(f"{os.path.join(model_dir, name)} not found: is {model_dir!r} a directory "
                                     "written by `remi train`?")
     config = config_lib.load(os.path.join(model_dir, "config.yaml"))
-    with open(os.path.join(model_dir, "items.tsv"), encoding="utf-8") as stream:
-        vocabulary = [line.split("\t", 1)[0] for line in stream if line.strip()]
+    vocabulary = read_vocabulary(os.path.join(model_dir, "items.tsv"))
     with open(os.path.join(model_dir, "run.json"), encoding="utf-8") as stream:
         data_dir = json.load(stream)["data_dir"]
     model = RemiModel(config, len(vocabulary))

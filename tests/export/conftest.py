@@ -6,6 +6,7 @@ import pytest
 
 from export import exporter
 from remi_tf import cli
+from remi_tf.models import read_vocabulary
 from tests import synthetic
 
 
@@ -34,5 +35,4 @@ def export_dir(trained_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vocabulary(trained_model_dir):
-    with open(os.path.join(trained_model_dir, "items.tsv")) as stream:
-        return [line.split("\t")[0] for line in stream]
+    return read_vocabulary(os.path.join(trained_model_dir, "items.tsv"))
