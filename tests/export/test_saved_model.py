@@ -27,7 +27,8 @@ def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history
     scores = interests @ model.candidate_embeddings().numpy().T  # [B, K, N]
     ids = np.broadcast_to(np.arange(scores.shape[-1]) + FIRST_ITEM_INDEX, scores.shape)
     if exclude_history:
-        scores = np.where(np.isin(ids, rows[:, None, :]) & (ids[...] > 0), -np.inf, scores)
+        in_own_history = (ids[:, :, :, None] == rows[:, None, None, :]).any(axis=-1)  # per user, not batch-wide
+        scores = np.where(in_own_history, -np.inf, scores)
     merged, merged_scores = metrics.merge_interest_topk(ids, scores, k)
     return [[vocabulary[i - FIRST_ITEM_INDEX] for i in row] for row in merged], merged_scores
 
