@@ -1,125 +1,153 @@
-"""`remi prepare --runner <BeamRunner>`: the preprocessing as an Apache Beam pipeline.
+"""`remi prepare` as an Apache Beam pipeline: Beam's local runner by default, any runner via `--runner`.
 
-read files -> group events by user -> stable time sort + de-duplication -> item counts -> 5-core filter
--> hash-based split -> (split, shard) groups -> sequence TFRecord shards, items.tsv, manifest.json.
-The per-record logic is pipelines.sequences', shared with the in-process path, and the output files are
-the same byte for byte (users sorted by id within a shard; shard = crc32(user) mod N). The run writes into
-a temporary directory that is renamed into place only when the pipeline succeeded (local file systems).
+Events travel as blocks of columns (pipelines.sequences.EventBlock), not one element per event, so that
+Beam's per-element cost is paid per block and per user bucket:
+
+  files -> ReadBuckets: each file's events split into user buckets (crc32(user) mod num_buckets)
+        -> GroupByKey(bucket) -> order_users (group, time sort, de-duplicate) per bucket
+        -> item counts summed over buckets -> frequent items (a side input: the 5-core filter)
+        -> filter_users + shard_records per bucket -> GroupByKey((split, shard)) -> one TFRecord shard each
+        -> items.tsv and manifest.json.
+
+Buckets are the unit of parallelism for the per-user work (raise `num_buckets` for large clusters); files
+are the unit for reading. The per-record logic is pipelines.sequences', shared with the in-process path,
+and the output files are the same byte for byte. The run writes into a temporary directory that is
+renamed into place only when the pipeline succeeded (local file systems).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import local, readers, schema, sequences
 from remi_tf import atomic
 
-BAD = "bad"
-SKIPPED = "skipped"
+REPORT = "report"
+RESULTS = ".pipeline-results.json"  # written by the last step, read into the manifest, removed
+DEFAULT_BUCKETS = 16
 
 
-class ReadFile(beam.DoFn):
-    """(file index, path) -> events; bad records and rule skips go to tagged outputs."""
+class ReadBuckets(beam.DoFn):
+    """(file index, path) -> (bucket, EventBlock) per user bucket with events in the file; the counts of
+    events read, bad records and rule skips go to the REPORT output."""
 
-    def __init__(self, file_format: str, behavior: str | None) -> None:
-        self.file_format, self.behavior = file_format, behavior
+    def __init__(self, file_format: str, behavior: str | None, num_buckets: int, progress: bool) -> None:
+        self.file_format, self.behavior, self.num_buckets, self.progress = file_format, behavior, num_buckets, progress
+
+    def setup(self) -> None:
+        self.reading = local.ProgressLine("events read", enabled=self.progress)
 
     def process(self, element: tuple[int, str]) -> Iterator:
         file_index, path = element
         log = readers.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
-        for event in readers.read_events(path, self.file_format, log, file_index, self.behavior):
-            yield event
-        for reason, count in log.bad.items():
-            yield beam.pvalue.TaggedOutput(BAD, (reason, count))
-        for example in log.examples:
-            yield beam.pvalue.TaggedOutput(BAD, ("example", example))
-        for rule, count in log.skipped.items():
-            yield beam.pvalue.TaggedOutput(SKIPPED, (rule, count))
+        blocks = []
+        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior):
+            blocks.append(block)
+            self.reading.update(len(block.users))
+        events = sequences.concatenate(blocks)
+        buckets = sequences.user_buckets(events.users, self.num_buckets)
+        for bucket in np.unique(buckets).tolist():
+            yield bucket, sequences.EventBlock(*(column[buckets == bucket] for column in events))
+        yield beam.pvalue.TaggedOutput(REPORT, {"input_events": len(events.users), "bad_by_reason": dict(log.bad),
+                                                "bad_examples": log.examples, "skipped": dict(log.skipped)})
+
+    def teardown(self) -> None:
+        if self.reading.count:
+            self.reading.done()
 
 
-def _kept_user(user: tuple[str, tuple[list, int]], kept_items: dict, seed: int, num_shards: int) -> Iterator:
-    user_id, (ordered, _) = user
-    kept = sequences.filter_sequence(ordered, kept_items)
-    if kept is not None:
-        yield (sequences.assign_split(user_id, seed), local.shard_of(user_id, num_shards)), (user_id, kept)
+def _order_bucket(bucket: int, blocks: Iterable[sequences.EventBlock]) -> Iterator:
+    users, duplicates = sequences.order_users(sequences.concatenate(blocks))
+    yield users
+    yield beam.pvalue.TaggedOutput(REPORT, {"users": len(users.users), "duplicates": duplicates})
 
 
 class WriteShard(beam.DoFn):
-    """((split, shard), users) -> one sequence shard with the users sorted by id."""
+    """((split, shard), [[UserRecord] per bucket]) -> the shard file, users sorted by id; yields a report
+    of the users and events written per split."""
 
     def __init__(self, directory: str, num_shards: int, compress: bool) -> None:
         self.directory, self.num_shards, self.compress = directory, num_shards, compress
 
-    def process(self, element: tuple[tuple[str, int], list]) -> Iterator[tuple[str, tuple[int, int]]]:
-        (split, shard), users = element
-        users = sorted(users)
+    def process(self, element: tuple[tuple[str, int], Iterable[list[sequences.UserRecord]]]) -> Iterator[dict]:
+        (split, shard), parts = element
+        records = sorted(record for part in parts for record in part)  # user ids are unique: sorted by user
         local.write_shard(os.path.join(self.directory, schema.shard_name(split, shard, self.num_shards, self.compress)),
-                          users, self.compress)
-        yield split, (len(users), sum(len(events) for _, events in users))
+                          records, self.compress)
+        yield {"split_users": {split: len(records)}, "split_events": {split: sum(r[2] for r in records)}}
 
 
-def _sum_pairs(pairs: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+def _merge_reports(reports: Iterable[dict]) -> dict:
+    """Sums reports: numbers add up, dicts add up per key, lists concatenate."""
+    total: dict = {}
+    for report in reports:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                merged = total.setdefault(key, {})
+                for name, count in value.items():
+                    merged[name] = merged.get(name, 0) + count
+            elif isinstance(value, list):
+                total.setdefault(key, []).extend(value)
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, max_bad_records: int = 0,
-            behavior: str | None = None, pipeline_args: Sequence[str] = ()) -> dict:
-    """Runs the Beam pipeline (the runner and its options come from `pipeline_args`). Returns the manifest."""
+            behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,
+            progress: bool = True) -> dict:
+    """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
+    local runner). Returns the manifest."""
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     manifest: dict = {}
+
+    def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
+               vocabulary: sequences.ItemCounts, directory: str) -> None:
+        local.write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary)
+        atomic.write_json(os.path.join(directory, RESULTS), {
+            **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items)})
 
     def build(directory: str) -> None:
         for split in schema.SPLITS:  # every shard exists, even one that no user hashes to
             for shard in range(num_shards):
                 local.write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)),
                                   [], compress)
-        results_path = os.path.join(directory, ".pipeline-results.json")
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
-                    | "Read" >> beam.ParDo(ReadFile(file_format, behavior)).with_outputs(BAD, SKIPPED, main="events"))
-            events = read.events
-            by_user = (events | "KeyByUser" >> beam.Map(lambda e: (e.user_id, (e.timestamp, e.position, e.item_id)))
-                       | "GroupByUser" >> beam.GroupByKey()
-                       | "SortDedupe" >> beam.MapTuple(lambda user, evs: (user, sequences.sort_and_deduplicate(evs))))
-            item_counts = (by_user | "Items" >> beam.FlatMap(lambda user: [item for _, item in user[1][0]])
-                           | "CountItems" >> beam.combiners.Count.PerElement())
-            kept_items = item_counts | "Frequent" >> beam.Filter(lambda pair: pair[1] >= sequences.MIN_ITEM_COUNT)
-            kept_users = by_user | "FilterSplit" >> beam.FlatMap(
-                _kept_user, kept_items=beam.pvalue.AsDict(kept_items), seed=seed, num_shards=num_shards)
-            written = (kept_users | "GroupByShard" >> beam.GroupByKey()
-                       | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress))
-                       | "SplitCounts" >> beam.CombinePerKey(_sum_pairs))
-            vocabulary = (kept_users | "KeptItems" >> beam.FlatMap(lambda user: [item for _, item in user[1][1]])
-                          | "CountKept" >> beam.combiners.Count.PerElement() | "VocabList" >> beam.combiners.ToList())
-            _ = vocabulary | "WriteVocabulary" >> beam.Map(
-                lambda pairs: local.write_vocabulary(os.path.join(directory, "items.tsv"), dict(pairs)))
-            results = {
-                "input_events": events | "CountEvents" >> beam.combiners.Count.Globally(),
-                "users": by_user | "CountUsers" >> beam.combiners.Count.Globally(),
-                "duplicates": by_user | "Duplicates" >> beam.Map(lambda user: user[1][1])
-                | "SumDuplicates" >> beam.CombineGlobally(sum),
-                "items": item_counts | "CountAllItems" >> beam.combiners.Count.Globally(),
-                "kept_items": kept_items | "CountKeptItems" >> beam.combiners.Count.Globally(),
-                "num_items": vocabulary | "VocabularySize" >> beam.Map(len),
-                "splits": written | "SplitList" >> beam.combiners.ToList(),
-                "bad": read[BAD] | "BadList" >> beam.combiners.ToList(),
-                "skipped": read[SKIPPED] | "SkippedList" >> beam.combiners.ToList(),
-            }
-            _ = (pipeline | "One" >> beam.Create([None]) | "Results" >> beam.Map(
-                lambda _, **values: atomic.write_json(results_path, values),
-                **{key: beam.pvalue.AsSingleton(value) for key, value in results.items()}))
+                    | "Read" >> beam.ParDo(ReadBuckets(file_format, behavior, num_buckets, progress))
+                    .with_outputs(REPORT, main="buckets"))
+            ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
+                       | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))
+            item_counts = (ordered.users | "ItemCounts" >> beam.Map(sequences.item_counts)
+                           | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
+            kept = ordered.users | "FilterUsers" >> beam.Map(sequences.filter_users,
+                                                             kept_items=beam.pvalue.AsSingleton(frequent))
+            written = (kept | "ShardRecords" >> beam.FlatMap(
+                           lambda users: sequences.shard_records(users, seed, num_shards).items())
+                       | "GroupByShard" >> beam.GroupByKey()
+                       | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
+            vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
+                          | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+            report = ((read[REPORT], ordered[REPORT], written) | "Reports" >> beam.Flatten()
+                      | "MergeReports" >> beam.CombineGlobally(_merge_reports))
+            _ = (pipeline | "One" >> beam.Create([None]) | "Finish" >> beam.Map(
+                finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
+                frequent=beam.pvalue.AsSingleton(frequent), vocabulary=beam.pvalue.AsSingleton(vocabulary),
+                directory=directory))
+        results_path = os.path.join(directory, RESULTS)
         with open(results_path, encoding="utf-8") as stream:
-            results_values = json.load(stream)
+            results = json.load(stream)
         os.remove(results_path)
-        manifest.update(_manifest(results_values, input_paths, file_format, seed, num_shards, compress,
-                                  max_bad_records))
+        manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records))
         with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
             json.dump(manifest, stream, indent=2)
 
@@ -129,29 +157,22 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,
               compress: bool, max_bad_records: int) -> dict:
-    bad_by_reason: dict[str, int] = {}
-    examples = sorted(example for reason, example in results["bad"] if reason == "example")
-    for reason, count in results["bad"]:
-        if reason != "example":
-            bad_by_reason[reason] = bad_by_reason.get(reason, 0) + count
+    bad_by_reason = results.get("bad_by_reason", {})
+    examples = sorted(results.get("bad_examples", []))
     bad_total = sum(bad_by_reason.values())
     if bad_total > max_bad_records:
         raise ValueError(f"{examples[0]} ({bad_total} bad records; --max-bad-records is {max_bad_records}: raise "
                          "it to skip such records)")
-    skipped: dict[str, int] = {}
-    for rule, count in results["skipped"]:
-        skipped[rule] = skipped.get(rule, 0) + count
-    splits = {split: {"users": 0, "events": 0} for split in schema.SPLITS}
-    for split, (users, events) in results["splits"]:
-        splits[split] = {"users": users, "events": events}
+    splits = {split: {"users": results.get("split_users", {}).get(split, 0),
+                      "events": results.get("split_events", {}).get(split, 0)} for split in schema.SPLITS}
     if not results["num_items"]:
         raise ValueError(f"{list(input_paths)}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
                          f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
     cleaning = {"bad_records": bad_total, "bad_by_reason": bad_by_reason, "bad_examples": examples[:10],
-                "skipped": skipped, "duplicate_events_removed": results["duplicates"],
-                "users_below_min_count": results["users"] - sum(s["users"] for s in splits.values()),
+                "skipped": results.get("skipped", {}), "duplicate_events_removed": results.get("duplicates", 0),
+                "users_below_min_count": results.get("users", 0) - sum(s["users"] for s in splits.values()),
                 "items_below_min_count": results["items"] - results["kept_items"]}
-    manifest = local.make_manifest(input_paths, file_format, seed, num_shards, compress, results["input_events"],
-                                   splits, results["num_items"], cleaning)
+    manifest = local.make_manifest(input_paths, file_format, seed, num_shards, compress,
+                                   results.get("input_events", 0), splits, results["num_items"], cleaning)
     manifest["runner"] = "beam"
     return manifest

@@ -9,15 +9,13 @@ Output layout (written to a temporary directory, renamed into place only when co
 from __future__ import annotations
 
 import datetime
-import gc
 import json
 import os
 import sys
 import time
-import zlib
-from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from pipelines import readers, schema, sequences
@@ -45,79 +43,38 @@ class ProgressLine:
         print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
 
 
-def shard_of(user_id: str, num_shards: int) -> int:
-    """The shard of a user: crc32 of the id, so every runner puts a user in the same shard."""
-    return zlib.crc32(user_id.encode("utf-8")) % num_shards
-
-
-def write_shard(path: str, users: Sequence[tuple[str, list[tuple[int, str]]]], compress: bool) -> None:
-    """One sequence shard, users in the given order."""
+def write_shard(path: str, records: Sequence[sequences.UserRecord], compress: bool) -> None:
+    """One sequence shard, records in the given order."""
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
     with tf.io.TFRecordWriter(path, options) as writer:
-        for user_id, events in users:
-            writer.write(schema.encode_sequence(user_id, [item for _, item in events], [ts for ts, _ in events]))
+        for _, serialized, _ in records:
+            writer.write(serialized)
 
 
-def write_split(directory: str, split: str, users: Sequence[tuple[str, list[tuple[int, str]]]],
-                num_shards: int, compress: bool) -> None:
-    """Writes one split's users (sorted by id) into `num_shards` sequence TFRecord shards."""
-    by_shard: list[list] = [[] for _ in range(num_shards)]
-    for user in users:
-        by_shard[shard_of(user[0], num_shards)].append(user)
-    for shard, shard_users in enumerate(by_shard):
-        write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)), shard_users,
-                    compress)
-
-
-def write_vocabulary(path: str, item_counts: dict[str, int]) -> None:
-    """items.tsv: item_id<TAB>count, most frequent first, ties broken by id."""
+def write_vocabulary(path: str, item_counts: sequences.ItemCounts) -> None:
+    """items.tsv: item_id<TAB>count, most frequent first, ties broken by id (item_counts are sorted by id)."""
+    order = np.argsort(-item_counts.counts, kind="stable")
     with open(path, "w", encoding="utf-8") as stream:
-        for item, count in sorted(item_counts.items(), key=lambda pair: (-pair[1], pair[0])):
-            stream.write(f"{item}\t{count}\n")
+        stream.writelines(f"{item.decode('utf-8')}\t{count}\n"
+                          for item, count in zip(item_counts.items[order], item_counts.counts[order].tolist()))
 
 
-def group_by_user(batches: Iterable[list[readers.Event]], progress: bool) -> dict[str, list[tuple[int, int, str]]]:
-    """user_id -> [(timestamp, position, item_id)] in read order (position: file index << 40 | record)."""
-    events_by_user: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> dict[str, dict[str, int]]:
+    """split -> {users, events}."""
+    counts = {split: {"users": 0, "events": 0} for split in schema.SPLITS}
+    for (split, _), shard in records.items():
+        counts[split]["users"] += len(shard)
+        counts[split]["events"] += sum(num_events for _, _, num_events in shard)
+    return counts
+
+
+def read_columns(input_paths: Sequence[str], file_format: str, log: readers.BadRecordLog, behavior: str | None,
+                 progress: bool) -> sequences.EventBlock:
+    """Every input file's events as one block of columns."""
     reading = ProgressLine("events read", enabled=progress)
-    # Millions of small tuples that live to the end: the cyclic GC would rescan them again and again.
-    gc.disable()
-    try:
-        for batch in batches:
-            for user_id, item_id, timestamp, (file_index, record), _, _ in batch:
-                # The position as one int (file index, then record) compares faster than a tuple.
-                events_by_user[user_id].append((timestamp, (file_index << 40) | record, item_id))
-            reading.update(len(batch))
-    finally:
-        gc.enable()
+    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update)
     reading.done()
-    return events_by_user
-
-
-def build_splits(events_by_user: dict[str, list[tuple[int, int, str]]], seed: int
-                 ) -> tuple[dict[str, list[tuple[str, list[tuple[int, str]]]]], Counter, dict]:
-    """Sort, de-duplicate, 5-core filter and split every user (the rules of pipelines.sequences).
-
-    Returns:
-      (split -> [(user_id, [(timestamp, item_id)])] sorted by user, kept item counts, rule counts).
-    """
-    ordered, duplicates = {}, 0
-    for user_id, events in events_by_user.items():
-        ordered[user_id], removed = sequences.sort_and_deduplicate(events)
-        duplicates += removed
-    item_counts = Counter([item for events in ordered.values() for _, item in events])
-    kept_items = sequences.frequent_items(item_counts)
-    splits: dict[str, list[tuple[str, list[tuple[int, str]]]]] = {split: [] for split in schema.SPLITS}
-    vocabulary_counts: Counter = Counter()
-    for user_id in sorted(ordered):
-        kept = sequences.filter_sequence(ordered[user_id], kept_items)
-        if kept is None:
-            continue
-        splits[sequences.assign_split(user_id, seed)].append((user_id, kept))
-        vocabulary_counts.update(item for _, item in kept)
-    rules = {"duplicate_events_removed": duplicates, "users_below_min_count": len(ordered) - sum(map(len, splits.values())),
-             "items_below_min_count": len(item_counts) - len(kept_items)}
-    return splits, vocabulary_counts, rules
+    return sequences.concatenate(blocks)
 
 
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
@@ -140,13 +97,15 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
     }
 
 
-def write_prepared(directory: str, splits: dict[str, list[tuple[str, list[tuple[int, str]]]]],
-                   vocabulary_counts: Counter, manifest: dict, num_shards: int, compress: bool,
+def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences.UserRecord]],
+                   vocabulary_counts: sequences.ItemCounts, manifest: dict, num_shards: int, compress: bool,
                    progress: bool = True) -> None:
     written = ProgressLine("users written", every=1, enabled=progress)
-    for split, users in splits.items():
-        write_split(directory, split, users, num_shards, compress)
-        written.update(len(users))
+    for split in schema.SPLITS:
+        for shard in range(num_shards):  # every shard exists, even one that no user hashes to
+            users = records.get((split, shard), [])
+            write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)), users, compress)
+            written.update(len(users))
     written.done()
     write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
     with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
@@ -156,7 +115,8 @@ def write_prepared(directory: str, splits: dict[str, list[tuple[str, list[tuple[
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
             max_bad_records: int = 0, behavior: str | None = None) -> dict:
-    """Builds the training data set from raw logs in one process (the fast path for one machine).
+    """Builds the training data set from raw logs in one process (the fast path for one machine), with
+    the per-record logic of pipelines.sequences that the Beam pipeline uses.
 
     Returns:
       The manifest (also written to `<output_dir>/manifest.json`).
@@ -164,21 +124,25 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     log = readers.BadRecordLog(max_bad_records)
-    events_by_user = group_by_user(readers.read_all(input_paths, file_format, log, behavior), progress)
-    input_events = sum(len(events) for events in events_by_user.values())
-    splits, vocabulary_counts, rules = build_splits(events_by_user, seed)
-    if not vocabulary_counts:
+    events = read_columns(input_paths, file_format, log, behavior, progress)
+    ordered, duplicates = sequences.order_users(events)
+    all_item_counts = sequences.item_counts(ordered)
+    frequent = sequences.frequent_items(all_item_counts)
+    kept = sequences.filter_users(ordered, frequent)
+    vocabulary_counts = sequences.item_counts(kept)
+    if not len(vocabulary_counts.items):
         raise ValueError(f"{input_paths}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
                          f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
-    cleaning = {**log.summary(), **rules}
-    if progress and (cleaning["bad_records"] or cleaning["skipped"] or rules["duplicate_events_removed"]):
+    records = sequences.shard_records(kept, seed, num_shards)
+    cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
+                "users_below_min_count": len(ordered.users) - len(kept.users),
+                "items_below_min_count": len(all_item_counts.items) - len(frequent)}
+    if progress and (cleaning["bad_records"] or cleaning["skipped"] or duplicates):
         print(f"skipped: {json.dumps({k: v for k, v in cleaning.items() if k != 'bad_examples'})}", file=sys.stderr)
-    counts = {split: {"users": len(users), "events": sum(len(events) for _, events in users)}
-              for split, users in splits.items()}
-    manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, counts,
-                             len(vocabulary_counts), cleaning)
-    atomic.publish_directory(lambda directory: write_prepared(directory, splits, vocabulary_counts, manifest, num_shards,
-                                                       compress, progress), output_dir, overwrite)
+    manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
+                             split_counts(records), len(vocabulary_counts.items), cleaning)
+    atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, manifest,
+                                                              num_shards, compress, progress), output_dir, overwrite)
     return manifest
 
 
@@ -200,7 +164,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         try:
             for batch in readers.read_all(input_paths, file_format, log, behavior):
                 for event in batch:
-                    writers[shard_of(event.user_id, num_shards)].write(schema.encode_event(
+                    writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(schema.encode_event(
                         event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
                 written.update(len(batch))
         finally:

@@ -18,11 +18,12 @@ import gzip
 import io
 import os
 from collections import Counter
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
+import numpy as np
 import tensorflow as tf
 
-from pipelines import schema
+from pipelines import schema, sequences
 
 FORMATS = ("csv", "tsv", "recbole", "taobao", "tfrecord")
 TFRECORD_BATCH = 4096
@@ -170,21 +171,23 @@ _LENIENT_EVENT_FEATURES = {
 _FIELDS = ("user_id", "item_id", "timestamp", "category", "behavior")
 
 
-def _as_tuples(parsed: dict[str, tf.Tensor]) -> list[tuple]:
-    return list(zip(*(parsed[field].numpy().tolist() for field in _FIELDS)))
-
-
-def _parsed_batches(path: str, log: BadRecordLog) -> Iterator[tuple[int, list[tuple | None]]]:
-    """(first record number, [(user_id, item_id, timestamp, category, behavior) or None]) per batch.
+def _parsed_batches(path: str, log: BadRecordLog, fields: Sequence[str]
+                    ) -> Iterator[tuple[int, dict[str, np.ndarray] | None]]:
+    """(first record number, {field: values [n]} or None for a record that is not an event) per batch.
 
     Decompression and parsing run in tf.data threads, overlapping the Python work on the previous
     batch. A batch that fails (a record that is not an Example, or corrupt data) is re-read one record
     at a time: a non-Example record becomes None and a bad record; corrupt data ends the file with one
     bad record, keeping the records before it.
     """
+    features = {field: _LENIENT_EVENT_FEATURES[field] for field in fields}
+
+    def columns(parsed: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
+        return {field: parsed[field].numpy() for field in fields}
+
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "",
                                       buffer_size=READ_BUFFER_BYTES)
-    batches = dataset.batch(TFRECORD_BATCH).map(lambda batch: tf.io.parse_example(batch, _LENIENT_EVENT_FEATURES),
+    batches = dataset.batch(TFRECORD_BATCH).map(lambda batch: tf.io.parse_example(batch, features),
                                                 num_parallel_calls=2).prefetch(2)
     count = 0
     iterator = iter(batches)
@@ -195,9 +198,9 @@ def _parsed_batches(path: str, log: BadRecordLog) -> Iterator[tuple[int, list[tu
             return
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
             break
-        records = _as_tuples(parsed)
-        yield count, records
-        count += len(records)
+        batch = columns(parsed)
+        yield count, batch
+        count += len(batch["user_id"])
     iterator = iter(dataset.skip(count))
     while True:
         try:
@@ -209,54 +212,70 @@ def _parsed_batches(path: str, log: BadRecordLog) -> Iterator[tuple[int, list[tu
                               f"unreadable ({error.message.splitlines()[0][:100]})"))
             return
         try:
-            parsed_record: list[tuple | None] = _as_tuples(
-                tf.io.parse_example(record[tf.newaxis], _LENIENT_EVENT_FEATURES))
+            yield count, columns(tf.io.parse_example(record[tf.newaxis], features))
         except tf.errors.InvalidArgumentError:
             log.add(BadRecord(path, f"record {count}", "(record)", "not an event tf.train.Example"))
-            parsed_record = [None]
-        yield count, parsed_record
+            yield count, None
         count += 1
 
 
-def _clean_events(records: list[tuple | None], file_index: int, first: int) -> list[Event] | None:
-    """The fast path: every record present, ids non-empty UTF-8, timestamps >= 0 -> Events; else None."""
+def _all_utf8(values: np.ndarray) -> bool:
+    """True when every id is valid UTF-8 (a newline cannot complete or continue a multi-byte character)."""
     try:
-        users = [record[0].decode("utf-8") for record in records]
-        items = [record[1].decode("utf-8") for record in records]
-    except (TypeError, UnicodeDecodeError):  # a None record or a non-UTF-8 id
+        b"\n".join(values.tolist()).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _is_clean(batch: dict[str, np.ndarray]) -> bool:
+    """Whether every record passes `validate`, checked column-wise (the fast path)."""
+    users, items = batch["user_id"], batch["item_id"]
+    return bool((batch["timestamp"] >= 0).all() and not (users == b"").any() and not (items == b"").any()
+                and _all_utf8(users) and _all_utf8(items))
+
+
+def _valid_rows(path: str, batch: dict[str, np.ndarray], first: int, log: BadRecordLog) -> np.ndarray | None:
+    """None when every record of the batch passes `validate` (checked column-wise); else a row mask,
+    with each bad record logged by record number."""
+    if _is_clean(batch):
         return None
-    if not records or "" in users or "" in items or min(record[2] for record in records) < 0:
-        return None
-    make = tuple.__new__  # Event._make without its argument checks: 2x faster on the hot path
-    return [make(Event, (user, item, record[2], (file_index, number),
-                         record[3].decode("utf-8", "surrogateescape") or None,
-                         record[4].decode("utf-8", "surrogateescape") or None))
-            for number, (user, item, record) in enumerate(zip(users, items, records), start=first)]
+    users, items, timestamps = batch["user_id"], batch["item_id"], batch["timestamp"]
+    valid = np.ones(len(users), dtype=bool)
+    for row, (user_id, item_id, timestamp) in enumerate(zip(users, items, timestamps.tolist())):
+        checked = validate(path, f"record {first + row}", _decode(user_id), _decode(item_id), timestamp)
+        if isinstance(checked, BadRecord):
+            log.add(checked)
+            valid[row] = False
+    return valid
+
+
+def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Sequence[str]
+                      ) -> Iterator[dict[str, np.ndarray]]:
+    """The valid events of one event-log shard in record order, in batches of columns, with positions."""
+    count = 0
+    for first, batch in _parsed_batches(path, log, fields):
+        if batch is None:
+            count += 1
+            continue
+        size = len(batch["user_id"])
+        count += size
+        batch["position"] = (file_index << sequences.POSITION_FILE_SHIFT) + first + np.arange(size, dtype=np.int64)
+        valid = _valid_rows(path, batch, first, log)
+        yield batch if valid is None else {field: values[valid] for field, values in batch.items()}
+    if count == 0:
+        log.skipped["empty_files"] += 1
 
 
 def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[list[Event]]:
     """One event-log shard in record order, in batches of events."""
-    count = 0
-    for first, records in _parsed_batches(path, log):
-        count += len(records)
-        clean = _clean_events(records, file_index, first)
-        if clean is not None:
-            yield clean
-            continue
-        events = []
-        for number, record in enumerate(records, start=first):  # the slow path names each bad record
-            if record is None:
-                continue
-            user_id, item_id, timestamp, category, behavior = record
-            checked = validate(path, f"record {number}", _decode(user_id), _decode(item_id), timestamp)
-            if isinstance(checked, BadRecord):
-                log.add(checked)
-                continue
-            events.append(Event(checked[0], checked[1], checked[2], (file_index, number), _decode(category) or None,
-                                _decode(behavior) or None))
-        yield events
-    if count == 0:
-        log.skipped["empty_files"] += 1
+    for batch in _tfrecord_columns(path, file_index, log, _FIELDS):
+        positions = [divmod(position, 1 << sequences.POSITION_FILE_SHIFT) for position in batch["position"].tolist()]
+        yield [Event(_decode(user_id), _decode(item_id), timestamp, position, _decode(category) or None,
+                     _decode(behavior) or None)
+               for user_id, item_id, timestamp, position, category, behavior in zip(
+                   batch["user_id"], batch["item_id"], batch["timestamp"].tolist(), positions, batch["category"],
+                   batch["behavior"])]
 
 
 def _batched(events: Iterator[Event], size: int = TFRECORD_BATCH) -> Iterator[list[Event]]:
@@ -311,6 +330,86 @@ def read_event_batches(path: str, file_format: str | None = None, log: BadRecord
     if file_format == "taobao":
         return _batched(_read_delimited(path, file_index, ",", None, log, behavior))
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
+
+
+def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
+                behavior: str | None = None) -> Iterator[sequences.EventBlock]:
+    """The user, item, timestamp and position columns of one file's events, in file order, in blocks."""
+    log = log if log is not None else BadRecordLog()
+    if (file_format or guess_format(path)) == "tfrecord":
+        for batch in _tfrecord_columns(path, file_index, log, _FIELDS[:3]):
+            yield _block(batch)
+        return
+    for events in read_event_batches(path, file_format, log, file_index, behavior):
+        yield sequences.EventBlock(
+            sequences.object_array([event.user_id.encode("utf-8") for event in events]),
+            sequences.object_array([event.item_id.encode("utf-8") for event in events]),
+            np.array([event.timestamp for event in events], dtype=np.int64),
+            np.array([(event.position[0] << sequences.POSITION_FILE_SHIFT) | event.position[1] for event in events],
+                     dtype=np.int64))
+
+
+def _block(batch: dict[str, np.ndarray]) -> sequences.EventBlock:
+    return sequences.EventBlock(batch["user_id"], batch["item_id"], batch["timestamp"], batch["position"])
+
+
+class _NotClean(Exception):
+    """The interleaved fast path met a bad record or an unreadable file."""
+
+
+def _interleaved_clean_blocks(paths: Sequence[str]) -> Iterator[tuple[int, sequences.EventBlock]]:
+    """(file index, block) from several event-log shards read and parsed in parallel, in a
+    deterministic order; raises _NotClean at the first batch that is not clean."""
+    features = {field: _LENIENT_EVENT_FEATURES[field] for field in _FIELDS[:3]}
+
+    def numbered_batches(path: tf.Tensor, file_index: tf.Tensor) -> tf.data.Dataset:
+        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+        records = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=READ_BUFFER_BYTES)
+        return records.batch(TFRECORD_BATCH).enumerate().map(
+            lambda number, batch: (file_index, number * TFRECORD_BATCH, batch))
+
+    files = tf.data.Dataset.from_tensor_slices((list(paths), tf.range(len(paths), dtype=tf.int64)))
+    batches = (files.interleave(numbered_batches, cycle_length=2, num_parallel_calls=2, deterministic=True)
+               .map(lambda index, first, batch: (index, first, tf.io.parse_example(batch, features)),
+                    num_parallel_calls=2)
+               .prefetch(2))
+    try:
+        for file_index, first, parsed in batches:
+            batch = {field: parsed[field].numpy() for field in features}
+            if not _is_clean(batch):
+                raise _NotClean()
+            batch["position"] = ((int(file_index) << sequences.POSITION_FILE_SHIFT) + int(first)
+                                 + np.arange(len(batch["user_id"]), dtype=np.int64))
+            yield int(file_index), _block(batch)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        raise _NotClean() from error
+
+
+def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
+                    on_block: Callable[[int], None] = lambda size: None) -> list[sequences.EventBlock]:
+    """Every file's events as blocks of columns (`on_block(size)` after each, for progress).
+
+    Several TFRecord shards are first read in parallel, assuming clean input; at the first bad record
+    everything is read again one file at a time by the path that names and counts bad records.
+    """
+    if len(paths) > 1 and all((file_format or guess_format(path)) == "tfrecord" for path in paths):
+        blocks, files_with_events = [], set()
+        try:
+            for file_index, block in _interleaved_clean_blocks(paths):
+                blocks.append(block)
+                files_with_events.add(file_index)
+                on_block(len(block.users))
+            if len(files_with_events) < len(paths):
+                log.skipped["empty_files"] += len(paths) - len(files_with_events)
+            return blocks
+        except _NotClean:
+            on_block(-sum(len(block.users) for block in blocks))
+    blocks = []
+    for file_index, path in enumerate(paths):
+        for block in read_blocks(path, file_format, log, file_index, behavior):
+            blocks.append(block)
+            on_block(len(block.users))
+    return blocks
 
 
 def read_events(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,

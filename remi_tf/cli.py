@@ -18,20 +18,37 @@ from remi_tf import atomic
 from remi_tf import config as config_lib
 
 
+IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
+
+
+def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[str]) -> str:
+    """`auto` -> `in-process` when there are no Beam options and the inputs total at most
+    IN_PROCESS_MAX_BYTES, else Beam's local runner (`DirectRunner`); other names are kept."""
+    if runner != "auto":
+        return runner
+    from pipelines import readers
+
+    size = sum(os.path.getsize(path) for path in readers.expand_inputs(list(inputs)))
+    return "in-process" if not pipeline_args and size <= IN_PROCESS_MAX_BYTES else "DirectRunner"
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior)
-    if args.runner == "local":
+    runner = choose_runner(args.runner, args.input, args.pipeline_args)
+    print(f"runner: {runner}", file=sys.stderr)
+    if runner == "in-process":
         if args.pipeline_args:
-            raise ValueError(f"unrecognized arguments {args.pipeline_args}: Beam pipeline options need --runner")
+            raise ValueError(f"unrecognized arguments {args.pipeline_args}: Beam pipeline options need a Beam "
+                             "--runner")
         from pipelines import local
 
         manifest = local.prepare(args.input, args.output, **options)
     else:
         from pipelines import beam
 
-        manifest = beam.prepare(args.input, args.output, **options,
-                                pipeline_args=[f"--runner={args.runner}", *args.pipeline_args])
+        manifest = beam.prepare(args.input, args.output, **options, num_buckets=args.user_buckets,
+                                pipeline_args=[f"--runner={runner}", *args.pipeline_args])
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
@@ -157,9 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
     prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
-    prepare.add_argument("--runner", default="local",
-                         help="local (in process, the fastest on one machine) or a Beam runner (DirectRunner, "
-                              "FlinkRunner, SparkRunner, DataflowRunner, ...); further --options go to Beam")
+    prepare.add_argument("--runner", default="auto",
+                         help="auto (default: in-process for inputs up to 256 MiB, else Beam's DirectRunner), "
+                              "in-process (one process, the fastest on one machine), or a Beam runner "
+                              "(DirectRunner, FlinkRunner, SparkRunner, DataflowRunner, ...); further --options "
+                              "go to Beam")
+    prepare.add_argument("--user-buckets", type=int, default=16,
+                         help="Beam runners: user buckets, the parallelism of the per-user work (more for "
+                              "large clusters)")
     prepare.set_defaults(run=cmd_prepare)
 
     train = commands.add_parser("train", help="train REMI on prepared data (resumes an interrupted run)")

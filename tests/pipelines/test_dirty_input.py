@@ -1,7 +1,6 @@
 """Dirty input: each case is handled by its documented rule or stops with an error naming file, position
 and field; --max-bad-records decides when to stop; the summary lands in the manifest."""
 
-import gzip
 import json
 import os
 
@@ -94,6 +93,15 @@ def test_bad_and_corrupt_tfrecords_name_the_record(tmp_path):
                              max_bad_records=1)
     assert 0.4 * len(rows) < manifest["input_events"] < 0.6 * len(rows)  # the records before the corruption
     assert manifest["cleaning"]["bad_records"] == 1
+    # Several shards are first read in parallel assuming clean input; a bad one sends every file through
+    # the careful path, which names the same records and keeps the same events.
+    with pytest.raises(ValueError, match=r"events.tfrecord: record 5: field 'user_id': missing"):
+        local.prepare([str(tmp_path / "good.tfrecord"), str(tmp_path / "events.tfrecord")], str(tmp_path / "out2"),
+                      progress=False)
+    both = local.prepare([str(tmp_path / "good.tfrecord"), str(tmp_path / "corrupt.tfrecord")],
+                         str(tmp_path / "out2"), progress=False, max_bad_records=1)
+    assert both["input_events"] == len(rows) + manifest["input_events"]
+    assert both["cleaning"]["bad_records"] == 1 and "corrupt.tfrecord" in both["cleaning"]["bad_examples"][0]
 
 
 def test_taobao_raw_format_with_behavior_filter(tmp_path, datasets_dir):

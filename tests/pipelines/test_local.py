@@ -53,7 +53,7 @@ def test_prepare_writes_sorted_filtered_split_sequences(tmp_path):
         records = read_split(out, split)
         assert manifest["splits"][split]["users"] == len(records)
         for user, items, timestamps in records:
-            assert sequences.assign_split(user, 3) == split
+            assert sequences.assign_split(user.encode(), 3) == split
             assert timestamps == sorted(timestamps)
             all_users[user] = items
     assert "short" not in all_users  # fewer than 5 events

@@ -28,3 +28,24 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path), "--model-dir", str(tmp_path / "m"),
                      "--set", "num_interests=zero"]) == 2
     assert "num_interests" in capsys.readouterr().err
+
+
+def test_auto_runner_is_in_process_for_small_inputs_and_beam_otherwise(tmp_path, monkeypatch):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\n" + "u,i,1\n" * 100)
+    assert cli.choose_runner("auto", [str(log)], []) == "in-process"
+    assert cli.choose_runner("auto", [str(log)], ["--direct_num_workers=2"]) == "DirectRunner"  # Beam options
+    monkeypatch.setattr(cli, "IN_PROCESS_MAX_BYTES", log.stat().st_size - 1)
+    assert cli.choose_runner("auto", [str(log)], []) == "DirectRunner"
+    assert cli.choose_runner("FlinkRunner", [str(log)], []) == "FlinkRunner"
+    assert cli.choose_runner("in-process", [str(log)], []) == "in-process"
+
+
+def test_prepare_with_beams_local_runner_writes_what_the_in_process_path_writes(datasets_dir, tmp_path):
+    inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    for runner in ("in-process", "DirectRunner"):
+        assert cli.main(["prepare", "--input", inter, "--output", str(tmp_path / runner), "--runner", runner,
+                         "--num-shards", "2", "--user-buckets", "3"]) == 0
+    for name in sorted(os.listdir(tmp_path / "in-process")):
+        if name != "manifest.json":
+            assert (tmp_path / "in-process" / name).read_bytes() == (tmp_path / "DirectRunner" / name).read_bytes()
