@@ -1,6 +1,10 @@
-"""The Beam pipeline equals the in-process path record by record; splits are deterministic."""
+"""The Beam pipeline writes the records a plain-Python reference expects and equals the in-process path
+record by record; splits are deterministic."""
 
+import csv
+import hashlib
 import os
+from collections import Counter, defaultdict
 
 from pipelines import beam, local, schema
 from tests.pipelines.test_dirty_input import write_events
@@ -19,6 +23,48 @@ def test_beam_output_equals_the_in_process_output(tmp_path, datasets_dir):
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "beam" / name).read_bytes(), name
     for key in ("input_events", "num_items", "splits", "cleaning"):
         assert beam_manifest[key] == local_manifest[key], key
+
+
+def reference_sequences(rows: list[tuple[str, str, int]]) -> dict[str, list[tuple[int, str]]]:
+    """The protocol in plain Python: per user, sort by (time, file order), drop repeats of (time, item),
+    keep items with >= 5 events, then users with >= 5 kept events."""
+    by_user = defaultdict(list)
+    for line, (user, item, timestamp) in enumerate(rows):
+        by_user[user].append((timestamp, line, item))
+    ordered = {}
+    for user, events in by_user.items():
+        seen, ordered[user] = set(), []
+        for timestamp, _, item in sorted(events):
+            if (timestamp, item) not in seen:
+                seen.add((timestamp, item))
+                ordered[user].append((timestamp, item))
+    counts = Counter(item for events in ordered.values() for _, item in events)
+    kept = {user: [e for e in events if counts[e[1]] >= 5] for user, events in ordered.items()}
+    return {user: events for user, events in kept.items() if len(events) >= 5}
+
+
+def reference_split(user: str, seed: int) -> str:
+    fraction = int.from_bytes(hashlib.blake2b(f"{seed}\x00{user}".encode(), digest_size=8).digest(), "big") / 2 ** 64
+    return "train" if fraction < 0.8 else "valid" if fraction < 0.9 else "test"
+
+
+def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, datasets_dir):
+    inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    with open(inter, encoding="utf-8") as stream:
+        rows = [(row[0], row[1], int(float(row[3]))) for row in list(csv.reader(stream, delimiter="\t"))[1:]]
+    expected = reference_sequences(rows)
+    beam.prepare([inter], str(tmp_path / "beam"), seed=5, num_shards=2, num_buckets=5, progress=False,
+                            pipeline_args=["--runner=DirectRunner"])
+    written = {}
+    for split in schema.SPLITS:
+        records = read_split(tmp_path / "beam", split)
+        for user, items, timestamps in records:
+            assert reference_split(user, 5) == split
+            written[user] = list(zip(timestamps, items))
+    assert written == expected
+    vocabulary = Counter(item for events in expected.values() for _, item in events)
+    lines = (tmp_path / "beam" / "items.tsv").read_text().splitlines()
+    assert lines == [f"{item}\t{count}" for item, count in sorted(vocabulary.items(), key=lambda p: (-p[1], p[0]))]
 
 
 def test_beam_counts_bad_records_and_publishes_nothing_when_over_the_limit(tmp_path):
