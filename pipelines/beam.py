@@ -31,6 +31,7 @@ from remi_tf import atomic
 REPORT = "report"
 RESULTS = ".pipeline-results.json"  # written by the last step, read into the manifest, removed
 DEFAULT_BUCKETS = 16
+FLUSH_EVENTS = 1 << 20  # a file's events are sent on in pieces of about this many
 
 
 class ReadBuckets(beam.DoFn):
@@ -46,16 +47,22 @@ class ReadBuckets(beam.DoFn):
     def process(self, element: tuple[int, str]) -> Iterator:
         file_index, path = element
         log = readers.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
-        blocks = []
+        blocks, buffered, events = [], 0, 0
         for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior):
             blocks.append(block)
+            buffered += len(block.users)
             self.reading.update(len(block.users))
-        events = sequences.concatenate(blocks)
+            if buffered >= FLUSH_EVENTS:  # bounded memory for large files
+                yield from self._by_bucket(sequences.concatenate(blocks))
+                events, blocks, buffered = events + buffered, [], 0
+        yield from self._by_bucket(sequences.concatenate(blocks))
+        yield beam.pvalue.TaggedOutput(REPORT, {"input_events": events + buffered, "bad_by_reason": dict(log.bad),
+                                                "bad_examples": log.examples, "skipped": dict(log.skipped)})
+
+    def _by_bucket(self, events: sequences.EventBlock) -> Iterator[tuple[int, sequences.EventBlock]]:
         buckets = sequences.user_buckets(events.users, self.num_buckets)
         for bucket in np.unique(buckets).tolist():
             yield bucket, sequences.EventBlock(*(column[buckets == bucket] for column in events))
-        yield beam.pvalue.TaggedOutput(REPORT, {"input_events": len(events.users), "bad_by_reason": dict(log.bad),
-                                                "bad_examples": log.examples, "skipped": dict(log.skipped)})
 
     def teardown(self) -> None:
         if self.reading.count:
@@ -122,6 +129,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                                   [], compress)
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
+                    | "SpreadFiles" >> beam.Reshuffle()  # one file per worker, not all files on one
                     | "Read" >> beam.ParDo(ReadBuckets(file_format, behavior, num_buckets, progress))
                     .with_outputs(REPORT, main="buckets"))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()

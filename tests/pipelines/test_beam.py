@@ -48,7 +48,8 @@ def reference_split(user: str, seed: int) -> str:
     return "train" if fraction < 0.8 else "valid" if fraction < 0.9 else "test"
 
 
-def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, datasets_dir):
+def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, datasets_dir, monkeypatch):
+    monkeypatch.setattr(beam, "FLUSH_EVENTS", 7_000)  # the file's events go on in 15 pieces
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
     with open(inter, encoding="utf-8") as stream:
         rows = [(row[0], row[1], int(float(row[3]))) for row in list(csv.reader(stream, delimiter="\t"))[1:]]
