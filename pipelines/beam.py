@@ -17,12 +17,12 @@ renamed into place only when the pipeline succeeded (local file systems).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import local, readers, schema, sequences
@@ -152,12 +152,10 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                 frequent=beam.pvalue.AsSingleton(frequent), vocabulary=beam.pvalue.AsSingleton(vocabulary),
                 directory=directory))
         results_path = os.path.join(directory, RESULTS)
-        with open(results_path, encoding="utf-8") as stream:
-            results = json.load(stream)
-        os.remove(results_path)
+        results = atomic.read_json(results_path)
+        tf.io.gfile.remove(results_path)
         manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records))
-        with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, indent=2)
+        atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
     atomic.publish_directory(build, output_dir, overwrite)
     return manifest

@@ -5,7 +5,6 @@ Item ids become the model's indices here, once (padding 0, unknown 1, items 2..;
 
 from __future__ import annotations
 
-import glob
 import os
 from typing import Iterator, NamedTuple, Sequence
 
@@ -25,14 +24,14 @@ PREFETCH_BATCHES = 16
 def read_vocabulary(data_dir: str) -> list[str]:
     """Item ids of `items.tsv` in file order (most frequent first)."""
     path = os.path.join(data_dir, "items.tsv")
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir!r} a directory written by `remi prepare`?")
     return models.read_vocabulary(path)
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
     """The sequence shards of one split, sorted."""
-    files = sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord*")))
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord*")))
     if not files:
         raise FileNotFoundError(f"no {split}-*-of-*.tfrecord[.gz] shards in {data_dir!r}; run `remi prepare`")
     return files

@@ -54,9 +54,9 @@ def write_shard(path: str, records: Sequence[sequences.UserRecord], compress: bo
 def write_vocabulary(path: str, item_counts: sequences.ItemCounts) -> None:
     """items.tsv: item_id<TAB>count, most frequent first, ties broken by id (item_counts are sorted by id)."""
     order = np.argsort(-item_counts.counts, kind="stable")
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.writelines(f"{item.decode('utf-8')}\t{count}\n"
-                          for item, count in zip(item_counts.items[order], item_counts.counts[order].tolist()))
+    with tf.io.gfile.GFile(path, "w") as stream:
+        stream.write("".join(f"{item.decode('utf-8')}\t{count}\n"
+                          for item, count in zip(item_counts.items[order], item_counts.counts[order].tolist())))
 
 
 def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> dict[str, dict[str, int]]:
@@ -80,7 +80,7 @@ def read_columns(input_paths: Sequence[str], file_format: str, log: readers.BadR
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
                   input_events: int, splits: dict, num_items: int, cleaning: dict) -> dict:
     return {
-        "source": [os.path.abspath(path) for path in input_paths],
+        "source": [atomic.absolute(path) for path in input_paths],
         "format": file_format,
         "filters": {"min_item_count": sequences.MIN_ITEM_COUNT, "min_user_count": sequences.MIN_USER_COUNT,
                     "passes": 1},
@@ -108,8 +108,7 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
             written.update(len(users))
     written.done()
     write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
-    with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
-        json.dump(manifest, stream, indent=2)
+    atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
 
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
@@ -171,12 +170,11 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
             for writer in writers:
                 writer.close()
         written.done()
-        summary.update({"source": [os.path.abspath(p) for p in input_paths], "format": file_format,
+        summary.update({"source": [atomic.absolute(p) for p in input_paths], "format": file_format,
                         "behavior": behavior, "events": written.count, "num_shards": num_shards,
                         "compression": "GZIP" if compress else "", "schema_version": schema.SCHEMA_VERSION,
                         "cleaning": log.summary()})
-        with open(os.path.join(directory, "manifest.json"), "w", encoding="utf-8") as stream:
-            json.dump(summary, stream, indent=2)
+        atomic.write_json(os.path.join(directory, "manifest.json"), summary)
 
     atomic.publish_directory(build, output_dir, overwrite)
     return summary

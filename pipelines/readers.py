@@ -12,6 +12,7 @@ Duplicate events and short users are handled later, by the sequence rules (pipel
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import gzip
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import schema, sequences
+from remi_tf import atomic
 
 FORMATS = ("csv", "tsv", "recbole", "taobao", "tfrecord")
 TFRECORD_BATCH = 4096
@@ -106,9 +108,35 @@ def validate(path: str, position: str, user_id: str, item_id: str, timestamp: st
     return user_id, item_id, timestamp
 
 
-def _open_text(path: str) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+class _GFileReader(io.RawIOBase):
+    """A file on any TensorFlow file system (gs://, hdfs://, ...) as a raw binary stream."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._file = tf.io.gfile.GFile(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        data = self._file.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[io.TextIOBase]:
+    """A text log (gzipped when named .gz), local or on a TensorFlow file system; undecodable bytes are
+    kept as surrogates for `validate` to reject."""
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(io.BufferedReader(_GFileReader(path)) if atomic.is_remote(path) else open(path, "rb"))
+        if path.endswith(".gz"):
+            raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        yield stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline=""))
 
 
 def _read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,
@@ -293,8 +321,8 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """Paths and globs -> sorted existing files; a pattern that matches nothing is an error."""
     files = []
     for pattern in patterns:
-        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matched or not all(os.path.isfile(path) for path in matched):
+        matched = sorted(tf.io.gfile.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matched or not all(tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path) for path in matched):
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         files.extend(matched)
     return files

@@ -26,9 +26,11 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
     IN_PROCESS_MAX_BYTES, else Beam's local runner (`DirectRunner`); other names are kept."""
     if runner != "auto":
         return runner
+    import tensorflow as tf
+
     from pipelines import readers
 
-    size = sum(os.path.getsize(path) for path in readers.expand_inputs(list(inputs)))
+    size = sum(tf.io.gfile.stat(path).length for path in readers.expand_inputs(list(inputs)))
     return "in-process" if not pipeline_args and size <= IN_PROCESS_MAX_BYTES else "DirectRunner"
 
 

@@ -31,7 +31,7 @@ def item_lookup(vocabulary: Sequence[str], invert: bool = False) -> tf.keras.lay
 
 def read_vocabulary(items_tsv: str) -> list[str]:
     """Item ids of an `items.tsv` (item_id<TAB>count), in file order: line i is index i + 2."""
-    with open(items_tsv, encoding="utf-8") as stream:
+    with tf.io.gfile.GFile(items_tsv) as stream:
         return [line.split("\t", 1)[0] for line in stream if line.strip()]
 
 

@@ -6,6 +6,8 @@ import hashlib
 import os
 from collections import Counter, defaultdict
 
+import tensorflow as tf
+
 from pipelines import beam, local, schema
 from tests.pipelines.test_dirty_input import write_events
 from tests.pipelines.test_local import planted_log, read_split, write_log
@@ -66,6 +68,20 @@ def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, 
     vocabulary = Counter(item for events in expected.values() for _, item in events)
     lines = (tmp_path / "beam" / "items.tsv").read_text().splitlines()
     assert lines == [f"{item}\t{count}" for item, count in sorted(vocabulary.items(), key=lambda p: (-p[1], p[0]))]
+
+
+def test_beam_reads_and_writes_another_file_system(tmp_path, datasets_dir):
+    root = f"ram://{tmp_path.name}"
+    tf.io.gfile.makedirs(f"{root}/logs")
+    tf.io.gfile.copy(os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter"), f"{root}/logs/ml-100k.inter")
+    beam.prepare([f"{root}/logs/*.inter"], f"{root}/data", num_shards=2, progress=False,
+                 pipeline_args=["--runner=DirectRunner"])
+    local.prepare([f"{root}/logs/ml-100k.inter"], str(tmp_path / "local"), num_shards=2, progress=False)
+    names = sorted(os.listdir(tmp_path / "local"))
+    assert sorted(tf.io.gfile.listdir(f"{root}/data")) == names
+    for name in names:
+        if name != "manifest.json":
+            assert tf.io.gfile.GFile(f"{root}/data/{name}", "rb").read() == (tmp_path / "local" / name).read_bytes()
 
 
 def test_beam_counts_bad_records_and_publishes_nothing_when_over_the_limit(tmp_path):

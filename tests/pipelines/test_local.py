@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipelines import input as input_lib
 from pipelines import local, readers, schema, sequences
 
 
@@ -80,6 +81,31 @@ def test_existing_output_is_kept_and_failures_leave_nothing(tmp_path):
         local.prepare([str(tmp_path / "bad.csv")], str(tmp_path / "out"), overwrite=True, progress=False)
     assert os.listdir(tmp_path / "out") == ["precious"]
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "log.csv", "out"]  # no temporary directory left
+
+
+def test_logs_and_output_on_another_file_system(tmp_path):
+    """URLs of TensorFlow file systems (gs://, hdfs://, ...; here the in-memory ram://) work as paths: the
+    same files as a local run, and a failed run leaves nothing behind."""
+    root = f"ram://{tmp_path.name}"
+    write_log(tmp_path / "log.csv.gz", planted_log())
+    tf.io.gfile.makedirs(f"{root}/logs")
+    tf.io.gfile.copy(str(tmp_path / "log.csv.gz"), f"{root}/logs/log.csv.gz")
+    manifest = local.prepare([f"{root}/logs/*.csv.gz"], f"{root}/data", num_shards=2, progress=False)
+    local.prepare([str(tmp_path / "log.csv.gz")], str(tmp_path / "data"), num_shards=2, progress=False)
+    names = sorted(os.listdir(tmp_path / "data"))
+    assert sorted(tf.io.gfile.listdir(f"{root}/data")) == names
+    for name in names:
+        if name != "manifest.json":
+            assert tf.io.gfile.GFile(f"{root}/data/{name}", "rb").read() == (tmp_path / "data" / name).read_bytes()
+    assert manifest["source"] == [f"{root}/logs/log.csv.gz"]
+    assert input_lib.read_vocabulary(f"{root}/data") == input_lib.read_vocabulary(str(tmp_path / "data"))
+    assert [path.rsplit("/", 1)[1] for path in input_lib.split_files(f"{root}/data", "train")] == \
+        ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    write_log(tmp_path / "bad.csv", planted_log() + [("u1", "i1", "-5")])
+    tf.io.gfile.copy(str(tmp_path / "bad.csv"), f"{root}/logs/bad.csv")
+    with pytest.raises(ValueError, match="bad.csv: line"):
+        local.prepare([f"{root}/logs/bad.csv"], f"{root}/bad", progress=False)
+    assert sorted(tf.io.gfile.listdir(root)) == ["data", "logs"]  # no bad/, no temporary directory
 
 
 def test_reader_errors_name_file_line_and_field(tmp_path):
