@@ -76,6 +76,8 @@ class BadRecordLog:
 
 def _is_utf8(value: str) -> bool:
     """False when the text came from bytes that are not UTF-8 (decoded with surrogateescape)."""
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
         return True
