@@ -6,7 +6,8 @@ Dirty input rules (each bad record is named with its file, line or record number
   non-numeric or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
   record. Up to `max_bad_records` (default 0) are skipped and summarised; one more stops the run.
 - an empty file (no events): skipped and counted.
-- Taobao events whose behavior is not the one asked for (`--behavior pv`): skipped and counted.
+- events whose behavior is not the one asked for (`--behavior pv`; Taobao logs and TFRecord event logs
+  with a behavior field): skipped and counted.
 Duplicate events and short users are handled later, by the sequence rules (pipelines.sequences).
 """
 
@@ -199,6 +200,7 @@ _LENIENT_EVENT_FEATURES = {
     "timestamp": tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_TIMESTAMP),
 }
 _FIELDS = ("user_id", "item_id", "timestamp", "category", "behavior")
+_RECORD_MASK = (1 << sequences.POSITION_FILE_SHIFT) - 1
 
 
 def _parsed_batches(path: str, log: BadRecordLog, fields: Sequence[str]
@@ -265,24 +267,36 @@ def _is_clean(batch: dict[str, np.ndarray]) -> bool:
                 and _all_utf8(users) and _all_utf8(items))
 
 
-def _valid_rows(path: str, batch: dict[str, np.ndarray], first: int, log: BadRecordLog) -> np.ndarray | None:
+def _valid_rows(path: str, batch: dict[str, np.ndarray], log: BadRecordLog) -> np.ndarray | None:
     """None when every record of the batch passes `validate` (checked column-wise); else a row mask,
     with each bad record logged by record number."""
     if _is_clean(batch):
         return None
-    users, items, timestamps = batch["user_id"], batch["item_id"], batch["timestamp"]
-    valid = np.ones(len(users), dtype=bool)
-    for row, (user_id, item_id, timestamp) in enumerate(zip(users, items, timestamps.tolist())):
-        checked = validate(path, f"record {first + row}", _decode(user_id), _decode(item_id), timestamp)
+    records = (batch["position"] & _RECORD_MASK).tolist()
+    valid = np.ones(len(records), dtype=bool)
+    for row, (user_id, item_id, timestamp) in enumerate(zip(batch["user_id"], batch["item_id"],
+                                                            batch["timestamp"].tolist())):
+        checked = validate(path, f"record {records[row]}", _decode(user_id), _decode(item_id), timestamp)
         if isinstance(checked, BadRecord):
             log.add(checked)
             valid[row] = False
     return valid
 
 
-def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Sequence[str]
-                      ) -> Iterator[dict[str, np.ndarray]]:
-    """The valid events of one event-log shard in record order, in batches of columns, with positions."""
+def _rows(batch: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {field: values[keep] for field, values in batch.items()}
+
+
+def _other_behavior(batch: dict[str, np.ndarray], behavior: str | None) -> np.ndarray | None:
+    """Row mask of the events whose behavior is not `behavior` (None: keep every event)."""
+    return None if behavior is None else batch["behavior"] != behavior.encode("utf-8")
+
+
+def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Sequence[str],
+                      behavior: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The valid events of one event-log shard in record order, in batches of columns, with positions;
+    with `behavior`, only the events of that behavior (the others are counted as skipped)."""
+    fields = tuple(fields) + (("behavior",) if behavior is not None and "behavior" not in fields else ())
     count = 0
     for first, batch in _parsed_batches(path, log, fields):
         if batch is None:
@@ -291,15 +305,20 @@ def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Seq
         size = len(batch["user_id"])
         count += size
         batch["position"] = (file_index << sequences.POSITION_FILE_SHIFT) + first + np.arange(size, dtype=np.int64)
-        valid = _valid_rows(path, batch, first, log)
-        yield batch if valid is None else {field: values[valid] for field, values in batch.items()}
+        other = _other_behavior(batch, behavior)
+        if other is not None and other.any():
+            log.skipped["other_behavior"] += int(other.sum())
+            batch = _rows(batch, ~other)
+        valid = _valid_rows(path, batch, log)
+        yield batch if valid is None else _rows(batch, valid)
     if count == 0:
         log.skipped["empty_files"] += 1
 
 
-def _read_tfrecord(path: str, file_index: int, log: BadRecordLog) -> Iterator[list[Event]]:
+def _read_tfrecord(path: str, file_index: int, log: BadRecordLog, behavior: str | None = None
+                   ) -> Iterator[list[Event]]:
     """One event-log shard in record order, in batches of events."""
-    for batch in _tfrecord_columns(path, file_index, log, _FIELDS):
+    for batch in _tfrecord_columns(path, file_index, log, _FIELDS, behavior):
         positions = [divmod(position, 1 << sequences.POSITION_FILE_SHIFT) for position in batch["position"].tolist()]
         yield [Event(_decode(user_id), _decode(item_id), timestamp, position, _decode(category) or None,
                      _decode(behavior) or None)
@@ -349,7 +368,7 @@ def read_event_batches(path: str, file_format: str | None = None, log: BadRecord
     file_format = file_format or guess_format(path)
     plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
     if file_format == "tfrecord":
-        return _read_tfrecord(path, file_index, log)
+        return _read_tfrecord(path, file_index, log, behavior)
     if file_format == "csv":
         return _batched(_read_delimited(path, file_index, ",", plain, log))
     if file_format == "tsv":
@@ -367,7 +386,7 @@ def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | N
     """The user, item, timestamp and position columns of one file's events, in file order, in blocks."""
     log = log if log is not None else BadRecordLog()
     if (file_format or guess_format(path)) == "tfrecord":
-        for batch in _tfrecord_columns(path, file_index, log, _FIELDS[:3]):
+        for batch in _tfrecord_columns(path, file_index, log, _FIELDS[:3], behavior):
             yield _block(batch)
         return
     for events in read_event_batches(path, file_format, log, file_index, behavior):
@@ -387,10 +406,12 @@ class _NotClean(Exception):
     """The interleaved fast path met a bad record or an unreadable file."""
 
 
-def _interleaved_clean_blocks(paths: Sequence[str]) -> Iterator[tuple[int, sequences.EventBlock]]:
-    """(file index, block) from several event-log shards read and parsed in parallel, in a
-    deterministic order; raises _NotClean at the first batch that is not clean."""
-    features = {field: _LENIENT_EVENT_FEATURES[field] for field in _FIELDS[:3]}
+def _interleaved_clean_blocks(paths: Sequence[str], behavior: str | None
+                              ) -> Iterator[tuple[int, sequences.EventBlock, int]]:
+    """(file index, block, events of other behaviors skipped) from several event-log shards read and
+    parsed in parallel, in a deterministic order; raises _NotClean at the first batch that is not clean."""
+    fields = _FIELDS[:3] + (("behavior",) if behavior is not None else ())
+    features = {field: _LENIENT_EVENT_FEATURES[field] for field in fields}
 
     def numbered_batches(path: tf.Tensor, file_index: tf.Tensor) -> tf.data.Dataset:
         compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
@@ -406,11 +427,14 @@ def _interleaved_clean_blocks(paths: Sequence[str]) -> Iterator[tuple[int, seque
     try:
         for file_index, first, parsed in batches:
             batch = {field: parsed[field].numpy() for field in features}
-            if not _is_clean(batch):
-                raise _NotClean()
             batch["position"] = ((int(file_index) << sequences.POSITION_FILE_SHIFT) + int(first)
                                  + np.arange(len(batch["user_id"]), dtype=np.int64))
-            yield int(file_index), _block(batch)
+            other = _other_behavior(batch, behavior)
+            if other is not None:
+                batch = _rows(batch, ~other)
+            if not _is_clean(batch):
+                raise _NotClean()
+            yield int(file_index), _block(batch), 0 if other is None else int(other.sum())
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         raise _NotClean() from error
 
@@ -423,14 +447,17 @@ def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecor
     everything is read again one file at a time by the path that names and counts bad records.
     """
     if len(paths) > 1 and all((file_format or guess_format(path)) == "tfrecord" for path in paths):
-        blocks, files_with_events = [], set()
+        blocks, files_with_records, other_behavior = [], set(), 0
         try:
-            for file_index, block in _interleaved_clean_blocks(paths):
+            for file_index, block, skipped in _interleaved_clean_blocks(paths, behavior):
                 blocks.append(block)
-                files_with_events.add(file_index)
+                files_with_records.add(file_index)
+                other_behavior += skipped
                 on_block(len(block.users))
-            if len(files_with_events) < len(paths):
-                log.skipped["empty_files"] += len(paths) - len(files_with_events)
+            if len(files_with_records) < len(paths):
+                log.skipped["empty_files"] += len(paths) - len(files_with_records)
+            if other_behavior:
+                log.skipped["other_behavior"] += other_behavior
             return blocks
         except _NotClean:
             on_block(-sum(len(block.users) for block in blocks))

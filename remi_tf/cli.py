@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--output", required=True, help="output directory (appears only when complete)")
         command.add_argument("--format", choices=("csv", "tsv", "recbole", "taobao", "tfrecord"),
                              help="default: from the file name (Taobao needs --format taobao)")
-        command.add_argument("--behavior", help="Taobao: keep only this behavior (pv, buy, cart, fav)")
+        command.add_argument("--behavior", help="keep only this behavior (pv, buy, cart, fav): Taobao logs and "
+                                                "TFRecord event logs with a behavior field")
         command.add_argument("--num-shards", type=int, default=1, help="output shards (per split)")
         command.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
         command.add_argument("--max-bad-records", type=int, default=0,

@@ -116,3 +116,19 @@ def test_taobao_raw_format_with_behavior_filter(tmp_path, datasets_dir):
     assert sorted((r["user_id"].numpy().decode(), r["item_id"].numpy().decode(), int(r["timestamp"]),
                    r["category"].numpy().decode(), r["behavior"].numpy().decode()) for r in records) == \
         sorted((u, i, int(t), c, b) for u, i, c, b, t in pv)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])  # one shard: the careful reader; several: the parallel one
+def test_behavior_filter_on_tfrecord_event_logs_matches_the_taobao_csv(tmp_path, datasets_dir, num_shards):
+    path = os.path.join(datasets_dir, "taobao-userbehavior-sample", "UserBehavior.csv")
+    local.convert([path], str(tmp_path / "events"), file_format="taobao", num_shards=num_shards, progress=False)
+    from_csv = local.prepare([path], str(tmp_path / "csv"), file_format="taobao", behavior="pv", progress=False)
+    from_records = local.prepare([str(tmp_path / "events" / "events-*.tfrecord")], str(tmp_path / "rec"),
+                                 behavior="pv", progress=False)
+    lines = open(path).read().splitlines()
+    other = sum(line.split(",")[3] != "pv" for line in lines)
+    assert from_records["cleaning"]["skipped"] == from_csv["cleaning"]["skipped"] == {"other_behavior": other}
+    assert from_records["input_events"] == from_csv["input_events"] == len(lines) - other
+    for name in os.listdir(tmp_path / "csv"):
+        if name != "manifest.json":
+            assert (tmp_path / "csv" / name).read_bytes() == (tmp_path / "rec" / name).read_bytes(), name
