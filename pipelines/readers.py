@@ -1,5 +1,7 @@
 """Readers of interaction logs, in file order: `user_id,item_id,timestamp` CSV/TSV (optionally gzipped),
-RecBole atomic `.inter` files, Taobao UserBehavior CSV, and TFRecord event logs (plain or GZIP).
+RecBole atomic `.inter` files, Taobao UserBehavior CSV, and TFRecord event logs (plain or GZIP); local
+paths or URLs of any TensorFlow file system (gs://, hdfs://, ...). TFRecord logs are read as columns
+(numpy arrays), checked a batch at a time; text logs line by line.
 
 Dirty input rules (each bad record is named with its file, line or record number, and field):
 - a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8, a missing,
