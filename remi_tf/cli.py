@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from typing import Sequence
 
@@ -68,6 +67,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
     from pipelines import input as input_lib
     from remi_tf import models
     from remi_tf import train as train_lib
@@ -76,12 +77,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     inputs = input_lib.training_inputs(args.data, config)
     model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)
-    shutil.copyfile(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"))
+    tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
+                     overwrite=True)  # the data directory may be on gs://, hdfs://, ...
     atomic.write_json(os.path.join(args.model_dir, "run.json"),
-                           {"data_dir": os.path.abspath(args.data), "vocabulary_size": len(inputs.vocabulary)})
+                      {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary)})
     state = train_lib.train(model, config, inputs.dataset, inputs.valid_histories, inputs.valid_targets,
-                            args.model_dir,
-                            verbose=0 if args.quiet else 1)
+                            args.model_dir, verbose=0 if args.quiet else 1)
     print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
     return 0
 

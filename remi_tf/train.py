@@ -12,7 +12,6 @@ Model directory layout:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Callable, NamedTuple, Sequence
@@ -60,8 +59,7 @@ def load_trained(model_dir: str) -> TrainedModel:
                                     "written by `remi train`?")
     config = config_lib.load(os.path.join(model_dir, "config.yaml"))
     vocabulary = read_vocabulary(os.path.join(model_dir, "items.tsv"))
-    with open(os.path.join(model_dir, "run.json"), encoding="utf-8") as stream:
-        data_dir = json.load(stream)["data_dir"]
+    data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
     model = RemiModel(config, len(vocabulary))
     restore_best(model, model_dir)
     return TrainedModel(config, model, vocabulary, data_dir)
@@ -90,8 +88,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.state_path = os.path.join(model_dir, "validation.json")
         self.state = {"evaluations": [], "best": None, "best_step": None, "evaluations_without_improvement": 0}
         if os.path.exists(self.state_path):
-            with open(self.state_path, encoding="utf-8") as stream:
-                self.state = json.load(stream)
+            self.state = atomic.read_json(self.state_path)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch

@@ -49,3 +49,15 @@ def test_prepare_with_beams_local_runner_writes_what_the_in_process_path_writes(
     for name in sorted(os.listdir(tmp_path / "in-process")):
         if name != "manifest.json":
             assert (tmp_path / "in-process" / name).read_bytes() == (tmp_path / "DirectRunner" / name).read_bytes()
+
+
+def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_path):
+    import tensorflow as tf
+
+    data, model = f"ram://{tmp_path.name}/data", str(tmp_path / "model")  # ram:// stands in for gs://, hdfs://
+    inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    assert cli.main(["prepare", "--input", inter, "--output", data]) == 0
+    assert cli.main(["train", "--data", data, "--model-dir", model, "--quiet", "--set", "max_steps=10",
+                     "--set", "eval_every=10"]) == 0
+    assert json.load(open(os.path.join(model, "run.json")))["data_dir"] == data
+    assert open(os.path.join(model, "items.tsv"), "rb").read() == tf.io.gfile.GFile(f"{data}/items.tsv", "rb").read()
