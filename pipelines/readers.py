@@ -289,9 +289,20 @@ def _rows(batch: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarra
     return {field: values[keep] for field, values in batch.items()}
 
 
-def _other_behavior(batch: dict[str, np.ndarray], behavior: str | None) -> np.ndarray | None:
-    """Row mask of the events whose behavior is not `behavior` (None: keep every event)."""
-    return None if behavior is None else batch["behavior"] != behavior.encode("utf-8")
+def _numbered(batch: dict[str, np.ndarray], file_index: int, first: int) -> dict[str, np.ndarray]:
+    """Adds the positions (file index << 40 | record number) of a batch whose first record is `first`."""
+    size = len(batch["user_id"])
+    batch["position"] = (file_index << sequences.POSITION_FILE_SHIFT) + first + np.arange(size, dtype=np.int64)
+    return batch
+
+
+def _without_other_behaviors(batch: dict[str, np.ndarray], behavior: str | None
+                             ) -> tuple[dict[str, np.ndarray], int]:
+    """(the batch's events of `behavior`, how many others were dropped); every event when it is None."""
+    if behavior is None:
+        return batch, 0
+    other = batch["behavior"] != behavior.encode("utf-8")
+    return (_rows(batch, ~other), int(other.sum())) if other.any() else (batch, 0)
 
 
 def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Sequence[str],
@@ -304,13 +315,10 @@ def _tfrecord_columns(path: str, file_index: int, log: BadRecordLog, fields: Seq
         if batch is None:
             count += 1
             continue
-        size = len(batch["user_id"])
-        count += size
-        batch["position"] = (file_index << sequences.POSITION_FILE_SHIFT) + first + np.arange(size, dtype=np.int64)
-        other = _other_behavior(batch, behavior)
-        if other is not None and other.any():
-            log.skipped["other_behavior"] += int(other.sum())
-            batch = _rows(batch, ~other)
+        count += len(batch["user_id"])
+        batch, skipped = _without_other_behaviors(_numbered(batch, file_index, first), behavior)
+        if skipped:
+            log.skipped["other_behavior"] += skipped
         valid = _valid_rows(path, batch, log)
         yield batch if valid is None else _rows(batch, valid)
     if count == 0:
@@ -323,8 +331,8 @@ def _read_tfrecord(path: str, file_index: int, log: BadRecordLog, behavior: str 
     for batch in _tfrecord_columns(path, file_index, log, _FIELDS, behavior):
         positions = [divmod(position, 1 << sequences.POSITION_FILE_SHIFT) for position in batch["position"].tolist()]
         yield [Event(_decode(user_id), _decode(item_id), timestamp, position, _decode(category) or None,
-                     _decode(behavior) or None)
-               for user_id, item_id, timestamp, position, category, behavior in zip(
+                     _decode(event_behavior) or None)
+               for user_id, item_id, timestamp, position, category, event_behavior in zip(
                    batch["user_id"], batch["item_id"], batch["timestamp"].tolist(), positions, batch["category"],
                    batch["behavior"])]
 
@@ -428,15 +436,11 @@ def _interleaved_clean_blocks(paths: Sequence[str], behavior: str | None
                .prefetch(2))
     try:
         for file_index, first, parsed in batches:
-            batch = {field: parsed[field].numpy() for field in features}
-            batch["position"] = ((int(file_index) << sequences.POSITION_FILE_SHIFT) + int(first)
-                                 + np.arange(len(batch["user_id"]), dtype=np.int64))
-            other = _other_behavior(batch, behavior)
-            if other is not None:
-                batch = _rows(batch, ~other)
+            batch = _numbered({field: parsed[field].numpy() for field in features}, int(file_index), int(first))
+            batch, skipped = _without_other_behaviors(batch, behavior)
             if not _is_clean(batch):
                 raise _NotClean()
-            yield int(file_index), _block(batch), 0 if other is None else int(other.sum())
+            yield int(file_index), _block(batch), skipped
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         raise _NotClean() from error
 
