@@ -171,9 +171,7 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
                          "it to skip such records)")
     splits = {split: {"users": results.get("split_users", {}).get(split, 0),
                       "events": results.get("split_events", {}).get(split, 0)} for split in schema.SPLITS}
-    if not results["num_items"]:
-        raise ValueError(f"{list(input_paths)}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
-                         f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+    local.require_items(results["num_items"], input_paths)
     cleaning = {"bad_records": bad_total, "bad_by_reason": bad_by_reason, "bad_examples": examples[:10],
                 "skipped": results.get("skipped", {}), "duplicate_events_removed": results.get("duplicates", 0),
                 "users_below_min_count": results.get("users", 0) - sum(s["users"] for s in splits.values()),

@@ -77,6 +77,13 @@ def read_columns(input_paths: Sequence[str], file_format: str, log: readers.BadR
     return sequences.concatenate(blocks)
 
 
+def require_items(num_items: int, input_paths: Sequence[str]) -> None:
+    """Stops a run whose filters left nothing to train on."""
+    if not num_items:
+        raise ValueError(f"{list(input_paths)}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
+                         f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+
+
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
                   input_events: int, splits: dict, num_items: int, cleaning: dict) -> dict:
     return {
@@ -129,9 +136,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     frequent = sequences.frequent_items(all_item_counts)
     kept = sequences.filter_users(ordered, frequent)
     vocabulary_counts = sequences.item_counts(kept)
-    if not len(vocabulary_counts.items):
-        raise ValueError(f"{input_paths}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
-                         f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+    require_items(len(vocabulary_counts.items), input_paths)
     records = sequences.shard_records(kept, seed, num_shards)
     cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                 "users_below_min_count": len(ordered.users) - len(kept.users),

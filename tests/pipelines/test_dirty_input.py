@@ -7,7 +7,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from pipelines import local, schema
+from pipelines import beam, local, schema
 from tests.pipelines.test_local import planted_log, write_log
 
 
@@ -132,3 +132,11 @@ def test_behavior_filter_on_tfrecord_event_logs_matches_the_taobao_csv(tmp_path,
     for name in os.listdir(tmp_path / "csv"):
         if name != "manifest.json":
             assert (tmp_path / "csv" / name).read_bytes() == (tmp_path / "rec" / name).read_bytes(), name
+
+
+def test_a_log_with_nothing_left_after_the_filters_is_an_error_and_writes_nothing(tmp_path):
+    write_log(tmp_path / "log.csv", [(f"u{u}", f"i{u}", t) for u in range(20) for t in range(4)])  # 4 events each
+    for runner in (local, beam):
+        with pytest.raises(ValueError, match=r"log.csv'\]: no user has >= 5 interactions .* nothing to train on"):
+            runner.prepare([str(tmp_path / "log.csv")], str(tmp_path / "out"), progress=False)
+        assert not os.path.exists(tmp_path / "out")
