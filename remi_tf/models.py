@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import losses
+from remi_tf import distribute, losses
 from remi_tf.config import RemiConfig
 from remi_tf.layers import SelfAttentiveRouting, hard_readout
 from remi_tf.tasks import InterestAwareRetrieval
@@ -85,6 +85,7 @@ class RemiModel(tfrs.Model):
         self.task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
                                            remove_accidental_hits=config.remove_accidental_hits,
                                            in_batch_negatives=config.negatives != "sampled")
+        self.loss_tracker = tf.keras.metrics.Mean("loss")
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
         self.build_towers()
@@ -96,8 +97,9 @@ class RemiModel(tfrs.Model):
         self.built = True
 
     def candidate_embeddings(self) -> tf.Tensor:
-        """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i)."""
-        return self.item_embedding.embeddings[FIRST_ITEM_INDEX:]
+        """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i); a table
+        sharded across parameter servers is read whole."""
+        return tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         history, target = features["history"], features["target"]
@@ -107,6 +109,11 @@ class RemiModel(tfrs.Model):
 
         candidate_ids = tf.cast(target, tf.int64)
         candidates = positive_embeddings
+        replica = tf.distribute.get_replica_context()
+        gathered = self.config.negatives != "sampled" and distribute.gathers_candidates(replica)
+        if gathered:  # the positives of every replica's rows: one global batch, as in one process
+            candidates, candidate_ids = distribute.gather_candidates(replica, candidates, candidate_ids)
+        global_batch_size = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
             sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
                                             self.vocabulary_size + FIRST_ITEM_INDEX, dtype=tf.int64)
@@ -114,7 +121,7 @@ class RemiModel(tfrs.Model):
             candidates = tf.concat([candidates, self.item_embedding(sampled_ids)], axis=0)
         sampling_probability = None
         if self.config.logq_correction:
-            sampling_probability = self._sampling_probability(candidate_ids, tf.shape(target)[0])
+            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size)
 
         retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
                                    candidate_ids=candidate_ids)
@@ -123,7 +130,25 @@ class RemiModel(tfrs.Model):
                                                        self.config.routing_regularization_mode, mask)
         self.retrieval_loss_tracker.update_state(retrieval_loss)
         self.routing_regularization_tracker.update_state(regularization)
-        return retrieval_loss + self.config.routing_lambda * regularization
+        shares = replica.num_replicas_in_sync if gathered else 1
+        if gathered:
+            # This replica's share of the global objective: its rows' losses summed over the global batch
+            # (the task returns their mean) plus its rows' regularization (a sum over rows), so that the
+            # gradients summed over replicas are the one-process gradients at the global batch.
+            retrieval_loss *= tf.cast(tf.shape(target)[0], retrieval_loss.dtype) / tf.cast(
+                global_batch_size, retrieval_loss.dtype)
+        loss = retrieval_loss + self.config.routing_lambda * regularization
+        self.loss_tracker.update_state(loss * shares)  # the mean over replicas is the global batch's loss
+        return loss
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One optimizer step (TFRS's). It logs the trackers' results, which Keras aggregates over replicas
+        (a replica's loss is only its share of the global batch's)."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return {metric.name: metric.result() for metric in self.metrics}
 
     def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
         """[C] q_j: in-batch columns get their target frequency, uniformly sampled columns 1 / N.
@@ -141,7 +166,7 @@ class RemiModel(tfrs.Model):
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
-        return [self.retrieval_loss_tracker, self.routing_regularization_tracker]
+        return [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
 
 
 def target_probability(train_sequences: Sequence[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:

@@ -1,0 +1,292 @@
+"""tf.distribute for training: the cluster from TF_CONFIG, the strategy, the chief, cross-replica candidates.
+
+Every task of a cluster runs the same `remi train` command; its role comes from `TF_CONFIG`, as
+TensorFlow's own conventions have it:
+  {"cluster": {"chief": ["host:port"], "worker": ["host:port", ...], "ps": ["host:port", ...]},
+   "task": {"type": "worker", "index": 1}}
+Strategies (config key `strategy`):
+  one-device        the default strategy (one process, one device)
+  mirrored          MirroredStrategy over this machine's devices (GPUs; CPUs if none)
+  multi-worker      MultiWorkerMirroredStrategy: synchronous data parallelism across processes
+  parameter-server  ParameterServerStrategy: the chief coordinates, workers run steps asynchronously,
+                    the item table and its optimizer slots are sharded across the `ps` tasks
+  auto              from TF_CONFIG: `ps` tasks -> parameter-server, several workers -> multi-worker,
+                    else one-device
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
+TASK_TYPES = ("chief", "worker", "ps", "evaluator")
+
+
+class ClusterConfig(NamedTuple):
+    """The parsed TF_CONFIG: jobs -> task addresses, and this task's type and index."""
+
+    cluster: dict[str, list[str]]
+    task_type: str
+    task_index: int
+
+    @property
+    def num_workers(self) -> int:
+        """Tasks that run training steps (a chief counts under multi-worker, where it is worker 0's role)."""
+        return len(self.cluster.get("worker", [])) + len(self.cluster.get("chief", []))
+
+    @property
+    def num_ps(self) -> int:
+        return len(self.cluster.get("ps", []))
+
+    @property
+    def address(self) -> str:
+        return self.cluster[self.task_type][self.task_index]
+
+    def is_chief(self) -> bool:
+        """The chief task, or worker 0 when the cluster has no chief job (TensorFlow's convention)."""
+        if "chief" in self.cluster:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
+
+
+def read_cluster(environ: Mapping[str, str] | None = None) -> ClusterConfig | None:
+    """Parses and checks `TF_CONFIG`; None when it is unset or names no cluster.
+
+    Raises:
+      ValueError naming TF_CONFIG and the offending part.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task', got {text[:200]!r}")
+    cluster = value.get("cluster") or {}
+    if not cluster:
+        return None
+    if not isinstance(cluster, dict):
+        raise ValueError(f"TF_CONFIG 'cluster' must map job names to lists of 'host:port', got {cluster!r}")
+    for job, addresses in cluster.items():
+        if job not in TASK_TYPES:
+            raise ValueError(f"TF_CONFIG cluster job {job!r} is not one of {TASK_TYPES}")
+        if not isinstance(addresses, list) or not addresses or not all(
+                isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses):
+            raise ValueError(f"TF_CONFIG cluster job {job!r} must be a non-empty list of 'host:port', got {addresses!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError(f"TF_CONFIG cluster has {len(cluster['chief'])} chief tasks; at most one")
+    task = value.get("task")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG 'task' must be {{'type': ..., 'index': ...}}, got {task!r}")
+    task_type, task_index = task["type"], task["index"]
+    if task_type not in cluster:
+        raise ValueError(f"TF_CONFIG task type {task_type!r} is not a job of the cluster {sorted(cluster)}")
+    if not isinstance(task_index, int) or not 0 <= task_index < len(cluster[task_type]):
+        raise ValueError(f"TF_CONFIG task index {task_index!r} is out of range: job {task_type!r} has "
+                         f"{len(cluster[task_type])} task(s)")
+    return ClusterConfig({job: list(addresses) for job, addresses in cluster.items()}, task_type, task_index)
+
+
+def resolve_strategy(requested: str, cluster: ClusterConfig | None) -> str:
+    """The strategy to run: `requested`, or for `auto` the one TF_CONFIG's cluster calls for.
+
+    Raises:
+      ValueError when the strategy does not match the cluster.
+    """
+    if requested not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {requested!r}")
+    if requested == "auto":
+        if cluster is None:
+            return "one-device"
+        if cluster.num_ps:
+            return "parameter-server"
+        return "multi-worker" if cluster.num_workers > 1 else "one-device"
+    described = "no TF_CONFIG cluster" if cluster is None else f"TF_CONFIG's cluster {cluster.cluster}"
+    if requested == "parameter-server":
+        if cluster is None or not cluster.num_ps or "chief" not in cluster.cluster or "worker" not in cluster.cluster:
+            raise ValueError(f"strategy 'parameter-server' needs a TF_CONFIG cluster with 'chief', 'worker' and 'ps' "
+                             f"jobs; found {described}")
+    elif cluster is not None and cluster.num_ps:
+        raise ValueError(f"strategy {requested!r} does not use the 'ps' tasks of {described}; use 'parameter-server'"
+                         " or 'auto'")
+    elif requested in ("one-device", "mirrored") and cluster is not None and cluster.num_workers > 1:
+        raise ValueError(f"strategy {requested!r} trains in one process, but {described} has "
+                         f"{cluster.num_workers} workers; use 'multi-worker' or 'auto'")
+    return requested
+
+
+def item_table_partitioner(num_rows: int, num_shards: int) -> Callable[[tf.TensorShape, tf.DType], list[int]]:
+    """A variable partitioner that splits variables of `num_rows` rows (the item table and its optimizer
+    slots) into `num_shards` along the rows and keeps every other variable whole."""
+
+    def partition(shape: tf.TensorShape, dtype: tf.DType) -> list[int]:
+        shape = tf.TensorShape(shape)
+        if shape.rank and shape[0] == num_rows:
+            return [min(num_shards, num_rows)] + [1] * (shape.rank - 1)
+        return [1] * max(shape.rank or 0, 1)
+
+    return partition
+
+
+def wait_for_tasks(addresses: Sequence[str], timeout_s: float, what: str) -> None:
+    """Waits until every `host:port` accepts TCP connections.
+
+    Raises:
+      RuntimeError naming the tasks that did not answer within `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = unreachable(addresses)
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: no answer from {waiting} within {timeout_s:.0f} s (TF_CONFIG's cluster); "
+                               "are those tasks started and reachable?")
+        time.sleep(0.5)
+
+
+class Watchdog:
+    """Ends the process with a clear message if a cluster step (joining the cluster, the first collective)
+    does not finish within `timeout_s`: TensorFlow itself waits for absent tasks for up to an hour."""
+
+    def __init__(self, timeout_s: float, message: Callable[[], str]) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(timeout_s, message), daemon=True)
+
+    def __enter__(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+
+    def _watch(self, timeout_s: float, message: Callable[[], str]) -> None:
+        if not self._done.wait(timeout_s):
+            print(f"remi train: error: {message()}", file=sys.stderr, flush=True)
+            os._exit(2)
+
+
+def unreachable(addresses: Sequence[str]) -> list[str]:
+    """The `host:port`s that refuse a TCP connection now."""
+    missing = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+        except OSError:
+            missing.append(address)
+    return missing
+
+
+def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int,
+                  timeout_s: float) -> tf.distribute.Strategy:
+    """The tf.distribute strategy `name` (already resolved) for this task.
+
+    Multi-worker: joins the cluster (every task must start within `timeout_s`). Parameter servers: the
+    chief connects to the workers and ps tasks and shards `item_table_rows`-row variables across the ps.
+    """
+    if name == "one-device":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    peers = [address for job in cluster.cluster.values() for address in job if address != cluster.address]
+
+    def missing_tasks() -> str:
+        return (f"the cluster did not come together within {timeout_s:.0f} s; not answering: "
+                f"{unreachable(peers) or 'none (they answer, but did not join)'} (TF_CONFIG's cluster "
+                f"{cluster.cluster}; this task is {cluster.task_type}:{cluster.task_index})")
+
+    if name == "multi-worker":
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+        with Watchdog(timeout_s, missing_tasks):
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            # The first collective is where the workers meet: do it now, under the watchdog.
+            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+        return strategy
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    wait_for_tasks([a for job in ("worker", "ps") for a in cluster.cluster[job]], timeout_s, "parameter servers")
+    partitioner = item_table_partitioner(item_table_rows, cluster.num_ps)
+    return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+
+
+def serve_forever(cluster: ClusterConfig) -> None:
+    """A `worker` or `ps` task of parameter-server training: serves the chief's requests until stopped."""
+    server = tf.distribute.Server(tf.train.ClusterSpec(cluster.cluster), job_name=cluster.task_type,
+                                  task_index=cluster.task_index, protocol="grpc", start=True)
+    print(f"{cluster.task_type}:{cluster.task_index} serving at {cluster.address} until stopped", flush=True)
+    server.join()
+
+
+def is_chief_task() -> bool:
+    """True in the task that writes the model directory (the only task outside a cluster)."""
+    cluster = read_cluster()
+    return cluster is None or cluster.is_chief()
+
+
+def gathers_candidates(context: tf.distribute.ReplicaContext | None) -> bool:
+    """True where replicas train one synchronous global batch (mirrored strategies with several replicas)."""
+    if context is None or context.num_replicas_in_sync <= 1:
+        return False
+    return not isinstance(context.strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+def gather_candidates(context: tf.distribute.ReplicaContext, embeddings: tf.Tensor, ids: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every replica's positives as this replica's candidates, its own first.
+
+    Replica r holds rows [r*b, (r+1)*b) of the global batch. The gathered [R*b, ...] columns are rotated
+    by r*b, so that column i is still row i's positive and the task needs no offset; the other replicas'
+    positives follow in a fixed cyclic order. Gradients flow back through the gather to their replica.
+
+    Args:
+      embeddings: [b, d] this replica's positive embeddings.
+      ids: [b] their item ids.
+
+    Returns:
+      (embeddings [R*b, d], ids [R*b]).
+    """
+    all_embeddings = _all_gather_rows(context, embeddings)
+    all_ids = context.all_gather(_placed(context, ids), axis=0)
+    shift = -tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(embeddings)[0]
+    return tf.roll(all_embeddings, shift, axis=0), tf.roll(all_ids, shift, axis=0)
+
+
+def _placed(context: tf.distribute.ReplicaContext, tensor: tf.Tensor) -> tf.Tensor:
+    """`tensor` with a device: MultiWorkerMirroredStrategy traces a one-device worker's step (and its
+    gradients) without a device scope, and its collectives need placed inputs."""
+    devices = context.strategy.extended.worker_devices
+    if tensor.device or len(devices) != 1:
+        return tensor
+    with tf.device(devices[0]):
+        return tf.identity(tensor)
+
+
+def _all_gather_rows(context: tf.distribute.ReplicaContext, rows: tf.Tensor) -> tf.Tensor:
+    """all_gather of equal-sized [b, ...] blocks whose gradient is the all-reduced sum of the upstream
+    gradient, cut to this replica's rows (ReplicaContext.all_gather's, with placed collectives).
+
+    Returns:
+      [R*b, ...], replica r's rows at [r*b, (r+1)*b).
+    """
+
+    @tf.custom_gradient
+    def gather(block: tf.Tensor) -> tuple[tf.Tensor, Callable]:
+        def gradient(upstream: tf.Tensor) -> tf.Tensor:
+            total = context.all_reduce("sum", _placed(context, upstream))
+            start = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(block)[0]
+            return total[start:start + tf.shape(block)[0]]
+
+        return context.all_gather(_placed(context, block), axis=0), gradient
+
+    return gather(rows)

@@ -1,0 +1,79 @@
+"""One training step of a RemiModel on a fixed global batch, under a chosen strategy; writes the loss and
+the updated weights (SGD, learning rate 1: the update is minus the gradient) to an .npz file.
+
+Run by tests/remi_tf/test_distribute.py in fresh processes (logical devices must be set before TensorFlow
+starts):
+  python -m tests.remi_tf.distributed_step --strategy one-device --output ref.npz
+  python -m tests.remi_tf.distributed_step --strategy mirrored --replicas 2 --output mirrored.npz
+  TF_CONFIG=... python -m tests.remi_tf.distributed_step --strategy multi-worker --output w.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import remi_tf  # noqa: F401  (legacy Keras)
+import tensorflow as tf
+
+from remi_tf import distribute, models
+from remi_tf.config import RemiConfig
+
+VOCABULARY_SIZE, GLOBAL_BATCH, HISTORY = 40, 16, 6
+
+
+def global_batch() -> dict[str, np.ndarray]:
+    """A fixed batch whose targets repeat across the halves (accidental hits that cross replicas)."""
+    rng = np.random.default_rng(7)
+    history = rng.integers(models.FIRST_ITEM_INDEX, VOCABULARY_SIZE + 2, size=(GLOBAL_BATCH, HISTORY))
+    history[::3, 4:] = 0  # some padding
+    target = rng.integers(models.FIRST_ITEM_INDEX, 14, size=GLOBAL_BATCH)  # few distinct ids: repeats
+    target[GLOBAL_BATCH // 2] = target[0]
+    return {"history": history.astype(np.int64), "target": target.astype(np.int64)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--strategy", required=True)
+    parser.add_argument("--replicas", type=int, default=1, help="logical CPU devices (mirrored)")
+    parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    if args.replicas > 1:
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * args.replicas)
+    cluster = distribute.read_cluster()
+    strategy = distribute.make_strategy(args.strategy, cluster, VOCABULARY_SIZE + 2, timeout_s=60)
+    config = RemiConfig(embedding_dim=8, num_interests=3, max_history=HISTORY, batch_size=GLOBAL_BATCH,
+                        beta=args.beta, routing_lambda=50.0, steps_per_execution=1)
+    q = np.random.default_rng(3).uniform(0.5, 1.5, VOCABULARY_SIZE + 2)
+    with strategy.scope():
+        model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum())
+        rng = np.random.default_rng(0)
+        initial = [rng.normal(0, 0.5, weight.shape).astype(np.float32) for weight in model.trainable_weights]
+        for weight, value in zip(model.trainable_weights, initial):
+            weight.assign(value)
+        model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0), steps_per_execution=1)
+    batch = global_batch()
+    num_replicas = strategy.num_replicas_in_sync
+
+    def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """This input pipeline's replicas' rows, replica by replica: replica r gets rows [r*b, (r+1)*b)."""
+        per_replica = GLOBAL_BATCH // num_replicas
+        per_pipeline = num_replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * per_pipeline * per_replica
+        rows = {key: value[first:first + per_pipeline * per_replica] for key, value in batch.items()}
+        return tf.data.Dataset.from_tensor_slices(rows).batch(per_replica).repeat()
+
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(replica_batches), epochs=1, steps_per_epoch=1,
+                        verbose=0)
+    if distribute.is_chief_task():
+        np.savez(args.output, loss=history.history["loss"][0],
+                 retrieval_loss=history.history["retrieval_loss"][0],
+                 **{f"w{i}": w.numpy() for i, w in enumerate(model.trainable_weights)},
+                 **{f"initial{i}": value for i, value in enumerate(initial)})
+
+
+if __name__ == "__main__":
+    main()

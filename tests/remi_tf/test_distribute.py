@@ -1,0 +1,110 @@
+"""tf.distribute training: TF_CONFIG checks, strategy choice, and cross-replica negatives that train exactly
+the one-process objective at the global batch (loss and SGD-updated weights, i.e. gradients)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from remi_tf import distribute, local_cluster
+
+STEP_MODULE = "tests.remi_tf.distributed_step"
+PROCESS_TIMEOUT_S = 240
+
+
+def cluster_env(cluster, task_type="worker", index=0):
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})}
+
+
+def test_read_cluster_parses_tf_config():
+    cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"], "ps": ["127.0.0.1:4"]}
+    parsed = distribute.read_cluster(cluster_env(cluster, "worker", 1))
+    assert (parsed.task_type, parsed.task_index, parsed.num_workers, parsed.num_ps) == ("worker", 1, 3, 1)
+    assert parsed.address == "127.0.0.1:3" and not parsed.is_chief()
+    assert distribute.read_cluster(cluster_env(cluster, "chief", 0)).is_chief()
+    assert distribute.read_cluster(cluster_env({"worker": ["h:1", "h:2"]}, "worker", 0)).is_chief()
+    assert distribute.read_cluster({}) is None
+    assert distribute.read_cluster({"TF_CONFIG": '{"cluster": {}}'}) is None
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "not valid JSON"),
+    ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3 is out of range"),
+    ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps' is not a job"),
+    ('{"cluster": {"workers": ["h:1"]}, "task": {"type": "workers", "index": 0}}', "job 'workers'"),
+    ('{"cluster": {"worker": ["h"]}, "task": {"type": "worker", "index": 0}}', "host:port"),
+    ('{"cluster": {"worker": ["h:1"]}}', "'task' must be"),
+])
+def test_read_cluster_rejects_bad_tf_config(tf_config, message):
+    with pytest.raises(ValueError, match="TF_CONFIG") as error:
+        distribute.read_cluster({"TF_CONFIG": tf_config})
+    assert message in str(error.value)
+
+
+def test_resolve_strategy_from_cluster_and_mismatches():
+    two_workers = distribute.read_cluster(cluster_env({"worker": ["h:1", "h:2"]}))
+    with_ps = distribute.read_cluster(cluster_env({"chief": ["h:0"], "worker": ["h:1"], "ps": ["h:2"]}, "chief"))
+    one_worker = distribute.read_cluster(cluster_env({"worker": ["h:1"]}))
+    assert distribute.resolve_strategy("auto", None) == "one-device"
+    assert distribute.resolve_strategy("auto", one_worker) == "one-device"
+    assert distribute.resolve_strategy("auto", two_workers) == "multi-worker"
+    assert distribute.resolve_strategy("auto", with_ps) == "parameter-server"
+    assert distribute.resolve_strategy("mirrored", None) == "mirrored"
+    with pytest.raises(ValueError, match="needs a TF_CONFIG cluster with 'chief', 'worker' and 'ps'"):
+        distribute.resolve_strategy("parameter-server", two_workers)
+    with pytest.raises(ValueError, match="does not use the 'ps' tasks"):
+        distribute.resolve_strategy("multi-worker", with_ps)
+    with pytest.raises(ValueError, match="has 2 workers"):
+        distribute.resolve_strategy("one-device", two_workers)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        distribute.resolve_strategy("horovod", None)
+
+
+def test_item_table_partitioner_splits_only_the_item_table():
+    partition = distribute.item_table_partitioner(num_rows=1002, num_shards=2)
+    assert partition([1002, 64], "float32") == [2, 1]
+    assert partition([64, 256], "float32") == [1, 1]
+    assert partition([20, 64], "float32") == [1, 1]
+
+
+def test_wait_for_tasks_names_the_missing_task():
+    (port,) = local_cluster.free_ports(1)
+    with pytest.raises(RuntimeError, match=f"127.0.0.1:{port}"):
+        distribute.wait_for_tasks([f"127.0.0.1:{port}"], timeout_s=1.0, what="parameter servers")
+
+
+def run_step(tmp_path, name, *args, env=None):
+    output = str(tmp_path / f"{name}.npz")
+    subprocess.run([sys.executable, "-m", STEP_MODULE, *args, "--output", output], check=True,
+                   timeout=PROCESS_TIMEOUT_S, env=env)
+    return np.load(output)
+
+
+def run_two_worker_step(tmp_path, beta):
+    output = str(tmp_path / "multi_worker.npz")
+    command = [sys.executable, "-m", STEP_MODULE, "--strategy", "multi-worker", "--beta", str(beta), "--output", output]
+    with local_cluster.LocalCluster(local_cluster.cluster_spec(local_cluster.ClusterShape(2, 0)), command) as cluster:
+        assert cluster.wait(PROCESS_TIMEOUT_S) == 0
+    return np.load(output)
+
+
+def assert_same_step(result, reference):
+    assert set(result.files) == set(reference.files)
+    np.testing.assert_allclose(result["loss"], reference["loss"], rtol=1e-5)
+    np.testing.assert_allclose(result["retrieval_loss"], reference["retrieval_loss"], rtol=1e-5)
+    for name in reference.files:
+        if name.startswith(("w", "initial")):  # SGD with learning rate 1: the update is minus the summed gradient
+            np.testing.assert_allclose(result[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_two_replicas_train_the_global_batch_objective(tmp_path, beta):
+    """One step with 2 replicas (MirroredStrategy over 2 logical CPUs; a 2-process MultiWorkerMirrored
+    cluster) equals one replica at the global batch of 16, whose targets repeat across the halves."""
+    reference = run_step(tmp_path, "one", "--strategy", "one-device", "--beta", str(beta))
+    assert np.abs(reference["w0"] - reference["initial0"]).max() > 1e-3  # the step moved the item table
+    mirrored = run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", "--beta", str(beta))
+    assert_same_step(mirrored, reference)
+    assert_same_step(run_two_worker_step(tmp_path, beta), reference)
