@@ -7,7 +7,7 @@ Beam's per-element cost is paid per block and per user bucket:
         -> GroupByKey(bucket) -> order_users (group, time sort, de-duplicate) per bucket
         -> item counts summed over buckets -> frequent items (a side input: the 5-core filter)
         -> filter_users + shard_records per bucket -> GroupByKey((split, shard)) -> one TFRecord shard each
-        -> items.tsv and manifest.json.
+        -> target tallies summed over buckets (q of the logQ correction) -> items.tsv and manifest.json.
 
 Buckets are the unit of parallelism for the per-user work (raise `num_buckets` for large clusters); files
 are the unit for reading. The per-record logic is pipelines.sequences', shared with the in-process path,
@@ -117,8 +117,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
     manifest: dict = {}
 
     def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
-               vocabulary: sequences.ItemCounts, directory: str) -> None:
-        local.write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary)
+               vocabulary: sequences.ItemCounts, tallies: sequences.TargetTallies, directory: str) -> None:
+        local.write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary, tallies)
         atomic.write_json(os.path.join(directory, RESULTS), {
             **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items)})
 
@@ -145,12 +145,14 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                        | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
             vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
                           | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+            tallies = (kept | "TargetTallies" >> beam.Map(sequences.target_tallies, seed=seed)
+                       | "SumTargetTallies" >> beam.CombineGlobally(sequences.merge_target_tallies))
             report = ((read[REPORT], ordered[REPORT], written) | "Reports" >> beam.Flatten()
                       | "MergeReports" >> beam.CombineGlobally(_merge_reports))
             _ = (pipeline | "One" >> beam.Create([None]) | "Finish" >> beam.Map(
                 finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
                 frequent=beam.pvalue.AsSingleton(frequent), vocabulary=beam.pvalue.AsSingleton(vocabulary),
-                directory=directory))
+                tallies=beam.pvalue.AsSingleton(tallies), directory=directory))
         results_path = os.path.join(directory, RESULTS)
         results = atomic.read_json(results_path)
         tf.io.gfile.remove(results_path)

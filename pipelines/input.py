@@ -6,17 +6,17 @@ Item ids become the model's indices here, once (padding 0, unknown 1, items 2..;
 from __future__ import annotations
 
 import os
-from typing import Iterator, NamedTuple, Sequence
+import sys
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from pipelines import schema
+from pipelines.sequences import MIN_CUT
 from remi_tf.config import RemiConfig
 from remi_tf import models
-from remi_tf.models import item_lookup, target_probability
-
-MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
+from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
 
@@ -27,6 +27,24 @@ def read_vocabulary(data_dir: str) -> list[str]:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir!r} a directory written by `remi prepare`?")
     return models.read_vocabulary(path)
+
+
+def read_target_probability(data_dir: str, vocabulary_size: int) -> np.ndarray | None:
+    """q from items.tsv's third column (written by `remi prepare`), as [vocabulary_size + 2] by model index
+    (0 for padding and OOV); None for a two-column items.tsv of an older prepare."""
+    probability = np.zeros(vocabulary_size + FIRST_ITEM_INDEX, np.float64)
+    path = os.path.join(data_dir, "items.tsv")
+    with tf.io.gfile.GFile(path) as stream:
+        for line_number, line in enumerate(line for line in stream if line.strip()):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 3:
+                return None
+            try:
+                probability[FIRST_ITEM_INDEX + line_number] = float(fields[2])
+            except ValueError:
+                raise ValueError(f"{path}, line {line_number + 1}: target_probability {fields[2]!r} is not a "
+                                 "number") from None
+    return probability
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
@@ -87,37 +105,27 @@ def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int = MIN_CUT)
     return {"history": history, "target": target}
 
 
-def training_dataset(data_dir: str, vocabulary: Sequence[str], batch_size: int, max_history: int,
-                     seed: int | None = None, input_context: tf.distribute.InputContext | None = None
-                     ) -> tf.data.Dataset:
-    """Endless training batches: each pass visits every training user once with a fresh random cut.
-
-    The (sharded) training sequences are read once into one in-memory ragged tensor; each pass draws a
-    random permutation of the users and slices it into batches, so that the per-batch work is one gather
-    and the vectorised cut (no per-user dataset ops: the step and the input share two cores).
-
-    Args:
-      batch_size: the global batch size (divided by the number of replicas under `input_context`).
-      input_context: shards files across input pipelines when there are at least as many files.
-
-    Returns:
-      Dataset of {"history": [batch, L] int64, "target": [batch] int64}; the users left over after the
-      last full batch of a pass are skipped in that pass (a different few each pass).
-    """
-    files = split_files(data_dir, "train")
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-        if len(files) >= input_context.num_input_pipelines:
-            files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    sequences = [items for _, items in read_indexed_sequences(files, vocabulary)]
-    return sequence_dataset(sequences, batch_size, max_history, seed)
+def shard_for_input_pipeline(files: Sequence[str], input_context: tf.distribute.InputContext | None) -> list[str]:
+    """This input pipeline's share of `files` (every num_input_pipelines-th file); all files when there are
+    fewer files than pipelines (then the pipelines differ by their seeds)."""
+    if input_context is None or len(files) < input_context.num_input_pipelines:
+        return list(files)
+    return list(files[input_context.input_pipeline_id::input_context.num_input_pipelines])
 
 
 def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_history: int,
                      seed: int | None = None) -> tf.data.Dataset:
-    """The endless random-cut batches of `training_dataset`, from in-memory item-index sequences.
+    """Endless random-cut batches from in-memory item-index sequences: each pass visits every user once
+    with a fresh random cut.
 
+    The sequences are held in one ragged tensor; each pass draws a random permutation of the users
+    (stateless, from a per-pass seed) and slices it into batches, so that the per-batch work is one gather
+    and the vectorised cut (no per-user dataset ops: the step and the input share two cores).
     Sequences with at most MIN_CUT items are skipped (they have no valid cut).
+
+    Returns:
+      Dataset of {"history": [batch, L] int64, "target": [batch] int64}; the users left over after the
+      last full batch of a pass are skipped in that pass (a different few each pass).
     """
     sequences = [items for items in sequences if len(items) > MIN_CUT]
     if len(sequences) < batch_size:
@@ -126,20 +134,47 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
     all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences).astype(np.int64),
                                                  [len(s) for s in sequences])
     num_users, batches_per_pass = len(sequences), len(sequences) // batch_size
-    generator = tf.random.Generator.from_seed(seed) if seed is not None else \
-        tf.random.Generator.from_non_deterministic_state()
 
-    def one_pass(_: tf.Tensor) -> tf.data.Dataset:
-        permutation = tf.argsort(generator.uniform([num_users]))[:batches_per_pass * batch_size]
+    def one_pass(pass_seed: tf.Tensor) -> tf.data.Dataset:
+        keys = tf.random.stateless_uniform([num_users], seed=tf.stack([pass_seed, tf.constant(0, tf.int64)]))
+        permutation = tf.argsort(keys)[:batches_per_pass * batch_size]
         return tf.data.Dataset.from_tensor_slices(tf.reshape(permutation, [batches_per_pass, batch_size]))
 
-    dataset = tf.data.Dataset.range(1).repeat().flat_map(one_pass)
+    dataset = tf.data.Dataset.random(seed=seed).flat_map(one_pass)
     dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history))
-    # The map costs microseconds per batch: a fixed prefetch, and tf.data's autotuning off, whose
+    return _without_autotune(dataset.prefetch(PREFETCH_BATCHES))
+
+
+def streaming_dataset(files: Sequence[str], vocabulary: Sequence[str], batch_size: int, max_history: int,
+                      seed: int | None = None, shuffle_buffer: int = 100_000) -> tf.data.Dataset:
+    """Endless random-cut batches read from sequence shards, for training data larger than memory.
+
+    Each pass reads the files in a fresh order, shuffles users through a buffer of `shuffle_buffer` and
+    cuts one example per user, as `sequence_dataset` does (the same cut distribution); every user with a
+    cut appears once per pass. Memory: the buffer, not the split.
+
+    Returns:
+      Dataset of {"history": [batch, L] int64, "target": [batch] int64}.
+    """
+    lookup = item_lookup(vocabulary)
+    compression = _compression(files)
+    paths = tf.data.Dataset.from_tensor_slices(list(files)).shuffle(len(files), seed=seed,
+                                                                    reshuffle_each_iteration=True)
+    records = paths.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+                               cycle_length=min(len(files), 4))
+    users = records.batch(256).map(lambda serialized: lookup(schema.parse_sequences(serialized)["item_ids"]))
+    users = users.unbatch().filter(lambda items: tf.size(items) > MIN_CUT)
+    users = users.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = users.ragged_batch(batch_size, drop_remainder=True).map(lambda items: random_cut(items, max_history))
+    return _without_autotune(dataset.prefetch(PREFETCH_BATCHES))
+
+
+def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # The maps cost microseconds per batch: a fixed prefetch, and tf.data's autotuning off, whose
     # background work was seen to pace whole training runs at one step per ~10 ms tick on two cores.
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+    return dataset.with_options(options)
 
 
 def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int
@@ -166,16 +201,46 @@ class TrainingInputs(NamedTuple):
     target_probability: np.ndarray  # [vocabulary + 2] q of each index as a training target
     valid_histories: np.ndarray  # [valid users, L]
     valid_targets: list[np.ndarray]
-    dataset: tf.data.Dataset  # endless {"history", "target"} batches
+    dataset_fn: Callable[[tf.distribute.InputContext | None], tf.data.Dataset]  # endless batches per pipeline
+    streaming: bool
 
 
-def training_inputs(data_dir: str, config: RemiConfig) -> TrainingInputs:
-    """Reads the vocabulary, the training target distribution, the valid split and the training stream
-    (one replica; `training_dataset` shards by InputContext). The train split is read once."""
+def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
+    """config.training_input, or for "auto": streaming when the train shards exceed in_memory_max_bytes."""
+    if config.training_input != "auto":
+        return config.training_input == "streaming"
+    return sum(tf.io.gfile.stat(path).length for path in files) > config.in_memory_max_bytes
+
+
+def training_inputs(data_dir: str, config: RemiConfig, deterministic: bool = True) -> TrainingInputs:
+    """Reads the vocabulary, q, the valid split, and builds the training stream.
+
+    `dataset_fn(input_context)` gives one input pipeline's batches (the per-replica batch under a
+    strategy), from its share of the train shards: in memory (read when the pipeline is built) or
+    streaming. Pipelines get different seeds; `deterministic=False` draws them at random (parameter-server
+    workers, whose input contexts do not tell them apart).
+    """
     vocabulary = read_vocabulary(data_dir)
-    _, train_sequences = load_sequences(data_dir, "train", vocabulary)
+    files = split_files(data_dir, "train")
+    streaming = use_streaming(config, files)
+    probability = read_target_probability(data_dir, len(vocabulary))
+    if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
+        print(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
+              "computing q from the train split", file=sys.stderr)
+        probability = target_probability((items for _, items in read_indexed_sequences(files, vocabulary)),
+                                          len(vocabulary), MIN_CUT)
     _, valid_sequences = load_sequences(data_dir, "valid", vocabulary)
-    probability = target_probability(train_sequences, len(vocabulary), MIN_CUT)
     valid_histories, valid_targets = evaluation_examples(valid_sequences, config.max_history)
-    dataset = sequence_dataset(train_sequences, config.batch_size, config.max_history, seed=config.seed)
-    return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset)
+
+    def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        batch_size = config.batch_size if input_context is None else \
+            input_context.get_per_replica_batch_size(config.batch_size)
+        pipeline = 0 if input_context is None else input_context.input_pipeline_id
+        seed = config.seed + 1_000_003 * pipeline if deterministic else None
+        shard = shard_for_input_pipeline(files, input_context)
+        if streaming:
+            return streaming_dataset(shard, vocabulary, batch_size, config.max_history, seed, config.shuffle_buffer)
+        sequences = [items for _, items in read_indexed_sequences(shard, vocabulary)]
+        return sequence_dataset(sequences, batch_size, config.max_history, seed)
+
+    return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset_fn, streaming)

@@ -2,7 +2,8 @@
 
 Output layout (written to a temporary directory, renamed into place only when complete):
   <output>/train-00000-of-0000N.tfrecord, valid-..., test-...   sequence records, users sorted by id
-  <output>/items.tsv       item_id<TAB>count, most frequent first (ties by id)
+  <output>/items.tsv       item_id<TAB>count<TAB>target_probability, most frequent first (ties by id);
+                           target_probability is q of the logQ correction (sequences.target_probability)
   <output>/manifest.json   source, filters, seed, counts per split, schema version
 """
 
@@ -51,12 +52,14 @@ def write_shard(path: str, records: Sequence[sequences.UserRecord], compress: bo
             writer.write(serialized)
 
 
-def write_vocabulary(path: str, item_counts: sequences.ItemCounts) -> None:
-    """items.tsv: item_id<TAB>count, most frequent first, ties broken by id (item_counts are sorted by id)."""
+def write_vocabulary(path: str, item_counts: sequences.ItemCounts, tallies: sequences.TargetTallies) -> None:
+    """items.tsv: item_id<TAB>count<TAB>target_probability, most frequent first, ties broken by id
+    (item_counts are sorted by id). Probabilities are written with repr: they read back to the same float."""
     order = np.argsort(-item_counts.counts, kind="stable")
+    probability = sequences.target_probability(tallies, item_counts.items)
     with tf.io.gfile.GFile(path, "w") as stream:
-        stream.write("".join(f"{item.decode('utf-8')}\t{count}\n"
-                          for item, count in zip(item_counts.items[order], item_counts.counts[order].tolist())))
+        stream.write("".join(f"{item.decode('utf-8')}\t{count}\t{q!r}\n" for item, count, q in zip(
+            item_counts.items[order], item_counts.counts[order].tolist(), probability[order].tolist())))
 
 
 def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> dict[str, dict[str, int]]:
@@ -105,8 +108,8 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
 
 
 def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences.UserRecord]],
-                   vocabulary_counts: sequences.ItemCounts, manifest: dict, num_shards: int, compress: bool,
-                   progress: bool = True) -> None:
+                   vocabulary_counts: sequences.ItemCounts, tallies: sequences.TargetTallies, manifest: dict,
+                   num_shards: int, compress: bool, progress: bool = True) -> None:
     written = ProgressLine("users written", every=1, enabled=progress)
     for split in schema.SPLITS:
         for shard in range(num_shards):  # every shard exists, even one that no user hashes to
@@ -114,7 +117,7 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
             write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)), users, compress)
             written.update(len(users))
     written.done()
-    write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts)
+    write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts, tallies)
     atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
 
@@ -145,8 +148,10 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         print(f"skipped: {json.dumps({k: v for k, v in cleaning.items() if k != 'bad_examples'})}", file=sys.stderr)
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
                              split_counts(records), len(vocabulary_counts.items), cleaning)
-    atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, manifest,
-                                                              num_shards, compress, progress), output_dir, overwrite)
+    tallies = sequences.target_tallies(kept, seed)
+    atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
+                                                              manifest, num_shards, compress, progress),
+                             output_dir, overwrite)
     return manifest
 
 

@@ -19,6 +19,7 @@ from pipelines import schema
 MIN_ITEM_COUNT = 5
 MIN_USER_COUNT = 5
 SPLIT_FRACTIONS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
+MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
 POSITION_FILE_SHIFT = 40  # position = file index << 40 | record index: ties in time keep file order
 
 
@@ -161,6 +162,61 @@ def user_buckets(users: np.ndarray, num_buckets: int) -> np.ndarray:
     """users [n] -> [n] int64 bucket of each user (shard_of with `num_buckets`)."""
     uniques, codes = factorize(users)
     return np.array([shard_of(user, num_buckets) for user in uniques], dtype=np.int64)[codes]
+
+
+class TargetTallies(NamedTuple):
+    """The training targets of the random-cut sampler as exact integer tallies, so that runners that merge
+    them in any order get the same probabilities to the last bit: item items[i] occurs counts[i] times among
+    x_MIN_CUT..x_{n-1} of training users with choices[i] = n - MIN_CUT cuts; `users` training users have a
+    cut (n > MIN_CUT). Rows are sorted by (item, choices)."""
+
+    items: np.ndarray
+    choices: np.ndarray
+    counts: np.ndarray
+    users: int
+
+
+def target_tallies(sequences: UserSequences, seed: int) -> TargetTallies:
+    """The tallies of the users of `sequences` that `assign_split` puts in train."""
+    lengths = sequences.lengths()
+    in_train = np.fromiter((assign_split(user, seed) == "train" for user in sequences.users), bool,
+                           len(sequences.users))
+    eligible = in_train & (lengths > MIN_CUT)
+    user_of_event = np.repeat(np.arange(len(sequences.users)), lengths)
+    position = np.arange(len(sequences.item_codes)) - sequences.offsets[:-1][user_of_event]
+    candidate = eligible[user_of_event] & (position >= MIN_CUT)
+    tallies = TargetTallies(sequences.item_ids[sequences.item_codes[candidate]],
+                            (lengths - MIN_CUT)[user_of_event[candidate]], np.ones(int(candidate.sum()), np.int64),
+                            int(eligible.sum()))
+    return merge_target_tallies([tallies])
+
+
+def merge_target_tallies(parts: Iterable[TargetTallies]) -> TargetTallies:
+    """Sums tallies of disjoint sets of users; rows sorted by (item, choices)."""
+    parts = [part for part in parts if len(part.items)]
+    users = sum(part.users for part in parts)
+    if not parts:
+        return TargetTallies(object_array([]), np.zeros(0, np.int64), np.zeros(0, np.int64), users)
+    items, item_codes = factorize(np.concatenate([part.items for part in parts]))
+    choices = np.concatenate([part.choices for part in parts]).astype(np.int64)
+    counts = np.concatenate([part.counts for part in parts]).astype(np.int64)
+    order = np.lexsort((choices, item_codes))
+    item_codes, choices, counts = item_codes[order], choices[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, (item_codes[1:] != item_codes[:-1]) | (choices[1:] != choices[:-1])])
+    return TargetTallies(items[item_codes[starts]], choices[starts], np.add.reduceat(counts, starts), users)
+
+
+def target_probability(tallies: TargetTallies, items: np.ndarray) -> np.ndarray:
+    """q: each of `items`' probability of being the target of a random-cut training example,
+    mean over training users of (occurrences in x_MIN_CUT..x_{n-1}) / (n - MIN_CUT).
+
+    Returns:
+      [len(items)] float64, 0 for items that are never a target.
+    """
+    position = {item: index for index, item in enumerate(items.tolist())}
+    rows = np.array([position[item] for item in tallies.items.tolist()], np.int64)
+    terms = tallies.counts / tallies.choices
+    return np.bincount(rows, weights=terms, minlength=len(items)) / max(tallies.users, 1)
 
 
 UserRecord = tuple[bytes, bytes, int]  # (user id, serialized sequence tf.train.Example, number of events)

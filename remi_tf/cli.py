@@ -67,24 +67,63 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from remi_tf import distribute
+
+    if args.local_cluster:
+        from remi_tf import local_cluster
+
+        shape = local_cluster.parse_shape(args.local_cluster)
+        command = [sys.executable, "-m", "remi_tf.cli", *_without_option(args.argv, "--local-cluster")]
+        return local_cluster.run(shape, command, timeout_s=args.local_cluster_timeout)
+
     import tensorflow as tf
 
     from pipelines import input as input_lib
     from remi_tf import models
     from remi_tf import train as train_lib
 
-    config = config_lib.load(args.config, args.set or ())
-    inputs = input_lib.training_inputs(args.data, config)
-    model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
+    config = config_lib.load(args.config, [*(args.set or ()), *([f"strategy={args.strategy}"] if args.strategy else [])])
+    cluster = distribute.read_cluster()
+    strategy_name = distribute.resolve_strategy(config.strategy, cluster)
+    if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
+        distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks
+        return 0
+    chief = cluster is None or cluster.is_chief()
+    print(f"strategy: {strategy_name}" + ("" if cluster is None else f" ({cluster.task_type}:{cluster.task_index} "
+                                          f"of {cluster.cluster})"), file=sys.stderr, flush=True)
+    inputs = input_lib.training_inputs(args.data, config, deterministic=strategy_name != "parameter-server")
+    strategy = distribute.make_strategy(strategy_name, cluster, len(inputs.vocabulary) + models.FIRST_ITEM_INDEX,
+                                        config.cluster_timeout_s)
+    with strategy.scope():
+        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)
-    tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
-                     overwrite=True)  # the data directory may be on gs://, hdfs://, ...
-    atomic.write_json(os.path.join(args.model_dir, "run.json"),
-                      {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary)})
-    state = train_lib.train(model, config, inputs.dataset, inputs.valid_histories, inputs.valid_targets,
-                            args.model_dir, verbose=0 if args.quiet else 1)
-    print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
+    if chief:
+        tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
+                         overwrite=True)  # the data directory may be on gs://, hdfs://, ...
+        atomic.write_json(os.path.join(args.model_dir, "run.json"),
+                          {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
+                           "strategy": strategy_name, "training_input": "streaming" if inputs.streaming else "in_memory",
+                           "replicas": strategy.num_replicas_in_sync})
+    train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
+        tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
+    state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
+                            args.model_dir, verbose=0 if args.quiet else 1, strategy=strategy, chief=chief)
+    if chief:
+        print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
     return 0
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """`argv` without `option VALUE` / `option=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -194,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML preset, e.g. configs/amazon-cds.yaml")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--strategy", choices=config_lib.STRATEGIES,
+                       help="tf.distribute strategy (config key `strategy`; default auto: from TF_CONFIG)")
+    train.add_argument("--local-cluster", metavar="workers=N[,ps=M]",
+                       help="run this command as every task of a cluster of processes on 127.0.0.1")
+    train.add_argument("--local-cluster-timeout", type=float, default=24 * 3600.0, metavar="SECONDS",
+                       help="stop the local cluster if the chief has not finished by then")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="Recall/NDCG/HitRate@20/50 of the best checkpoint")
@@ -243,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "prepare":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -18,6 +18,8 @@ from remi_tf import atomic
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
+TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,15 @@ class RemiConfig:
       also one Keras "epoch"), patience (evaluations without valid Recall@50 improvement before
       stopping; 0 disables early stopping), checkpoint_every (steps between resumable checkpoints),
       steps_per_execution (training steps per tf.function call; larger is faster), seed.
+    Distribution and input:
+      strategy: "auto" (from TF_CONFIG: ps tasks -> parameter-server, several workers -> multi-worker,
+        else one-device), "one-device", "mirrored", "multi-worker" or "parameter-server" (remi_tf.distribute).
+        batch_size is the global batch, split over the replicas of a synchronous strategy.
+      training_input: "in_memory" (the train split in one ragged tensor per input pipeline), "streaming"
+        (each worker reads its share of the shards, users shuffled in a buffer) or "auto": streaming when
+        the train shards exceed in_memory_max_bytes.
+      shuffle_buffer: users in the streaming shuffle buffer.
+      cluster_timeout_s: how long a task waits for the rest of its cluster before failing.
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
     """
@@ -76,12 +87,19 @@ class RemiConfig:
     steps_per_execution: int = 50
     seed: int = 0
 
+    strategy: str = "auto"
+    training_input: str = "auto"
+    in_memory_max_bytes: int = 2 << 30
+    shuffle_buffer: int = 100_000
+    cluster_timeout_s: float = 300.0
+
     eval_batch_size: int = 512
 
     def validate(self) -> "RemiConfig":
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
         positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
-                         "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size")
+                         "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
+                         "in_memory_max_bytes")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
@@ -102,6 +120,11 @@ class RemiConfig:
         if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
             raise ValueError("config field 'routing_regularization_mode' must be one of "
                              f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
+        for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.cluster_timeout_s <= 0:
+            raise ValueError(f"config field 'cluster_timeout_s' must be > 0, got {self.cluster_timeout_s!r}")
         return self
 
     def replace(self, **changes: Any) -> "RemiConfig":

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
+from remi_tf.config import STRATEGIES
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 
 
@@ -232,6 +232,26 @@ def is_chief_task() -> bool:
     """True in the task that writes the model directory (the only task outside a cluster)."""
     cluster = read_cluster()
     return cluster is None or cluster.is_chief()
+
+
+def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence[bool], chief: bool) -> list[bool]:
+    """Under multi-worker training, the chief's `values` on every worker (one all-reduce); else `values`."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return list(values)
+    mine = tf.constant([float(v) if chief else 0.0 for v in values])
+
+    def chief_replica_only(context: tf.distribute.ValueContext) -> tf.Tensor:
+        return mine if context.replica_id_in_sync_group == 0 else tf.zeros_like(mine)
+
+    shared = strategy.reduce("SUM", strategy.experimental_distribute_values_from_function(chief_replica_only), axis=None)
+    return [bool(v > 0.5) for v in shared.numpy()]
+
+
+def worker_temp_dir(model_dir: str) -> str:
+    """A directory of this (non-chief) task's own, for writes that every worker must make."""
+    cluster = read_cluster()
+    suffix = "" if cluster is None else f"{cluster.task_type}_{cluster.task_index}"
+    return os.path.join(model_dir, f".workertemp_{suffix}")
 
 
 def gathers_candidates(context: tf.distribute.ReplicaContext | None) -> bool:

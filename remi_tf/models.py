@@ -7,7 +7,7 @@ Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocab
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -169,7 +169,7 @@ class RemiModel(tfrs.Model):
         return [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
 
 
-def target_probability(train_sequences: Sequence[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:
+def target_probability(train_sequences: Iterable[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:
     """q: the probability that each index is the target of a random-cut training example.
 
     A user with n items yields target x_k for k uniform in [min_cut, n), so index i gets
@@ -179,8 +179,10 @@ def target_probability(train_sequences: Sequence[np.ndarray], vocabulary_size: i
       [vocabulary_size + 2] probabilities (0 for padding and OOV), summing to 1.
     """
     probability = np.zeros(vocabulary_size + FIRST_ITEM_INDEX, np.float64)
-    eligible = [seq for seq in train_sequences if len(seq) > min_cut]
-    for sequence in eligible:
-        targets = sequence[min_cut:]
-        np.add.at(probability, targets, 1.0 / len(targets))
-    return probability / max(len(eligible), 1)
+    eligible = 0
+    for sequence in train_sequences:
+        if len(sequence) > min_cut:
+            targets = sequence[min_cut:]
+            np.add.at(probability, targets, 1.0 / len(targets))
+            eligible += 1
+    return probability / max(eligible, 1)

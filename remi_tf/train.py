@@ -8,6 +8,9 @@ Model directory layout:
   best/                  weights of the best valid Recall@50 (what evaluate and export load)
   validation.json        the history of valid evaluations and the early-stopping state
   history.csv, logs/     training curves (CSV) and TensorBoard logs
+
+In a cluster the chief writes the model directory; other workers write what Keras's multi-worker
+conventions have them write (backups to temporary directories) and follow the chief's model selection.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tensorflow as tf
 
 from remi_tf import atomic
 from remi_tf import config as config_lib
+from remi_tf import distribute
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
 from remi_tf.models import RemiModel, read_vocabulary
@@ -77,14 +81,22 @@ def compile_model(model: RemiModel, config: RemiConfig) -> int:
 class ValidationCallback(tf.keras.callbacks.Callback):
     """Evaluates valid Recall@50 after every `eval_every` steps (one Keras epoch), keeps the best
     weights, stops after `patience` evaluations without improvement. Its state lives in
-    validation.json so that a resumed run continues the same selection."""
+    validation.json so that a resumed run continues the same selection.
 
-    def __init__(self, evaluate_fn: Callable[[], dict], model_dir: str, patience: int, steps_per_epoch: int) -> None:
+    The chief evaluates and writes; under multi-worker training the other workers receive its score and
+    decision (one all-reduce), write the same checkpoint to a temporary directory (saving takes every
+    worker) and stop together with it.
+    """
+
+    def __init__(self, evaluate_fn: Callable[[], dict], model_dir: str, patience: int, steps_per_epoch: int,
+                 chief: bool = True, strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__()
         self.evaluate_fn = evaluate_fn
         self.model_dir = model_dir
         self.patience = patience
         self.steps_per_epoch = steps_per_epoch
+        self.chief = chief
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.state_path = os.path.join(model_dir, "validation.json")
         self.state = {"evaluations": [], "best": None, "best_step": None, "evaluations_without_improvement": 0}
         if os.path.exists(self.state_path):
@@ -92,44 +104,60 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch
-        report = self.evaluate_fn()
+        report = self.evaluate_fn() if self.chief else {}
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
             logs.update(scalars)
-        self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
-        self.state["evaluations"].append({"step": step, **scalars})
-        score = report[SELECTION_METRIC]
-        if self.state["best"] is None or score > self.state["best"]:
-            self.state.update(best=score, best_step=step, evaluations_without_improvement=0)
-            tf.train.Checkpoint(model=self.model).write(best_checkpoint_prefix(self.model_dir))
-        else:
-            self.state["evaluations_without_improvement"] += 1
-        print(f"\nstep {step}: valid {SELECTION_METRIC} = {score:.4f} (best {self.state['best']:.4f} "
-              f"at step {self.state['best_step']})", flush=True)
-        atomic.write_json(self.state_path, self.state)
-        if self.patience and self.state["evaluations_without_improvement"] >= self.patience:
-            print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
+        improved = self.chief and (self.state["best"] is None or report[SELECTION_METRIC] > self.state["best"])
+        if self.chief:
+            self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
+            self.state["evaluations"].append({"step": step, **scalars})
+            if improved:
+                self.state.update(best=report[SELECTION_METRIC], best_step=step, evaluations_without_improvement=0)
+            else:
+                self.state["evaluations_without_improvement"] += 1
+        stop = bool(self.patience) and self.state["evaluations_without_improvement"] >= self.patience
+        improved, stop = distribute.broadcast_from_chief(self.strategy, [improved, stop], self.chief)
+        if improved:
+            prefix = best_checkpoint_prefix(self.model_dir) if self.chief else \
+                os.path.join(distribute.worker_temp_dir(self.model_dir), "ckpt")
+            tf.train.Checkpoint(model=self.model).write(prefix)
+            if not self.chief:
+                tf.io.gfile.rmtree(os.path.dirname(prefix))
+        if self.chief:
+            print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
+                  f"{self.state['best']:.4f} at step {self.state['best_step']})", flush=True)
+            atomic.write_json(self.state_path, self.state)
+        if stop:
+            if self.chief:
+                print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
             self.model.stop_training = True
 
 
-def train(model: RemiModel, config: RemiConfig, train_dataset: tf.data.Dataset, valid_histories: np.ndarray,
-          valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1) -> dict:
-    """Trains `model` for `config.max_steps` steps (fewer if early stopping triggers).
+def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
+          valid_histories: np.ndarray, valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1,
+          strategy: tf.distribute.Strategy | None = None, chief: bool = True) -> dict:
+    """Trains `model` (built under `strategy`'s scope) for `config.max_steps` steps (fewer if early
+    stopping triggers).
 
-    Re-running with the same `model_dir` after a kill resumes from the last backup.
+    Re-running with the same `model_dir` after a kill (of any task of a cluster) resumes from the last
+    backup.
 
     Returns:
-      validation.json's state: the valid evaluations and the best step.
+      validation.json's state: the valid evaluations and the best step (the chief's; empty elsewhere).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     os.makedirs(model_dir, exist_ok=True)
-    config_lib.save(config, os.path.join(model_dir, "config.yaml"))
-    steps_per_execution = compile_model(model, config)
+    if chief:
+        config_lib.save(config, os.path.join(model_dir, "config.yaml"))
+    with strategy.scope():
+        steps_per_execution = compile_model(model, config)
     epochs = math.ceil(config.max_steps / config.eval_every)
 
     def evaluate_valid() -> dict:
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size)
 
-    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, config.eval_every)
+    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, config.eval_every, chief, strategy)
     if validation.patience and validation.state["evaluations_without_improvement"] >= validation.patience:
         print(f"{model_dir}: training already stopped early; nothing to resume", flush=True)
         return validation.state
@@ -139,9 +167,10 @@ def train(model: RemiModel, config: RemiConfig, train_dataset: tf.data.Dataset, 
         tf.keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, "backup"),
             save_freq=max(1, config.checkpoint_every // steps_per_execution), delete_checkpoint=False),
-        tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-        tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
     ]
-    model.fit(train_dataset, epochs=epochs, steps_per_epoch=config.eval_every, callbacks=callbacks,
-              verbose=verbose)
+    if chief:
+        callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+                      tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch")]
+    model.fit(train_data, epochs=epochs, steps_per_epoch=config.eval_every, callbacks=callbacks,
+              verbose=verbose if chief else 0)
     return validation.state

@@ -6,9 +6,12 @@ import hashlib
 import os
 from collections import Counter, defaultdict
 
+import numpy as np
 import tensorflow as tf
 
 from pipelines import beam, local, schema
+from pipelines import input as input_lib
+from remi_tf import models
 from tests.pipelines.test_dirty_input import write_events
 from tests.pipelines.test_local import planted_log, read_split, write_log
 
@@ -25,6 +28,13 @@ def test_beam_output_equals_the_in_process_output(tmp_path, datasets_dir):
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "beam" / name).read_bytes(), name
     for key in ("input_events", "num_items", "splits", "cleaning"):
         assert beam_manifest[key] == local_manifest[key], key
+    # items.tsv's q (equal bytes for both runners, checked above) is the in-memory random-cut q.
+    data_dir = str(tmp_path / "beam")
+    vocabulary = input_lib.read_vocabulary(data_dir)
+    _, train = input_lib.load_sequences(data_dir, "train", vocabulary)
+    written = input_lib.read_target_probability(data_dir, len(vocabulary))
+    np.testing.assert_allclose(written, models.target_probability(train, len(vocabulary), min_cut=4), rtol=1e-12)
+    assert abs(written.sum() - 1.0) < 1e-12
 
 
 def reference_sequences(rows: list[tuple[str, str, int]]) -> dict[str, list[tuple[int, str]]]:
@@ -66,8 +76,16 @@ def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, 
             written[user] = list(zip(timestamps, items))
     assert written == expected
     vocabulary = Counter(item for events in expected.values() for _, item in events)
-    lines = (tmp_path / "beam" / "items.tsv").read_text().splitlines()
-    assert lines == [f"{item}\t{count}" for item, count in sorted(vocabulary.items(), key=lambda p: (-p[1], p[0]))]
+    lines = [line.split("\t") for line in (tmp_path / "beam" / "items.tsv").read_text().splitlines()]
+    assert [(item, int(count)) for item, count, _ in lines] == sorted(vocabulary.items(), key=lambda p: (-p[1], p[0]))
+    # q: a training user with n items makes each of x_4..x_{n-1} the target with probability 1 / (n - 4).
+    train_users = [events for user, events in expected.items() if reference_split(user, 5) == "train" and len(events) > 4]
+    q = Counter()
+    for events in train_users:
+        for _, item in events[4:]:
+            q[item] += 1 / (len(events) - 4) / len(train_users)
+    for item, _, written_q in lines:
+        assert abs(float(written_q) - q[item]) < 1e-12, item
 
 
 def test_beam_reads_and_writes_another_file_system(tmp_path, datasets_dir):

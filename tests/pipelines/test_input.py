@@ -1,10 +1,14 @@
-"""The tf.data input: the random cut's range, the evaluation cut, and InputContext sharding."""
+"""The tf.data input: the random cut's range, the evaluation cut, InputContext sharding, and the streaming
+path's distribution against the analytic q."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipelines import input as input_lib
 from pipelines import local
+from remi_tf import models
+from remi_tf.config import RemiConfig
 from tests.pipelines.test_local import write_log
 
 
@@ -40,24 +44,76 @@ def test_evaluation_cut():
     np.testing.assert_array_equal(targets[1], np.arange(26, 32))
 
 
-def test_input_context_shards_files_and_splits_the_batch(tmp_path):
+@pytest.mark.parametrize("training_input", ["in_memory", "streaming"])
+def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_input):
     # Each user repeats an item of its own, so a target tells which user (and shard) it came from.
     write_log(tmp_path / "log.csv", [(f"u{u}", f"own{u}", t) for u in range(200) for t in range(6)])
     local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), num_shards=2, progress=False)
     data_dir = str(tmp_path / "data")
-    vocabulary = input_lib.read_vocabulary(data_dir)
+    inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
+                                                            training_input=training_input))
+    assert inputs.streaming == (training_input == "streaming")
     shards = input_lib.split_files(data_dir, "train")
     shard_targets = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id,
                                              num_replicas_in_sync=2)
-        dataset = input_lib.training_dataset(data_dir, vocabulary, batch_size=32, max_history=5, seed=0,
-                                             input_context=context)
-        batch = next(iter(dataset))
+        batch = next(iter(inputs.dataset_fn(context)))
         assert batch["history"].shape == (16, 5)  # the per-replica batch
-        own = {int(items[0]) for _, items in input_lib.read_indexed_sequences([shards[pipeline_id]], vocabulary)}
+        own = {int(items[0]) for _, items in input_lib.read_indexed_sequences([shards[pipeline_id]], inputs.vocabulary)}
         assert set(batch["target"].numpy().tolist()) <= own
         shard_targets.append(own)
     assert not shard_targets[0] & shard_targets[1]
-    _, all_train = input_lib.load_sequences(data_dir, "train", vocabulary)
+    _, all_train = input_lib.load_sequences(data_dir, "train", inputs.vocabulary)
     assert len(shard_targets[0]) + len(shard_targets[1]) == len(all_train)
+
+
+def write_sequence_shards(directory, sequences, vocabulary, num_shards):
+    """Sequence shards of users u0.. with the given item-index sequences (index i + 2 is vocabulary[i])."""
+    from pipelines import schema
+
+    records = [[] for _ in range(num_shards)]
+    for user, items in enumerate(sequences):
+        record = schema.encode_sequence(f"u{user}".encode(), [vocabulary[i - 2].encode() for i in items],
+                                        list(range(len(items))))
+        records[user % num_shards].append(record)
+    paths = []
+    for shard, shard_records in enumerate(records):
+        paths.append(str(directory / schema.shard_name("train", shard, num_shards)))
+        with tf.io.TFRecordWriter(paths[-1]) as writer:
+            for record in shard_records:
+                writer.write(record)
+    return paths
+
+
+def test_streaming_visits_every_user_once_per_pass(tmp_path):
+    vocabulary = [f"i{i}" for i in range(60)]
+    sequences = [np.arange(2 + u, 2 + u + 6) % 60 + 2 for u in range(0, 60, 6)] + [np.array([2, 3, 4])]
+    files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=3)
+    # 10 users with a cut (the last is too short); user u's target x_4 or x_5 tells the user apart.
+    user_of_item = {int(item): u for u, items in enumerate(sequences[:10]) for item in items[4:]}
+    batches = iter(input_lib.streaming_dataset(files, vocabulary, batch_size=5, max_history=3, seed=2,
+                                               shuffle_buffer=4))
+    for _ in range(4):  # four passes of two batches
+        users = [user_of_item[int(t)] for _ in range(2) for t in next(batches)["target"].numpy()]
+        assert sorted(users) == list(range(10))
+
+
+def test_streaming_targets_follow_the_random_cut_distribution(tmp_path):
+    """Per-target frequencies over many passes against the analytic q (the in-memory sampler's)."""
+    rng = np.random.default_rng(0)
+    vocabulary = [f"i{i}" for i in range(30)]
+    sequences = [rng.integers(2, 32, size=rng.integers(5, 16)) for _ in range(120)]
+    files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=2)
+    q = models.target_probability(sequences, len(vocabulary), min_cut=4)
+    dataset = input_lib.streaming_dataset(files, vocabulary, batch_size=40, max_history=4, seed=0, shuffle_buffer=50)
+    passes = 300
+    targets = np.concatenate([b["target"].numpy() for b in dataset.take(passes * 120 // 40)])
+    observed = np.bincount(targets, minlength=len(q))[2:]
+    expected = q[2:] * len(targets)
+    chi_square = float(np.sum((observed - expected) ** 2 / expected))
+    # 29 degrees of freedom: the 0.999 quantile is 58.3. A sampler that cut uniformly over all positions
+    # (not from x_4) fails it by far.
+    assert chi_square < 58.3, chi_square
+    wrong = models.target_probability(sequences, len(vocabulary), min_cut=0)[2:] * len(targets)
+    assert float(np.sum((observed - wrong) ** 2 / wrong)) > 200

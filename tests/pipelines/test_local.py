@@ -63,8 +63,9 @@ def test_prepare_writes_sorted_filtered_split_sequences(tmp_path):
     assert all_users["u5"] == [item for _, item in expected]
     assert len(all_users) == 60
     vocabulary = [line.split("\t") for line in (out / "items.tsv").read_text().splitlines()]
-    counts = [int(c) for _, c in vocabulary]
+    counts = [int(c) for _, c, _ in vocabulary]
     assert counts == sorted(counts, reverse=True) and sum(counts) == 60 * 8
+    assert abs(sum(float(q) for _, _, q in vocabulary) - 1.0) < 1e-12  # q: a distribution over the items
     assert json.loads((out / "manifest.json").read_text())["input_events"] == len(rows)
 
 
