@@ -212,17 +212,18 @@ def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
     return sum(tf.io.gfile.stat(path).length for path in files) > config.in_memory_max_bytes
 
 
-def training_inputs(data_dir: str, config: RemiConfig, deterministic: bool = True) -> TrainingInputs:
+def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = False) -> TrainingInputs:
     """Reads the vocabulary, q, the valid split, and builds the training stream.
 
     `dataset_fn(input_context)` gives one input pipeline's batches (the per-replica batch under a
     strategy), from its share of the train shards: in memory (read when the pipeline is built) or
-    streaming. Pipelines get different seeds; `deterministic=False` draws them at random (parameter-server
-    workers, whose input contexts do not tell them apart).
+    streaming. Pipelines get different seeds. Parameter-server workers build their datasets inside a
+    function on the worker, which cannot read data eagerly, and their input contexts do not tell them
+    apart: they stream, with random seeds.
     """
     vocabulary = read_vocabulary(data_dir)
     files = split_files(data_dir, "train")
-    streaming = use_streaming(config, files)
+    streaming = parameter_server or use_streaming(config, files)
     probability = read_target_probability(data_dir, len(vocabulary))
     if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
         print(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
@@ -236,7 +237,7 @@ def training_inputs(data_dir: str, config: RemiConfig, deterministic: bool = Tru
         batch_size = config.batch_size if input_context is None else \
             input_context.get_per_replica_batch_size(config.batch_size)
         pipeline = 0 if input_context is None else input_context.input_pipeline_id
-        seed = config.seed + 1_000_003 * pipeline if deterministic else None
+        seed = None if parameter_server else config.seed + 1_000_003 * pipeline
         shard = shard_for_input_pipeline(files, input_context)
         if streaming:
             return streaming_dataset(shard, vocabulary, batch_size, config.max_history, seed, config.shuffle_buffer)

@@ -91,9 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     chief = cluster is None or cluster.is_chief()
     print(f"strategy: {strategy_name}" + ("" if cluster is None else f" ({cluster.task_type}:{cluster.task_index} "
                                           f"of {cluster.cluster})"), file=sys.stderr, flush=True)
-    inputs = input_lib.training_inputs(args.data, config, deterministic=strategy_name != "parameter-server")
-    strategy = distribute.make_strategy(strategy_name, cluster, len(inputs.vocabulary) + models.FIRST_ITEM_INDEX,
-                                        config.cluster_timeout_s)
+    # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
+    num_rows = len(input_lib.read_vocabulary(args.data)) + models.FIRST_ITEM_INDEX
+    strategy = distribute.make_strategy(strategy_name, cluster, num_rows, config.cluster_timeout_s)
+    inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server")
     with strategy.scope():
         model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)
@@ -103,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         atomic.write_json(os.path.join(args.model_dir, "run.json"),
                           {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
                            "strategy": strategy_name, "training_input": "streaming" if inputs.streaming else "in_memory",
-                           "replicas": strategy.num_replicas_in_sync})
+                           "replicas": strategy.num_replicas_in_sync,
+                           "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings)})
     train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
         tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
     state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
@@ -231,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="a directory written by `remi prepare`")
     train.add_argument("--model-dir", required=True, help="checkpoints, logs and the resolved config go here")
     train.add_argument("--config", help="YAML preset, e.g. configs/amazon-cds.yaml")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                       help="override config keys: --set a=1 b=2 (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--strategy", choices=config_lib.STRATEGIES,
                        help="tf.distribute strategy (config key `strategy`; default auto: from TF_CONFIG)")

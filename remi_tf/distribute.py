@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
-import threading
 import time
 from typing import Callable, Mapping, NamedTuple, Sequence
 
@@ -156,27 +154,6 @@ def wait_for_tasks(addresses: Sequence[str], timeout_s: float, what: str) -> Non
         time.sleep(0.5)
 
 
-class Watchdog:
-    """Ends the process with a clear message if a cluster step (joining the cluster, the first collective)
-    does not finish within `timeout_s`: TensorFlow itself waits for absent tasks for up to an hour."""
-
-    def __init__(self, timeout_s: float, message: Callable[[], str]) -> None:
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(timeout_s, message), daemon=True)
-
-    def __enter__(self) -> "Watchdog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._done.set()
-
-    def _watch(self, timeout_s: float, message: Callable[[], str]) -> None:
-        if not self._done.wait(timeout_s):
-            print(f"remi train: error: {message()}", file=sys.stderr, flush=True)
-            os._exit(2)
-
-
 def unreachable(addresses: Sequence[str]) -> list[str]:
     """The `host:port`s that refuse a TCP connection now."""
     missing = []
@@ -187,6 +164,33 @@ def unreachable(addresses: Sequence[str]) -> list[str]:
         except OSError:
             missing.append(address)
     return missing
+
+
+def rendezvous(cluster: ClusterConfig, timeout_s: float) -> None:
+    """Waits, for at most `timeout_s`, until every other task of the cluster answers on its port.
+
+    TensorFlow's own start-up waits for absent tasks without a bound (and without releasing Python), so
+    each task first listens on its own port, waits for the others' listeners (or their TensorFlow
+    servers, for tasks already past this point), and then hands its port to TensorFlow.
+
+    Raises:
+      RuntimeError naming the tasks that did not answer.
+    """
+    port = int(cluster.address.rpartition(":")[2])
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", port))
+    except OSError as error:
+        raise RuntimeError(f"this task ({cluster.task_type}:{cluster.task_index}) cannot listen on {cluster.address}, "
+                           f"its TF_CONFIG address: {error.strerror}") from None
+    listener.listen(64)
+    try:
+        peers = [address for job in cluster.cluster.values() for address in job if address != cluster.address]
+        wait_for_tasks(peers, timeout_s, f"{cluster.task_type}:{cluster.task_index} waiting for its cluster "
+                                         f"{cluster.cluster}")
+    finally:
+        listener.close()
 
 
 def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int,
@@ -200,19 +204,12 @@ def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    peers = [address for job in cluster.cluster.values() for address in job if address != cluster.address]
-
-    def missing_tasks() -> str:
-        return (f"the cluster did not come together within {timeout_s:.0f} s; not answering: "
-                f"{unreachable(peers) or 'none (they answer, but did not join)'} (TF_CONFIG's cluster "
-                f"{cluster.cluster}; this task is {cluster.task_type}:{cluster.task_index})")
-
     if name == "multi-worker":
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
-        with Watchdog(timeout_s, missing_tasks):
-            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-            # The first collective is where the workers meet: do it now, under the watchdog.
-            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+        rendezvous(cluster, timeout_s)
+        # No CommunicationOptions timeout: TensorFlow keeps a thread per collective op for its duration,
+        # thousands per minute at our step rates. A lost worker is noticed by the coordination service.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)  # the workers meet
         return strategy
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     wait_for_tasks([a for job in ("worker", "ps") for a in cluster.cluster[job]], timeout_s, "parameter servers")
@@ -226,6 +223,11 @@ def serve_forever(cluster: ClusterConfig) -> None:
                                   task_index=cluster.task_index, protocol="grpc", start=True)
     print(f"{cluster.task_type}:{cluster.task_index} serving at {cluster.address} until stopped", flush=True)
     server.join()
+
+
+def variable_shards(variable: tf.Variable) -> list[dict]:
+    """[{"device", "rows"}] of each shard of a (possibly ShardedVariable) table, for run.json."""
+    return [{"device": shard.device, "rows": int(shard.shape[0])} for shard in getattr(variable, "variables", [variable])]
 
 
 def is_chief_task() -> bool:

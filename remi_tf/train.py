@@ -134,6 +134,15 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ResumeNotice(tf.keras.callbacks.Callback):
+    """Says where a resumed run starts (after BackupAndRestore, which precedes it, restored the backup)."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        step = int(self.model.optimizer.iterations.numpy())
+        if step:
+            print(f"resumed from the backup at step {step}", flush=True)
+
+
 def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
           valid_histories: np.ndarray, valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1,
           strategy: tf.distribute.Strategy | None = None, chief: bool = True) -> dict:
@@ -167,6 +176,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
         tf.keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, "backup"),
             save_freq=max(1, config.checkpoint_every // steps_per_execution), delete_checkpoint=False),
+        ResumeNotice(),
     ]
     if chief:
         callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
