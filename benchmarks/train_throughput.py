@@ -50,19 +50,20 @@ def main() -> None:
     config = config_lib.load(args.config, args.set + [f"batch_size={args.batch_size}"])
     inputs = input_lib.training_inputs(args.data, config)
     model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
+    dataset = inputs.dataset_fn(None)
     train_lib.compile_model(model, config)
-    model.fit(inputs.dataset, epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
     start = time.perf_counter()
-    model.fit(inputs.dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
     train_seconds = time.perf_counter() - start
 
-    input_seconds = time_input(inputs.dataset, args.steps)
+    input_seconds = time_input(dataset, args.steps)
     train_rate = args.steps * args.batch_size / train_seconds
     input_rate = args.steps * args.batch_size / input_seconds
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; tensorflow {tf.__version__}")
     print(f"config: batch {args.batch_size}, K {config.num_interests}, d {config.embedding_dim}, "
           f"L {config.max_history}, items {len(inputs.vocabulary)}, negatives {config.negatives}, "
-          f"steps_per_execution {config.steps_per_execution}")
+          f"steps_per_execution {config.steps_per_execution}, input {'streaming' if inputs.streaming else 'in memory'}")
     print(f"input pipeline examples/s: {input_rate:.0f} ({input_rate / train_rate:.1f}x training)")
     print(f"examples/s: {train_rate:.0f}")
 

@@ -1,0 +1,207 @@
+"""Training across processes on one machine: quality and overhead of multi-worker training with
+cross-replica negatives, the input paths, and a 10 M-item table under parameter servers.
+
+  python benchmarks/distributed.py quality --data runs/bench/cds --config configs/amazon-cds.yaml \
+      --runs "one:256" "workers=2:256" --steps 5000 --seeds 0 1 2
+  python benchmarks/distributed.py quality --data runs/bench/cds --config configs/amazon-cds.yaml \
+      --runs "workers=2:128" "workers=2:256" "workers=2:512" --examples 1280000
+  python benchmarks/distributed.py throughput --data runs/bench/cds --config configs/amazon-cds.yaml
+  python benchmarks/distributed.py scale --items 10000000 --steps 300
+
+Every run is `remi train` (and `remi evaluate --split test`) in fresh processes, as a user runs them;
+`workers=N` adds `--local-cluster workers=N`. Results are printed as Markdown table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+
+
+def remi(*args: str, timeout: float = 7200) -> float:
+    """Runs `remi ARGS`; returns its wall seconds (raises with the output's tail on failure)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"remi {' '.join(args)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    return time.perf_counter() - start
+
+
+def train_args(data: str, model_dir: str, config: str | None, cluster: str, settings: list[str]) -> list[str]:
+    args = ["train", "--data", data, "--model-dir", model_dir, "--quiet", "--set", *settings]
+    if config:
+        args += ["--config", config]
+    if cluster != "one":
+        args += ["--local-cluster", cluster]
+    return args
+
+
+def quality(args: argparse.Namespace) -> None:
+    print("| run | global batch | steps | seed | best step | valid R@50 | test R@50 | test HR@50 | test R@20 | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[str, list[float]] = {}
+    for run in args.runs:
+        cluster, batch = run.split(":")
+        steps = args.steps or int(args.examples) // int(batch)
+        for seed in args.seeds:
+            model_dir = os.path.join(args.output, f"{cluster}-b{batch}-s{seed}".replace("=", ""))
+            settings = [f"batch_size={batch}", f"max_steps={steps}", f"eval_every={max(steps // 10, 1)}",
+                        f"seed={seed}", "patience=0"]
+            seconds = remi(*train_args(args.data, model_dir, args.config, cluster, settings))
+            remi("evaluate", "--model-dir", model_dir, "--split", "test")
+            test = json.load(open(os.path.join(model_dir, "eval-test.json")))
+            valid = json.load(open(os.path.join(model_dir, "validation.json")))
+            results.setdefault(run, []).append(test["recall@50"])
+            print(f"| {cluster} | {batch} | {steps} | {seed} | {valid['best_step']} | {valid['best']:.4f} | "
+                  f"{test['recall@50']:.4f} | {test['hitrate@50']:.4f} | {test['recall@20']:.4f} | {seconds:.0f} |",
+                  flush=True)
+    print("\n| run | test R@50 mean | spread (min - max) |\n|---|---|---|")
+    for run, values in results.items():
+        print(f"| {run} | {statistics.mean(values):.4f} | {min(values):.4f} - {max(values):.4f} |")
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """Examples/s of training, from the difference of two runs of different lengths (start-up, data loading
+    and the one evaluation cancel out), alternating the configurations."""
+    short, long = args.short_steps, args.long_steps
+    rates: dict[str, list[float]] = {}
+    for repeat in range(args.repeats):
+        for run in args.runs:
+            cluster, batch, training_input = run.split(":")
+            seconds = []
+            for steps in (short, long):
+                model_dir = os.path.join(args.output, f"tp-{repeat}-{len(rates)}-{steps}")
+                settings = [f"batch_size={batch}", f"max_steps={steps}", f"eval_every={steps}", "patience=0",
+                            f"training_input={training_input}", "eval_batch_size=2048"]
+                seconds.append(remi(*train_args(args.data, model_dir, args.config, cluster, settings)))
+            rate = (long - short) * int(batch) / (seconds[1] - seconds[0])
+            rates.setdefault(run, []).append(rate)
+            print(f"repeat {repeat}: {run}: {rate:,.0f} examples/s ({seconds[0]:.1f} s / {seconds[1]:.1f} s)",
+                  flush=True)
+    baseline = statistics.median(rates[args.runs[0]])
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus\n")
+    print("| run (cluster:global batch:input) | examples/s median | range | vs first |\n|---|---|---|---|")
+    for run, values in rates.items():
+        print(f"| {run} | {statistics.median(values):,.0f} | {min(values):,.0f} - {max(values):,.0f} | "
+              f"{statistics.median(values) / baseline:.2f}x |")
+
+
+def synthetic_catalogue(directory: str, num_items: int, num_users: int, length: int, seed: int = 0) -> None:
+    """A prepared data directory with a `num_items` vocabulary (written directly, as `remi prepare` would)
+    and `num_users` users of random items; q uniform over the items that occur."""
+    import tensorflow as tf
+
+    from pipelines import schema
+
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(directory, "items.tsv"), "w") as stream:
+        for start in range(0, num_items, 1_000_000):
+            stop = min(start + 1_000_000, num_items)
+            stream.write("".join(f"item{i}\t5\t{1.0 / num_items!r}\n" for i in range(start, stop)))
+    for split, users in (("train", num_users), ("valid", 16), ("test", 16)):
+        with tf.io.TFRecordWriter(os.path.join(directory, schema.shard_name(split, 0, 1))) as writer:
+            for user in range(users):
+                items = rng.integers(0, num_items, size=length)
+                writer.write(schema.encode_sequence(f"{split}{user}".encode(), [f"item{i}".encode() for i in items],
+                                                    list(range(length))))
+    with open(os.path.join(directory, "manifest.json"), "w") as stream:
+        json.dump({"num_items": num_items, "synthetic": True}, stream)
+
+
+def peak_rss_by_task(stop: threading.Event, peaks: dict[str, float]) -> None:
+    """Polls the resident memory (GiB) of every `remi_tf.cli train` process, by its TF_CONFIG task."""
+    while not stop.wait(0.5):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                    if b"remi_tf.cli\x00train" not in stream.read():
+                        continue
+                with open(f"/proc/{pid}/environ", "rb") as stream:
+                    tf_config = next((v[len(b"TF_CONFIG="):] for v in stream.read().split(b"\x00")
+                                      if v.startswith(b"TF_CONFIG=")), None)
+                with open(f"/proc/{pid}/status") as stream:
+                    rss = next(int(line.split()[1]) for line in stream if line.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                continue
+            if tf_config is None:
+                continue
+            task = json.loads(tf_config)["task"]
+            name = f"{task['type']}:{task['index']}"
+            peaks[name] = max(peaks.get(name, 0.0), rss / 2 ** 20)
+
+
+def scale(args: argparse.Namespace) -> None:
+    data = os.path.join(args.output, f"catalogue-{args.items}")
+    if not os.path.exists(os.path.join(data, "manifest.json")):
+        synthetic_catalogue(data, args.items, num_users=20_000, length=30)
+    peaks: dict[str, float] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=peak_rss_by_task, args=(stop, peaks), daemon=True)
+    watcher.start()
+    seconds = []
+    try:
+        for steps in (args.steps // 3, args.steps):
+            model_dir = os.path.join(args.output, f"scale-{args.items}-{steps}")
+            settings = ["batch_size=256", f"max_steps={steps}", f"eval_every={steps}", "steps_per_execution=25",
+                        "patience=0", "eval_batch_size=4", "embedding_dim=64"]
+            seconds.append(remi(*train_args(data, model_dir, None, f"workers=2,ps={args.ps}", settings)))
+    finally:
+        stop.set()
+        watcher.join()
+    run = json.load(open(os.path.join(model_dir, "run.json")))
+    print(f"items {args.items:,} x 64; table shards: {run['item_table_shards']}")
+    steps_per_s = (args.steps - args.steps // 3) / (seconds[1] - seconds[0])
+    print(f"steps/s (global batch 256 per worker step, 2 workers): {steps_per_s:.2f} "
+          f"({seconds[0]:.0f} s for {args.steps // 3} steps, {seconds[1]:.0f} s for {args.steps})")
+    table_gib = (args.items + 2) * 64 * 4 / 2 ** 30
+    print(f"table {table_gib:.2f} GiB; with LazyAdam's 2 slots {3 * table_gib:.2f} GiB")
+    print("| task | peak RSS GiB |\n|---|---|")
+    for task, gib in sorted(peaks.items()):
+        print(f"| {task} | {gib:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("quality", "throughput"):
+        command = commands.add_parser(name)
+        command.add_argument("--data", required=True)
+        command.add_argument("--config")
+        command.add_argument("--output", default="runs/bench-distributed")
+    commands.choices["quality"].add_argument("--runs", nargs="+", required=True, help="CLUSTER:GLOBAL_BATCH, "
+                                             "CLUSTER = one | workers=N")
+    commands.choices["quality"].add_argument("--steps", type=int, help="steps per run")
+    commands.choices["quality"].add_argument("--examples", type=float, help="or: examples per run (steps = / batch)")
+    commands.choices["quality"].add_argument("--seeds", type=int, nargs="+", default=[0])
+    commands.choices["throughput"].add_argument("--runs", nargs="+", default=[
+        "one:256:in_memory", "workers=2:256:in_memory", "one:256:streaming"], help="CLUSTER:GLOBAL_BATCH:INPUT")
+    commands.choices["throughput"].add_argument("--short-steps", type=int, default=500)
+    commands.choices["throughput"].add_argument("--long-steps", type=int, default=2500)
+    commands.choices["throughput"].add_argument("--repeats", type=int, default=3)
+    scale_command = commands.add_parser("scale")
+    scale_command.add_argument("--items", type=int, default=10_000_000)
+    scale_command.add_argument("--ps", type=int, default=2)
+    scale_command.add_argument("--steps", type=int, default=300)
+    scale_command.add_argument("--output", default="runs/bench-distributed")
+    args = parser.parse_args()
+    {"quality": quality, "throughput": throughput, "scale": scale}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
