@@ -145,24 +145,36 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
     return _without_autotune(dataset.prefetch(PREFETCH_BATCHES))
 
 
-def streaming_dataset(files: Sequence[str], vocabulary: Sequence[str], batch_size: int, max_history: int,
+def items_tsv_lookup(items_tsv: str) -> tf.lookup.StaticHashTable:
+    """Item id -> model index (line i of items.tsv -> i + 2, unknown -> OOV), read by TensorFlow from the
+    file where the table is built: a large vocabulary never travels inside a dataset's graph."""
+    initializer = tf.lookup.TextFileInitializer(items_tsv, tf.string, 0, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                                                delimiter="\t", value_index_offset=FIRST_ITEM_INDEX)
+    return tf.lookup.StaticHashTable(initializer, default_value=models.OOV_INDEX)
+
+
+def streaming_dataset(files: Sequence[str], items_tsv: str, batch_size: int, max_history: int,
                       seed: int | None = None, shuffle_buffer: int = 100_000) -> tf.data.Dataset:
     """Endless random-cut batches read from sequence shards, for training data larger than memory.
 
     Each pass reads the files in a fresh order, shuffles users through a buffer of `shuffle_buffer` and
     cuts one example per user, as `sequence_dataset` does (the same cut distribution); every user with a
-    cut appears once per pass. Memory: the buffer, not the split.
+    cut appears once per pass. Memory: the buffer and the id table, not the split.
+
+    Args:
+      items_tsv: the vocabulary file (item ids in its first column).
 
     Returns:
       Dataset of {"history": [batch, L] int64, "target": [batch] int64}.
     """
-    lookup = item_lookup(vocabulary)
+    lookup = items_tsv_lookup(items_tsv)
     compression = _compression(files)
     paths = tf.data.Dataset.from_tensor_slices(list(files)).shuffle(len(files), seed=seed,
                                                                     reshuffle_each_iteration=True)
     records = paths.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
                                cycle_length=min(len(files), 4))
-    users = records.batch(256).map(lambda serialized: lookup(schema.parse_sequences(serialized)["item_ids"]))
+    users = records.batch(256).map(
+        lambda serialized: tf.ragged.map_flat_values(lookup.lookup, schema.parse_sequences(serialized)["item_ids"]))
     users = users.unbatch().filter(lambda items: tf.size(items) > MIN_CUT)
     users = users.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = users.ragged_batch(batch_size, drop_remainder=True).map(lambda items: random_cut(items, max_history))
@@ -240,7 +252,8 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         seed = None if parameter_server else config.seed + 1_000_003 * pipeline
         shard = shard_for_input_pipeline(files, input_context)
         if streaming:
-            return streaming_dataset(shard, vocabulary, batch_size, config.max_history, seed, config.shuffle_buffer)
+            return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
+                                     config.shuffle_buffer)
         sequences = [items for _, items in read_indexed_sequences(shard, vocabulary)]
         return sequence_dataset(sequences, batch_size, config.max_history, seed)
 

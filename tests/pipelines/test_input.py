@@ -69,9 +69,11 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
 
 
 def write_sequence_shards(directory, sequences, vocabulary, num_shards):
-    """Sequence shards of users u0.. with the given item-index sequences (index i + 2 is vocabulary[i])."""
+    """Sequence shards of users u0.. with the given item-index sequences (index i + 2 is vocabulary[i]),
+    and items.tsv."""
     from pipelines import schema
 
+    (directory / "items.tsv").write_text("".join(f"{item}\t1\n" for item in vocabulary))
     records = [[] for _ in range(num_shards)]
     for user, items in enumerate(sequences):
         record = schema.encode_sequence(f"u{user}".encode(), [vocabulary[i - 2].encode() for i in items],
@@ -92,7 +94,7 @@ def test_streaming_visits_every_user_once_per_pass(tmp_path):
     files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=3)
     # 10 users with a cut (the last is too short); user u's target x_4 or x_5 tells the user apart.
     user_of_item = {int(item): u for u, items in enumerate(sequences[:10]) for item in items[4:]}
-    batches = iter(input_lib.streaming_dataset(files, vocabulary, batch_size=5, max_history=3, seed=2,
+    batches = iter(input_lib.streaming_dataset(files, str(tmp_path / "items.tsv"), batch_size=5, max_history=3, seed=2,
                                                shuffle_buffer=4))
     for _ in range(4):  # four passes of two batches
         users = [user_of_item[int(t)] for _ in range(2) for t in next(batches)["target"].numpy()]
@@ -106,7 +108,8 @@ def test_streaming_targets_follow_the_random_cut_distribution(tmp_path):
     sequences = [rng.integers(2, 32, size=rng.integers(5, 16)) for _ in range(120)]
     files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=2)
     q = models.target_probability(sequences, len(vocabulary), min_cut=4)
-    dataset = input_lib.streaming_dataset(files, vocabulary, batch_size=40, max_history=4, seed=0, shuffle_buffer=50)
+    dataset = input_lib.streaming_dataset(files, str(tmp_path / "items.tsv"), batch_size=40, max_history=4, seed=0,
+                                          shuffle_buffer=50)
     passes = 300
     targets = np.concatenate([b["target"].numpy() for b in dataset.take(passes * 120 // 40)])
     observed = np.bincount(targets, minlength=len(q))[2:]
