@@ -6,7 +6,7 @@ cross-replica negatives, the input paths, and a 10 M-item table under parameter 
   python benchmarks/distributed.py quality --data runs/bench/cds --config configs/amazon-cds.yaml \
       --runs "workers=2:128" "workers=2:256" "workers=2:512" --examples 1280000
   python benchmarks/distributed.py throughput --data runs/bench/cds --config configs/amazon-cds.yaml
-  python benchmarks/distributed.py scale --items 10000000 --steps 300
+  python benchmarks/distributed.py scale --items 10000000 --epoch-steps 100
 
 Every run is `remi train` (and `remi evaluate --split test`) in fresh processes, as a user runs them;
 `workers=N` adds `--local-cluster workers=N`. Results are printed as Markdown table rows.
@@ -73,24 +73,24 @@ def quality(args: argparse.Namespace) -> None:
         print(f"| {run} | {statistics.mean(values):.4f} | {min(values):.4f} - {max(values):.4f} |")
 
 
+def training_rate(model_dir: str) -> float:
+    """Median training steps/s over the epochs after the first (validation.json; evaluation excluded)."""
+    evaluations = json.load(open(os.path.join(model_dir, "validation.json")))["evaluations"]
+    return statistics.median(e["train_steps_per_s"] for e in evaluations[1:])
+
+
 def throughput(args: argparse.Namespace) -> None:
-    """Examples/s of training, from the difference of two runs of different lengths (start-up, data loading
-    and the one evaluation cancel out), alternating the configurations."""
-    short, long = args.short_steps, args.long_steps
+    """Examples/s of training (the epochs after the first, evaluation excluded), alternating the runs."""
     rates: dict[str, list[float]] = {}
     for repeat in range(args.repeats):
-        for run in args.runs:
+        for index, run in enumerate(args.runs):
             cluster, batch, training_input = run.split(":")
-            seconds = []
-            for steps in (short, long):
-                model_dir = os.path.join(args.output, f"tp-{repeat}-{len(rates)}-{steps}")
-                settings = [f"batch_size={batch}", f"max_steps={steps}", f"eval_every={steps}", "patience=0",
-                            f"training_input={training_input}", "eval_batch_size=2048"]
-                seconds.append(remi(*train_args(args.data, model_dir, args.config, cluster, settings)))
-            rate = (long - short) * int(batch) / (seconds[1] - seconds[0])
-            rates.setdefault(run, []).append(rate)
-            print(f"repeat {repeat}: {run}: {rate:,.0f} examples/s ({seconds[0]:.1f} s / {seconds[1]:.1f} s)",
-                  flush=True)
+            model_dir = os.path.join(args.output, f"throughput-{repeat}-{index}")
+            settings = [f"batch_size={batch}", f"max_steps={4 * args.epoch_steps}", f"eval_every={args.epoch_steps}",
+                        "patience=0", f"training_input={training_input}"]
+            remi(*train_args(args.data, model_dir, args.config, cluster, settings))
+            rates.setdefault(run, []).append(training_rate(model_dir) * int(batch))
+            print(f"repeat {repeat}: {run}: {rates[run][-1]:,.0f} examples/s", flush=True)
     baseline = statistics.median(rates[args.runs[0]])
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpus\n")
     print("| run (cluster:global batch:input) | examples/s median | range | vs first |\n|---|---|---|---|")
@@ -154,21 +154,17 @@ def scale(args: argparse.Namespace) -> None:
     stop = threading.Event()
     watcher = threading.Thread(target=peak_rss_by_task, args=(stop, peaks), daemon=True)
     watcher.start()
-    seconds = []
+    model_dir = os.path.join(args.output, f"scale-{args.items}")
+    settings = ["batch_size=256", f"max_steps={3 * args.epoch_steps}", f"eval_every={args.epoch_steps}",
+                "steps_per_execution=25", "patience=0", "eval_batch_size=4", "embedding_dim=64"]
     try:
-        for steps in (args.steps // 3, args.steps):
-            model_dir = os.path.join(args.output, f"scale-{args.items}-{steps}")
-            settings = ["batch_size=256", f"max_steps={steps}", f"eval_every={steps}", "steps_per_execution=25",
-                        "patience=0", "eval_batch_size=4", "embedding_dim=64"]
-            seconds.append(remi(*train_args(data, model_dir, None, f"workers=2,ps={args.ps}", settings)))
+        remi(*train_args(data, model_dir, None, f"workers=2,ps={args.ps}", settings))
     finally:
         stop.set()
         watcher.join()
     run = json.load(open(os.path.join(model_dir, "run.json")))
     print(f"items {args.items:,} x 64; table shards: {run['item_table_shards']}")
-    steps_per_s = (args.steps - args.steps // 3) / (seconds[1] - seconds[0])
-    print(f"steps/s (global batch 256 per worker step, 2 workers): {steps_per_s:.2f} "
-          f"({seconds[0]:.0f} s for {args.steps // 3} steps, {seconds[1]:.0f} s for {args.steps})")
+    print(f"steps/s (2 workers, batch 256 per worker step): {training_rate(model_dir):.2f}")
     table_gib = (args.items + 2) * 64 * 4 / 2 ** 30
     print(f"table {table_gib:.2f} GiB; with LazyAdam's 2 slots {3 * table_gib:.2f} GiB")
     print("| task | peak RSS GiB |\n|---|---|")
@@ -191,13 +187,13 @@ def main() -> None:
     commands.choices["quality"].add_argument("--seeds", type=int, nargs="+", default=[0])
     commands.choices["throughput"].add_argument("--runs", nargs="+", default=[
         "one:256:in_memory", "workers=2:256:in_memory", "one:256:streaming"], help="CLUSTER:GLOBAL_BATCH:INPUT")
-    commands.choices["throughput"].add_argument("--short-steps", type=int, default=500)
-    commands.choices["throughput"].add_argument("--long-steps", type=int, default=2500)
+    commands.choices["throughput"].add_argument("--epoch-steps", type=int, default=1000,
+                                                help="steps between evaluations; 4 epochs a run")
     commands.choices["throughput"].add_argument("--repeats", type=int, default=3)
     scale_command = commands.add_parser("scale")
     scale_command.add_argument("--items", type=int, default=10_000_000)
     scale_command.add_argument("--ps", type=int, default=2)
-    scale_command.add_argument("--steps", type=int, default=300)
+    scale_command.add_argument("--epoch-steps", type=int, default=100, help="steps between evaluations; 3 a run")
     scale_command.add_argument("--output", default="runs/bench-distributed")
     args = parser.parse_args()
     {"quality": quality, "throughput": throughput, "scale": scale}[args.command](args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -102,8 +103,13 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         if os.path.exists(self.state_path):
             self.state = atomic.read_json(self.state_path)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_start = (time.perf_counter(), int(self.model.optimizer.iterations.numpy()))
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch
+        start_time, start_step = self.epoch_start
+        steps_per_s = (int(self.model.optimizer.iterations.numpy()) - start_step) / (time.perf_counter() - start_time)
         report = self.evaluate_fn() if self.chief else {}
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
@@ -111,7 +117,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         improved = self.chief and (self.state["best"] is None or report[SELECTION_METRIC] > self.state["best"])
         if self.chief:
             self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
-            self.state["evaluations"].append({"step": step, **scalars})
+            self.state["evaluations"].append({"step": step, **scalars, "train_steps_per_s": steps_per_s})
             if improved:
                 self.state.update(best=report[SELECTION_METRIC], best_step=step, evaluations_without_improvement=0)
             else:
@@ -126,7 +132,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
                 tf.io.gfile.rmtree(os.path.dirname(prefix))
         if self.chief:
             print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
-                  f"{self.state['best']:.4f} at step {self.state['best_step']})", flush=True)
+                  f"{self.state['best']:.4f} at step {self.state['best_step']}); training {steps_per_s:.1f} steps/s",
+                  flush=True)
             atomic.write_json(self.state_path, self.state)
         if stop:
             if self.chief:
