@@ -105,6 +105,27 @@ def test_multi_worker_run_resumes_after_a_worker_is_killed(planted_data, tmp_pat
     assert validation["best"] == max(e["val_recall@50"] for e in validation["evaluations"])
 
 
+def test_parameter_server_training_survives_a_restarted_worker(planted_data, tmp_path):
+    model_dir = str(tmp_path / "model")
+    command = [sys.executable, "-m", "remi_tf.cli", "train", "--data", planted_data, "--model-dir", model_dir,
+               "--quiet", "--set", *SETTINGS, "max_steps=1200", "eval_every=300", "steps_per_execution=10"]
+    validation_path = os.path.join(model_dir, "validation.json")
+    cluster = local_cluster.cluster_spec(local_cluster.ClusterShape(2, 2))
+    with local_cluster.LocalCluster(cluster, command, output=open(os.devnull, "w")) as running:
+        chief = running.processes[("chief", 0)]
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not os.path.exists(validation_path) and chief.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert os.path.exists(validation_path), "no first evaluation"
+        worker = running.processes[("worker", 1)]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+        restarted = running.start_task(("worker", 1))
+        assert running.wait(RUN_TIMEOUT_S) == 0
+        assert restarted.poll() is None  # the new worker:1 served until the end
+    assert [e["step"] for e in json.load(open(validation_path))["evaluations"]] == [300, 600, 900, 1200]
+
+
 def test_a_cluster_task_that_never_comes_is_a_clear_error(planted_data, tmp_path):
     (absent,) = local_cluster.free_ports(1)
     cluster = {"worker": [f"127.0.0.1:{local_cluster.free_ports(1)[0]}", f"127.0.0.1:{absent}"]}
