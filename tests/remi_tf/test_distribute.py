@@ -108,3 +108,19 @@ def test_two_replicas_train_the_global_batch_objective(tmp_path, beta):
     mirrored = run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", "--beta", str(beta))
     assert_same_step(mirrored, reference)
     assert_same_step(run_two_worker_step(tmp_path, beta), reference)
+
+
+def test_local_cluster_shapes_and_the_command_each_task_runs():
+    from remi_tf import cli
+
+    assert local_cluster.parse_shape("workers=2,ps=2") == (2, 2)
+    assert local_cluster.parse_shape("workers=3") == (3, 0)
+    for bad in ("workers=0", "worker=2", "workers=two", "ps=2"):
+        with pytest.raises(ValueError, match="--local-cluster"):
+            local_cluster.parse_shape(bad)
+    spec = local_cluster.cluster_spec(local_cluster.ClusterShape(2, 1))
+    assert {job: len(addresses) for job, addresses in spec.items()} == {"chief": 1, "worker": 2, "ps": 1}
+    assert len({a for addresses in spec.values() for a in addresses}) == 4  # four distinct free ports
+    assert local_cluster.tasks_of(spec)[0] == ("chief", 0)
+    argv = ["train", "--data", "d", "--local-cluster", "workers=2", "--model-dir", "m", "--local-cluster=workers=3"]
+    assert cli._without_option(argv, "--local-cluster") == ["train", "--data", "d", "--model-dir", "m"]
