@@ -11,18 +11,22 @@ from remi_tf import metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 
+SCORE_CHUNK_BYTES = 256 << 20  # the [users, K, rows] scores of one candidate chunk
+
+
 @tf.function(reduce_retracing=True)
-def _interest_topk(query_tower: tf.keras.Model, candidates: tf.Tensor, history: tf.Tensor, top_n: int
-                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    interests, routing = query_tower(history)  # [U, K, d], [U, K, L]
-    scores = tf.einsum("ukd,nd->ukn", interests, candidates)  # [U, K, N]
-    top = tf.math.top_k(scores, k=top_n)
-    return top.indices, top.values, routing
+def _interest_topk(interests: tf.Tensor, candidates: tf.Tensor, top_n: int) -> tuple[tf.Tensor, tf.Tensor]:
+    scores = tf.einsum("ukd,nd->ukn", interests, candidates)  # [U, K, rows]
+    top = tf.math.top_k(scores, k=tf.minimum(top_n, tf.shape(candidates)[0]))
+    return top.indices, top.values
 
 
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
+
+    The corpus is scored in chunks that keep each chunk's scores under SCORE_CHUNK_BYTES (one chunk for
+    catalogues up to ~30 k items at the default batch); each chunk's top-N go on to the merge.
 
     Args:
       histories: [users, L] item indices (0 pads).
@@ -30,14 +34,20 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     Returns:
       (ids [users, top_n] item indices, scores [users, top_n], routing [users, K, L]).
     """
-    candidates = model.candidate_embeddings()
-    top_n = min(top_n, int(candidates.shape[0]))
+    num_items = model.vocabulary_size
+    top_n = min(top_n, num_items)
+    rows_per_chunk = max(top_n, SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests))
+    chunks = list(model.candidate_chunks(rows_per_chunk))
     ids, scores, routings = [], [], []
     for start in range(0, len(histories), batch_size):
-        batch = tf.constant(histories[start:start + batch_size], tf.int64)
-        interest_ids, interest_scores, routing = _interest_topk(model.query_tower, candidates, batch, top_n)
+        interests, routing = model.query_tower(tf.constant(histories[start:start + batch_size], tf.int64))
+        chunk_ids, chunk_scores = [], []
+        for first_item, candidates in chunks:
+            indices, values = _interest_topk(interests, candidates, top_n)
+            chunk_ids.append(indices.numpy() + first_item)
+            chunk_scores.append(values.numpy())
         merged_ids, merged_scores = metrics.merge_interest_topk(
-            interest_ids.numpy() + FIRST_ITEM_INDEX, interest_scores.numpy(), top_n)
+            np.concatenate(chunk_ids, axis=-1) + FIRST_ITEM_INDEX, np.concatenate(chunk_scores, axis=-1), top_n)
         ids.append(merged_ids)
         scores.append(merged_scores)
         routings.append(routing.numpy())

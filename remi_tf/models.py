@@ -7,7 +7,7 @@ Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocab
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -100,6 +100,20 @@ class RemiModel(tfrs.Model):
         """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i); a table
         sharded across parameter servers is read whole."""
         return tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
+
+    def candidate_chunks(self, max_rows: int) -> Iterator[tuple[int, tf.Tensor]]:
+        """The real items' embeddings in chunks of at most `max_rows` rows: (index of the first item of
+        the chunk among the real items, [rows, d]). Rows are gathered where the table lives, so a table
+        sharded across parameter servers never travels whole."""
+        table = self.item_embedding.embeddings
+        shard_start = 0  # table row of the shard's first row
+        for shard in getattr(table, "variables", [table]):
+            shard_rows = int(shard.shape[0])
+            first = max(FIRST_ITEM_INDEX - shard_start, 0)
+            for start in range(first, shard_rows, max_rows):
+                rows = tf.range(start, min(start + max_rows, shard_rows))
+                yield shard_start + start - FIRST_ITEM_INDEX, shard.sparse_read(rows)
+            shard_start += shard_rows
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         history, target = features["history"], features["target"]

@@ -1,0 +1,27 @@
+"""Full-corpus retrieval against numpy, whole and in candidate chunks."""
+
+import numpy as np
+import tensorflow as tf
+
+from remi_tf import evaluate, models
+from remi_tf.config import RemiConfig
+
+
+def numpy_merged_topk(model, histories, top_n):
+    """Reference: every interest scores every item; items ranked by their best interest score."""
+    interests, _ = model.query_tower(tf.constant(histories, tf.int64))
+    scores = np.einsum("ukd,nd->ukn", interests.numpy(), model.candidate_embeddings().numpy()).max(axis=1)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top_n] + models.FIRST_ITEM_INDEX
+
+
+def test_retrieval_in_chunks_equals_whole_corpus_scoring(monkeypatch):
+    tf.keras.utils.set_random_seed(1)
+    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=101)
+    histories = np.random.default_rng(0).integers(2, 103, size=(7, 5))
+    expected = numpy_merged_topk(model, histories, top_n=10)
+    whole, _, _ = evaluate.retrieve(model, histories, top_n=10, batch_size=4)
+    np.testing.assert_array_equal(whole, expected)
+    monkeypatch.setattr(evaluate, "SCORE_CHUNK_BYTES", 4 * 4 * 3 * 13)  # 13 rows a chunk: 8 chunks
+    assert len(list(model.candidate_chunks(13))) == 8
+    chunked, _, _ = evaluate.retrieve(model, histories, top_n=10, batch_size=4)
+    np.testing.assert_array_equal(chunked, expected)
