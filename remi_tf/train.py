@@ -39,12 +39,20 @@ def best_checkpoint_prefix(model_dir: str) -> str:
     return os.path.join(model_dir, BEST_DIR, "ckpt")
 
 
+def weights_checkpoint(model: RemiModel) -> tf.train.Checkpoint:
+    """The model's weights without the optimizer's slots (two more tables' worth), under the object paths of
+    `tf.train.Checkpoint(model=model)`, so that either restores the other."""
+    return tf.train.Checkpoint(model=tf.train.Checkpoint(item_embedding=model.item_embedding,
+                                                         query_tower=model.query_tower))
+
+
 def restore_best(model: RemiModel, model_dir: str) -> None:
     """Loads the best (by valid Recall@50) weights into `model`."""
     prefix = best_checkpoint_prefix(model_dir)
     if not os.path.exists(prefix + ".index"):
         raise FileNotFoundError(f"no best checkpoint at {prefix}; train first (`remi train --model-dir ...`)")
-    tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    status = weights_checkpoint(model).read(prefix)
+    status.expect_partial().assert_nontrivial_match()
 
 
 class TrainedModel(NamedTuple):
@@ -127,7 +135,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         if improved:
             prefix = best_checkpoint_prefix(self.model_dir) if self.chief else \
                 os.path.join(distribute.worker_temp_dir(self.model_dir), "ckpt")
-            tf.train.Checkpoint(model=self.model).write(prefix)
+            weights_checkpoint(self.model).write(prefix)
             if not self.chief:
                 tf.io.gfile.rmtree(os.path.dirname(prefix))
         if self.chief:

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -60,3 +61,19 @@ def test_resume_after_kill(tmp_path, monkeypatch):
     with open(os.path.join(model_dir, "validation.json")) as stream:
         assert [e["step"] for e in json.load(stream)["evaluations"]] == [100, 200]
     assert config_lib.load(os.path.join(model_dir, "config.yaml")) == config
+
+
+def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
+    sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=2)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=40, steps_per_execution=10,
+                                   patience=0)
+    histories, targets = evaluation_examples(sequences[150:], config.max_history)
+    model = models.RemiModel(config, 60)
+    dataset = sequence_dataset(sequences[:150], config.batch_size, config.max_history, seed=0)
+    train.train(model, config, dataset, histories, targets, str(tmp_path), verbose=0)
+    saved = tf.train.load_checkpoint(train.best_checkpoint_prefix(str(tmp_path))).get_variable_to_shape_map()
+    assert not [name for name in saved if "optimizer" in name]
+    restored = models.RemiModel(config, 60)
+    train.restore_best(restored, str(tmp_path))
+    for trained, loaded in zip(model.trainable_weights, restored.trainable_weights):
+        np.testing.assert_array_equal(trained.numpy(), loaded.numpy())
