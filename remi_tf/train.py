@@ -188,9 +188,12 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     callbacks = [
         # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
         validation,
+        # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
+        # every evaluation instead of every checkpoint_every steps.
         tf.keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, "backup"),
-            save_freq=max(1, config.checkpoint_every // steps_per_execution), delete_checkpoint=False),
+            os.path.join(model_dir, "backup"), delete_checkpoint=False,
+            save_freq="epoch" if isinstance(strategy, tf.distribute.ParameterServerStrategy) else
+            max(1, config.checkpoint_every // steps_per_execution)),
         ResumeNotice(),
     ]
     if chief:
