@@ -112,7 +112,7 @@ class RemiModel(tfrs.Model):
             first = max(FIRST_ITEM_INDEX - shard_start, 0)
             for start in range(first, shard_rows, max_rows):
                 rows = tf.range(start, min(start + max_rows, shard_rows))
-                yield shard_start + start - FIRST_ITEM_INDEX, shard.sparse_read(rows)
+                yield shard_start + start - FIRST_ITEM_INDEX, tf.gather(shard, rows)
             shard_start += shard_rows
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
