@@ -197,7 +197,7 @@ def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int
                   timeout_s: float) -> tf.distribute.Strategy:
     """The tf.distribute strategy `name` (already resolved) for this task.
 
-    Multi-worker: joins the cluster (every task must start within `timeout_s`). Parameter servers: the
+    Multi-worker: joins the cluster (every task must answer within `timeout_s`). Parameter servers: the
     chief connects to the workers and ps tasks and shards `item_table_rows`-row variables across the ps.
     """
     if name == "one-device":
@@ -208,9 +208,7 @@ def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int
         rendezvous(cluster, timeout_s)
         # No CommunicationOptions timeout: TensorFlow keeps a thread per collective op for its duration,
         # thousands per minute at our step rates. A lost worker is noticed by the coordination service.
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)  # the workers meet
-        return strategy
+        return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     wait_for_tasks([a for job in ("worker", "ps") for a in cluster.cluster[job]], timeout_s, "parameter servers")
     partitioner = item_table_partitioner(item_table_rows, cluster.num_ps)
