@@ -15,6 +15,17 @@ class LazyAdam(tf.keras.optimizers.Adam):
     gradient reaching `update_step` has unique indices (the base optimizer de-duplicates it).
     """
 
+    def add_variable_from_reference(self, model_variable: tf.Variable, variable_name: str, shape=None,
+                                    initial_value=None) -> tf.Variable:
+        """Slots start as zeros made where the slot lives. Stock Keras computes them on the default device
+        first: for an item table sharded across parameter servers, every shard's slots would pass
+        through the chief's memory whole (7.7 GB for a 10 M x 64 table)."""
+        if initial_value is None:
+            slot_shape = model_variable.shape if shape is None else shape
+            dtype = getattr(model_variable, "true_dtype", model_variable.dtype)
+            initial_value = lambda: tf.zeros(slot_shape, dtype)  # noqa: E731 (called under the slot's device)
+        return super().add_variable_from_reference(model_variable, variable_name, shape, initial_value)
+
     def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable) -> None:
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             super().update_step(gradient, variable)
