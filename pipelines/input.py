@@ -224,16 +224,17 @@ def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
     return sum(tf.io.gfile.stat(path).length for path in files) > config.in_memory_max_bytes
 
 
-def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = False) -> TrainingInputs:
+def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = False,
+                    vocabulary: list[str] | None = None) -> TrainingInputs:
     """Reads the vocabulary, q, the valid split, and builds the training stream.
 
     `dataset_fn(input_context)` gives one input pipeline's batches (the per-replica batch under a
     strategy), from its share of the train shards: in memory (read when the pipeline is built) or
     streaming. Pipelines get different seeds. Parameter-server workers build their datasets inside a
     function on the worker, which cannot read data eagerly, and their input contexts do not tell them
-    apart: they stream, with random seeds.
+    apart: they stream, with random seeds. `vocabulary`: items.tsv's ids when the caller has read them.
     """
-    vocabulary = read_vocabulary(data_dir)
+    vocabulary = read_vocabulary(data_dir) if vocabulary is None else vocabulary
     files = split_files(data_dir, "train")
     streaming = parameter_server or use_streaming(config, files)
     probability = read_target_probability(data_dir, len(vocabulary))

@@ -92,9 +92,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"strategy: {strategy_name}" + ("" if cluster is None else f" ({cluster.task_type}:{cluster.task_index} "
                                           f"of {cluster.cluster})"), file=sys.stderr, flush=True)
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
-    num_rows = len(input_lib.read_vocabulary(args.data)) + models.FIRST_ITEM_INDEX
-    strategy = distribute.make_strategy(strategy_name, cluster, num_rows, config.cluster_timeout_s)
-    inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server")
+    vocabulary = input_lib.read_vocabulary(args.data)
+    strategy = distribute.make_strategy(strategy_name, cluster, len(vocabulary) + models.FIRST_ITEM_INDEX,
+                                        config.cluster_timeout_s)
+    inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server",
+                                       vocabulary=vocabulary)
     with strategy.scope():
         model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
     os.makedirs(args.model_dir, exist_ok=True)

@@ -92,8 +92,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     weights, stops after `patience` evaluations without improvement. Its state lives in
     validation.json so that a resumed run continues the same selection.
 
-    The chief evaluates and writes; under multi-worker training the other workers receive its score and
-    decision (one all-reduce), write the same checkpoint to a temporary directory (saving takes every
+    The chief evaluates and writes; under multi-worker training the other workers receive its decisions
+    (improved, stop: one all-reduce), write the same checkpoint to a temporary directory (saving takes every
     worker) and stop together with it.
     """
 
