@@ -19,25 +19,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import threading
-import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
-
-
-def remi(*args: str, timeout: float = 7200) -> float:
-    """Runs `remi ARGS`; returns its wall seconds (raises with the output's tail on failure)."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(f"remi {' '.join(args)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-    return time.perf_counter() - start
+from cli_runs import remi
 
 
 def train_args(data: str, model_dir: str, config: str | None, cluster: str, settings: list[str]) -> list[str]:

@@ -8,6 +8,8 @@ Beam's per-element cost is paid per block and per user bucket:
         -> item counts summed over buckets -> frequent items (a side input: the 5-core filter)
         -> filter_users + shard_records per bucket -> GroupByKey((split, shard)) -> one TFRecord shard each
         -> target tallies summed over buckets (q of the logQ correction) -> items.tsv and manifest.json.
+The time split (pipelines.time_split) counts items on each bucket's events before T1, filters those,
+sums the training items into the vocabulary (a side input) and cuts every bucket's users into windows.
 
 Buckets are the unit of parallelism for the per-user work (raise `num_buckets` for large clusters); files
 are the unit for reading. The per-record logic is pipelines.sequences', shared with the in-process path,
@@ -25,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import local, readers, schema, sequences
+from pipelines import local, readers, schema, sequences, time_split
 from remi_tf import atomic
 
 REPORT = "report"
@@ -75,6 +77,17 @@ def _order_bucket(bucket: int, blocks: Iterable[sequences.EventBlock]) -> Iterat
     yield beam.pvalue.TaggedOutput(REPORT, {"users": len(users.users), "duplicates": duplicates})
 
 
+def _user_split_records(users: sequences.UserSequences, seed: int, num_shards: int) -> Iterator:
+    yield from sequences.shard_records(users, seed, num_shards).items()
+
+
+def _time_split_records(users: sequences.UserSequences, vocabulary: sequences.ItemCounts,
+                        boundaries: time_split.TimeBoundaries, num_shards: int) -> Iterator:
+    records, report = time_split.split_records(users, set(vocabulary.items.tolist()), boundaries, num_shards)
+    yield from records.items()
+    yield beam.pvalue.TaggedOutput(REPORT, {"time_split": report})
+
+
 class WriteShard(beam.DoFn):
     """((split, shard), [[UserRecord] per bucket]) -> the shard file, users sorted by id; yields a report
     of the users and events written per split."""
@@ -91,27 +104,33 @@ class WriteShard(beam.DoFn):
 
 
 def _merge_reports(reports: Iterable[dict]) -> dict:
-    """Sums reports: numbers add up, dicts add up per key, lists concatenate."""
+    """Sums reports: numbers add up (`first_*` take the minimum, `last_*` the maximum), dicts merge
+    recursively, lists concatenate."""
     total: dict = {}
     for report in reports:
-        for key, value in report.items():
-            if isinstance(value, dict):
-                merged = total.setdefault(key, {})
-                for name, count in value.items():
-                    merged[name] = merged.get(name, 0) + count
-            elif isinstance(value, list):
-                total.setdefault(key, []).extend(value)
-            else:
-                total[key] = total.get(key, 0) + value
+        _merge_into(total, report)
     return total
+
+
+def _merge_into(total: dict, report: dict) -> None:
+    for key, value in report.items():
+        if isinstance(value, dict):
+            _merge_into(total.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            total.setdefault(key, []).extend(value)
+        elif key not in total:
+            total[key] = value
+        else:
+            total[key] = (min if key.startswith("first_") else max if key.startswith("last_") else sum)(
+                (total[key], value))
 
 
 def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, max_bad_records: int = 0,
             behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,
-            progress: bool = True) -> dict:
+            progress: bool = True, boundaries: time_split.TimeBoundaries | None = None) -> dict:
     """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
-    local runner). Returns the manifest."""
+    local runner); `boundaries`: the time split, None: the user split. Returns the manifest."""
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     manifest: dict = {}
@@ -134,20 +153,33 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                     .with_outputs(REPORT, main="buckets"))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
                        | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))
-            item_counts = (ordered.users | "ItemCounts" >> beam.Map(sequences.item_counts)
-                           | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
-            kept = ordered.users | "FilterUsers" >> beam.Map(sequences.filter_users,
-                                                             kept_items=beam.pvalue.AsSingleton(frequent))
-            written = (kept | "ShardRecords" >> beam.FlatMap(
-                           lambda users: sequences.shard_records(users, seed, num_shards).items())
-                       | "GroupByShard" >> beam.GroupByKey()
-                       | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
+            if boundaries is None:
+                item_counts = (ordered.users | "ItemCounts" >> beam.Map(sequences.item_counts)
+                               | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+                frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
+                kept = ordered.users | "FilterUsers" >> beam.Map(sequences.filter_users,
+                                                                 kept_items=beam.pvalue.AsSingleton(frequent))
+                split = kept | "ShardRecords" >> beam.FlatMap(_user_split_records, seed=seed, num_shards=num_shards
+                                                              ).with_outputs(REPORT, main="records")
+            else:
+                before = ordered.users | "EventsBefore" >> beam.Map(time_split.events_before, boundaries.valid_from)
+                item_counts = (before | "ItemCounts" >> beam.Map(sequences.item_counts)
+                               | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+                frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
+                kept = before | "FilterUsers" >> beam.Map(sequences.filter_users,
+                                                          kept_items=beam.pvalue.AsSingleton(frequent))
             vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
                           | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-            tallies = (kept | "TargetTallies" >> beam.Map(sequences.target_tallies, seed=seed)
+            if boundaries is not None:
+                split = ordered.users | "SplitRecords" >> beam.FlatMap(
+                    _time_split_records, vocabulary=beam.pvalue.AsSingleton(vocabulary), boundaries=boundaries,
+                    num_shards=num_shards).with_outputs(REPORT, main="records")
+            written = (split.records | "GroupByShard" >> beam.GroupByKey()
+                       | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
+            tallies = (kept | "TargetTallies" >> beam.Map(sequences.target_tallies,
+                                                          seed=seed if boundaries is None else None)
                        | "SumTargetTallies" >> beam.CombineGlobally(sequences.merge_target_tallies))
-            report = ((read[REPORT], ordered[REPORT], written) | "Reports" >> beam.Flatten()
+            report = ((read[REPORT], ordered[REPORT], split[REPORT], written) | "Reports" >> beam.Flatten()
                       | "MergeReports" >> beam.CombineGlobally(_merge_reports))
             _ = (pipeline | "One" >> beam.Create([None]) | "Finish" >> beam.Map(
                 finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
@@ -156,7 +188,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         results_path = os.path.join(directory, RESULTS)
         results = atomic.read_json(results_path)
         tf.io.gfile.remove(results_path)
-        manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records))
+        manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records,
+                                  boundaries))
         atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
     atomic.publish_directory(build, output_dir, overwrite)
@@ -164,21 +197,27 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,
-              compress: bool, max_bad_records: int) -> dict:
+              compress: bool, max_bad_records: int, boundaries: time_split.TimeBoundaries | None) -> dict:
     bad_by_reason = results.get("bad_by_reason", {})
     examples = sorted(results.get("bad_examples", []))
     bad_total = sum(bad_by_reason.values())
     if bad_total > max_bad_records:
         raise ValueError(f"{examples[0]} ({bad_total} bad records; --max-bad-records is {max_bad_records}: raise "
                          "it to skip such records)")
-    splits = {split: {"users": results.get("split_users", {}).get(split, 0),
-                      "events": results.get("split_events", {}).get(split, 0)} for split in schema.SPLITS}
+    if boundaries is None:
+        splits = {split: {"users": results.get("split_users", {}).get(split, 0),
+                          "events": results.get("split_events", {}).get(split, 0)} for split in schema.SPLITS}
+        kept_users = sum(s["users"] for s in splits.values())
+    else:
+        time_split.check_windows(results["time_split"], boundaries)
+        splits = results["time_split"]["splits"]
+        kept_users = splits["train"]["users"]
     local.require_items(results["num_items"], input_paths)
     cleaning = {"bad_records": bad_total, "bad_by_reason": bad_by_reason, "bad_examples": examples[:10],
                 "skipped": results.get("skipped", {}), "duplicate_events_removed": results.get("duplicates", 0),
-                "users_below_min_count": results.get("users", 0) - sum(s["users"] for s in splits.values()),
+                "users_below_min_count": results.get("users", 0) - kept_users,
                 "items_below_min_count": results["items"] - results["kept_items"]}
     manifest = local.make_manifest(input_paths, file_format, seed, num_shards, compress,
-                                   results.get("input_events", 0), splits, results["num_items"], cleaning)
+                                   results.get("input_events", 0), splits, results["num_items"], cleaning, boundaries)
     manifest["runner"] = "beam"
     return manifest

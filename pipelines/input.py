@@ -59,24 +59,39 @@ def _compression(files: Sequence[str]) -> str:
     return "GZIP" if files[0].endswith(".gz") else ""
 
 
-def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
-    """(user id, [n] int64 item indices) per sequence record of `files`, in file order."""
+class IndexedSequence(NamedTuple):
+    """One sequence record with item indices: user id, items [n] int64 and history_length (where a time
+    split's evaluation targets begin; -1: at the protocol's cut)."""
+
+    user_id: str
+    items: np.ndarray
+    history_length: int
+
+
+def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[IndexedSequence]:
+    """The sequence records of `files` with item indices, in file order."""
     lookup = item_lookup(vocabulary)
     dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
     dataset = dataset.batch(1024).map(schema.parse_sequences)
-    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"])))
-    for user_ids, items in dataset.as_numpy_iterator():
-        for user_id, user_items in zip(user_ids, items):
-            yield user_id.decode("utf-8"), user_items
+    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]), record["history_length"]))
+    for user_ids, items, history_lengths in dataset.as_numpy_iterator():
+        for user_id, user_items, history_length in zip(user_ids, items, history_lengths.tolist()):
+            yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length)
 
 
 def load_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
     """(user ids, item-index arrays) of one split, in memory."""
-    user_ids, item_sequences = [], []
-    for user_id, items in read_indexed_sequences(split_files(data_dir, split), vocabulary):
-        user_ids.append(user_id)
-        item_sequences.append(items)
-    return user_ids, item_sequences
+    records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
+    return [record.user_id for record in records], [record.items for record in records]
+
+
+def load_evaluation_split(data_dir: str, split: str, vocabulary: Sequence[str], max_history: int
+                          ) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """(user ids, histories [users, L], targets per user) of a valid or test split (evaluation_examples)."""
+    records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
+    histories, targets = evaluation_examples([record.items for record in records], max_history,
+                                             [record.history_length for record in records])
+    return [record.user_id for record in records], histories, targets
 
 
 def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int = MIN_CUT) -> dict[str, tf.Tensor]:
@@ -189,9 +204,10 @@ def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int
-                        ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The protocol's evaluation cut: k = floor(0.8 n), history = last <= L items before k, targets = x_k..
+def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int,
+                        history_lengths: Sequence[int] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The evaluation cut k: the record's history_length where given (>= 0: a time split's boundary),
+    else the protocol's floor(0.8 n); history = last <= L items before k, targets = x_k..
 
     Returns:
       (histories [users, L] int64, left-aligned and 0-padded; targets per user).
@@ -199,7 +215,8 @@ def evaluation_examples(item_sequences: Sequence[np.ndarray], max_history: int
     histories = np.zeros((len(item_sequences), max_history), np.int64)
     targets = []
     for row, sequence in enumerate(item_sequences):
-        cut = int(len(sequence) * EVAL_CUT_FRACTION)
+        cut = history_lengths[row] if history_lengths is not None and history_lengths[row] >= 0 else int(
+            len(sequence) * EVAL_CUT_FRACTION)
         history = sequence[max(cut - max_history, 0):cut]
         histories[row, :len(history)] = history
         targets.append(np.asarray(sequence[cut:], np.int64))
@@ -241,10 +258,9 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
         print(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
               "computing q from the train split", file=sys.stderr)
-        probability = target_probability((items for _, items in read_indexed_sequences(files, vocabulary)),
+        probability = target_probability((record.items for record in read_indexed_sequences(files, vocabulary)),
                                           len(vocabulary), MIN_CUT)
-    _, valid_sequences = load_sequences(data_dir, "valid", vocabulary)
-    valid_histories, valid_targets = evaluation_examples(valid_sequences, config.max_history)
+    _, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary, config.max_history)
 
     def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         batch_size = config.batch_size if input_context is None else \
@@ -255,7 +271,7 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         if streaming:
             return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
                                      config.shuffle_buffer)
-        sequences = [items for _, items in read_indexed_sequences(shard, vocabulary)]
+        sequences = [record.items for record in read_indexed_sequences(shard, vocabulary)]
         return sequence_dataset(sequences, batch_size, config.max_history, seed)
 
     return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset_fn, streaming)

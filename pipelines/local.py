@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import readers, schema, sequences
+from pipelines import readers, schema, sequences, time_split
 from remi_tf import atomic
 
 
@@ -88,14 +88,19 @@ def require_items(num_items: int, input_paths: Sequence[str]) -> None:
 
 
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
-                  input_events: int, splits: dict, num_items: int, cleaning: dict) -> dict:
+                  input_events: int, splits: dict, num_items: int, cleaning: dict,
+                  boundaries: time_split.TimeBoundaries | None = None) -> dict:
+    """The manifest; `split` says how users and events were split: "users" (hash of the user id with
+    `seed`, `split_fractions`) or "time" (`valid_from`/`test_from`, the boundaries)."""
+    split = {"split": "users", "split_fractions": dict(sequences.SPLIT_FRACTIONS)} if boundaries is None else {
+        "split": "time", "valid_from": boundaries.valid_from, "test_from": boundaries.test_from}
     return {
         "source": [atomic.absolute(path) for path in input_paths],
         "format": file_format,
         "filters": {"min_item_count": sequences.MIN_ITEM_COUNT, "min_user_count": sequences.MIN_USER_COUNT,
                     "passes": 1},
         "seed": seed,
-        "split_fractions": dict(sequences.SPLIT_FRACTIONS),
+        **split,
         "num_shards": num_shards,
         "compression": "GZIP" if compress else "",
         "schema_version": schema.SCHEMA_VERSION,
@@ -123,9 +128,11 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
 
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
-            max_bad_records: int = 0, behavior: str | None = None) -> dict:
+            max_bad_records: int = 0, behavior: str | None = None,
+            boundaries: time_split.TimeBoundaries | None = None) -> dict:
     """Builds the training data set from raw logs in one process (the fast path for one machine), with
-    the per-record logic of pipelines.sequences that the Beam pipeline uses.
+    the per-record logic of pipelines.sequences that the Beam pipeline uses. `boundaries`: the time split
+    (pipelines.time_split); None: the user split.
 
     Returns:
       The manifest (also written to `<output_dir>/manifest.json`).
@@ -135,20 +142,31 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     log = readers.BadRecordLog(max_bad_records)
     events = read_columns(input_paths, file_format, log, behavior, progress)
     ordered, duplicates = sequences.order_users(events)
-    all_item_counts = sequences.item_counts(ordered)
-    frequent = sequences.frequent_items(all_item_counts)
-    kept = sequences.filter_users(ordered, frequent)
+    if boundaries is None:
+        all_item_counts = sequences.item_counts(ordered)
+        frequent = sequences.frequent_items(all_item_counts)
+        kept = sequences.filter_users(ordered, frequent)
+        records = sequences.shard_records(kept, seed, num_shards)
+        splits = split_counts(records)
+        tallies = sequences.target_tallies(kept, seed)
+    else:
+        all_item_counts = sequences.item_counts(time_split.events_before(ordered, boundaries.valid_from))
+        frequent = sequences.frequent_items(all_item_counts)
+        kept = sequences.filter_users(time_split.events_before(ordered, boundaries.valid_from), frequent)
+        records, report = time_split.split_records(ordered, set(sequences.item_counts(kept).items.tolist()),
+                                                   boundaries, num_shards)
+        time_split.check_windows(report, boundaries)
+        splits = report["splits"]
+        tallies = sequences.target_tallies(kept, seed=None)
     vocabulary_counts = sequences.item_counts(kept)
     require_items(len(vocabulary_counts.items), input_paths)
-    records = sequences.shard_records(kept, seed, num_shards)
     cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                 "users_below_min_count": len(ordered.users) - len(kept.users),
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
     if progress and (cleaning["bad_records"] or cleaning["skipped"] or duplicates):
         print(f"skipped: {json.dumps({k: v for k, v in cleaning.items() if k != 'bad_examples'})}", file=sys.stderr)
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
-                             split_counts(records), len(vocabulary_counts.items), cleaning)
-    tallies = sequences.target_tallies(kept, seed)
+                             splits, len(vocabulary_counts.items), cleaning, boundaries)
     atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
                                                               manifest, num_shards, compress, progress),
                              output_dir, overwrite)

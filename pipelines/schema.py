@@ -3,7 +3,9 @@
 Event log record (one tf.train.Example per interaction): user_id bytes, item_id bytes, timestamp int64,
 optional category bytes and behavior bytes.
 Sequence record (one tf.train.Example per user): user_id bytes, item_ids bytes list (time order),
-timestamps int64 list.
+timestamps int64 list, and in the valid/test records of a time split history_length int64: the events
+before the split's boundary (the history; the rest are the targets). Without it (-1) evaluation cuts at
+floor(0.8 n), the user split's protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SEQUENCE_FEATURES = {
     "user_id": tf.io.FixedLenFeature([], tf.string),
     "item_ids": tf.io.RaggedFeature(tf.string),
     "timestamps": tf.io.RaggedFeature(tf.int64),
+    "history_length": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
 }
 
 SPLITS = ("train", "valid", "test")
@@ -71,8 +74,10 @@ def encode_event(user_id: str, item_id: str, timestamp: int, category: str | Non
     return _event_encoder.encode(values)
 
 
-def encode_sequence(user_id: bytes, item_ids: Sequence[bytes], timestamps: Sequence[int]) -> bytes:
-    """One user's time-ordered history (ids as UTF-8 bytes) as a serialized sequence tf.train.Example."""
+def encode_sequence(user_id: bytes, item_ids: Sequence[bytes], timestamps: Sequence[int],
+                    history_length: int | None = None) -> bytes:
+    """One user's time-ordered history (ids as UTF-8 bytes) as a serialized sequence tf.train.Example;
+    `history_length`: where the evaluation targets begin (time split), None: at the protocol's cut."""
     if len(item_ids) != len(timestamps):
         raise ValueError(f"user {user_id!r}: {len(item_ids)} item ids but {len(timestamps)} timestamps")
     example = tf.train.Example()
@@ -80,6 +85,8 @@ def encode_sequence(user_id: bytes, item_ids: Sequence[bytes], timestamps: Seque
     features["user_id"].bytes_list.value.append(user_id)
     features["item_ids"].bytes_list.value.extend(item_ids)  # extend(): ~4x faster than building Feature messages
     features["timestamps"].int64_list.value.extend(timestamps)
+    if history_length is not None:
+        features["history_length"].int64_list.value.append(history_length)
     return example.SerializeToString(deterministic=True)
 
 

@@ -129,11 +129,16 @@ def filter_users(sequences: UserSequences, kept_items: set[bytes], min_length: i
     One pass of the 5-core filter (items first, then users), as the REMI/ComiRec protocol.
     """
     kept_item = np.fromiter((item in kept_items for item in sequences.item_ids), bool, len(sequences.item_ids))
-    kept_event = kept_item[sequences.item_codes]
+    return select_events(sequences, kept_item[sequences.item_codes], min_length)
+
+
+def select_events(sequences: UserSequences, kept_event: np.ndarray, min_length: int = 0) -> UserSequences:
+    """The events where `kept_event` [events] is true, in the same order; users with fewer than
+    `min_length` of them are dropped."""
     user_of_event = np.repeat(np.arange(len(sequences.users)), sequences.lengths())
     kept_per_user = np.bincount(user_of_event[kept_event], minlength=len(sequences.users))
     kept_user = kept_per_user >= min_length
-    kept_event &= kept_user[user_of_event]
+    kept_event = kept_event & kept_user[user_of_event]
     offsets = np.zeros(int(kept_user.sum()) + 1, dtype=np.int64)
     np.cumsum(kept_per_user[kept_user], out=offsets[1:])
     return UserSequences(sequences.users[kept_user], offsets, sequences.item_codes[kept_event], sequences.item_ids,
@@ -176,11 +181,12 @@ class TargetTallies(NamedTuple):
     users: int
 
 
-def target_tallies(sequences: UserSequences, seed: int) -> TargetTallies:
-    """The tallies of the users of `sequences` that `assign_split` puts in train."""
+def target_tallies(sequences: UserSequences, seed: int | None) -> TargetTallies:
+    """The tallies of the users of `sequences` that `assign_split` puts in train (seed None: of every user,
+    when `sequences` are the training sequences of a time split)."""
     lengths = sequences.lengths()
-    in_train = np.fromiter((assign_split(user, seed) == "train" for user in sequences.users), bool,
-                           len(sequences.users))
+    in_train = np.ones(len(sequences.users), bool) if seed is None else np.fromiter(
+        (assign_split(user, seed) == "train" for user in sequences.users), bool, len(sequences.users))
     eligible = in_train & (lengths > MIN_CUT)
     user_of_event = np.repeat(np.arange(len(sequences.users)), lengths)
     position = np.arange(len(sequences.item_codes)) - sequences.offsets[:-1][user_of_event]

@@ -34,8 +34,14 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from pipelines import time_split
+
+    if args.split == "users" and (args.valid_from or args.test_from):
+        raise ValueError("--valid-from/--test-from need --split time")
+    boundaries = time_split.parse_boundaries(args.valid_from, args.test_from) if args.split == "time" else None
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
-                   overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior)
+                   overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
+                   boundaries=boundaries)
     runner = choose_runner(args.runner, args.input, args.pipeline_args)
     print(f"runner: {runner}", file=sys.stderr)
     if runner == "in-process":
@@ -51,6 +57,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         manifest = beam.prepare(args.input, args.output, **options, num_buckets=args.user_buckets,
                                 pipeline_args=[f"--runner={runner}", *args.pipeline_args])
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
+                       + (f" ({c['cold_users']:,} cold users not evaluated)" if c.get("cold_users") else "")
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
     return 0
@@ -81,10 +88,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines import input as input_lib
     from remi_tf import models
     from remi_tf import train as train_lib
+    from remi_tf import warm_start as warm_start_lib
 
     config = config_lib.load(args.config, [*(args.set or ()), *([f"strategy={args.strategy}"] if args.strategy else [])])
     cluster = distribute.read_cluster()
     strategy_name = distribute.resolve_strategy(config.strategy, cluster)
+    if args.warm_start:
+        warm_start_lib.check_parent(args.warm_start, config)
     if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
         distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks
         return 0
@@ -98,7 +108,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server",
                                        vocabulary=vocabulary)
     with strategy.scope():
-        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability)
+        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary)
+    warm = {}
+    if args.warm_start:
+        carried = warm_start_lib.warm_start(model, inputs.vocabulary, args.warm_start)
+        warm = {"warm_start_from": atomic.absolute(args.warm_start), "warm_start": carried._asdict()}
+        print(f"warm start from {args.warm_start}: {carried.kept_items:,} item rows carried, {carried.new_items:,} "
+              f"new, {carried.dropped_items:,} dropped" + ("; streaming logQ state carried"
+                                                          if carried.frequency_state else ""), file=sys.stderr)
     os.makedirs(args.model_dir, exist_ok=True)
     if chief:
         tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
@@ -107,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
                            "strategy": strategy_name, "training_input": "streaming" if inputs.streaming else "in_memory",
                            "replicas": strategy.num_replicas_in_sync,
-                           "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings)})
+                           "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings),
+                           **warm})
     train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
         tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
     state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
@@ -139,8 +157,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
-    user_ids, item_sequences = input_lib.load_sequences(args.data or trained.data_dir, args.split, vocabulary)
-    histories, targets = input_lib.evaluation_examples(item_sequences, config.max_history)
+    user_ids, histories, targets = input_lib.load_evaluation_split(args.data or trained.data_dir, args.split,
+                                                                   vocabulary, config.max_history)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
@@ -221,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
     prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
+    prepare.add_argument("--split", choices=("users", "time"), default="users",
+                         help="users: held-out users 80/10/10 (the paper's protocol, default); time: train on "
+                              "events before --valid-from, valid on [valid-from, test-from), test from test-from")
+    prepare.add_argument("--valid-from", metavar="T1", help="--split time: unix seconds or an ISO date (2013-07-01)")
+    prepare.add_argument("--test-from", metavar="T2", help="--split time: unix seconds or an ISO date, after T1")
     prepare.add_argument("--runner", default="auto",
                          help="auto (default: in-process for inputs up to 256 MiB, else Beam's DirectRunner), "
                               "in-process (one process, the fastest on one machine), or a Beam runner "
@@ -238,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                        help="override config keys: --set a=1 b=2 (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--warm-start", metavar="PREVIOUS_MODEL_DIR",
+                       help="start from a trained model: item rows carried by id into this data's vocabulary "
+                            "(new items initialised, gone ones dropped), routing and streaming logQ state as they are")
     train.add_argument("--strategy", choices=config_lib.STRATEGIES,
                        help="tf.distribute strategy (config key `strategy`; default auto: from TF_CONFIG)")
     train.add_argument("--local-cluster", metavar="workers=N[,ps=M]",

@@ -18,6 +18,8 @@ from remi_tf import atomic
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
+LOGQ_CORRECTIONS = ("counts", "streaming", "none")
+LEGACY_VALUES = {"logq_correction": {True: "counts", False: "none"}}  # the key was a bool before streaming
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 
@@ -40,7 +42,12 @@ class RemiConfig:
       negatives: "in_batch", "in_batch_plus_sampled" (mixed negative sampling) or "sampled" (only
         `num_sampled_negatives` uniformly sampled items shared by the batch, as the reference code).
       num_sampled_negatives: number of uniformly sampled extra negatives per batch.
-      logq_correction: subtract log q_j from every logit (sampling-bias correction).
+      logq_correction: subtract log q_j from every logit (sampling-bias correction): "counts" (q of each
+        item as a random-cut target, written by prepare; `true` means this), "streaming" (q estimated
+        from the training stream itself, remi_tf.frequency: for logs whose popularity drifts and
+        warm-started models) or "none" (`false`).
+      logq_buckets, logq_hashes, logq_alpha: the streaming estimator's hash buckets per hash function,
+        number of hash functions and moving-average rate.
       remove_accidental_hits: drop negatives whose item equals the row's positive.
     Training:
       optimizer: "lazy_adam" (Adam that updates only the embedding rows of the batch: several times
@@ -74,7 +81,10 @@ class RemiConfig:
     routing_exclude_padding: bool = False
     negatives: str = "in_batch"
     num_sampled_negatives: int = 1280
-    logq_correction: bool = True
+    logq_correction: str = "counts"
+    logq_buckets: int = 1 << 20
+    logq_hashes: int = 2
+    logq_alpha: float = 0.01
     remove_accidental_hits: bool = True
 
     batch_size: int = 128
@@ -99,7 +109,7 @@ class RemiConfig:
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
         positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
                          "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
-                         "in_memory_max_bytes")
+                         "in_memory_max_bytes", "logq_buckets", "logq_hashes")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
@@ -120,7 +130,10 @@ class RemiConfig:
         if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
             raise ValueError("config field 'routing_regularization_mode' must be one of "
                              f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
-        for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS)):
+        if not 0.0 < self.logq_alpha <= 1.0:
+            raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
+        for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
+                              ("logq_correction", LOGQ_CORRECTIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.cluster_timeout_s <= 0:
@@ -137,6 +150,9 @@ class RemiConfig:
 
 def _coerce(name: str, value: Any, field_type: type) -> Any:
     """Converts a YAML/command-line value to the field's type, or raises a ValueError naming the field."""
+    legacy = LEGACY_VALUES.get(name, {})
+    if isinstance(value, bool) and value in legacy:
+        return legacy[value]
     if field_type is bool:
         if isinstance(value, bool):
             return value

@@ -261,52 +261,32 @@ def gathers_candidates(context: tf.distribute.ReplicaContext | None) -> bool:
     return not isinstance(context.strategy, tf.distribute.experimental.ParameterServerStrategy)
 
 
-def gather_candidates(context: tf.distribute.ReplicaContext, embeddings: tf.Tensor, ids: tf.Tensor
-                      ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Every replica's positives as this replica's candidates, its own first.
+def gather_candidate_ids(context: tf.distribute.ReplicaContext, ids: tf.Tensor) -> tf.Tensor:
+    """Every replica's positive ids as this replica's candidates, its own first.
 
-    Replica r holds rows [r*b, (r+1)*b) of the global batch. The gathered [R*b, ...] columns are rotated
-    by r*b, so that column i is still row i's positive and the task needs no offset; the other replicas'
-    positives follow in a fixed cyclic order. Gradients flow back through the gather to their replica.
+    Replica r holds rows [r*b, (r+1)*b) of the global batch. The gathered [R*b] ids are rotated by r*b,
+    so that column i is still row i's positive and the task needs no offset; the other replicas'
+    positives follow in a fixed cyclic order. Each replica embeds all R*b candidates itself: its loss
+    then reaches every candidate's row, and the gradients summed over replicas (as the optimizer sums
+    them) are the one-process gradients, with one integer all-gather per step and none in the backward
+    pass.
 
     Args:
-      embeddings: [b, d] this replica's positive embeddings.
-      ids: [b] their item ids.
+      ids: [b] this replica's positive ids.
 
     Returns:
-      (embeddings [R*b, d], ids [R*b]).
+      [R*b] ids.
     """
-    all_embeddings = _all_gather_rows(context, embeddings)
     all_ids = context.all_gather(_placed(context, ids), axis=0)
-    shift = -tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(embeddings)[0]
-    return tf.roll(all_embeddings, shift, axis=0), tf.roll(all_ids, shift, axis=0)
+    shift = -tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(ids)[0]
+    return tf.roll(all_ids, shift, axis=0)
 
 
 def _placed(context: tf.distribute.ReplicaContext, tensor: tf.Tensor) -> tf.Tensor:
-    """`tensor` with a device: MultiWorkerMirroredStrategy traces a one-device worker's step (and its
-    gradients) without a device scope, and its collectives need placed inputs."""
+    """`tensor` with a device: MultiWorkerMirroredStrategy traces a one-device worker's step without a
+    device scope, and its collectives need placed inputs."""
     devices = context.strategy.extended.worker_devices
     if tensor.device or len(devices) != 1:
         return tensor
     with tf.device(devices[0]):
         return tf.identity(tensor)
-
-
-def _all_gather_rows(context: tf.distribute.ReplicaContext, rows: tf.Tensor) -> tf.Tensor:
-    """all_gather of equal-sized [b, ...] blocks whose gradient is the all-reduced sum of the upstream
-    gradient, cut to this replica's rows (ReplicaContext.all_gather's, with placed collectives).
-
-    Returns:
-      [R*b, ...], replica r's rows at [r*b, (r+1)*b).
-    """
-
-    @tf.custom_gradient
-    def gather(block: tf.Tensor) -> tuple[tf.Tensor, Callable]:
-        def gradient(upstream: tf.Tensor) -> tf.Tensor:
-            total = context.all_reduce("sum", _placed(context, upstream))
-            start = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(block)[0]
-            return total[start:start + tf.shape(block)[0]]
-
-        return context.all_gather(_placed(context, block), axis=0), gradient
-
-    return gather(rows)

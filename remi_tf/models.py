@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import distribute, losses
+from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.layers import SelfAttentiveRouting, hard_readout
 from remi_tf.tasks import InterestAwareRetrieval
@@ -63,11 +63,13 @@ class RemiModel(tfrs.Model):
       config: the resolved run configuration.
       vocabulary_size: number of real items (the table has vocabulary_size + 2 rows).
       candidate_probability: [vocabulary_size + 2] sampling probability q of each index as a training
-        target, for the logQ correction (None: uniform).
+        target, for logq_correction "counts" (None: uniform).
+      vocabulary: the item ids (index i + 2 is vocabulary[i]); needed for logq_correction "streaming",
+        whose estimator hashes the ids.
     """
 
-    def __init__(self, config: RemiConfig, vocabulary_size: int,
-                 candidate_probability: np.ndarray | None = None) -> None:
+    def __init__(self, config: RemiConfig, vocabulary_size: int, candidate_probability: np.ndarray | None = None,
+                 vocabulary: Sequence[str] | None = None) -> None:
         super().__init__()
         self.config = config
         self.vocabulary_size = vocabulary_size
@@ -82,6 +84,15 @@ class RemiModel(tfrs.Model):
             raise ValueError(f"candidate_probability has {len(candidate_probability)} entries, expected "
                              f"vocabulary_size + 2 = {num_rows}")
         self.candidate_probability = tf.constant(candidate_probability, tf.float32)
+        self.frequency_estimator = None
+        if config.logq_correction == "streaming":
+            if vocabulary is None or len(vocabulary) != vocabulary_size:
+                raise ValueError("logq_correction 'streaming' needs the vocabulary's item ids (the estimator hashes "
+                                 "them)")
+            self.item_buckets = tf.constant(frequency.item_buckets(vocabulary, config.logq_buckets,
+                                                                   config.logq_hashes))
+            self.frequency_estimator = frequency.StreamingFrequencyEstimator(
+                config.logq_buckets, config.logq_hashes, config.logq_alpha, name="frequency_estimator")
         self.task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
                                            remove_accidental_hits=config.remove_accidental_hits,
                                            in_batch_negatives=config.negatives != "sampled")
@@ -126,7 +137,8 @@ class RemiModel(tfrs.Model):
         replica = tf.distribute.get_replica_context()
         gathered = self.config.negatives != "sampled" and distribute.gathers_candidates(replica)
         if gathered:  # the positives of every replica's rows: one global batch, as in one process
-            candidates, candidate_ids = distribute.gather_candidates(replica, candidates, candidate_ids)
+            candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
+            candidates = self.item_embedding(candidate_ids)
         global_batch_size = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
             sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
@@ -134,8 +146,8 @@ class RemiModel(tfrs.Model):
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
             candidates = tf.concat([candidates, self.item_embedding(sampled_ids)], axis=0)
         sampling_probability = None
-        if self.config.logq_correction:
-            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size)
+        if self.config.logq_correction != "none":
+            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size, training)
 
         retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
                                    candidate_ids=candidate_ids)
@@ -164,8 +176,9 @@ class RemiModel(tfrs.Model):
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return {metric.name: metric.result() for metric in self.metrics}
 
-    def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
-        """[C] q_j: in-batch columns get their target frequency, uniformly sampled columns 1 / N.
+    def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor, training: bool) -> tf.Tensor:
+        """[C] q_j: in-batch columns get their target frequency (from the counts, or the streaming
+        estimate after it has seen this batch's targets), uniformly sampled columns 1 / N.
 
         With negatives="sampled" every column, the positive included, comes from the uniform sampler's
         point of view (as the reference code), so all columns get 1 / N.
@@ -173,10 +186,15 @@ class RemiModel(tfrs.Model):
         uniform = 1.0 / self.vocabulary_size
         if self.config.negatives == "sampled":
             return tf.fill(tf.shape(candidate_ids), uniform)
-        frequency = tf.gather(self.candidate_probability, candidate_ids)
+        in_batch = candidate_ids[:batch_size]
+        if self.frequency_estimator is None:
+            target_frequency = tf.gather(self.candidate_probability, in_batch)
+        else:  # occurrences per step / examples per step: the per-example q, on the uniform columns' scale
+            occurrences = self.frequency_estimator(tf.gather(self.item_buckets, in_batch, axis=1), training)
+            target_frequency = occurrences / tf.cast(batch_size, occurrences.dtype)
         if self.config.negatives == "in_batch":
-            return frequency
-        return tf.concat([frequency[:batch_size], tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
+            return target_frequency
+        return tf.concat([target_frequency, tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:

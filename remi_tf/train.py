@@ -40,10 +40,12 @@ def best_checkpoint_prefix(model_dir: str) -> str:
 
 
 def weights_checkpoint(model: RemiModel) -> tf.train.Checkpoint:
-    """The model's weights without the optimizer's slots (two more tables' worth), under the object paths of
-    `tf.train.Checkpoint(model=model)`, so that either restores the other."""
-    return tf.train.Checkpoint(model=tf.train.Checkpoint(item_embedding=model.item_embedding,
-                                                         query_tower=model.query_tower))
+    """The model's weights (and the streaming logQ state) without the optimizer's slots (two more tables'
+    worth), under the object paths of `tf.train.Checkpoint(model=model)`, so that either restores the other."""
+    parts = {"item_embedding": model.item_embedding, "query_tower": model.query_tower}
+    if model.frequency_estimator is not None:
+        parts["frequency_estimator"] = model.frequency_estimator
+    return tf.train.Checkpoint(model=tf.train.Checkpoint(**parts))
 
 
 def restore_best(model: RemiModel, model_dir: str) -> None:
@@ -73,7 +75,7 @@ def load_trained(model_dir: str) -> TrainedModel:
     config = config_lib.load(os.path.join(model_dir, "config.yaml"))
     vocabulary = read_vocabulary(os.path.join(model_dir, "items.tsv"))
     data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
-    model = RemiModel(config, len(vocabulary))
+    model = RemiModel(config, len(vocabulary), vocabulary=vocabulary)
     restore_best(model, model_dir)
     return TrainedModel(config, model, vocabulary, data_dir)
 

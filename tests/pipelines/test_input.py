@@ -60,7 +60,7 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
                                              num_replicas_in_sync=2)
         batch = next(iter(inputs.dataset_fn(context)))
         assert batch["history"].shape == (16, 5)  # the per-replica batch
-        own = {int(items[0]) for _, items in input_lib.read_indexed_sequences([shards[pipeline_id]], inputs.vocabulary)}
+        own = {int(record.items[0]) for record in input_lib.read_indexed_sequences([shards[pipeline_id]], inputs.vocabulary)}
         assert set(batch["target"].numpy().tolist()) <= own
         shard_targets.append(own)
     assert not shard_targets[0] & shard_targets[1]

@@ -1,5 +1,6 @@
-"""One training step of a RemiModel on a fixed global batch, under a chosen strategy; writes the loss and
-the updated weights (SGD, learning rate 1: the update is minus the gradient) to an .npz file.
+"""Two training steps of a RemiModel on a fixed global batch, under a chosen strategy; writes the loss and
+the updated weights (SGD, learning rate 1: the update is minus the gradient), and the streaming logQ
+estimator's state, to an .npz file.
 
 Run by tests/remi_tf/test_distribute.py in fresh processes (logical devices must be set before TensorFlow
 starts):
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--strategy", required=True)
     parser.add_argument("--replicas", type=int, default=1, help="logical CPU devices (mirrored)")
     parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--logq", default="counts", help="logq_correction: counts or streaming")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     if args.replicas > 1:
@@ -46,10 +48,11 @@ def main() -> None:
     cluster = distribute.read_cluster()
     strategy = distribute.make_strategy(args.strategy, cluster, VOCABULARY_SIZE + 2, timeout_s=60)
     config = RemiConfig(embedding_dim=8, num_interests=3, max_history=HISTORY, batch_size=GLOBAL_BATCH,
-                        beta=args.beta, routing_lambda=50.0, steps_per_execution=1)
+                        beta=args.beta, routing_lambda=50.0, steps_per_execution=1, logq_correction=args.logq,
+                        logq_buckets=64, logq_alpha=0.5)
     q = np.random.default_rng(3).uniform(0.5, 1.5, VOCABULARY_SIZE + 2)
     with strategy.scope():
-        model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum())
+        model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum(), [f"item{i}" for i in range(VOCABULARY_SIZE)])
         rng = np.random.default_rng(0)
         initial = [rng.normal(0, 0.5, weight.shape).astype(np.float32) for weight in model.trainable_weights]
         for weight, value in zip(model.trainable_weights, initial):
@@ -66,11 +69,14 @@ def main() -> None:
         rows = {key: value[first:first + per_pipeline * per_replica] for key, value in batch.items()}
         return tf.data.Dataset.from_tensor_slices(rows).batch(per_replica).repeat()
 
-    history = model.fit(tf.keras.utils.experimental.DatasetCreator(replica_batches), epochs=1, steps_per_epoch=1,
-                        verbose=0)
+    history = model.fit(tf.keras.utils.experimental.DatasetCreator(replica_batches), epochs=1, steps_per_epoch=2,
+                        verbose=0)  # two steps: the streaming estimator's second reads its first's state
+    estimator = model.frequency_estimator
+    state = {} if estimator is None else {f"estimator_{w.name.split('/')[-1].split(':')[0]}": w.numpy()
+                                          for w in estimator.weights}
     if distribute.is_chief_task():
         np.savez(args.output, loss=history.history["loss"][0],
-                 retrieval_loss=history.history["retrieval_loss"][0],
+                 retrieval_loss=history.history["retrieval_loss"][0], **state,
                  **{f"w{i}": w.numpy() for i, w in enumerate(model.trainable_weights)},
                  **{f"initial{i}": value for i, value in enumerate(initial)})
 

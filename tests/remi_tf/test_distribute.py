@@ -82,9 +82,9 @@ def run_step(tmp_path, name, *args, env=None):
     return np.load(output)
 
 
-def run_two_worker_step(tmp_path, beta):
+def run_two_worker_step(tmp_path, *args):
     output = str(tmp_path / "multi_worker.npz")
-    command = [sys.executable, "-m", STEP_MODULE, "--strategy", "multi-worker", "--beta", str(beta), "--output", output]
+    command = [sys.executable, "-m", STEP_MODULE, "--strategy", "multi-worker", *args, "--output", output]
     with local_cluster.LocalCluster(local_cluster.cluster_spec(local_cluster.ClusterShape(2, 0)), command) as cluster:
         assert cluster.wait(PROCESS_TIMEOUT_S) == 0
     return np.load(output)
@@ -95,19 +95,23 @@ def assert_same_step(result, reference):
     np.testing.assert_allclose(result["loss"], reference["loss"], rtol=1e-5)
     np.testing.assert_allclose(result["retrieval_loss"], reference["retrieval_loss"], rtol=1e-5)
     for name in reference.files:
-        if name.startswith(("w", "initial")):  # SGD with learning rate 1: the update is minus the summed gradient
+        if name.startswith(("w", "initial", "estimator")):  # SGD with learning rate 1: the update is minus the summed gradient
             np.testing.assert_allclose(result[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("beta", [0.0, 2.0])
-def test_two_replicas_train_the_global_batch_objective(tmp_path, beta):
-    """One step with 2 replicas (MirroredStrategy over 2 logical CPUs; a 2-process MultiWorkerMirrored
-    cluster) equals one replica at the global batch of 16, whose targets repeat across the halves."""
-    reference = run_step(tmp_path, "one", "--strategy", "one-device", "--beta", str(beta))
+@pytest.mark.parametrize("beta, logq", [(0.0, "counts"), (2.0, "counts"), (2.0, "streaming")])
+def test_two_replicas_train_the_global_batch_objective(tmp_path, beta, logq):
+    """Two steps with 2 replicas (MirroredStrategy over 2 logical CPUs; a 2-process MultiWorkerMirrored
+    cluster) equal one replica at the global batch of 16, whose targets repeat across the halves; the
+    streaming logQ estimator counts the global batch's targets on every replica."""
+    args = ["--beta", str(beta), "--logq", logq]
+    reference = run_step(tmp_path, "one", "--strategy", "one-device", *args)
     assert np.abs(reference["w0"] - reference["initial0"]).max() > 1e-3  # the step moved the item table
-    mirrored = run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", "--beta", str(beta))
+    if logq == "streaming":
+        assert reference["estimator_step"] == 2 and reference["estimator_gap"].max() > 0
+    mirrored = run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", *args)
     assert_same_step(mirrored, reference)
-    assert_same_step(run_two_worker_step(tmp_path, beta), reference)
+    assert_same_step(run_two_worker_step(tmp_path, *args), reference)
 
 
 def test_local_cluster_shapes_and_the_command_each_task_runs():

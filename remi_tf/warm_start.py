@@ -1,0 +1,68 @@
+"""Warm start (`remi train --warm-start PREVIOUS_MODEL_DIR`): a model for new logs begins where the previous
+one ended. Item rows are carried over by item id into the new vocabulary (tf.keras.utils.
+warmstart_embedding_matrix: new items get freshly initialised rows, items that left are dropped); the
+routing layer, the position embeddings and the streaming logQ state (hashed by item id) are carried as
+they are. The optimizer starts fresh.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Sequence
+
+import tensorflow as tf
+
+from remi_tf import config as config_lib
+from remi_tf import train as train_lib
+from remi_tf.config import RemiConfig
+from remi_tf.models import RemiModel
+
+SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding")
+ESTIMATOR_KEYS = ("logq_buckets", "logq_hashes")
+MODEL_FILES = ("config.yaml", "items.tsv", "run.json", os.path.join("best", "ckpt.index"))
+
+
+class CarriedOver(NamedTuple):
+    """What a warm start carried: items kept (rows copied), new (initialised) and dropped, and whether the
+    streaming logQ state came along."""
+
+    kept_items: int
+    new_items: int
+    dropped_items: int
+    frequency_state: bool
+
+
+def check_parent(model_dir: str, config: RemiConfig) -> None:
+    """Stops a warm start from a directory that is not a finished remi model or whose shapes differ from
+    this run's (before anything is written; no TensorFlow op runs, so it may precede the strategy)."""
+    missing = [name for name in MODEL_FILES if not os.path.exists(os.path.join(model_dir, name))]
+    if missing:
+        raise ValueError(f"--warm-start {model_dir}: not a remi model directory (no {', '.join(missing)}; "
+                         "expected the --model-dir of a finished `remi train`)")
+    parent = config_lib.load(os.path.join(model_dir, "config.yaml"))
+    different = [f"{key} {getattr(parent, key)!r} (this run: {getattr(config, key)!r})"
+                 for key in SHAPE_KEYS if getattr(parent, key) != getattr(config, key)]
+    if different:
+        raise ValueError(f"--warm-start {model_dir}: the model was trained with {', '.join(different)}; a warm "
+                         "start needs the same shapes")
+
+
+def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> CarriedOver:
+    """Copies the best weights of the model in `parent_dir` into `model` (built for `vocabulary`), item
+    rows by item id."""
+    parent = train_lib.load_trained(parent_dir)
+    tokens = ["", "[UNK]"]  # the padding and OOV rows (models.item_lookup's layout) carry over too
+    initializer = model.item_embedding.embeddings_initializer
+    table = tf.keras.utils.warmstart_embedding_matrix(
+        tf.constant(tokens + list(parent.vocabulary)), tf.constant(tokens + list(vocabulary)),
+        parent.model.item_embedding.embeddings, type(initializer).from_config(initializer.get_config()))
+    model.item_embedding.embeddings.assign(table)
+    for weight, parent_weight in zip(model.query_tower.routing.weights, parent.model.query_tower.routing.weights):
+        weight.assign(parent_weight)
+    carries_state = (model.frequency_estimator is not None and parent.model.frequency_estimator is not None
+                     and all(getattr(model.config, key) == getattr(parent.config, key) for key in ESTIMATOR_KEYS))
+    if carries_state:
+        for weight, parent_weight in zip(model.frequency_estimator.weights, parent.model.frequency_estimator.weights):
+            weight.assign(parent_weight)
+    kept = len(set(vocabulary) & set(parent.vocabulary))
+    return CarriedOver(kept, len(vocabulary) - kept, len(parent.vocabulary) - kept, carries_state)

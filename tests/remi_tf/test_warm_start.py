@@ -1,0 +1,96 @@
+"""Warm start: on the same vocabulary the warm-started model scores exactly like its parent; on a vocabulary
+with added and removed items every carried row is the parent's row of the same id; the streaming logQ
+state comes along; bad parents are refused before anything is written."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from pipelines import input as input_lib
+from remi_tf import cli, config as config_lib, models, train as train_lib, warm_start
+from tests.pipelines.test_local import write_log
+
+SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
+            "logq_correction=streaming", "logq_buckets=4096"]
+
+
+def prepared(tmp_path, name: str, items: range, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{user}", f"i{rng.choice(items)}", t) for user in range(150) for t in range(12)]
+    write_log(tmp_path / f"{name}.csv", rows)
+    assert cli.main(["prepare", "--input", str(tmp_path / f"{name}.csv"), "--output", str(tmp_path / name)]) == 0
+    return str(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warm")
+    data = prepared(root, "old", range(0, 60), seed=0)
+    assert cli.main(["train", "--data", data, "--model-dir", str(root / "parent"), "--quiet",
+                     "--set", *SETTINGS]) == 0
+    return root, str(root / "parent")
+
+
+def fresh_model(data: str) -> tuple[models.RemiModel, list[str]]:
+    vocabulary = input_lib.read_vocabulary(data)
+    config = config_lib.load(overrides=SETTINGS)
+    return models.RemiModel(config, len(vocabulary), vocabulary=vocabulary), vocabulary
+
+
+def test_same_vocabulary_scores_exactly_like_the_parent(parent):
+    root, parent_dir = parent
+    trained = train_lib.load_trained(parent_dir)
+    model, vocabulary = fresh_model(str(root / "old"))
+    carried = warm_start.warm_start(model, vocabulary, parent_dir)
+    assert carried == warm_start.CarriedOver(len(vocabulary), 0, 0, True)
+    histories = np.random.default_rng(1).integers(0, len(vocabulary) + 2, size=(16, 5))
+    interests, routing = model.query_tower(histories)
+    parent_interests, parent_routing = trained.model.query_tower(histories)
+    np.testing.assert_array_equal(interests.numpy(), parent_interests.numpy())
+    np.testing.assert_array_equal(routing.numpy(), parent_routing.numpy())
+    np.testing.assert_array_equal(model.candidate_embeddings().numpy(), trained.model.candidate_embeddings().numpy())
+    for weight, parent_weight in zip(model.frequency_estimator.weights, trained.model.frequency_estimator.weights):
+        np.testing.assert_array_equal(weight.numpy(), parent_weight.numpy())
+    assert trained.model.frequency_estimator.step.numpy() > 0  # the parent's state is not the initial one
+
+
+def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path):
+    root, parent_dir = parent
+    trained = train_lib.load_trained(parent_dir)
+    data = prepared(tmp_path, "new", range(15, 75), seed=1)  # i0..i14 left, i60..i74 are new
+    model, vocabulary = fresh_model(data)
+    carried = warm_start.warm_start(model, vocabulary, parent_dir)
+    parent_table = trained.model.item_embedding.embeddings.numpy()
+    table = model.item_embedding.embeddings.numpy()
+    parent_row = {item: row for row, item in enumerate(trained.vocabulary, start=models.FIRST_ITEM_INDEX)}
+    shared = [item for item in vocabulary if item in parent_row]
+    assert sorted(shared) == sorted(f"i{i}" for i in range(15, 60))
+    assert carried == warm_start.CarriedOver(45, 15, 15, True)
+    for row, item in enumerate(vocabulary, start=models.FIRST_ITEM_INDEX):
+        if item in parent_row:
+            np.testing.assert_array_equal(table[row], parent_table[parent_row[item]], err_msg=item)
+        else:  # a new item: a fresh row, none of the parent's
+            assert not np.isclose(parent_table, table[row]).all(axis=1).any(), item
+
+
+def test_cli_records_the_parent_and_refuses_bad_parents(parent, tmp_path, capsys):
+    root, parent_dir = parent
+    model_dir = str(tmp_path / "child")
+    assert cli.main(["train", "--data", str(root / "old"), "--model-dir", model_dir, "--quiet",
+                     "--warm-start", parent_dir, "--set", *SETTINGS]) == 0
+    run = json.load(open(os.path.join(model_dir, "run.json")))
+    assert run["warm_start_from"] == os.path.abspath(parent_dir)
+    assert run["warm_start"] == {"kept_items": 60, "new_items": 0, "dropped_items": 0, "frequency_state": True}
+
+    not_a_model = str(tmp_path / "child" / "logs")
+    for parent_arg, settings, message in ((not_a_model, SETTINGS, "not a remi model directory"),
+                                          (parent_dir, [*SETTINGS, "embedding_dim=16"], "embedding_dim 8 .*16"),
+                                          (parent_dir, [*SETTINGS, "num_interests=3"], "num_interests 2 .*3")):
+        target = tmp_path / "refused"
+        assert cli.main(["train", "--data", str(root / "old"), "--model-dir", str(target), "--quiet",
+                         "--warm-start", parent_arg, "--set", *settings]) == 2
+        assert re.search(message, capsys.readouterr().err)
+        assert not target.exists()
