@@ -157,11 +157,12 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def shared_cores_env(num_tasks: int, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`env` with each task's TensorFlow op thread pools sized to its share of this machine's cores.
+    """`env` with each multi-worker task's TensorFlow op thread pools sized to its share of the cores.
 
     TensorFlow sizes both pools to all cores in every process; N tasks on one machine then run N times
     as many threads as cores, and collectives wait on descheduled threads (2 workers on 2 cores: 3,880
-    examples/s with default pools, 4,728 with one thread each). Settings already in `env` are kept.
+    examples/s with default pools, 4,728 with one thread each). Parameter-server clusters keep TF's
+    pools: with one inter-op thread per task their training stalled. Settings already in `env` are kept.
     """
     env = dict(os.environ if env is None else env)
     threads = str(max(1, (os.cpu_count() or 1) // num_tasks))
@@ -174,5 +175,6 @@ def run(shape: ClusterShape, command: Sequence[str], timeout_s: float) -> int:
     """Runs `command` as every task of a local cluster of `shape` until the chief ends; returns its status."""
     cluster = cluster_spec(shape)
     print(f"[local-cluster] {json.dumps(cluster)}", flush=True)
-    with LocalCluster(cluster, command, env=shared_cores_env(len(tasks_of(cluster)))) as local:
+    env = dict(os.environ) if shape.ps else shared_cores_env(len(tasks_of(cluster)))
+    with LocalCluster(cluster, command, env=env) as local:
         return local.wait(timeout_s)

@@ -14,7 +14,14 @@ def test_yaml_then_overrides(tmp_path):
     path.write_text("beta: 0.5\nnum_interests: 8\n")
     config = config_lib.load(path, ["beta=0", "routing_lambda=0", "logq_correction=false", "negatives=sampled"])
     assert (config.beta, config.num_interests, config.routing_lambda) == (0.0, 8, 0.0)
-    assert config.logq_correction is False and config.negatives == "sampled"
+    assert config.logq_correction == "none" and config.negatives == "sampled"
+
+
+def test_logq_correction_reads_its_old_boolean_form(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("logq_correction: true\n")  # a model directory's config.yaml from before streaming logQ
+    assert config_lib.load(path).logq_correction == "counts"
+    assert config_lib.load(None, ["logq_correction=streaming"]).logq_correction == "streaming"
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -26,6 +33,8 @@ def test_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("batch_size=0", "batch_size"), ("negatives=everything", "negatives"), ("beta=-1", "beta"),
     ("num_interests=2.5", "num_interests"), ("bogus=1", "unknown config key"), ("beta", "key=value"),
+    ("logq_correction=sometimes", "logq_correction"), ("logq_alpha=0", "logq_alpha"),
+    ("logq_buckets=0", "logq_buckets"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
