@@ -51,33 +51,78 @@ def read_json(path: str) -> object:
 def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: bool = False,
                       last: Sequence[str] = COMPLETION_MARKERS) -> str:
     """Runs `build(tmp_dir)` in a hidden sibling of `output_dir` and moves it to `output_dir` only if it
-    succeeds; a failure leaves neither a partial output nor the temporary directory.
+    succeeds; a failure leaves neither a partial output nor the temporary directory. With `overwrite`, a
+    local output is replaced by renames (old aside, new in, then the old deleted), so a kill at any point
+    leaves the old or the new data set whole. Temporaries of earlier runs of the same output whose
+    process is gone are removed first (and an old output set aside by a killed run is put back).
 
     Returns:
       The absolute output directory.
     """
     output_dir = absolute(output_dir).rstrip("/")
+    parent, name = os.path.split(output_dir)
+    if not is_remote(output_dir):
+        _clean_stale_siblings(parent, name)
     if tf.io.gfile.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
-    parent, name = os.path.split(output_dir)
     tf.io.gfile.makedirs(parent)
     if is_remote(output_dir):
         tmp_dir = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
         tf.io.gfile.makedirs(tmp_dir)
     else:
-        tmp_dir = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+        tmp_dir = tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=parent)
     try:
         build(tmp_dir)
-        if tf.io.gfile.exists(output_dir):
-            tf.io.gfile.rmtree(output_dir)
         if is_remote(output_dir):
+            if tf.io.gfile.exists(output_dir):
+                tf.io.gfile.rmtree(output_dir)
             _move_files(tmp_dir, output_dir, last)
         else:
-            os.replace(tmp_dir, output_dir)
+            _replace_local(tmp_dir, output_dir)
     finally:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
     return output_dir
+
+
+def _replace_local(new_dir: str, output_dir: str) -> None:
+    """Renames `new_dir` to `output_dir`, an existing one set aside first and deleted last."""
+    if not os.path.exists(output_dir):
+        os.replace(new_dir, output_dir)
+        return
+    parent, name = os.path.split(output_dir)
+    aside = os.path.join(parent, f".{name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.replace(output_dir, aside)
+    os.replace(new_dir, output_dir)
+    tf.io.gfile.rmtree(aside)
+
+
+def _clean_stale_siblings(parent: str, name: str) -> None:
+    """Removes `.NAME.tmp-PID-*` and `.NAME.old-PID-*` left by runs whose process PID is gone; an old
+    output set aside by such a run goes back in place when the output is missing."""
+    if not os.path.isdir(parent):
+        return
+    for entry in sorted(os.listdir(parent)):
+        for kind in ("tmp", "old"):
+            prefix = f".{name}.{kind}-"
+            pid = entry[len(prefix):].split("-", 1)[0] if entry.startswith(prefix) else ""
+            if not pid.isdigit() or _is_running(int(pid)):
+                continue
+            path = os.path.join(parent, entry)
+            if kind == "old" and not os.path.exists(os.path.join(parent, name)):
+                os.replace(path, os.path.join(parent, name))
+            else:
+                tf.io.gfile.rmtree(path)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _move_files(source: str, target: str, last: Sequence[str]) -> None:

@@ -65,6 +65,8 @@ class RemiConfig:
         the train shards exceed in_memory_max_bytes.
       shuffle_buffer: users in the streaming shuffle buffer.
       cluster_timeout_s: how long a task waits for the rest of its cluster before failing.
+    Warm start:
+      warm_start_shrink: `remi train --warm-start` multiplies the carried item table by it (1 = as it was).
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
     """
@@ -103,6 +105,8 @@ class RemiConfig:
     shuffle_buffer: int = 100_000
     cluster_timeout_s: float = 300.0
 
+    warm_start_shrink: float = 0.3
+
     eval_batch_size: int = 512
 
     def validate(self) -> "RemiConfig":
@@ -130,6 +134,8 @@ class RemiConfig:
         if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
             raise ValueError("config field 'routing_regularization_mode' must be one of "
                              f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
+        if not 0.0 < self.warm_start_shrink <= 1.0:
+            raise ValueError(f"config field 'warm_start_shrink' must be in (0, 1], got {self.warm_start_shrink!r}")
         if not 0.0 < self.logq_alpha <= 1.0:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
@@ -160,6 +166,8 @@ def _coerce(name: str, value: Any, field_type: type) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"config field {name!r} expects true/false, got {value!r}")
     try:
+        if isinstance(value, bool) and field_type is not str:  # bool is an int to Python: true would be 1
+            raise ValueError
         if field_type is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return field_type(value)

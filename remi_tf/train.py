@@ -160,6 +160,23 @@ class ResumeNotice(tf.keras.callbacks.Callback):
             print(f"resumed from the backup at step {step}", flush=True)
 
 
+def check_backup(backup_dir: str) -> None:
+    """Reads every tensor of the chief's latest backup (Keras's BackupAndRestore layout), so that a
+    truncated or corrupted one stops the run with what to do instead of a raw error mid-restore."""
+    latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if latest is None:
+        return
+    try:
+        reader = tf.train.load_checkpoint(latest)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}); move "
+                           f"{backup_dir} aside to train from the start (the best checkpoint in best/ is not "
+                           "affected)") from None
+
+
 def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
           valid_histories: np.ndarray, valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1,
           strategy: tf.distribute.Strategy | None = None, chief: bool = True) -> dict:
@@ -187,13 +204,21 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     if validation.patience and validation.state["evaluations_without_improvement"] >= validation.patience:
         print(f"{model_dir}: training already stopped early; nothing to resume", flush=True)
         return validation.state
+    evaluations = validation.state["evaluations"]
+    if evaluations and evaluations[-1]["step"] >= epochs * config.eval_every:
+        print(f"{model_dir}: training already finished at step {evaluations[-1]['step']} (max_steps "
+              f"{config.max_steps}); nothing to resume (raise max_steps to train on)", flush=True)
+        return validation.state
+    backup_dir = os.path.join(model_dir, "backup")
+    if chief:
+        check_backup(backup_dir)
     callbacks = [
         # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
         validation,
         # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
         # every evaluation instead of every checkpoint_every steps.
         tf.keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, "backup"), delete_checkpoint=False,
+            backup_dir, delete_checkpoint=False,
             save_freq="epoch" if isinstance(strategy, tf.distribute.ParameterServerStrategy) else
             max(1, config.checkpoint_every // steps_per_execution)),
         ResumeNotice(),

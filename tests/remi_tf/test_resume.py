@@ -77,3 +77,30 @@ def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
     train.restore_best(restored, str(tmp_path))
     for trained, loaded in zip(model.trainable_weights, restored.trainable_weights):
         np.testing.assert_array_equal(trained.numpy(), loaded.numpy())
+
+
+def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_path, capsys):
+    sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=3)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=20, checkpoint_every=20,
+                                   steps_per_execution=10, patience=0)
+    histories, targets = evaluation_examples(sequences[150:], config.max_history)
+    model_dir = str(tmp_path / "model")
+
+    def run(config):
+        model = models.RemiModel(config, 60)
+        dataset = sequence_dataset(sequences[:150], config.batch_size, config.max_history, seed=0)
+        train.train(model, config, dataset, histories, targets, model_dir, verbose=0)
+        return int(model.optimizer.iterations)
+
+    assert run(config) == 40
+    files = {name: open(os.path.join(model_dir, name), "rb").read() for name in ("validation.json", "history.csv")}
+    assert run(config) == 0  # the same command again: nothing trained, nothing appended
+    assert "training already finished at step 40" in capsys.readouterr().out
+    assert files == {name: open(os.path.join(model_dir, name), "rb").read() for name in files}
+
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
+    data_file = latest + ".data-00000-of-00001"
+    with open(data_file, "r+b") as stream:
+        stream.truncate(os.path.getsize(data_file) // 2)
+    with pytest.raises(RuntimeError, match=f"{latest}: the backup of the interrupted run cannot be read .*move "):
+        run(config.replace(max_steps=60))  # asked to train on: the backup must be restored, and cannot be

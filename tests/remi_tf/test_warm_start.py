@@ -14,7 +14,7 @@ from remi_tf import cli, config as config_lib, models, train as train_lib, warm_
 from tests.pipelines.test_local import write_log
 
 SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
-            "logq_correction=streaming", "logq_buckets=4096"]
+            "logq_correction=streaming", "logq_buckets=4096", "warm_start_shrink=1.0"]
 
 
 def prepared(tmp_path, name: str, items: range, seed: int) -> str:
@@ -34,9 +34,9 @@ def parent(tmp_path_factory):
     return root, str(root / "parent")
 
 
-def fresh_model(data: str) -> tuple[models.RemiModel, list[str]]:
+def fresh_model(data: str, *overrides: str) -> tuple[models.RemiModel, list[str]]:
     vocabulary = input_lib.read_vocabulary(data)
-    config = config_lib.load(overrides=SETTINGS)
+    config = config_lib.load(overrides=[*SETTINGS, *overrides])
     return models.RemiModel(config, len(vocabulary), vocabulary=vocabulary), vocabulary
 
 
@@ -57,11 +57,12 @@ def test_same_vocabulary_scores_exactly_like_the_parent(parent):
     assert trained.model.frequency_estimator.step.numpy() > 0  # the parent's state is not the initial one
 
 
-def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path):
+@pytest.mark.parametrize("shrink", [1.0, 0.3])
+def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path, shrink):
     root, parent_dir = parent
     trained = train_lib.load_trained(parent_dir)
     data = prepared(tmp_path, "new", range(15, 75), seed=1)  # i0..i14 left, i60..i74 are new
-    model, vocabulary = fresh_model(data)
+    model, vocabulary = fresh_model(data, f"warm_start_shrink={shrink}")
     carried = warm_start.warm_start(model, vocabulary, parent_dir)
     parent_table = trained.model.item_embedding.embeddings.numpy()
     table = model.item_embedding.embeddings.numpy()
@@ -71,9 +72,13 @@ def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path):
     assert carried == warm_start.CarriedOver(45, 15, 15, True)
     for row, item in enumerate(vocabulary, start=models.FIRST_ITEM_INDEX):
         if item in parent_row:
-            np.testing.assert_array_equal(table[row], parent_table[parent_row[item]], err_msg=item)
+            np.testing.assert_allclose(table[row], shrink * parent_table[parent_row[item]], rtol=1e-6, err_msg=item)
         else:  # a new item: a fresh row, none of the parent's
-            assert not np.isclose(parent_table, table[row]).all(axis=1).any(), item
+            assert not np.isclose(shrink * parent_table, table[row]).all(axis=1).any(), item
+    # new rows are drawn at the carried rows' scale (then shrunk with them)
+    new_rows = [row for row, item in enumerate(vocabulary, start=models.FIRST_ITEM_INDEX) if item not in parent_row]
+    carried_rms = np.sqrt(np.mean(parent_table[models.FIRST_ITEM_INDEX:] ** 2))
+    assert 0.6 < np.sqrt(np.mean(table[new_rows] ** 2)) / (shrink * carried_rms) < 1.4
 
 
 def test_cli_records_the_parent_and_refuses_bad_parents(parent, tmp_path, capsys):
