@@ -125,6 +125,14 @@ def _merge_into(total: dict, report: dict) -> None:
                 (total[key], value))
 
 
+def unknown_pipeline_options(pipeline_args: Sequence[str]) -> list[str]:
+    """The `--names` among `pipeline_args` that no Beam pipeline options class defines (Beam itself
+    only warns and drops them)."""
+    options = PipelineOptions(list(pipeline_args))
+    known = options.get_all_options()
+    return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True) if name not in known)
+
+
 def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, max_bad_records: int = 0,
             behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,

@@ -24,7 +24,8 @@ from remi_tf import atomic
 
 
 class ProgressLine:
-    """A single, rewritten progress line on stderr: `<what>: <count> (<rate>/s)`."""
+    """A progress line on stderr, `<what>: <count> (<rate>/s)`: rewritten in place on a terminal, one
+    whole line per update in a file or pipe (where carriage returns would join them into one line)."""
 
     def __init__(self, what: str, every: int = 100_000, enabled: bool = True) -> None:
         self.what, self.every, self.enabled = what, every, enabled
@@ -33,11 +34,11 @@ class ProgressLine:
     def update(self, increment: int = 1) -> None:
         self.count += increment
         if self.enabled and self.count % self.every < increment:
-            self._print(end="\r")  # rewritten in place; done() prints the final count on its own line
+            self._print(end="\r" if sys.stderr.isatty() else "\n")  # done() ends a terminal's line
 
     def done(self) -> None:
         if self.enabled:
-            self._print(end="\n")
+            self._print(end="\n")  # the final count (again, when not on a terminal)
 
     def _print(self, end: str) -> None:
         rate = self.count / max(time.monotonic() - self.start, 1e-9)

@@ -21,6 +21,7 @@ import glob
 import gzip
 import io
 import os
+import sys
 from collections import Counter
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -348,15 +349,39 @@ def _batched(events: Iterator[Event], size: int = TFRECORD_BATCH) -> Iterator[li
         yield batch
 
 
+CONVERTED_SHARDS = "events-*-of-*.tfrecord*"  # the event log shards of a `remi convert` output
+NOT_DATA = ("manifest.json",)  # side files of a prepared or converted directory
+
+
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Paths and globs -> sorted existing files; a pattern that matches nothing is an error."""
+    """Paths, globs and `remi convert` output directories -> sorted existing files; a pattern that matches
+    nothing is an error. A glob skips side files (manifest.json, hidden or `_`-prefixed names) with a
+    note on stderr."""
     files = []
     for pattern in patterns:
-        matched = sorted(tf.io.gfile.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if tf.io.gfile.isdir(pattern):
+            matched = sorted(tf.io.gfile.glob(os.path.join(pattern, CONVERTED_SHARDS)))
+            if not matched:
+                raise FileNotFoundError(f"{pattern!r} is a directory without {CONVERTED_SHARDS} shards (a `remi "
+                                        "convert` output); pass its files or a glob")
+        elif glob.has_magic(pattern):
+            matched = sorted(tf.io.gfile.glob(pattern))
+            skipped = [path for path in matched if _is_side_file(path)]
+            if skipped:
+                print(f"{pattern}: skipping {len(skipped)} file(s) that are not event data: "
+                      f"{', '.join(os.path.basename(path) for path in skipped)}", file=sys.stderr)
+            matched = [path for path in matched if not _is_side_file(path)]
+        else:
+            matched = [pattern]
         if not matched or not all(tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path) for path in matched):
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         files.extend(matched)
     return files
+
+
+def _is_side_file(path: str) -> bool:
+    name = os.path.basename(path)
+    return name in NOT_DATA or name.startswith((".", "_")) or tf.io.gfile.isdir(path)
 
 
 def guess_format(path: str) -> str:

@@ -113,8 +113,8 @@ def check_windows(report: dict, boundaries: TimeBoundaries) -> None:
     span = (f"the log's events span [{report['first_timestamp']}, {report['last_timestamp']}] "
             f"({_date(report['first_timestamp'])} to {_date(report['last_timestamp'])})")
     if not report["events_before_valid"]:
-        raise ValueError(f"--valid-from {boundaries.valid_from} ({_date(boundaries.valid_from)}): no event is before it, "
-                         f"nothing to train on; {span}")
+        raise ValueError(f"--valid-from {boundaries.valid_from} ({_date(boundaries.valid_from)}): no event is before "
+                         f"it, nothing to train on; {span}")
     for split, option, value in (("valid", "--valid-from", boundaries.valid_from),
                                  ("test", "--test-from", boundaries.test_from)):
         if not report["splits"][split]["window_events"]:

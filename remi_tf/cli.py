@@ -54,6 +54,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     else:
         from pipelines import beam
 
+        unknown = beam.unknown_pipeline_options(args.pipeline_args)
+        if unknown:
+            raise ValueError(f"unknown option(s) {' '.join(unknown)}: neither `remi prepare`'s (see --help) nor "
+                             "Beam's pipeline options")
         manifest = beam.prepare(args.input, args.output, **options, num_buckets=args.user_buckets,
                                 pipeline_args=[f"--runner={runner}", *args.pipeline_args])
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
@@ -215,8 +219,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.")
+    parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.",
+                                     allow_abbrev=False)  # a misspelt --overwrit must not mean --overwrite
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, allow_abbrev=False, **kwargs)
 
     def add_input_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--input", required=True, nargs="+",
@@ -232,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="bad records to skip (and summarise in the manifest) before stopping")
         command.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
-    convert = commands.add_parser("convert", help="raw logs -> sharded TFRecord event logs")
+    convert = add_command("convert", help="raw logs -> sharded TFRecord event logs")
     add_input_options(convert)
     convert.set_defaults(run=cmd_convert)
 
-    prepare = commands.add_parser("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
+    prepare = add_command("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
     prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
     prepare.add_argument("--split", choices=("users", "time"), default="users",
@@ -254,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "large clusters)")
     prepare.set_defaults(run=cmd_prepare)
 
-    train = commands.add_parser("train", help="train REMI on prepared data (resumes an interrupted run)")
+    train = add_command("train", help="train REMI on prepared data (resumes an interrupted run)")
     train.add_argument("--data", required=True, help="a directory written by `remi prepare`")
     train.add_argument("--model-dir", required=True, help="checkpoints, logs and the resolved config go here")
     train.add_argument("--config", help="YAML preset, e.g. configs/amazon-cds.yaml")
@@ -272,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop the local cluster if the chief has not finished by then")
     train.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="Recall/NDCG/HitRate@20/50 of the best checkpoint")
+    evaluate = add_command("evaluate", help="Recall/NDCG/HitRate@20/50 of the best checkpoint")
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
@@ -280,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    export = commands.add_parser("export", help="SavedModels + ScaNN index in TF Serving's layout")
+    export = add_command("export", help="SavedModels + ScaNN index in TF Serving's layout")
     export.add_argument("--model-dir", required=True)
     export.add_argument("--output", required=True, help="export directory: <output>/<name>/<version>/")
     export.add_argument("--name", default="remi", help="served name of the retrieval model")
@@ -291,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "export directory is mounted (TF Serving's docker image: /models)")
     export.set_defaults(run=cmd_export)
 
-    serve = commands.add_parser("serve", help="local server with TF Serving's REST and gRPC APIs")
+    serve = add_command("serve", help="local server with TF Serving's REST and gRPC APIs")
     serve.add_argument("--export-dir", required=True)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501, help="REST port")
@@ -299,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=1024)
     serve.set_defaults(run=cmd_serve)
 
-    lookup = commands.add_parser("lookup", help="candidates for a history from TF Serving or `remi serve`")
+    lookup = add_command("lookup", help="candidates for a history from TF Serving or `remi serve`")
     lookup.add_argument("--server", required=True, help="http://HOST:PORT (REST) or HOST:PORT with --grpc")
     lookup.add_argument("--grpc", action="store_true")
     lookup.add_argument("--model", default="remi")

@@ -123,3 +123,27 @@ def test_recbole_atomic_file(datasets_dir):
     events = list(readers.read_events(path))
     assert len(events) == 100_000
     assert events[0][:3] == ("196", "242", 881250949)
+
+
+def test_progress_lines_are_whole_lines_when_not_on_a_terminal(capsys):
+    progress = local.ProgressLine("events read", every=10)
+    for _ in range(3):
+        progress.update(10)
+    progress.done()
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    assert "\r" not in err
+    assert [line.split(" (")[0] for line in err.splitlines()] == [
+        "events read: 10", "events read: 20", "events read: 30", "events read: 30"]
+
+
+def test_prepare_reads_a_convert_output_as_a_directory_or_a_glob(tmp_path, capsys):
+    write_log(tmp_path / "log.csv", planted_log())
+    local.convert([str(tmp_path / "log.csv")], str(tmp_path / "events"), num_shards=2, progress=False)
+    expected = local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "direct"), progress=False)
+    by_directory = local.prepare([str(tmp_path / "events")], str(tmp_path / "a"), progress=False)
+    by_glob = local.prepare([str(tmp_path / "events" / "*")], str(tmp_path / "b"), progress=False)  # + manifest.json
+    assert "skipping 1 file(s) that are not event data: manifest.json" in capsys.readouterr().err
+    for manifest in (by_directory, by_glob):
+        assert manifest["input_events"] == expected["input_events"] and manifest["splits"] == expected["splits"]
+    with pytest.raises(FileNotFoundError, match="without events-"):
+        local.prepare([str(tmp_path / "direct")], str(tmp_path / "c"), progress=False)  # not a convert output

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from remi_tf import cli
 
 
@@ -61,3 +63,17 @@ def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_p
                      "--set", "eval_every=10"]) == 0
     assert json.load(open(os.path.join(model, "run.json")))["data_dir"] == data
     assert open(os.path.join(model, "items.tsv"), "rb").read() == tf.io.gfile.GFile(f"{data}/items.tsv", "rb").read()
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--sedd", "5"], "--sedd"),  # not ours, not Beam's: Beam would only warn and drop it
+    (["--overwrit"], "--overwrit"),  # no prefix matching: it must not mean --overwrite
+    (["--runner", "DirectRunner", "--direct_num_workers=1", "--sedd", "5"], "--sedd"),
+])
+def test_prepare_rejects_unknown_options_by_name(tmp_path, capsys, options, named):
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id,timestamp\n" + "u,i,1\n" * 10)
+    assert cli.main(["prepare", "--input", str(log), "--output", str(tmp_path / "out"), *options]) == 2
+    error = capsys.readouterr().err
+    assert named in error and "unknown option" in error, error
+    assert not (tmp_path / "out").exists()
