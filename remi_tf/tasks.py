@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from remi_tf import losses
 
+MASKED_SCORE = tfrs.layers.loss.MIN_FLOAT  # the scores of columns the loss ignores, for batch metrics
+
 
 class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     """In-batch softmax whose negatives are re-weighted by hardness (REMI's IHN), a TFRS task.
 
     Score adjustments, in TFRS's order: scores -> temperature -> logQ correction -> accidental hits ->
-    hardness weights -> loss. With beta = 0 the loss equals `tfrs.tasks.Retrieval` (mean over the
-    batch) with the same sampling-probability correction and accidental-hit removal.
+    hardness weights -> loss. With beta = 0 the loss equals `tfrs.tasks.Retrieval` with a
+    SUM_OVER_BATCH_SIZE cross-entropy (sum_b w_b l_b / B: the mean when there are no sample weights)
+    and the same sampling-probability correction and accidental-hit removal. It takes Retrieval's
+    metrics arguments with their meaning: `metrics` (tfrs.metrics.Factorized, e.g. FactorizedTopK,
+    updated with the positives' embeddings), `batch_metrics` (Keras metrics of the in-batch labels and
+    the adjusted scores), `loss_metrics` (of the loss), and `compute_metrics` / `compute_batch_metrics`
+    in call.
 
     Args:
       beta: hardness of the negative weights w_bj = M_b * softmax_j(beta * s_bj).
@@ -27,7 +34,11 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     """
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
-                 in_batch_negatives: bool = True, name: Optional[str] = None) -> None:
+                 in_batch_negatives: bool = True,
+                 metrics: Optional[tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized]] = None,
+                 batch_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
+                 loss_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
+                 name: Optional[str] = None) -> None:
         super().__init__(name=name, autocast=False)  # keep the inputs' dtype (float64 in tests)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
@@ -37,18 +48,24 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         self.temperature = float(temperature)
         self.remove_accidental_hits = remove_accidental_hits
         self.in_batch_negatives = in_batch_negatives
+        self.factorized_metrics = list(metrics) if isinstance(metrics, Sequence) else [metrics] if metrics else []
+        self.batch_metrics = list(batch_metrics or [])
+        self.loss_metrics = list(loss_metrics or [])
 
     def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor,
-             candidate_sampling_probability: Optional[tf.Tensor] = None,
-             candidate_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """Mean IHN loss over the batch.
+             sample_weight: Optional[tf.Tensor] = None, candidate_sampling_probability: Optional[tf.Tensor] = None,
+             candidate_ids: Optional[tf.Tensor] = None, compute_metrics: bool = True,
+             compute_batch_metrics: bool = True) -> tf.Tensor:
+        """The IHN loss, sum_b w_b l_b / batch (the mean over the batch without weights).
 
-        Args:
+        Args (tfrs.tasks.Retrieval's order):
           query_embeddings: [batch, d], the selected interest per example.
           candidate_embeddings: [C, d], C >= batch; column b is row b's positive, columns past the batch
             are extra negatives shared by every row.
+          sample_weight: optional [batch] weights w_b.
           candidate_sampling_probability: optional [C], q_j for the logQ correction.
           candidate_ids: [C] ids, needed when removing accidental hits.
+          compute_metrics, compute_batch_metrics: update `metrics` / `batch_metrics` (loss_metrics always).
 
         Returns:
           Scalar loss.
@@ -77,4 +94,20 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         positive_logits = tf.linalg.diag_part(logits[:, :batch_size])  # [B]
         per_example = losses.interest_aware_softmax_loss(
             similarities, logits, negative_mask, positive_logits, self.beta)
-        return tf.reduce_mean(per_example)
+        if sample_weight is not None:
+            per_example = per_example * tf.cast(tf.reshape(sample_weight, [-1]), per_example.dtype)
+        loss = tf.reduce_mean(per_example)
+        updates = [metric.update_state(loss) for metric in self.loss_metrics]
+        if compute_metrics:
+            true_ids = None if candidate_ids is None else candidate_ids[:batch_size]
+            updates += [metric.update_state(query_embeddings, candidate_embeddings[:batch_size],
+                                            true_candidate_ids=true_ids, sample_weight=sample_weight)
+                        for metric in self.factorized_metrics]
+        if compute_batch_metrics and self.batch_metrics:
+            considered = tf.logical_or(is_positive, negative_mask)  # what the loss sees, as TFRS's scores
+            scores = tf.where(considered, logits, tf.cast(MASKED_SCORE, logits.dtype))
+            labels = tf.cast(is_positive, logits.dtype)
+            updates += [metric.update_state(labels, scores, sample_weight=sample_weight)
+                        for metric in self.batch_metrics]
+        with tf.control_dependencies([update for update in updates if update is not None]):
+            return tf.identity(loss)

@@ -105,3 +105,41 @@ def test_uniform_q_equals_reference_estimator(seed, beta):
 def test_accidental_hit_removal_needs_ids():
     with pytest.raises(ValueError, match="candidate_ids"):
         InterestAwareRetrieval()(tf.ones([2, 3]), tf.ones([2, 3]))
+
+
+def test_takes_retrievals_weights_and_metrics_with_their_meaning():
+    """A TFRS user's arguments: sample_weight, metrics (FactorizedTopK), batch_metrics, loss_metrics and
+    compute_metrics give what tfrs.tasks.Retrieval gives (beta = 0)."""
+    query, candidates, probability, ids = (x.astype(np.float32) if x.dtype == np.float64 else x
+                                           for x in random_batch(3, extra=0))
+    weights = np.random.default_rng(4).uniform(0.0, 2.0, size=len(query)).astype(np.float32)
+    corpus = tf.data.Dataset.from_tensor_slices((ids, candidates)).batch(4)  # (identifier, embedding)
+
+    def arguments():
+        return dict(metrics=tfrs.metrics.FactorizedTopK(corpus, ks=(1, 3)),
+                    batch_metrics=[tf.keras.metrics.CategoricalAccuracy(), tf.keras.metrics.TopKCategoricalAccuracy(2)],
+                    loss_metrics=[tf.keras.metrics.Mean()])
+
+    theirs = tfrs.tasks.Retrieval(loss=tf.keras.losses.CategoricalCrossentropy(
+        from_logits=True, reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE), remove_accidental_hits=True,
+        **arguments())
+    ours = InterestAwareRetrieval(beta=0.0, **arguments())
+    inputs = dict(sample_weight=tf.constant(weights), candidate_sampling_probability=tf.constant(probability),
+                  candidate_ids=tf.constant(ids))
+    for task in (theirs, ours):
+        loss = task(tf.constant(query), tf.constant(candidates), **inputs)
+        task.loss_value = float(loss)
+    np.testing.assert_allclose(ours.loss_value, theirs.loss_value, rtol=1e-5)
+    unweighted = ours(tf.constant(query), tf.constant(candidates), candidate_sampling_probability=tf.constant(probability),
+                      candidate_ids=tf.constant(ids), compute_metrics=False, compute_batch_metrics=False)
+    assert not np.isclose(float(unweighted), ours.loss_value)  # the weights matter...
+    np.testing.assert_allclose(  # ...as sum_b w_b l_b / B, so weights of 1 give the mean
+        float(ours(tf.constant(query), tf.constant(candidates), sample_weight=tf.ones(len(query)),
+                   candidate_sampling_probability=tf.constant(probability), candidate_ids=tf.constant(ids),
+                   compute_metrics=False, compute_batch_metrics=False)), float(unweighted), rtol=1e-6)
+    pairs = list(zip(ours.factorized_metrics[0]._top_k_metrics + ours.batch_metrics,
+                     theirs.factorized_metrics[0]._top_k_metrics + theirs._batch_metrics))
+    assert len(pairs) == 4 and any(0 < float(mine.result()) < 1 for mine, _ in pairs)
+    for mine, reference in pairs:  # the second and third calls of ours skipped these (compute_metrics=False)
+        np.testing.assert_allclose(float(mine.result()), float(reference.result()), rtol=1e-6, err_msg=mine.name)
+    assert ours.loss_metrics[0].count == 3 and theirs._loss_metrics[0].count == 1
