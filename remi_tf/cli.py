@@ -111,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                         config.cluster_timeout_s)
     inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server",
                                        vocabulary=vocabulary)
+    tf.keras.utils.set_random_seed(config.seed)  # the initial weights and the sampler's passes (train docstring)
     with strategy.scope():
         model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary)
     warm = {}

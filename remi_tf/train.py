@@ -184,7 +184,9 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     stopping triggers).
 
     Re-running with the same `model_dir` after a kill (of any task of a cluster) resumes from the last
-    backup.
+    backup. `remi train` seeds the initial weights and the in-memory sampler with config.seed: the same
+    command on one process trains the same model (on CPU, to the last bit in the test); clusters,
+    streaming input (reading order across files and threads) and resumed runs are not bit-reproducible.
 
     Returns:
       validation.json's state: the valid evaluations and the best step (the chief's; empty elsewhere).

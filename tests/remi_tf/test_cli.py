@@ -3,9 +3,11 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from remi_tf import cli
+from remi_tf import train as train_lib
 
 
 def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
@@ -77,3 +79,22 @@ def test_prepare_rejects_unknown_options_by_name(tmp_path, capsys, options, name
     error = capsys.readouterr().err
     assert named in error and "unknown option" in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_command_trains_the_same_model_and_another_seed_another(tmp_path):
+    from tests.remi_tf.test_warm_start import prepared
+
+    data = prepared(tmp_path, "log", range(0, 60), seed=0)
+
+    def final_weights(name: str, seed: int):
+        model_dir = str(tmp_path / name)
+        assert cli.main(["train", "--data", data, "--model-dir", model_dir, "--quiet", "--set", "embedding_dim=8",
+                         "max_steps=20", "eval_every=20", "batch_size=16", "steps_per_execution=5",
+                         f"seed={seed}"]) == 0
+        return train_lib.load_trained(model_dir).model.get_weights(), open(os.path.join(model_dir, "history.csv")).read()
+
+    first, again, other = final_weights("a", 1), final_weights("b", 1), final_weights("c", 2)
+    assert first[1] == again[1] and first[1] != other[1]  # the logged losses and validation metrics
+    for mine, same, different in zip(first[0], again[0], other[0]):
+        np.testing.assert_array_equal(mine, same)
+    assert any(not np.array_equal(mine, different) for mine, different in zip(first[0], other[0]))
