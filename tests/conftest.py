@@ -16,3 +16,12 @@ def datasets_dir() -> str:
     if not os.path.isdir(DATASETS_DIR):
         pytest.skip(f"real data sets not found at {DATASETS_DIR}; set REMI_DATASETS")
     return DATASETS_DIR
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Says how many tests the missing real data sets skipped (pytest only counts skips)."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "real data sets not found" in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} test(s) skipped: the real data sets are not at {DATASETS_DIR} "
+                                    "(set REMI_DATASETS to run them)", yellow=True, bold=True)

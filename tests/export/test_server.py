@@ -14,12 +14,28 @@ from export import exporter
 from export.server import Server
 
 
-@pytest.fixture(scope="module")
-def server(export_dir, tmp_path_factory):
-    # A private copy of the export, so that publishing a new version does not disturb other tests.
+REQUEST_TIMEOUT_S = 30
+
+
+def serve_copy(export_dir, tmp_path_factory) -> Server:
+    """A server on a private copy of the export (a test may publish versions into it)."""
     directory = str(tmp_path_factory.mktemp("served") / "export")
     shutil.copytree(export_dir, directory)
-    running = Server(directory, port=0, grpc_port=0, poll_seconds=3600, max_batch_size=8).start()
+    return Server(directory, port=0, grpc_port=0, poll_seconds=3600, max_batch_size=8).start()
+
+
+@pytest.fixture(scope="module")
+def server(export_dir, tmp_path_factory):
+    """Shared by the tests that only read from it."""
+    running = serve_copy(export_dir, tmp_path_factory)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def own_server(export_dir, tmp_path_factory):
+    """For a test that changes what is served."""
+    running = serve_copy(export_dir, tmp_path_factory)
     yield running
     running.stop()
 
@@ -28,7 +44,7 @@ def post(server, path, body):
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", data=body,
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request) as response:
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -54,7 +70,8 @@ def test_row_format_and_status(server):
     status, body = post(server, "/v1/models/remi-exact:predict",
                         json.dumps({"instances": [{"history": ["item2"]}, {"history": ["item3", "item4"]}]}).encode())
     assert status == 200 and len(body["predictions"]) == 2 and len(body["predictions"][0]["item_ids"]) == 20
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models/remi-exact") as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models/remi-exact",
+                                timeout=REQUEST_TIMEOUT_S) as response:
         assert json.loads(response.read())["model_version_status"][0]["state"] == "AVAILABLE"
 
 
@@ -77,9 +94,9 @@ def test_unknown_model_over_both_protocols(server):
         client_lib.RemiClient(f"127.0.0.1:{server.grpc_port}", model="missing", use_grpc=True).lookup([["a"]])
 
 
-def test_a_new_version_is_picked_up(server, trained_model_dir):
-    exporter.export(trained_model_dir, server.registry.export_dir, index="brute-force", k=5, version=2)
-    assert "remi/2" in server.registry.refresh()
-    (result,) = client_lib.RemiClient(f"http://127.0.0.1:{server.port}", model="remi").lookup([["item2"]])
+def test_a_new_version_is_picked_up(own_server, trained_model_dir):
+    exporter.export(trained_model_dir, own_server.registry.export_dir, index="brute-force", k=5, version=2)
+    assert "remi/2" in own_server.registry.refresh()
+    (result,) = client_lib.RemiClient(f"http://127.0.0.1:{own_server.port}", model="remi").lookup([["item2"]])
     assert len(result.item_ids) == 5  # the new version was exported with k = 5
-    assert server.registry.status("remi")[0]["version"] == "2"
+    assert own_server.registry.status("remi")[0]["version"] == "2"

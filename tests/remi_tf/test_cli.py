@@ -23,7 +23,6 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
     assert report["num_users"] == manifest["splits"]["test"]["users"]
     # Retrieving 50 of the ~1,350 items at random would recall about 50 / 1,350 = 0.037 of the targets.
     assert report["recall@50"] > 3 * 50 / manifest["num_items"]
-    assert report["hitrate@50"] >= report["hitrate@20"] and report["recall@50"] >= report["recall@20"]
     assert len(report["routing_entropy"]) == 4
     assert sorted(os.listdir(plots)) == ["routing.png", "training_curves.png"]
 

@@ -42,6 +42,12 @@ def test_routing_regularization_hand_worked():
     routing = tf.constant([[[1.0, 0.0], [0.5, 0.5]]])
     assert losses.routing_regularization(routing, 2).numpy() == pytest.approx(0.0625)
     assert losses.routing_regularization(routing, 2, "frobenius").numpy() == pytest.approx(0.0625)
+    # Two interests on opposite items: rows [1, 0] and [0, 1]; centred [0.5, -0.5] and [-0.5, 0.5].
+    # C = [[0.5, -0.5], [-0.5, 0.5]] / 2: diag = [0.25, 0.25] -> 0.125; the off-diagonal -0.25s count only
+    # in ||C||_F^2 = 4 * 0.0625 = 0.25, so the two modes differ here.
+    routing = tf.constant([[[1.0, 0.0], [0.0, 1.0]]])
+    assert losses.routing_regularization(routing, 2).numpy() == pytest.approx(0.125)
+    assert losses.routing_regularization(routing, 2, "frobenius").numpy() == pytest.approx(0.25)
 
 
 def test_routing_regularization_rejects_unknown_mode():
