@@ -1,0 +1,55 @@
+"""convert -> prepare -> train -> export -> serve -> lookup, every step through the `remi` command line as a
+user runs it (serve as its own process on free 127.0.0.1 ports, stopped by its pid)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+from remi_tf import cli, local_cluster
+from tests import synthetic
+
+STARTUP_TIMEOUT_S = 120
+
+
+def test_the_commands_end_to_end(tmp_path, capsys):
+    sequences, _ = synthetic.clustered_sequences(num_users=600, num_clusters=10, items_per_cluster=10,
+                                                 clusters_per_user=1, length=20, seed=4)
+    rows = [f"user{user},item{item},{time}" for user, items in enumerate(sequences) for time, item in enumerate(items)]
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    paths = {name: str(tmp_path / name) for name in ("events", "data", "model", "export")}
+    assert cli.main(["convert", "--input", str(tmp_path / "log.csv"), "--output", paths["events"],
+                     "--num-shards", "2"]) == 0
+    assert cli.main(["prepare", "--input", paths["events"], "--output", paths["data"]]) == 0
+    assert cli.main(["train", "--data", paths["data"], "--model-dir", paths["model"], "--quiet", "--set",
+                     "embedding_dim=16", "max_steps=300", "eval_every=300", "num_interests=2"]) == 0
+    assert cli.main(["evaluate", "--model-dir", paths["model"], "--split", "test"]) == 0
+    assert cli.main(["export", "--model-dir", paths["model"], "--output", paths["export"], "--index", "both",
+                     "--k", "10"]) == 0
+    assert sorted(os.listdir(paths["export"])) == ["models.config", "remi", "remi-exact", "remi-query"]
+
+    port, grpc_port = local_cluster.free_ports(2)
+    server = subprocess.Popen([sys.executable, "-m", "remi_tf.cli", "serve", "--export-dir", paths["export"],
+                               "--port", str(port), "--grpc-port", str(grpc_port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        capsys.readouterr()
+        history = "item2 item3 item4 item5"  # one planted cluster (cluster 0: item2..item11)
+        assert cli.main(["lookup", "--server", f"http://127.0.0.1:{port}", "--history", history, "--k", "5",
+                         "--json", "--wait", str(STARTUP_TIMEOUT_S)]) == 0
+        rest = json.loads(capsys.readouterr().out)
+        assert cli.main(["lookup", "--server", f"127.0.0.1:{grpc_port}", "--grpc", "--model", "remi-exact",
+                         "--history", history, "--k", "5", "--json"]) == 0
+        grpc = json.loads(capsys.readouterr().out)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert len(rest["item_ids"]) == len(grpc["item_ids"]) == 5
+    # the model learned the planted cluster: its other items come first, the history's are excluded
+    cluster_items = {f"item{i}" for i in range(2, 12)} - set(history.split())
+    assert np.mean([item in cluster_items for item in grpc["item_ids"]]) >= 0.8, grpc["item_ids"]
+    assert not set(grpc["item_ids"]) & set(history.split())
+    assert set(rest["item_ids"]) & cluster_items  # ScaNN (approximate) agrees on the cluster
