@@ -104,3 +104,31 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
         stream.truncate(os.path.getsize(data_file) // 2)
     with pytest.raises(RuntimeError, match=f"{latest}: the backup of the interrupted run cannot be read .*move "):
         run(config.replace(max_steps=60))  # asked to train on: the backup must be restored, and cannot be
+
+
+def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
+    sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=4)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=100, eval_every=10,
+                                   steps_per_execution=5, patience=2)
+    model = models.RemiModel(config, 60)
+    train.compile_model(model, config)
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.1, 0.5])  # best at the 2nd evaluation, then 2 without improvement
+    weights_at = {}
+
+    def scripted_evaluation():
+        weights_at[int(model.optimizer.iterations)] = [w.numpy() for w in model.trainable_weights]
+        return {train.SELECTION_METRIC: next(scores)}
+
+    selection = train.ValidationCallback(scripted_evaluation, str(tmp_path), patience=2, steps_per_epoch=10)
+    dataset = sequence_dataset(sequences, config.batch_size, config.max_history, seed=0)
+    model.fit(dataset, epochs=10, steps_per_epoch=10, callbacks=[selection], verbose=0)
+    assert int(model.optimizer.iterations) == 40  # stopped early, not at max_steps
+    with open(os.path.join(tmp_path, "validation.json")) as stream:
+        state = json.load(stream)
+    assert [e["step"] for e in state["evaluations"]] == [10, 20, 30, 40]
+    assert (state["best"], state["best_step"], state["evaluations_without_improvement"]) == (0.3, 20, 2)
+    restored = models.RemiModel(config, 60)
+    train.restore_best(restored, str(tmp_path))
+    for best, loaded in zip(weights_at[20], restored.trainable_weights):  # the weights of step 20, not 40
+        np.testing.assert_array_equal(best, loaded.numpy())
+    assert not np.array_equal(weights_at[20][0], weights_at[40][0])
