@@ -12,7 +12,9 @@ DATA ?= $(ML100K)
 CONFIG ?= configs/ml-100k.yaml
 PORT ?= 8501
 GRPC_PORT ?= 8500
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+ITEM_NAMES ?= $(if $(filter $(ML100K),$(DATA)),$(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.item,)
+# 3: TensorFlow's C++ errors too (a CPU machine logs a failed CUDA init); Python errors still show
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: venv demo test test-all clean
 
@@ -43,7 +45,8 @@ demo: $(STAMP) $(DATA)
 	$(BIN)/remi export --model-dir $(DEMO_DIR)/model --output $(DEMO_DIR)/export --index both --k 20
 	$(BIN)/remi serve --export-dir $(DEMO_DIR)/export --port $(PORT) --grpc-port $(GRPC_PORT) & server=$$!; \
 	history="$$(sed -n '20,24p' $(DEMO_DIR)/data/items.tsv | cut -f1 | tr '\n' ' ')"; \
-	$(BIN)/remi lookup --server http://127.0.0.1:$(PORT) --history "$$history" --k 10 --wait 180 && \
+	$(BIN)/remi lookup --server http://127.0.0.1:$(PORT) --history "$$history" --k 10 --wait 180 \
+	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),) && \
 	$(BIN)/remi lookup --server 127.0.0.1:$(GRPC_PORT) --grpc --model remi-exact --history "$$history" --k 5; \
 	status=$$?; kill $$server; exit $$status
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 import urllib.error
@@ -112,10 +113,31 @@ class RemiClient:
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
 
-def format_candidates(history: Sequence[str], candidates: Candidates) -> str:
-    """A readable table: rank, item, score and the interest that retrieved it."""
-    lines = [f"history: {' '.join(history) or '(empty)'}", f"{'rank':>4}  {'item':<24} {'score':>9}  interest"]
+def format_candidates(history: Sequence[str], candidates: Candidates, names: dict[str, str] | None = None) -> str:
+    """A readable table: rank, item (and its name, when `names` has it), score and the interest that
+    retrieved it."""
+    def shown(item: str) -> str:
+        return f"{item} ({names[item]})" if names and item in names else item
+
+    lines = [f"history: {', '.join(shown(item) for item in history) or '(empty)'}",
+             f"{'rank':>4}  {'item':<40} {'score':>9}  interest"]
     for rank, (item, score, interest) in enumerate(zip(candidates.item_ids, candidates.scores, candidates.interest)):
         source = "popular" if interest < 0 else f"#{interest}"
-        lines.append(f"{rank + 1:>4}  {item:<24} {score:>9.4f}  {source}")
+        lines.append(f"{rank + 1:>4}  {shown(item)[:40]:<40} {score:>9.4f}  {source}")
     return "\n".join(lines)
+
+
+def read_item_names(path: str) -> dict[str, str]:
+    """item id -> name from a CSV or TSV with a header whose first two columns are the id and the name
+    (RecBole's `ml-100k.item`, an `items.csv` with `item_id,title,...`)."""
+    with open(path, encoding="utf-8", newline="") as stream:
+        header = stream.readline()
+        delimiter = "\t" if "\t" in header else ","
+        names = {}
+        for line_number, row in enumerate(csv.reader(stream, delimiter=delimiter), start=2):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}, line {line_number}: expected an item id and a name, got {row!r}")
+            names[row[0]] = row[1]
+    return names

@@ -174,7 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         _, _, routing = evaluate_lib.retrieve(model, histories[:6], top_n=1)
         written = plots.write_all(args.plots, routing, histories[:6] >= FIRST_ITEM_INDEX, user_ids[:6],
-                                  os.path.join(args.model_dir, "history.csv"))
+                                  os.path.join(args.model_dir, "history.csv"), config.eval_every)
         print("plots: " + ", ".join(written))
     return 0
 
@@ -214,8 +214,10 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
                                    signature_name="include_history" if args.include_history else "serving_default")
     history = args.history.split()
+    names = client_lib.read_item_names(args.item_names) if args.item_names else None
     (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait)
-    print(json.dumps(candidates._asdict(), indent=2) if args.json else client_lib.format_candidates(history, candidates))
+    print(json.dumps(candidates._asdict(), indent=2) if args.json else
+          client_lib.format_candidates(history, candidates, names))
     return 0
 
 
@@ -316,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--k", type=int, default=20)
     lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
     lookup.add_argument("--json", action="store_true")
+    lookup.add_argument("--item-names", metavar="FILE",
+                        help="CSV/TSV with a header, item id then name (e.g. ml-100k.item): show names")
     lookup.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="retry while no server answers (one that is still starting)")
     lookup.set_defaults(run=cmd_lookup)

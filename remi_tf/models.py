@@ -44,6 +44,7 @@ class QueryTower(tf.keras.Model):
 
     def __init__(self, item_embedding: tf.keras.layers.Embedding, config: RemiConfig, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.config = config
         self.item_embedding = item_embedding
         self.routing = SelfAttentiveRouting(config.num_interests, config.max_history,
                                             use_position_embedding=config.use_position_embedding,
@@ -52,6 +53,11 @@ class QueryTower(tf.keras.Model):
     def call(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         mask = history >= FIRST_ITEM_INDEX
         return self.routing(self.item_embedding(history), mask)
+
+    def get_config(self) -> dict:
+        """The run configuration (what SavedModel metadata records; the tower shares its item table with
+        RemiModel, which rebuilds it from config.yaml)."""
+        return {"config": self.config.to_dict()}
 
 
 class RemiModel(tfrs.Model):
@@ -100,6 +106,10 @@ class RemiModel(tfrs.Model):
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
         self.build_towers()
+
+    def get_config(self) -> dict:
+        """The run configuration and vocabulary size (rebuild with RemiModel(RemiConfig(**config), ...))."""
+        return {"config": self.config.to_dict(), "vocabulary_size": self.vocabulary_size}
 
     def build_towers(self) -> None:
         """Creates every weight now, so that checkpoints restore before the first batch (Keras's

@@ -15,17 +15,19 @@ import numpy as np  # noqa: E402
 
 
 def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[str], path: str) -> None:
-    """One heatmap per user of the routing matrix A [K, L] (interests x history positions).
+    """One heatmap per user of the routing matrix A [K, L] (interests x history positions), on a colour
+    scale from 0 to the largest weight shown (weights of 0.05-0.25 would all be dark on 0..1).
 
     Args:
       routing: [users, K, L]; mask: [users, L] valid positions; user_ids: row titles.
     """
     num_users = len(user_ids)
+    largest = max(float(routing[row, :, :max(int(mask[row].sum()), 1)].max()) for row in range(num_users))
     figure, axes = plt.subplots(num_users, 1, figsize=(8, 1.2 + 0.9 * num_users * routing.shape[1] / 4),
                                 squeeze=False)
     for row, axis in enumerate(axes[:, 0]):
         length = max(int(mask[row].sum()), 1)
-        image = axis.imshow(routing[row, :, :length], aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+        image = axis.imshow(routing[row, :, :length], aspect="auto", cmap="viridis", vmin=0.0, vmax=largest)
         axis.set_title(f"user {user_ids[row]}", fontsize=9)
         axis.set_ylabel("interest")
         axis.set_yticks(range(routing.shape[1]))
@@ -37,25 +39,26 @@ def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[s
     plt.close(figure)
 
 
-def training_curves(history_csv: str, path: str) -> None:
-    """Training losses and valid metrics per evaluation, from Keras's CSVLogger file."""
+def training_curves(history_csv: str, path: str, eval_every: int) -> None:
+    """Training losses and valid metrics against the training step, from Keras's CSVLogger file (one row
+    per evaluation: epoch e ends at step (e + 1) * eval_every)."""
     with open(history_csv, encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     if not rows:
         raise ValueError(f"{history_csv} has no rows; train for at least one evaluation first")
-    epochs = np.arange(1, len(rows) + 1)
+    steps = [(int(row["epoch"]) + 1) * eval_every for row in rows]
     loss_keys = [k for k in ("loss", "retrieval_loss", "routing_regularization") if k in rows[0]]
     metric_keys = [k for k in rows[0] if k.startswith("val_") and ("recall" in k or "ndcg" in k or "hitrate" in k)]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key in loss_keys:
-        left.plot(epochs, [float(r[key]) for r in rows], label=key)
-    left.set_xlabel("evaluation (eval_every steps)")
+        left.plot(steps, [float(r[key]) for r in rows], label=key)
+    left.set_xlabel("training step")
     left.set_yscale("log")
     left.legend()
     left.set_title("training")
     for key in metric_keys:
-        right.plot(epochs, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
-    right.set_xlabel("evaluation (eval_every steps)")
+        right.plot(steps, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
+    right.set_xlabel("training step")
     right.legend(fontsize=8)
     right.set_title("valid")
     figure.tight_layout()
@@ -64,7 +67,7 @@ def training_curves(history_csv: str, path: str) -> None:
 
 
 def write_all(directory: str, routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[str],
-              history_csv: str | None, num_users: int = 6) -> list[str]:
+              history_csv: str | None, eval_every: int, num_users: int = 6) -> list[str]:
     """Writes routing.png (first `num_users` users) and, when the CSV exists, training_curves.png."""
     os.makedirs(directory, exist_ok=True)
     written = [os.path.join(directory, "routing.png")]
@@ -72,5 +75,5 @@ def write_all(directory: str, routing: np.ndarray, mask: np.ndarray, user_ids: S
     routing_heatmaps(routing[:count], mask[:count], user_ids[:count], written[0])
     if history_csv and os.path.exists(history_csv):
         written.append(os.path.join(directory, "training_curves.png"))
-        training_curves(history_csv, written[1])
+        training_curves(history_csv, written[1], eval_every)
     return written

@@ -53,3 +53,18 @@ def test_the_commands_end_to_end(tmp_path, capsys):
     assert np.mean([item in cluster_items for item in grpc["item_ids"]]) >= 0.8, grpc["item_ids"]
     assert not set(grpc["item_ids"]) & set(history.split())
     assert set(rest["item_ids"]) & cluster_items  # ScaNN (approximate) agrees on the cluster
+
+
+def test_lookup_shows_item_names_from_a_recbole_item_file(tmp_path):
+    from export import client as client_lib
+
+    path = tmp_path / "ml-100k.item"
+    path.write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\n1\tToy Story\t1995\n"
+                    "2\tGoldenEye\t1995\n")
+    names = client_lib.read_item_names(str(path))
+    assert names == {"1": "Toy Story", "2": "GoldenEye"}
+    table = client_lib.format_candidates(["1"], client_lib.Candidates(["2", "3"], [0.5, 0.25], [1, -1], [], []),
+                                         names)
+    assert table.splitlines() == [
+        "history: 1 (Toy Story)", f"{'rank':>4}  {'item':<40} {'score':>9}  interest",
+        f"{1:>4}  {'2 (GoldenEye)':<40} {0.5:>9.4f}  #1", f"{2:>4}  {'3':<40} {0.25:>9.4f}  popular"]
