@@ -151,6 +151,20 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StepBackup(tf.keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore, resuming at the step after the backup also with steps_per_execution > 1.
+
+    Keras records the batch index given to on_train_batch_begin, which is the first step of an
+    execution, and resumes after it: steps_per_execution - 1 steps were trained twice and the run ended
+    past max_steps. The backup is taken at the execution's end, so this records that step instead.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not isinstance(self.model.distribute_strategy, tf.distribute.ParameterServerStrategy):
+            self._training_state._ckpt_saved_batch.assign(batch)
+        super().on_train_batch_end(batch, logs)
+
+
 class ResumeNotice(tf.keras.callbacks.Callback):
     """Says where a resumed run starts (after BackupAndRestore, which precedes it, restored the backup)."""
 
@@ -219,7 +233,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
         validation,
         # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
         # every evaluation instead of every checkpoint_every steps.
-        tf.keras.callbacks.BackupAndRestore(
+        StepBackup(
             backup_dir, delete_checkpoint=False,
             save_freq="epoch" if isinstance(strategy, tf.distribute.ParameterServerStrategy) else
             max(1, config.checkpoint_every // steps_per_execution)),
