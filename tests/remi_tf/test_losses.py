@@ -1,4 +1,4 @@
-"""Routing regularization against a numpy computation of DESIGN.md's formula."""
+"""Routing regularization against a numpy computation of DESIGN.md's formula (section 2)."""
 
 import numpy as np
 import pytest

@@ -9,7 +9,7 @@ from remi_tf.tasks import InterestAwareRetrieval
 
 
 def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True):
-    """DESIGN.md section 4, literally, in float64."""
+    """DESIGN.md section 2 (the IHN softmax), literally, in float64."""
     batch, num_candidates = query.shape[0], candidates.shape[0]
     s = query @ candidates.T / temperature
     corrected = s - np.log(np.clip(probability, 1e-6, 1.0))
