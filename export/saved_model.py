@@ -12,10 +12,10 @@ from typing import Sequence
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from remi_tf import merging
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, item_lookup
 
 HISTORY_SIGNATURE = tf.TensorSpec([None, None], tf.string, name="history")
-NO_INTEREST = -1
 
 
 class QueryModule(tf.Module):
@@ -37,38 +37,6 @@ class QueryModule(tf.Module):
     def serve(self, history: tf.Tensor) -> dict[str, tf.Tensor]:
         interests, _ = self.query_tower(self.indices(history))
         return {"interests": interests}
-
-
-def merge_interest_results(scores: tf.Tensor, indices: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Merges per-interest results by score, de-duplicated (the TF twin of remi_tf.metrics.merge_interest_topk).
-
-    Args:
-      scores: [batch, K, n] per-interest scores (-inf marks a removed result).
-      indices: [batch, K, n] item indices.
-
-    Returns:
-      (scores [batch, k], indices [batch, k], interest [batch, k] int32: which interest retrieved each
-      item; -1 where fewer than k results exist, with index 0 and score -inf).
-    """
-    batch, num_interests, per_interest = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
-    flat_scores = tf.reshape(scores, [batch, -1])
-    flat_indices = tf.reshape(indices, [batch, -1])
-    flat_interest = tf.tile(tf.repeat(tf.range(num_interests), per_interest)[tf.newaxis], [batch, 1])
-    order = tf.argsort(flat_scores, axis=-1, direction="DESCENDING", stable=True)
-    sorted_scores = tf.gather(flat_scores, order, batch_dims=1)
-    sorted_indices = tf.gather(flat_indices, order, batch_dims=1)
-    sorted_interest = tf.gather(flat_interest, order, batch_dims=1)
-    # A result is a duplicate when the same item appears earlier in the score order.
-    same = tf.equal(sorted_indices[:, :, tf.newaxis], sorted_indices[:, tf.newaxis, :])  # [B, n', n']
-    earlier = tf.linalg.band_part(tf.ones_like(same[0], tf.int32), -1, 0) - tf.eye(tf.shape(same)[1], dtype=tf.int32)
-    duplicate = tf.reduce_any(tf.logical_and(same, tf.cast(earlier, tf.bool)[tf.newaxis]), axis=-1)
-    kept_scores = tf.where(duplicate, tf.constant(-float("inf"), scores.dtype), sorted_scores)
-    top = tf.math.top_k(kept_scores, k=k)  # stable within equal scores: keeps the sorted order
-    top_indices = tf.gather(sorted_indices, top.indices, batch_dims=1)
-    top_interest = tf.gather(sorted_interest, top.indices, batch_dims=1)
-    missing = tf.math.is_inf(top.values)
-    return (top.values, tf.where(missing, tf.zeros_like(top_indices), top_indices),
-            tf.where(missing, NO_INTEREST, top_interest))
 
 
 class RetrievalModule(tf.Module):
@@ -112,14 +80,14 @@ class RetrievalModule(tf.Module):
         # Per-interest lists: the k best remaining results of each interest, in score order.
         per_interest = tf.math.top_k(scores, k=self.k)
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
-        merged_scores, merged_indices, interest = merge_interest_results(scores, found, self.k)
+        merged_scores, merged_indices, interest = merging.merge_interest_results(scores, found, self.k)
 
         # Popularity candidates for rows without a known item (the vocabulary is most-frequent-first).
         empty = tf.reduce_all(indices == 0, axis=-1)  # [B]
         popular = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.k, dtype=merged_indices.dtype)
         merged_indices = tf.where(empty[:, tf.newaxis], popular[tf.newaxis, :], merged_indices)
         merged_scores = tf.where(empty[:, tf.newaxis], tf.zeros_like(merged_scores), merged_scores)
-        interest = tf.where(empty[:, tf.newaxis], NO_INTEREST, interest)
+        interest = tf.where(empty[:, tf.newaxis], merging.NO_INTEREST, interest)
         return {
             "item_ids": tf.gather(self.item_ids, merged_indices),
             "scores": merged_scores,

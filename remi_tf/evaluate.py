@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import metrics
+from remi_tf import merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 
@@ -21,6 +21,13 @@ def _interest_topk(interests: tf.Tensor, candidates: tf.Tensor, top_n: int) -> t
     return top.indices, top.values
 
 
+@tf.function(reduce_retracing=True)
+def _merge_chunks(scores: tf.Tensor, indices: tf.Tensor, top_n: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """[U, K, chunks * N] per-chunk results -> each interest's top N over all chunks -> the merged top N."""
+    best = tf.math.top_k(scores, k=top_n)
+    return merging.merge_interest_results(best.values, tf.gather(indices, best.indices, batch_dims=2), top_n)
+
+
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
@@ -32,7 +39,8 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       histories: [users, L] item indices (0 pads).
 
     Returns:
-      (ids [users, top_n] item indices, scores [users, top_n], routing [users, K, L]).
+      (ids [users, top_n] item indices, scores [users, top_n], routing [users, K, L]), merged by
+      remi_tf.merging, the retrieval SavedModel's merge.
     """
     num_items = model.vocabulary_size
     top_n = min(top_n, num_items)
@@ -46,10 +54,10 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
             indices, values = _interest_topk(interests, candidates, top_n)
             chunk_ids.append(indices.numpy() + first_item)
             chunk_scores.append(values.numpy())
-        merged_ids, merged_scores = metrics.merge_interest_topk(
-            np.concatenate(chunk_ids, axis=-1) + FIRST_ITEM_INDEX, np.concatenate(chunk_scores, axis=-1), top_n)
-        ids.append(merged_ids)
-        scores.append(merged_scores)
+        merged_scores, merged_ids, _ = _merge_chunks(np.concatenate(chunk_scores, axis=-1),
+                                                     np.concatenate(chunk_ids, axis=-1) + FIRST_ITEM_INDEX, top_n)
+        scores.append(merged_scores.numpy())
+        ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
         routings.append(routing.numpy())
     return np.concatenate(ids), np.concatenate(scores), np.concatenate(routings)
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from export import exporter, serving_layout
-from remi_tf import metrics
+from tests.numpy_reference import merge_interest_topk
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
 
@@ -30,7 +30,7 @@ def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history
     if exclude_history:
         in_own_history = (ids[:, :, :, None] == rows[:, None, None, :]).any(axis=-1)  # per user, not batch-wide
         scores = np.where(in_own_history, -np.inf, scores)
-    merged, merged_scores = metrics.merge_interest_topk(ids, scores, k)
+    merged, merged_scores = merge_interest_topk(ids, scores, k)
     return [[vocabulary[i - FIRST_ITEM_INDEX] for i in row] for row in merged], merged_scores
 
 

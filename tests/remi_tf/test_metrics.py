@@ -5,18 +5,36 @@ import math
 import numpy as np
 import pytest
 
-from remi_tf import metrics
+import tensorflow as tf
+
+from remi_tf import merging, metrics
+from tests.numpy_reference import merge_interest_topk
 
 
-def test_merge_sorts_by_score_deduplicates_and_drops_invalid():
+def test_merge_sorts_by_score_deduplicates_and_drops_removed_results():
     ids = np.array([[[5, 3, 9], [3, 7, 1]]])
-    scores = np.array([[[0.9, 0.5, 0.1], [0.8, 0.7, 0.2]]])
-    # By score: 5 (.9), 3 (.8), 7 (.7), 3 again (.5, dropped), 1 (.2, invalid), 9 (.1).
-    merged, merged_scores = metrics.merge_interest_topk(ids, scores, top_n=4, invalid_ids=[1])
+    scores = np.array([[[0.9, 0.5, 0.1], [0.8, 0.7, -np.inf]]], np.float32)  # item 1 removed (-inf)
+    # By score: 5 (.9, interest 0), 3 (.8, interest 1), 7 (.7, 1), 3 again (.5, dropped), 9 (.1, 0).
+    merged_scores, merged, interest = merging.merge_interest_results(tf.constant(scores), tf.constant(ids), 4)
     np.testing.assert_array_equal(merged, [[5, 3, 7, 9]])
     np.testing.assert_allclose(merged_scores, [[0.9, 0.8, 0.7, 0.1]])
-    short, _ = metrics.merge_interest_topk(ids, scores, top_n=6, invalid_ids=[1])
-    np.testing.assert_array_equal(short, [[5, 3, 7, 9, -1, -1]])
+    np.testing.assert_array_equal(interest, [[0, 1, 1, 0]])
+    _, short, short_interest = merging.merge_interest_results(tf.constant(scores), tf.constant(ids), 6)
+    np.testing.assert_array_equal(short, [[5, 3, 7, 9, 0, 0]])  # fewer than 6: index 0, no interest
+    np.testing.assert_array_equal(short_interest[0, 4:], [merging.NO_INTEREST] * 2)
+    reference, _ = merge_interest_topk(ids, scores, top_n=6, invalid_ids=[1])
+    np.testing.assert_array_equal(reference, [[5, 3, 7, 9, -1, -1]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_equals_the_numpy_reference_with_ties_and_repeats(seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 12, size=(16, 4, 6))  # 12 items in 24 slots: items repeat across interests
+    scores = rng.integers(0, 5, size=(16, 4, 6)).astype(np.float32)  # few values: ties everywhere
+    merged_scores, merged, _ = merging.merge_interest_results(tf.constant(scores), tf.constant(ids), 5)
+    expected, expected_scores = merge_interest_topk(ids, scores, top_n=5)
+    np.testing.assert_array_equal(merged.numpy(), expected)
+    np.testing.assert_array_equal(merged_scores.numpy(), expected_scores)
 
 
 def test_ranking_metrics_hand_worked():

@@ -1,0 +1,46 @@
+"""Numpy twins of production code, for tests to compare against (independent computations)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+
+def merge_interest_topk(interest_ids: np.ndarray, interest_scores: np.ndarray, top_n: int,
+                        invalid_ids: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Merges K per-interest retrievals into one list per user.
+
+    The K*N results are sorted by score (stable: earlier interests win ties), de-duplicated keeping the
+    best score, invalid ids (padding, OOV) dropped, and the first `top_n` kept.
+
+    Args:
+      interest_ids: [users, K, N] retrieved ids per interest.
+      interest_scores: [users, K, N] their scores.
+      top_n: length of the merged list.
+      invalid_ids: ids never returned.
+
+    Returns:
+      (ids [users, top_n], scores [users, top_n]); short lists are padded with id -1 and score -inf.
+    """
+    num_users = interest_ids.shape[0]
+    flat_ids = interest_ids.reshape(num_users, -1)
+    flat_scores = interest_scores.reshape(num_users, -1)
+    order = np.argsort(-flat_scores, axis=1, kind="stable")
+    merged_ids = np.full((num_users, top_n), -1, dtype=np.int64)
+    merged_scores = np.full((num_users, top_n), -np.inf, dtype=np.float32)
+    invalid = set(invalid_ids)
+    for user in range(num_users):
+        seen: set[int] = set()
+        position = 0
+        for column in order[user]:
+            item = int(flat_ids[user, column])
+            if item in seen or item in invalid:
+                continue
+            seen.add(item)
+            merged_ids[user, position] = item
+            merged_scores[user, position] = flat_scores[user, column]
+            position += 1
+            if position == top_n:
+                break
+    return merged_ids, merged_scores
