@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import time
 import urllib.error
@@ -68,10 +69,15 @@ class RemiClient:
                 time.sleep(1.0)
 
     def lookup(self, histories: Sequence[Sequence[str]], k: int | None = None) -> list[Candidates]:
-        """Candidates per history (oldest item first); `k` truncates the served lists."""
+        """Candidates per history (oldest item first); `k` (>= 1) truncates the served lists."""
+        if k is not None and k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         width = max([len(h) for h in histories] + [1])
         padded = [list(h) + [""] * (width - len(h)) for h in histories]
         outputs = self._grpc(padded) if self.use_grpc else self._rest(padded)
+        if "item_ids" not in outputs:
+            raise LookupFailed(f"model {self.model!r} answers {sorted(outputs)}, not candidates: look up a retrieval "
+                               "model (e.g. remi or remi-exact), not the query tower")
         results = []
         for row in range(len(histories)):
             results.append(Candidates(
@@ -94,6 +100,9 @@ class RemiClient:
             raise LookupFailed(f"{self.target} answered {error.code}: {message}") from None
         except (urllib.error.URLError, ConnectionError) as error:
             raise ServerUnavailable(f"no server at {self.target}: {error}") from None
+        except http.client.HTTPException as error:
+            raise LookupFailed(f"{self.target} does not answer HTTP ({type(error).__name__}): is it a gRPC port? "
+                               "Then pass --grpc and HOST:PORT") from None
 
     def _grpc(self, histories: list[list[str]]) -> dict:
         import grpc

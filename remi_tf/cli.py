@@ -211,11 +211,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_lookup(args: argparse.Namespace) -> int:
     from export import client as client_lib
 
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
     client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
                                    signature_name="include_history" if args.include_history else "serving_default")
     history = args.history.split()
     names = client_lib.read_item_names(args.item_names) if args.item_names else None
     (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait)
+    if len(candidates.item_ids) < args.k:
+        print(f"note: the server returns {len(candidates.item_ids)} candidates per history (its export's --k); "
+              f"showing {len(candidates.item_ids)} of the {args.k} asked for", file=sys.stderr)
     print(json.dumps(candidates._asdict(), indent=2) if args.json else
           client_lib.format_candidates(history, candidates, names))
     return 0

@@ -1,7 +1,10 @@
 """`remi serve` on 127.0.0.1: REST and gRPC round trips through the client, errors, new versions."""
 
 import json
+import os
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -17,11 +20,11 @@ from export.server import Server
 REQUEST_TIMEOUT_S = 30
 
 
-def serve_copy(export_dir, tmp_path_factory) -> Server:
+def serve_copy(export_dir, tmp_path_factory, **options) -> Server:
     """A server on a private copy of the export (a test may publish versions into it)."""
     directory = str(tmp_path_factory.mktemp("served") / "export")
     shutil.copytree(export_dir, directory)
-    return Server(directory, port=0, grpc_port=0, poll_seconds=3600, max_batch_size=8).start()
+    return Server(directory, port=0, grpc_port=0, poll_seconds=3600, max_batch_size=8, **options).start()
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,130 @@ def test_a_new_version_is_picked_up(own_server, trained_model_dir):
     (result,) = client_lib.RemiClient(f"http://127.0.0.1:{own_server.port}", model="remi").lookup([["item2"]])
     assert len(result.item_ids) == 5  # the new version was exported with k = 5
     assert own_server.registry.status("remi")[0]["version"] == "2"
+
+
+def raw_http(server, request: bytes, timeout: float = 20.0) -> tuple[int, dict]:
+    """Sends raw bytes, returns (status, JSON body) of the reply."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100_000,
+     400, "nested too deeply"),
+    (b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length"),
+    (b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     411, "chunked"),
+    (b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "exceeds"),
+    (b"DELETE /v1/models/remi-exact HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+    (b"OPTIONS /v1/models/remi-exact HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+    (b"GARBAGE\r\n\r\n", 400, "Bad request"),
+])
+def test_http_level_bad_requests_get_json_errors(server, request_bytes, status, message):
+    got_status, body = raw_http(server, request_bytes)
+    assert got_status == status and message.lower() in body["error"].lower(), body
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_in_bounded_time(export_dir, tmp_path_factory):
+    running = serve_copy(export_dir, tmp_path_factory, request_timeout_s=1.0)
+    try:
+        start = time.monotonic()
+        status, body = raw_http(running, b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\n"
+                                         b"Content-Length: 500\r\n\r\n{\"inputs\": ")
+        assert status == 400 and "ended after 11 of the 500 bytes" in body["error"]
+        assert time.monotonic() - start < 10
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"inputs": [["item2", 2]]}, "expects strings, got 2 (int) in row 0"),
+    ({"inputs": []}, "non-empty list of lists"),
+    ({"instances": [["item2"]], "signature_name": "serving_default", "inputs": None}, "exactly one"),
+])
+def test_inputs_must_be_lists_of_strings(server, body, message):
+    status, got = post(server, "/v1/models/remi-exact:predict", json.dumps(body).encode())
+    assert status == 400 and message in got["error"], got
+
+
+def test_a_query_string_is_not_part_of_the_model_name(server):
+    status, body = post(server, "/v1/models/remi-exact:predict?x=1", json.dumps({"inputs": [["item2"]]}).encode())
+    assert status == 200 and len(body["outputs"]["item_ids"][0]) == 20
+
+
+def grpc_predict(server, proto):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "remi-exact"
+    request.inputs["history"].CopyFrom(proto)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+
+
+@pytest.mark.parametrize("shape, values, message", [
+    ([100000, 100000], [b"item2"], "declares shape [100000, 100000]"),
+    ([8, 4000], [b"item2"], "(32000 values) but holds 1"),  # TF would broadcast the one value
+    ([0, 3], [], "empty batch"),
+])
+def test_grpc_tensors_are_checked_before_they_are_built(server, shape, values, message):
+    import grpc
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=values, tensor_shape=(
+        tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in shape])))
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+        grpc_predict(server, proto)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in raised.value.details()
+    assert time.monotonic() - start < 5
+    good = grpc_predict(server, tf.make_tensor_proto([["item2"]], dtype=tf.string))
+    assert len(tf.make_ndarray(good.outputs["item_ids"])[0]) == 20
+
+
+def test_a_broken_version_is_reported_and_skipped_and_polling_goes_on(own_server, trained_model_dir):
+    export = own_server.registry.export_dir
+    os.makedirs(os.path.join(export, "remi-exact", "3"))  # an empty (broken) version directory
+    assert own_server.registry.refresh() == []
+    statuses = own_server.registry.status("remi-exact")
+    assert statuses[0] == {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert statuses[1]["version"] == "3" and statuses[1]["state"] == "END" and statuses[1]["status"]["error_message"]
+    exporter.export(trained_model_dir, export, index="both", k=7, version=4)  # a good one after the bad one
+    assert "remi-exact/4" in own_server.registry.refresh()
+    status, body = post(own_server, "/v1/models/remi-exact:predict", json.dumps({"inputs": [["item2"]]}).encode())
+    assert status == 200 and len(body["outputs"]["item_ids"][0]) == 7
+
+
+def test_a_server_starts_on_the_newest_good_version(export_dir, tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("broken") / "export")
+    shutil.copytree(export_dir, directory)
+    os.makedirs(os.path.join(directory, "remi-exact", "2"))  # the newest is broken
+    running = Server(directory, port=0, grpc_port=0, poll_seconds=3600).start()
+    try:
+        assert running.registry.served()["remi-exact"] == 1
+        assert [s["state"] for s in running.registry.status("remi-exact")] == ["AVAILABLE", "END"]
+    finally:
+        running.stop()
+
+
+def test_client_errors_say_what_to_do(server, capsys):
+    from remi_tf import cli
+
+    rest = f"http://127.0.0.1:{server.port}"
+    for k in ("0", "-3"):
+        assert cli.main(["lookup", "--server", rest, "--model", "remi-exact", "--history", "item2", "--k", k]) == 2
+        assert "--k must be >= 1" in capsys.readouterr().err
+    assert cli.main(["lookup", "--server", rest, "--model", "remi-exact", "--history", "item2", "--k", "100",
+                     "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["item_ids"]) == 20 and "returns 20 candidates per history" in captured.err
+    with pytest.raises(client_lib.LookupFailed, match="not candidates: look up a retrieval model"):
+        client_lib.RemiClient(rest, model="remi-query").lookup([["item2"]])
+    with pytest.raises(client_lib.LookupFailed, match="is it a gRPC port"):
+        client_lib.RemiClient(f"http://127.0.0.1:{server.grpc_port}", model="remi-exact", timeout=10).lookup([["item2"]])
