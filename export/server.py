@@ -4,7 +4,8 @@ Serves the newest version of every model under an export directory (`<dir>/<name
 picks up new versions without a restart (polling). REST:
   POST /v1/models/<name>[/versions/<v>]:predict   row ("instances") or columnar ("inputs") format
   GET  /v1/models/<name>[/versions/<v>]           model version status
-gRPC: tensorflow.serving.PredictionService/Predict and ModelService/GetModelStatus.
+  GET  /v1/models/<name>[/versions/<v>]/metadata  signature defs (TF Serving's model metadata)
+gRPC: tensorflow.serving.PredictionService/Predict and GetModelMetadata, ModelService/GetModelStatus.
 Bad requests get TF Serving-style errors ({"error": ...} with HTTP 400/404/405/411/413; gRPC
 INVALID_ARGUMENT or NOT_FOUND) in bounded time and memory (body size, values per request, declared
 tensor shapes, JSON nesting, a socket timeout for stalled bodies), and the server keeps serving. A
@@ -26,8 +27,10 @@ import grpc
 import numpy as np
 import scann  # noqa: F401  (registers the ScaNN TF ops, so that ScaNN retrieval models load)
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
 
 from export import serving_layout
 
@@ -112,6 +115,18 @@ class ModelRegistry:
         served = self._served(name, version)
         return [{"version": str(served[0]), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
                 *failed]
+
+    def signature_defs(self, name: str, version: int | None = None
+                       ) -> tuple[int, get_model_metadata_pb2.SignatureDefMap]:
+        """(served version, its SignatureDefMap): TF Serving's model metadata, read from saved_model.pb."""
+        served_version, _ = self._served(name, version)
+        saved_model = saved_model_pb2.SavedModel()
+        with tf.io.gfile.GFile(os.path.join(self.export_dir, name, str(served_version), "saved_model.pb"), "rb") as f:
+            saved_model.ParseFromString(f.read())
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in saved_model.meta_graphs[0].signature_def.items():
+            signatures.signature_def[key].CopyFrom(signature)
+        return served_version, signatures
 
     def _served(self, name: str, version: int | None) -> tuple[int, Any]:
         with self._lock:
@@ -211,7 +226,7 @@ def format_rest_response(outputs: dict[str, np.ndarray], row_format: bool) -> di
     return {"predictions": [{key: value[i] for key, value in values.items()} for i in range(batch)]}
 
 
-_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict)?$")
+_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
 
 
 def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUEST_TIMEOUT_S
@@ -263,9 +278,15 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
         def _route(self, predict: bool) -> None:
             match = _PATH.match(urllib.parse.urlsplit(self.path).path)
             try:
-                if not match or bool(match.group(3)) != predict:
+                if not match or (match.group(3) == ":predict") != predict:
                     raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
                 name, version = match.group(1), int(match.group(2)) if match.group(2) else None
+                if match.group(3) == "/metadata":
+                    served_version, signatures = registry.signature_defs(name, version)
+                    self._reply(200, {"model_spec": {"name": name, "signature_name": "", "version": str(served_version)},
+                                      "metadata": {"signature_def": json_format.MessageToDict(
+                                          signatures, preserving_proto_field_name=True)}})
+                    return
                 if not predict:
                     self._reply(200, {"model_version_status": registry.status(name, version)})
                     return
@@ -334,6 +355,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+                         ) -> get_model_metadata_pb2.GetModelMetadataResponse:  # noqa: N802
+        unsupported = [field for field in request.metadata_field if field != "signature_def"]
+        if unsupported or not request.metadata_field:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field(s) {unsupported or '(none)'} not "
+                                                            "supported; request \"signature_def\"")
+        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        try:
+            served_version, signatures = self.registry.signature_defs(request.model_spec.name, version)
+        except ServingError as error:
+            context.abort(getattr(grpc.StatusCode, error.code), str(error))
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = served_version
+        response.metadata["signature_def"].Pack(signatures)
         return response
 
 

@@ -230,3 +230,32 @@ def test_client_errors_say_what_to_do(server, capsys):
         client_lib.RemiClient(rest, model="remi-query").lookup([["item2"]])
     with pytest.raises(client_lib.LookupFailed, match="is it a gRPC port"):
         client_lib.RemiClient(f"http://127.0.0.1:{server.grpc_port}", model="remi-exact", timeout=10).lookup([["item2"]])
+
+
+def test_model_metadata_over_rest_and_grpc_lists_the_signatures(server, export_dir):
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+
+    loaded = tf.saved_model.load(f"{export_dir}/remi-exact/1")
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models/remi-exact/versions/1/metadata",
+                                timeout=REQUEST_TIMEOUT_S) as response:
+        rest = json.loads(response.read())
+    assert rest["model_spec"] == {"name": "remi-exact", "signature_name": "", "version": "1"}
+    signatures = rest["metadata"]["signature_def"]["signature_def"]
+    assert set(loaded.signatures) <= set(signatures)
+    assert signatures["serving_default"]["inputs"]["history"]["dtype"] == "DT_STRING"
+    assert set(signatures["serving_default"]["outputs"]) == set(
+        loaded.signatures["serving_default"].structured_outputs)
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "remi-exact"
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.GetModelMetadata(request, timeout=30)
+        unpacked = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(unpacked)
+        assert response.model_spec.version.value == 1 and set(unpacked.signature_def) == set(signatures)
+        request.model_spec.name = "missing"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetModelMetadata(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
