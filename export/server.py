@@ -334,14 +334,49 @@ def _checked_ndarray(name: str, proto: Any) -> np.ndarray:
     return tf.make_ndarray(proto)
 
 
+def _requested_version(model_spec: Any) -> int | None:
+    """The version a request's ModelSpec names (None: the newest); version labels are refused."""
+    if model_spec.WhichOneof("version_choice") == "version_label":
+        raise ServingError("INVALID_ARGUMENT", f"version_label {model_spec.version_label!r}: remi serve has no "
+                                               "version labels (no models.config labels); ask for a version number")
+    return model_spec.version.value if model_spec.HasField("version") else None
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify, Regress and MultiInference answer as TF Serving does for a
+    model whose signatures are all predict signatures."""
+
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
+    def _not_predict(self, request: Any, context: grpc.ServicerContext, kind: str, expected_method: str) -> None:
+        try:
+            specs = [request.model_spec] if hasattr(request, "model_spec") else [t.model_spec for t in request.tasks]
+            for spec in specs:
+                _, signatures = self.registry.signature_defs(spec.name, _requested_version(spec))
+                name = spec.signature_name or DEFAULT_SIGNATURE
+                if name not in signatures.signature_def:
+                    raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {name}")
+                method = signatures.signature_def[name].method_name
+                raise ServingError("INVALID_ARGUMENT", f"Expected {kind} signature method_name to be "
+                                                       f"{expected_method}. Was: {method}")
+            raise ServingError("INVALID_ARGUMENT", "MultiInference request has no tasks")
+        except ServingError as error:
+            context.abort(getattr(grpc.StatusCode, error.code), str(error))
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self._not_predict(request, context, "classification", "tensorflow/serving/classify")
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self._not_predict(request, context, "regression", "tensorflow/serving/regress")
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self._not_predict(request, context, "classification", "tensorflow/serving/classify")
+
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
                 ) -> predict_pb2.PredictResponse:  # noqa: N802 (the proto's naming)
-        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
         try:
+            version = _requested_version(request.model_spec)
             inputs = {key: _checked_ndarray(key, proto) for key, proto in request.inputs.items()}
             served_version, outputs = self.registry.predict(request.model_spec.name, version,
                                                             request.model_spec.signature_name, inputs)
@@ -363,9 +398,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if unsupported or not request.metadata_field:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field(s) {unsupported or '(none)'} not "
                                                             "supported; request \"signature_def\"")
-        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
         try:
-            served_version, signatures = self.registry.signature_defs(request.model_spec.name, version)
+            served_version, signatures = self.registry.signature_defs(request.model_spec.name,
+                                                                      _requested_version(request.model_spec))
         except ServingError as error:
             context.abort(getattr(grpc.StatusCode, error.code), str(error))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -381,9 +416,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
                        ) -> get_model_status_pb2.GetModelStatusResponse:  # noqa: N802
-        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
         try:
-            status = self.registry.status(request.model_spec.name, version)
+            status = self.registry.status(request.model_spec.name, _requested_version(request.model_spec))
         except ServingError as error:
             context.abort(getattr(grpc.StatusCode, error.code), str(error))
         response = get_model_status_pb2.GetModelStatusResponse()

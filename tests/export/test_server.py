@@ -259,3 +259,31 @@ def test_model_metadata_over_rest_and_grpc_lists_the_signatures(server, export_d
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetModelMetadata(request, timeout=30)
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_classify_regress_and_version_labels_are_answered_in_tf_servings_words(server):
+    import grpc
+    from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2, prediction_service_pb2_grpc,
+                                         regression_pb2)
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        classify = classification_pb2.ClassificationRequest()
+        classify.model_spec.name = "remi-exact"
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name = "remi-exact"
+        multi = inference_pb2.MultiInferenceRequest()
+        multi.tasks.add().model_spec.name = "remi-exact"
+        labelled = predict_pb2.PredictRequest()
+        labelled.model_spec.name = "remi-exact"
+        labelled.model_spec.version_label = "stable"
+        labelled.inputs["history"].CopyFrom(tf.make_tensor_proto([["item2"]], dtype=tf.string))
+        for call, request, message in (
+                (stub.Classify, classify, "Expected classification signature method_name to be "
+                                          "tensorflow/serving/classify. Was: tensorflow/serving/predict"),
+                (stub.Regress, regress, "Expected regression signature method_name to be tensorflow/serving/regress"),
+                (stub.MultiInference, multi, "Expected classification signature method_name"),
+                (stub.Predict, labelled, "version_label 'stable': remi serve has no version labels")):
+            with pytest.raises(grpc.RpcError) as raised:
+                call(request, timeout=30)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in raised.value.details()
