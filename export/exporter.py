@@ -4,7 +4,8 @@ Models written under `<output>/` (one version each):
   <name>         end-to-end retrieval: ScaNN when the index is "scann" or "both", else exact
   <name>-exact   exact brute-force retrieval, when the index is "both" (stock TF Serving loads it)
   <name>-query   the query tower: history -> K interest embeddings
-plus `<output>/models.config` listing them.
+plus `<output>/models.config` listing them and `<output>/<name>.export.json`, the set `remi serve`
+serves at one version (TF Serving itself loads each model's versions on their own).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     names = model_names(name, index)
     if version is None:
         version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
+    taken = [os.path.join(output, served, str(version)) for served in names
+             if os.path.exists(os.path.join(output, served, str(version)))]
+    if taken:  # before the (slow) index build
+        raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
+    os.makedirs(output, exist_ok=True)
+    serving_layout.write_export_set(output, name, list(names))
     warmup = warmup_histories or [vocabulary[:3], vocabulary[3:8]]
     published = {}
     for served, kind in names.items():

@@ -60,7 +60,8 @@ class ServingError(Exception):
 class ModelRegistry:
     """The newest loadable version of each model under `export_dir`, reloaded when a newer one appears.
 
-    A version that fails to load is reported (in its status, state END with the error, and in the log)
+    The models of one `remi export` (an export set) are served at versions all of them have, so that a
+    killed export never mixes versions. A version that fails to load is reported (in its status, state END with the error, and in the log)
     and skipped: the newest good version is served, and later versions are still tried.
     """
 
@@ -76,9 +77,9 @@ class ModelRegistry:
         """Loads the newest loadable version of each model newer than the one served; returns the
         `name/version`s loaded now."""
         loaded = []
-        for name in sorted(os.listdir(self.export_dir)):
+        for name, available in serving_layout.complete_versions(self.export_dir).items():
             served = self._models.get(name, (0, None))[0]
-            for version in reversed(serving_layout.versions(os.path.join(self.export_dir, name))):
+            for version in reversed(available):
                 if version <= served:
                     break
                 if (name, version) in self.failures:

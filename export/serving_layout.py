@@ -34,6 +34,33 @@ def publish_version(model_base_dir: str, version: int, write: Callable[[str], No
     return atomic.publish_directory(write, final)
 
 
+EXPORT_SET_SUFFIX = ".export.json"  # <export_dir>/<name>.export.json: the served names of one export
+
+
+def write_export_set(export_dir: str, name: str, model_names: Sequence[str]) -> None:
+    """Records that `model_names` are published together (before any of their versions appears)."""
+    atomic.write_json(os.path.join(export_dir, name + EXPORT_SET_SUFFIX), {"models": list(model_names)})
+
+
+def export_sets(export_dir: str) -> list[list[str]]:
+    """The groups of model names that `remi export` publishes together."""
+    return [atomic.read_json(os.path.join(export_dir, entry))["models"] for entry in sorted(os.listdir(export_dir))
+            if entry.endswith(EXPORT_SET_SUFFIX)]
+
+
+def complete_versions(export_dir: str) -> dict[str, list[int]]:
+    """Model name -> its versions that may be served, ascending: for models of an export set, the versions
+    every model of the set has (a set half-published by a killed export is not served); others, all."""
+    complete = {name: versions(os.path.join(export_dir, name)) for name in sorted(os.listdir(export_dir))
+                if os.path.isdir(os.path.join(export_dir, name))}
+    for group in export_sets(export_dir):
+        shared = set.intersection(*(set(complete.get(name, [])) for name in group))
+        for name in group:
+            if name in complete:
+                complete[name] = sorted(shared)
+    return complete
+
+
 def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequence[Sequence[str]],
                           signature_name: str = "serving_default") -> None:
     """`assets.extra/tf_serving_warmup_requests`: one PredictionLog per history batch size 1 and all."""

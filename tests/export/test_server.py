@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from export import client as client_lib
-from export import exporter
+from export import exporter, serving_layout
 from export.server import Server
 
 
@@ -192,7 +192,8 @@ def test_grpc_tensors_are_checked_before_they_are_built(server, shape, values, m
 
 def test_a_broken_version_is_reported_and_skipped_and_polling_goes_on(own_server, trained_model_dir):
     export = own_server.registry.export_dir
-    os.makedirs(os.path.join(export, "remi-exact", "3"))  # an empty (broken) version directory
+    for name in ("remi", "remi-exact", "remi-query"):
+        os.makedirs(os.path.join(export, name, "3"))  # an empty (broken) version of the whole export set
     assert own_server.registry.refresh() == []
     statuses = own_server.registry.status("remi-exact")
     assert statuses[0] == {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
@@ -206,7 +207,8 @@ def test_a_broken_version_is_reported_and_skipped_and_polling_goes_on(own_server
 def test_a_server_starts_on_the_newest_good_version(export_dir, tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("broken") / "export")
     shutil.copytree(export_dir, directory)
-    os.makedirs(os.path.join(directory, "remi-exact", "2"))  # the newest is broken
+    for name in ("remi", "remi-exact", "remi-query"):
+        os.makedirs(os.path.join(directory, name, "2"))  # the newest is broken
     running = Server(directory, port=0, grpc_port=0, poll_seconds=3600).start()
     try:
         assert running.registry.served()["remi-exact"] == 1
@@ -287,3 +289,21 @@ def test_classify_regress_and_version_labels_are_answered_in_tf_servings_words(s
             with pytest.raises(grpc.RpcError) as raised:
                 call(request, timeout=30)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in raised.value.details()
+
+
+def test_a_half_published_export_is_not_served_and_an_existing_version_is_refused_first(
+        own_server, trained_model_dir, monkeypatch):
+    export = own_server.registry.export_dir
+    assert sorted(serving_layout.export_sets(export)[0]) == ["remi", "remi-exact", "remi-query"]
+    shutil.copytree(os.path.join(export, "remi", "1"), os.path.join(export, "remi", "2"))  # killed after remi/2
+    assert own_server.registry.refresh() == [] and own_server.registry.served()["remi"] == 1
+    for name in ("remi-exact", "remi-query"):  # the rest of the set appears
+        shutil.copytree(os.path.join(export, name, "1"), os.path.join(export, name, "2"))
+    assert sorted(own_server.registry.refresh()) == ["remi-exact/2", "remi-query/2", "remi/2"]
+
+    def no_index_build(*args, **kwargs):
+        raise AssertionError("the index was built before the version was checked")
+
+    monkeypatch.setattr(exporter.saved_model, "RetrievalModule", no_index_build)
+    with pytest.raises(FileExistsError, match="already exist"):
+        exporter.export(trained_model_dir, export, index="both", version=2)
