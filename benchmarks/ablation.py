@@ -20,7 +20,7 @@ METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrat
 
 
 def remi(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "remi", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:

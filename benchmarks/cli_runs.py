@@ -14,7 +14,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 def remi(*args: str, timeout: float = 7200) -> float:
     """Runs `remi ARGS`; returns its wall seconds (raises with the output's tail on failure)."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], capture_output=True, text=True, env=ENV,
+    done = subprocess.run([sys.executable, "-m", "remi", *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
     if done.returncode:
         raise RuntimeError(f"remi {' '.join(args)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")

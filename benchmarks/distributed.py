@@ -109,14 +109,14 @@ def synthetic_catalogue(directory: str, num_items: int, num_users: int, length: 
 
 
 def peak_rss_by_task(stop: threading.Event, peaks: dict[str, float]) -> None:
-    """Polls the resident memory (GiB) of every `remi_tf.cli train` process, by its TF_CONFIG task."""
+    """Polls the resident memory (GiB) of every `remi train` process, by its TF_CONFIG task."""
     while not stop.wait(0.5):
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as stream:
-                    if b"remi_tf.cli\x00train" not in stream.read():
+                    if b"-m\x00remi\x00train" not in stream.read():
                         continue
                 with open(f"/proc/{pid}/environ", "rb") as stream:
                     tf_config = next((v[len(b"TF_CONFIG="):] for v in stream.read().split(b"\x00")

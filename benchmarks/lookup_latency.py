@@ -66,7 +66,7 @@ def main() -> None:
         for size, work in workload.items():
             rows.append((model, "in-process", size, *measure(lambda b: signature(history=tf.constant(b)), work)))
 
-    server = subprocess.Popen([sys.executable, "-m", "remi_tf.cli", "serve", "--export-dir", args.export_dir,
+    server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", args.export_dir,
                                "--port", str(args.port), "--grpc-port", str(args.grpc_port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from export import exporter
-from remi_tf import cli
+from remi import cli
 from remi_tf.models import read_vocabulary
 from tests import synthetic
 

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from remi_tf import cli, local_cluster
+from remi import cli
+from remi_tf import local_cluster
 from tests import synthetic
 
 STARTUP_TIMEOUT_S = 120
@@ -29,10 +30,10 @@ def test_the_commands_end_to_end(tmp_path, capsys):
     assert cli.main(["evaluate", "--model-dir", paths["model"], "--split", "test"]) == 0
     assert cli.main(["export", "--model-dir", paths["model"], "--output", paths["export"], "--index", "both",
                      "--k", "10"]) == 0
-    assert sorted(os.listdir(paths["export"])) == ["models.config", "remi", "remi-exact", "remi-query"]
+    assert sorted(os.listdir(paths["export"])) == ["models.config", "remi", "remi-exact", "remi-query", "remi.export.json"]
 
     port, grpc_port = local_cluster.free_ports(2)
-    server = subprocess.Popen([sys.executable, "-m", "remi_tf.cli", "serve", "--export-dir", paths["export"],
+    server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", paths["export"],
                                "--port", str(port), "--grpc-port", str(grpc_port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

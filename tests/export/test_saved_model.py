@@ -82,7 +82,7 @@ def test_saved_model_cli_lists_the_signatures(export_dir):
 
 def test_scann_recall_against_exact_on_real_embeddings(datasets_dir, tmp_path):
     # Real embeddings (the synthetic clusters make items of a cluster near-ties, where ids can't agree).
-    from remi_tf import cli
+    from remi import cli
 
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
     assert cli.main(["prepare", "--input", inter, "--output", str(tmp_path / "data")]) == 0

@@ -218,7 +218,7 @@ def test_a_server_starts_on_the_newest_good_version(export_dir, tmp_path_factory
 
 
 def test_client_errors_say_what_to_do(server, capsys):
-    from remi_tf import cli
+    from remi import cli
 
     rest = f"http://127.0.0.1:{server.port}"
     for k in ("0", "-3"):

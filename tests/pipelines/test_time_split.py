@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from pipelines import beam, local, schema, time_split
 from pipelines import input as input_lib
-from remi_tf import cli, models
+from remi import cli
+from remi_tf import models
 from tests.pipelines.test_local import write_log
 
 T1, T2 = 100, 200

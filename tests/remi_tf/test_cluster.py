@@ -35,7 +35,7 @@ def planted_data(tmp_path_factory):
 
 def remi(*args, timeout=RUN_TIMEOUT_S):
     """Runs the `remi` command line in a fresh process; returns (status, output)."""
-    done = subprocess.run([sys.executable, "-m", "remi_tf.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "remi", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return done.returncode, done.stdout + done.stderr
 
@@ -79,7 +79,7 @@ def backup_step(model_dir):
 
 def test_multi_worker_run_resumes_after_a_worker_is_killed(planted_data, tmp_path):
     model_dir = str(tmp_path / "model")
-    command = [sys.executable, "-m", "remi_tf.cli", "train", "--data", planted_data, "--model-dir", model_dir,
+    command = [sys.executable, "-m", "remi", "train", "--data", planted_data, "--model-dir", model_dir,
                "--quiet", "--set", *SETTINGS, "max_steps=600", "eval_every=300", "checkpoint_every=100",
                "steps_per_execution=20"]
     cluster = local_cluster.cluster_spec(local_cluster.ClusterShape(2, 0))
@@ -107,7 +107,7 @@ def test_multi_worker_run_resumes_after_a_worker_is_killed(planted_data, tmp_pat
 
 def test_parameter_server_training_survives_a_restarted_worker(planted_data, tmp_path):
     model_dir = str(tmp_path / "model")
-    command = [sys.executable, "-m", "remi_tf.cli", "train", "--data", planted_data, "--model-dir", model_dir,
+    command = [sys.executable, "-m", "remi", "train", "--data", planted_data, "--model-dir", model_dir,
                "--quiet", "--set", *SETTINGS, "max_steps=1200", "eval_every=300", "steps_per_execution=10"]
     validation_path = os.path.join(model_dir, "validation.json")
     cluster = local_cluster.cluster_spec(local_cluster.ClusterShape(2, 2))
@@ -133,7 +133,7 @@ def test_a_cluster_task_that_never_comes_is_a_clear_error(planted_data, tmp_path
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     model_dir = str(tmp_path / "model")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "remi_tf.cli", "train", "--data", planted_data, "--model-dir",
+    done = subprocess.run([sys.executable, "-m", "remi", "train", "--data", planted_data, "--model-dir",
                            model_dir, "--set", "cluster_timeout_s=8"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 2
@@ -150,7 +150,7 @@ def test_a_cluster_task_that_never_comes_is_a_clear_error(planted_data, tmp_path
 ])
 def test_bad_tf_config_or_strategy_is_a_clear_error(planted_data, tmp_path, tf_config, strategy, message,
                                                     monkeypatch, capsys):
-    from remi_tf import cli
+    from remi import cli
 
     model_dir = str(tmp_path / "model")
     monkeypatch.setenv("TF_CONFIG", tf_config)

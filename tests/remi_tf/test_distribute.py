@@ -115,7 +115,7 @@ def test_two_replicas_train_the_global_batch_objective(tmp_path, beta, logq):
 
 
 def test_local_cluster_shapes_and_the_command_each_task_runs():
-    from remi_tf import cli
+    from remi import cli
 
     assert local_cluster.parse_shape("workers=2,ps=2") == (2, 2)
     assert local_cluster.parse_shape("workers=3") == (3, 0)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipelines import input as input_lib
-from remi_tf import cli, config as config_lib, models, train as train_lib, warm_start
+from remi import cli
+from remi_tf import config as config_lib, models, train as train_lib, warm_start
 from tests.pipelines.test_local import write_log
 
 SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",

@@ -1,7 +1,7 @@
 """`remi`: the command line of remi-tf (convert, prepare, train, evaluate, export, serve, lookup).
 
-The CLI is the composition root: it is the one module of remi_tf that reaches into `pipelines`
-(imported inside the subcommands), so that the library itself stays free of data-format code.
+The composition root: it imports remi_tf, pipelines and export (the latter two inside the subcommands,
+so that `remi --help` is quick); none of them imports it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from remi_tf import local_cluster
 
         shape = local_cluster.parse_shape(args.local_cluster)
-        command = [sys.executable, "-m", "remi_tf.cli", *_without_option(args.argv, "--local-cluster")]
+        command = [sys.executable, "-m", "remi", *_without_option(args.argv, "--local-cluster")]
         return local_cluster.run(shape, command, timeout_s=args.local_cluster_timeout)
 
     import tensorflow as tf

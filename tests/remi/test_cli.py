@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from remi_tf import cli
+from remi import cli
 from remi_tf import train as train_lib
 
 
