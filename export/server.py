@@ -61,8 +61,9 @@ class ModelRegistry:
     """The newest loadable version of each model under `export_dir`, reloaded when a newer one appears.
 
     The models of one `remi export` (an export set) are served at versions all of them have, so that a
-    killed export never mixes versions. A version that fails to load is reported (in its status, state END with the error, and in the log)
-    and skipped: the newest good version is served, and later versions are still tried.
+    killed export never mixes versions. A version that fails to load is reported (in its status, state
+    END with the error, and in the log) and skipped: the newest good version is served, and later
+    versions are still tried.
     """
 
     def __init__(self, export_dir: str, max_batch_size: int = 1024) -> None:
@@ -284,9 +285,9 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
                 name, version = match.group(1), int(match.group(2)) if match.group(2) else None
                 if match.group(3) == "/metadata":
                     served_version, signatures = registry.signature_defs(name, version)
-                    self._reply(200, {"model_spec": {"name": name, "signature_name": "", "version": str(served_version)},
-                                      "metadata": {"signature_def": json_format.MessageToDict(
-                                          signatures, preserving_proto_field_name=True)}})
+                    spec = {"name": name, "signature_name": "", "version": str(served_version)}
+                    self._reply(200, {"model_spec": spec, "metadata": {"signature_def": json_format.MessageToDict(
+                        signatures, preserving_proto_field_name=True)}})
                     return
                 if not predict:
                     self._reply(200, {"model_version_status": registry.status(name, version)})
