@@ -1,0 +1,185 @@
+"""TF Serving's REST API over a ModelRegistry (http.server), with TF Serving's JSON errors for every bad
+request, in bounded time and memory."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+
+from export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
+
+MAX_BODY_BYTES = 64 << 20  # a REST request body larger than this is refused before it is read
+REQUEST_TIMEOUT_S = 30.0  # a REST connection that sends nothing for this long is closed
+
+
+class RequestRejected(Exception):
+    """A REST request refused at the HTTP level (`status`: 400, 411, 413), before it reaches a model."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json_value(array: np.ndarray) -> Any:
+    if array.dtype.kind in "SO":
+        return np.vectorize(lambda x: x.decode("utf-8") if isinstance(x, bytes) else x, otypes=[object])(
+            array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def _pad_rows(rows: Any, name: str) -> np.ndarray:
+    """A non-empty batch of lists of item-id strings, padded with "" to equal lengths -> [batch, width]."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
+        raise ServingError("INVALID_ARGUMENT", f"input '{name}' expects a non-empty list of lists of item-id "
+                                               f"strings, e.g. [[\"id1\", \"id2\"]], got {json.dumps(rows)[:80]}")
+    width = max([len(row) for row in rows] + [1])
+    if len(rows) * width > MAX_REQUEST_VALUES:
+        raise ServingError("INVALID_ARGUMENT", f"input '{name}' has {len(rows)} x {width} values, more than "
+                                               f"{MAX_REQUEST_VALUES}")
+    for index, row in enumerate(rows):
+        for value in row:
+            if not isinstance(value, str):
+                raise ServingError("INVALID_ARGUMENT", f"input '{name}' expects strings, got {json.dumps(value)} "
+                                                       f"({type(value).__name__}) in row {index}")
+    return np.array([row + [""] * (width - len(row)) for row in rows], dtype=object)
+
+
+def parse_rest_request(body: bytes) -> tuple[str, dict[str, np.ndarray], bool]:
+    """TF Serving's REST predict body -> (signature_name, inputs, row_format)."""
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nested too deeply") from None
+    if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
+        raise ServingError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key (exactly one is required)")
+    signature_name = request.get("signature_name", DEFAULT_SIGNATURE)
+    if "instances" in request:
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise ServingError("INVALID_ARGUMENT", "'instances' must be a non-empty list")
+        if all(isinstance(instance, dict) for instance in instances):
+            names = {key for instance in instances for key in instance}
+            return signature_name, {name: _pad_rows([instance.get(name) for instance in instances], name)
+                                    for name in names}, True
+        return signature_name, {"history": _pad_rows(instances, "history")}, True
+    inputs = request["inputs"]
+    if isinstance(inputs, dict):
+        return signature_name, {name: _pad_rows(value, name) for name, value in inputs.items()}, False
+    return signature_name, {"history": _pad_rows(inputs, "history")}, False
+
+
+def format_rest_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    values = {key: _json_value(value) for key, value in outputs.items()}
+    if not row_format:
+        return {"outputs": values}
+    batch = len(next(iter(values.values())))
+    return {"predictions": [{key: value[i] for key, value in values.items()} for i in range(batch)]}
+
+
+_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
+
+
+def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUEST_TIMEOUT_S
+                      ) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        timeout = request_timeout_s  # socket timeout: a client that stops sending is dropped, not waited for
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own errors (bad request lines, unsupported methods) in TF Serving's JSON, with
+            a status line also for a request line it could not read (which it takes for HTTP/0.9)."""
+            self.close_connection = True
+            if self.request_version == "HTTP/0.9":
+                self.request_version = self.protocol_version
+            self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
+        def _reply(self, status: int, payload: dict) -> None:
+            body = json.dumps(payload).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _read_body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                raise RequestRejected(411, "chunked request bodies are not supported: send Content-Length")
+            length = self.headers.get("Content-Length")
+            if length is None or not length.strip().isdigit():
+                raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
+            if int(length) > MAX_BODY_BYTES:
+                raise RequestRejected(413, f"request body of {int(length)} bytes exceeds {MAX_BODY_BYTES}")
+            chunks, received = [], 0
+            while received < int(length):  # in pieces, so that a timeout still knows what arrived
+                try:
+                    chunk = self.rfile.read1(int(length) - received)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                received += len(chunk)
+            body = b"".join(chunks)
+            if len(body) < int(length):
+                raise RequestRejected(400, f"request body ended after {len(body)} of the {int(length)} bytes "
+                                           "of its Content-Length")
+            return body
+
+        def _route(self, predict: bool) -> None:
+            match = _PATH.match(urllib.parse.urlsplit(self.path).path)
+            try:
+                if not match or (match.group(3) == ":predict") != predict:
+                    raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
+                name, version = match.group(1), int(match.group(2)) if match.group(2) else None
+                if match.group(3) == "/metadata":
+                    served_version, signatures = registry.signature_defs(name, version)
+                    spec = {"name": name, "signature_name": "", "version": str(served_version)}
+                    self._reply(200, {"model_spec": spec, "metadata": {"signature_def": json_format.MessageToDict(
+                        signatures, preserving_proto_field_name=True)}})
+                    return
+                if not predict:
+                    self._reply(200, {"model_version_status": registry.status(name, version)})
+                    return
+                signature_name, inputs, row_format = parse_rest_request(self._read_body())
+                _, outputs = registry.predict(name, version, signature_name, inputs)
+                self._reply(200, format_rest_response(outputs, row_format))
+            except RequestRejected as error:
+                self.close_connection = True
+                self._reply(error.status, {"error": str(error)})
+            except ServingError as error:
+                self._reply(404 if error.code == "NOT_FOUND" else 400, {"error": str(error)})
+            except (tf.errors.OpError, ValueError, TypeError) as error:
+                self._reply(400, {"error": getattr(error, "message", str(error))})
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._route(predict=False)
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._route(predict=True)
+
+        def _not_allowed(self) -> None:
+            self.send_error(405, f"Method {self.command} not allowed: GET a model's status, POST :predict")
+
+        do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _not_allowed
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per error only
+            if args and str(args[1]).startswith(("4", "5")):
+                super().log_message(format, *args)
+
+    return Handler
+
+
+class HTTPServer(ThreadingHTTPServer):
+    """The REST front end's server: a thread per connection."""
+
+    request_queue_size = 128  # the listen backlog (5 by default: connection resets under 16 clients)
+    daemon_threads = True
