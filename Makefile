@@ -47,7 +47,8 @@ demo: $(STAMP) $(DATA)
 	history="$$(sed -n '20,24p' $(DEMO_DIR)/data/items.tsv | cut -f1 | tr '\n' ' ')"; \
 	$(BIN)/remi lookup --server http://127.0.0.1:$(PORT) --history "$$history" --k 10 --wait 180 \
 	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),) && \
-	$(BIN)/remi lookup --server 127.0.0.1:$(GRPC_PORT) --grpc --model remi-exact --history "$$history" --k 5; \
+	$(BIN)/remi lookup --server 127.0.0.1:$(GRPC_PORT) --grpc --model remi-exact --history "$$history" --k 5 \
+	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),); \
 	status=$$?; kill $$server; exit $$status
 
 test: $(STAMP)
