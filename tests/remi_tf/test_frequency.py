@@ -34,17 +34,20 @@ def estimate(estimator, buckets, items) -> np.ndarray:
 
 
 def numpy_estimator(buckets: np.ndarray, batches: np.ndarray, num_buckets: int, alpha: float) -> np.ndarray:
-    """The paper's update, one sighting at a time (repeats within a step get the gap split evenly), in
-    float64: returns the [num_hashes, num_buckets] gap averages B."""
+    """The paper's update, one sighting at a time at rate max(alpha, 1 / k) for a bucket's k-th sighting
+    (repeats within a step get the gap split evenly), in float64: returns the [num_hashes, num_buckets]
+    gap averages B."""
     last = np.zeros(buckets.shape[0] * num_buckets, np.int64)
     gap = np.zeros(buckets.shape[0] * num_buckets)
+    sightings = np.zeros(buckets.shape[0] * num_buckets, np.int64)
     for step, batch in enumerate(batches, start=1):
         flat = (buckets[:, batch] + np.arange(buckets.shape[0])[:, None] * num_buckets).ravel()
         slots, counts = np.unique(flat, return_counts=True)
         for slot, count in zip(slots, counts):
             share = (step - last[slot]) / count
             for _ in range(count):  # c sightings, each a paper update
-                gap[slot] = (1 - alpha) * gap[slot] + alpha * share if last[slot] else share
+                sightings[slot] += 1
+                gap[slot] += (share - gap[slot]) * max(alpha, 1.0 / sightings[slot])
             last[slot] = step
     return gap.reshape(buckets.shape[0], num_buckets)
 
@@ -90,7 +93,7 @@ def test_state_survives_a_checkpoint(tmp_path):
     path = tf.train.Checkpoint(estimator=estimator).save(str(tmp_path / "ckpt"))
     restored = frequency.StreamingFrequencyEstimator(1024, 2, alpha=0.05)
     tf.train.Checkpoint(estimator=restored).restore(path).assert_consumed()
-    for name in ("step", "last_seen", "gap"):
+    for name in ("step", "last_seen", "gap", "sightings"):
         np.testing.assert_array_equal(getattr(restored, name).numpy(), getattr(estimator, name).numpy())
     more = stream(zipf(NUM_ITEMS), 10, seed=4)
     observe_all(estimator, buckets, more)
