@@ -80,6 +80,7 @@ def test_saved_model_cli_lists_the_signatures(export_dir):
     assert "outputs['interests'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 4, 16)" in query
 
 
+@pytest.mark.slow  # trains on ml-100k; the synthetic 30 k-item test below checks the settings in `make test`
 def test_scann_recall_against_exact_on_real_embeddings(datasets_dir, tmp_path):
     # Real embeddings (the synthetic clusters make items of a cluster near-ties, where ids can't agree).
     from remi import cli
