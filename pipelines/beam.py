@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import local, readers, schema, sequences, time_split
+from pipelines import local, readers, record_checks, schema, sequences, time_split
 from remi_tf import atomic
 
 REPORT = "report"
@@ -48,7 +48,7 @@ class ReadBuckets(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator:
         file_index, path = element
-        log = readers.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
+        log = record_checks.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
         blocks, buffered, events = [], 0, 0
         for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior):
             blocks.append(block)

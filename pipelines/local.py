@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import readers, schema, sequences, time_split
+from pipelines import readers, record_checks, schema, sequences, time_split
 from remi_tf import atomic
 
 
@@ -72,8 +72,8 @@ def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> 
     return counts
 
 
-def read_columns(input_paths: Sequence[str], file_format: str, log: readers.BadRecordLog, behavior: str | None,
-                 progress: bool) -> sequences.EventBlock:
+def read_columns(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
+                 behavior: str | None, progress: bool) -> sequences.EventBlock:
     """Every input file's events as one block of columns."""
     reading = ProgressLine("events read", enabled=progress)
     blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update)
@@ -140,7 +140,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     """
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
-    log = readers.BadRecordLog(max_bad_records)
+    log = record_checks.BadRecordLog(max_bad_records)
     events = read_columns(input_paths, file_format, log, behavior, progress)
     ordered, duplicates = sequences.order_users(events)
     if boundaries is None:
@@ -181,7 +181,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
-    log = readers.BadRecordLog(max_bad_records)
+    log = record_checks.BadRecordLog(max_bad_records)
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
     summary: dict = {}
 
