@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
+from cli_runs import remi
+
 METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrate@50")
-
-
-def remi(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "remi", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
