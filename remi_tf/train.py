@@ -32,6 +32,7 @@ from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
 
 SELECTION_METRIC = "recall@50"
+PREVIOUS_BACKUP = "previous"  # <model_dir>/backup/previous/: the backup before the latest
 BEST_DIR = "best"
 
 
@@ -152,17 +153,31 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
 
 class StepBackup(tf.keras.callbacks.BackupAndRestore):
-    """Keras's BackupAndRestore, resuming at the step after the backup also with steps_per_execution > 1.
+    """Keras's BackupAndRestore, resuming at the step after the backup also with steps_per_execution > 1,
+    and keeping the backup it replaces.
 
     Keras records the batch index given to on_train_batch_begin, which is the first step of an
     execution, and resumes after it: steps_per_execution - 1 steps were trained twice and the run ended
     past max_steps. The backup is taken at the execution's end, so this records that step instead.
+    Keras keeps one backup; before it writes the next, the chief moves the current one (by rename) to
+    `<backup>/previous/`, for check_backup to fall back to.
     """
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not isinstance(self.model.distribute_strategy, tf.distribute.ParameterServerStrategy):
             self._training_state._ckpt_saved_batch.assign(batch)
         super().on_train_batch_end(batch, logs)
+
+    def _backup(self, epoch: int, batch: int = 0) -> None:
+        manager = self._training_state.write_checkpoint_manager
+        if manager is self._training_state.read_checkpoint_manager and manager.latest_checkpoint:  # the chief
+            previous_dir = os.path.join(self.backup_dir, PREVIOUS_BACKUP)
+            if tf.io.gfile.exists(previous_dir):
+                tf.io.gfile.rmtree(previous_dir)
+            tf.io.gfile.makedirs(previous_dir)
+            for path in tf.io.gfile.glob(manager.latest_checkpoint + ".*"):
+                tf.io.gfile.rename(path, os.path.join(previous_dir, os.path.basename(path)))
+        super()._backup(epoch, batch)
 
 
 class ResumeNotice(tf.keras.callbacks.Callback):
@@ -175,20 +190,40 @@ class ResumeNotice(tf.keras.callbacks.Callback):
 
 
 def check_backup(backup_dir: str) -> None:
-    """Reads every tensor of the chief's latest backup (Keras's BackupAndRestore layout), so that a
-    truncated or corrupted one stops the run with what to do instead of a raw error mid-restore."""
-    latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    """Reads every tensor of the chief's latest backup (Keras's BackupAndRestore layout). An unreadable
+    one (truncated, corrupted) is replaced by the previous backup when that one reads; otherwise the run
+    stops with what to do instead of a raw error mid-restore."""
+    chief_dir = os.path.join(backup_dir, "chief")
+    latest = tf.train.latest_checkpoint(chief_dir)
     if latest is None:
         return
+    reason = _unreadable(latest)
+    if reason is None:
+        return
+    previous = sorted(tf.io.gfile.glob(os.path.join(backup_dir, PREVIOUS_BACKUP, "*.index")))
+    if previous and _unreadable(previous[-1].removesuffix(".index")) is None:
+        prefix = previous[-1].removesuffix(".index")
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.rename(path, os.path.join(chief_dir, os.path.basename(path)), overwrite=True)
+        restored = os.path.join(chief_dir, os.path.basename(prefix))
+        tf.compat.v1.train.update_checkpoint_state(chief_dir, restored)
+        print(f"{latest}: the latest backup cannot be read ({reason}); resuming from the previous one, "
+              f"{restored}", flush=True)
+        return
+    raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}), nor a previous "
+                       f"one; move {backup_dir} aside to train from the start (the best checkpoint in best/ is "
+                       "not affected)")
+
+
+def _unreadable(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be read whole, or None when every tensor reads."""
     try:
-        reader = tf.train.load_checkpoint(latest)
+        reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, IndexError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}); move "
-                           f"{backup_dir} aside to train from the start (the best checkpoint in best/ is not "
-                           "affected)") from None
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
 
 
 def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,

@@ -1,5 +1,6 @@
 """A killed training run resumes from its last backup instead of starting over."""
 
+import glob
 import json
 import os
 
@@ -98,12 +99,24 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
     assert "training already finished at step 40" in capsys.readouterr().out
     assert files == {name: open(os.path.join(model_dir, name), "rb").read() for name in files}
 
+    def truncate(prefix):
+        data_file = prefix + ".data-00000-of-00001"
+        with open(data_file, "r+b") as stream:
+            stream.truncate(os.path.getsize(data_file) // 2)
+
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
-    data_file = latest + ".data-00000-of-00001"
-    with open(data_file, "r+b") as stream:
-        stream.truncate(os.path.getsize(data_file) // 2)
-    with pytest.raises(RuntimeError, match=f"{latest}: the backup of the interrupted run cannot be read .*move "):
-        run(config.replace(max_steps=60))  # asked to train on: the backup must be restored, and cannot be
+    truncate(latest)  # the latest backup (step 40) is broken: training on falls back to the previous (step 20)
+    assert run(config.replace(max_steps=60)) == 60
+    assert "the latest backup cannot be read" in capsys.readouterr().out
+    with open(os.path.join(model_dir, "validation.json")) as stream:
+        assert [e["step"] for e in json.load(stream)["evaluations"]] == [20, 40, 60]
+
+    truncate(tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")))
+    truncate(glob.glob(os.path.join(model_dir, "backup", "previous", "*.index"))[0].removesuffix(".index"))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
+    with pytest.raises(RuntimeError, match=f"{latest}: the backup of the interrupted run cannot be read .*nor a "
+                                           "previous one; move "):
+        run(config.replace(max_steps=80))  # asked to train on: neither backup can be restored
 
 
 def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
