@@ -161,24 +161,20 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                     .with_outputs(REPORT, main="buckets"))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
                        | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))
+            # The user split filters every event; the time split only the events before T1 (the training log).
+            training = ordered.users if boundaries is None else (
+                ordered.users | "EventsBefore" >> beam.Map(time_split.events_before, boundaries.valid_from))
+            item_counts = (training | "ItemCounts" >> beam.Map(sequences.item_counts)
+                           | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
+            kept = training | "FilterUsers" >> beam.Map(sequences.filter_users,
+                                                        kept_items=beam.pvalue.AsSingleton(frequent))
+            vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
+                          | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
             if boundaries is None:
-                item_counts = (ordered.users | "ItemCounts" >> beam.Map(sequences.item_counts)
-                               | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-                frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
-                kept = ordered.users | "FilterUsers" >> beam.Map(sequences.filter_users,
-                                                                 kept_items=beam.pvalue.AsSingleton(frequent))
                 split = kept | "ShardRecords" >> beam.FlatMap(_user_split_records, seed=seed, num_shards=num_shards
                                                               ).with_outputs(REPORT, main="records")
             else:
-                before = ordered.users | "EventsBefore" >> beam.Map(time_split.events_before, boundaries.valid_from)
-                item_counts = (before | "ItemCounts" >> beam.Map(sequences.item_counts)
-                               | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-                frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
-                kept = before | "FilterUsers" >> beam.Map(sequences.filter_users,
-                                                          kept_items=beam.pvalue.AsSingleton(frequent))
-            vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
-                          | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-            if boundaries is not None:
                 split = ordered.users | "SplitRecords" >> beam.FlatMap(
                     _time_split_records, vocabulary=beam.pvalue.AsSingleton(vocabulary), boundaries=boundaries,
                     num_shards=num_shards).with_outputs(REPORT, main="records")

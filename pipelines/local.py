@@ -143,23 +143,22 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     log = record_checks.BadRecordLog(max_bad_records)
     events = read_columns(input_paths, file_format, log, behavior, progress)
     ordered, duplicates = sequences.order_users(events)
+    # The user split filters every event; the time split only the events before T1 (the training log).
+    training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
+    all_item_counts = sequences.item_counts(training)
+    frequent = sequences.frequent_items(all_item_counts)
+    kept = sequences.filter_users(training, frequent)
+    vocabulary_counts = sequences.item_counts(kept)
     if boundaries is None:
-        all_item_counts = sequences.item_counts(ordered)
-        frequent = sequences.frequent_items(all_item_counts)
-        kept = sequences.filter_users(ordered, frequent)
         records = sequences.shard_records(kept, seed, num_shards)
         splits = split_counts(records)
         tallies = sequences.target_tallies(kept, seed)
     else:
-        all_item_counts = sequences.item_counts(time_split.events_before(ordered, boundaries.valid_from))
-        frequent = sequences.frequent_items(all_item_counts)
-        kept = sequences.filter_users(time_split.events_before(ordered, boundaries.valid_from), frequent)
-        records, report = time_split.split_records(ordered, set(sequences.item_counts(kept).items.tolist()),
-                                                   boundaries, num_shards)
+        records, report = time_split.split_records(ordered, set(vocabulary_counts.items.tolist()), boundaries,
+                                                   num_shards)
         time_split.check_windows(report, boundaries)
         splits = report["splits"]
         tallies = sequences.target_tallies(kept, seed=None)
-    vocabulary_counts = sequences.item_counts(kept)
     require_items(len(vocabulary_counts.items), input_paths)
     cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                 "users_below_min_count": len(ordered.users) - len(kept.users),
