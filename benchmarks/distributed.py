@@ -15,11 +15,14 @@ Every run is `remi train` (and `remi evaluate --split test`) in fresh processes,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import threading
+import time
 
 import numpy as np
 
@@ -108,54 +111,97 @@ def synthetic_catalogue(directory: str, num_items: int, num_users: int, length: 
         json.dump({"num_items": num_items, "synthetic": True}, stream)
 
 
-def peak_rss_by_task(stop: threading.Event, peaks: dict[str, float]) -> None:
-    """Polls the resident memory (GiB) of every `remi train` process, by its TF_CONFIG task."""
-    while not stop.wait(0.5):
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as stream:
-                    if b"-m\x00remi\x00train" not in stream.read():
-                        continue
-                with open(f"/proc/{pid}/environ", "rb") as stream:
-                    tf_config = next((v[len(b"TF_CONFIG="):] for v in stream.read().split(b"\x00")
-                                      if v.startswith(b"TF_CONFIG=")), None)
-                with open(f"/proc/{pid}/status") as stream:
-                    rss = next(int(line.split()[1]) for line in stream if line.startswith("VmRSS"))
-            except (OSError, StopIteration):
-                continue
-            if tf_config is None:
-                continue
+def remi_train_tasks() -> dict[str, int]:
+    """pid of every running `remi train` process, by its TF_CONFIG task ("ps:0", "worker:1", ...)."""
+    tasks = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                if b"-m\x00remi\x00train" not in stream.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as stream:
+                tf_config = next((v[len(b"TF_CONFIG="):] for v in stream.read().split(b"\x00")
+                                  if v.startswith(b"TF_CONFIG=")), None)
+        except OSError:
+            continue
+        if tf_config is not None:
             task = json.loads(tf_config)["task"]
-            name = f"{task['type']}:{task['index']}"
-            peaks[name] = max(peaks.get(name, 0.0), rss / 2 ** 20)
+            tasks[f"{task['type']}:{task['index']}"] = int(pid)
+    return tasks
+
+
+def resident_gib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS")) / 2 ** 20
+    except (OSError, StopIteration):
+        return None
+
+
+def available_gib() -> float:
+    with open("/proc/meminfo") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("MemAvailable")) / 2 ** 20
+
+
+class TaskMemoryMonitor(threading.Thread):
+    """Records each cluster task's resident memory every `period_s` (a CSV timeline and the peaks), and
+    stops every `remi train` process (SIGKILL by pid) when the machine's available memory falls below
+    `guard_gib`, before the kernel's OOM killer picks a process of its own."""
+
+    def __init__(self, timeline_csv: str, guard_gib: float = 1.5, period_s: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.timeline_csv, self.guard_gib, self.period_s = timeline_csv, guard_gib, period_s
+        self.peaks: dict[str, float] = {}
+        self.guard_tripped_at: float | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        with open(self.timeline_csv, "w") as timeline:
+            timeline.write("elapsed_s,task,rss_gib,available_gib\n")
+            while not self.stopped.wait(self.period_s):
+                elapsed, available, tasks = time.monotonic() - start, available_gib(), remi_train_tasks()
+                for task, pid in sorted(tasks.items()):
+                    rss = resident_gib(pid)
+                    if rss is not None:
+                        self.peaks[task] = max(self.peaks.get(task, 0.0), rss)
+                        timeline.write(f"{elapsed:.0f},{task},{rss:.3f},{available:.3f}\n")
+                timeline.flush()
+                if available < self.guard_gib and tasks and self.guard_tripped_at is None:
+                    self.guard_tripped_at = elapsed
+                    for pid in tasks.values():
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
 
 
 def scale(args: argparse.Namespace) -> None:
     data = os.path.join(args.output, f"catalogue-{args.items}")
     if not os.path.exists(os.path.join(data, "manifest.json")):
         synthetic_catalogue(data, args.items, num_users=20_000, length=30)
-    peaks: dict[str, float] = {}
-    stop = threading.Event()
-    watcher = threading.Thread(target=peak_rss_by_task, args=(stop, peaks), daemon=True)
-    watcher.start()
     model_dir = os.path.join(args.output, f"scale-{args.items}")
+    monitor = TaskMemoryMonitor(os.path.join(args.output, f"scale-{args.items}-memory.csv"))
+    monitor.start()
     settings = ["batch_size=256", f"max_steps={3 * args.epoch_steps}", f"eval_every={args.epoch_steps}",
                 "steps_per_execution=25", "patience=0", "eval_batch_size=4", "embedding_dim=64"]
     try:
         remi(*train_args(data, model_dir, None, f"workers=2,ps={args.ps}", settings))
     finally:
-        stop.set()
-        watcher.join()
+        monitor.stop()
+        print("| task | peak RSS GiB |\n|---|---|")
+        for task, gib in sorted(monitor.peaks.items()):
+            print(f"| {task} | {gib:.2f} |")
+        if monitor.guard_tripped_at is not None:
+            print(f"memory guard: stopped the cluster at {monitor.guard_tripped_at:.0f} s (timeline: "
+                  f"{monitor.timeline_csv})")
     run = json.load(open(os.path.join(model_dir, "run.json")))
     print(f"items {args.items:,} x 64; table shards: {run['item_table_shards']}")
     print(f"steps/s (2 workers, batch 256 per worker step): {training_rate(model_dir):.2f}")
     table_gib = (args.items + 2) * 64 * 4 / 2 ** 30
     print(f"table {table_gib:.2f} GiB; with LazyAdam's 2 slots {3 * table_gib:.2f} GiB")
-    print("| task | peak RSS GiB |\n|---|---|")
-    for task, gib in sorted(peaks.items()):
-        print(f"| {task} | {gib:.2f} |")
 
 
 def main() -> None:

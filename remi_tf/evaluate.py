@@ -12,28 +12,34 @@ from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 
 SCORE_CHUNK_BYTES = 256 << 20  # the [users, K, rows] scores of one candidate chunk
+CANDIDATE_CHUNK_BYTES = 64 << 20  # the [rows, d] embeddings of one candidate chunk
 
 
 @tf.function(reduce_retracing=True)
-def _interest_topk(interests: tf.Tensor, candidates: tf.Tensor, top_n: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _update_interest_topk(interests: tf.Tensor, candidates: tf.Tensor, first_index: tf.Tensor, best_scores: tf.Tensor,
+                          best_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each interest's top N so far ([U, K, N] scores and item indices) updated with a chunk of
+    candidates [rows, d] whose first row is item index `first_index`."""
     scores = tf.einsum("ukd,nd->ukn", interests, candidates)  # [U, K, rows]
-    top = tf.math.top_k(scores, k=tf.minimum(top_n, tf.shape(candidates)[0]))
-    return top.indices, top.values
-
-
-@tf.function(reduce_retracing=True)
-def _merge_chunks(scores: tf.Tensor, indices: tf.Tensor, top_n: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """[U, K, chunks * N] per-chunk results -> each interest's top N over all chunks -> the merged top N."""
+    top_n = tf.shape(best_scores)[-1]
+    chunk = tf.math.top_k(scores, k=tf.minimum(top_n, tf.shape(candidates)[0]))
+    scores = tf.concat([best_scores, chunk.values], axis=-1)
+    ids = tf.concat([best_ids, chunk.indices + first_index], axis=-1)
     best = tf.math.top_k(scores, k=top_n)
-    return merging.merge_interest_results(best.values, tf.gather(indices, best.indices, batch_dims=2), top_n)
+    return best.values, tf.gather(ids, best.indices, batch_dims=2)
+
+
+_merge_interest_results = tf.function(merging.merge_interest_results, reduce_retracing=True)
 
 
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
 
-    The corpus is scored in chunks that keep each chunk's scores under SCORE_CHUNK_BYTES (one chunk for
-    catalogues up to ~30 k items at the default batch); each chunk's top-N go on to the merge.
+    The corpus is read once, in chunks that keep each chunk's scores under SCORE_CHUNK_BYTES and its
+    embeddings under CANDIDATE_CHUNK_BYTES (one chunk for catalogues up to ~30 k items at the default
+    batch); every user batch keeps each interest's top N so far. Only one chunk is held at a time: a table sharded across parameter servers never sits
+    whole on the caller.
 
     Args:
       histories: [users, L] item indices (0 pads).
@@ -42,24 +48,26 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       (ids [users, top_n] item indices, scores [users, top_n], routing [users, K, L]), merged by
       remi_tf.merging, the retrieval SavedModel's merge.
     """
-    num_items = model.vocabulary_size
-    top_n = min(top_n, num_items)
-    rows_per_chunk = max(top_n, SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests))
-    chunks = list(model.candidate_chunks(rows_per_chunk))
-    ids, scores, routings = [], [], []
-    for start in range(0, len(histories), batch_size):
-        interests, routing = model.query_tower(tf.constant(histories[start:start + batch_size], tf.int64))
-        chunk_ids, chunk_scores = [], []
-        for first_item, candidates in chunks:
-            indices, values = _interest_topk(interests, candidates, top_n)
-            chunk_ids.append(indices.numpy() + first_item)
-            chunk_scores.append(values.numpy())
-        merged_scores, merged_ids, _ = _merge_chunks(np.concatenate(chunk_scores, axis=-1),
-                                                     np.concatenate(chunk_ids, axis=-1) + FIRST_ITEM_INDEX, top_n)
+    top_n = min(top_n, model.vocabulary_size)
+    num_interests = model.config.num_interests
+    rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * num_interests),
+                                    CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
+    batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
+               for start in range(0, len(histories), batch_size)]
+    best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),
+             tf.fill([len(interests), num_interests, top_n], -1)) for interests, _ in batches]
+    for first_item, rows in model.candidate_chunks(rows_per_chunk):
+        candidates = tf.constant(rows.numpy())  # one copy here, wherever the table's shard lives
+        first_index = tf.constant(first_item + FIRST_ITEM_INDEX, tf.int32)
+        best = [_update_interest_topk(interests, candidates, first_index, *batch_best)
+                for (interests, _), batch_best in zip(batches, best)]
+    ids, scores = [], []
+    for best_scores, best_ids in best:
+        merged_scores, merged_ids, _ = _merge_interest_results(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
-        routings.append(routing.numpy())
-    return np.concatenate(ids), np.concatenate(scores), np.concatenate(routings)
+    routing = np.concatenate([routing.numpy() for _, routing in batches])
+    return np.concatenate(ids), np.concatenate(scores), routing
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],

@@ -241,6 +241,8 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
       validation.json's state: the valid evaluations and the best step (the chief's; empty elsewhere).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    if verbose == 1 and isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        verbose = 2  # Keras has no per-step progress bar under parameter servers: one line per epoch
     os.makedirs(model_dir, exist_ok=True)
     if chief:
         config_lib.save(config, os.path.join(model_dir, "config.yaml"))
