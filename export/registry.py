@@ -15,6 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from export import serving_layout
+from export.batching import Batcher
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_REQUEST_VALUES = 1 << 24  # items in one request's history tensor (REST rows x columns, gRPC shape)
@@ -34,12 +35,14 @@ class ModelRegistry:
     The models of one `remi export` (an export set) are served at versions all of them have, so that a
     killed export never mixes versions. A version that fails to load is reported (in its status, state
     END with the error, and in the log) and skipped: the newest good version is served, and later
-    versions are still tried.
+    versions are still tried. With a `batcher`, concurrent predictions run in batches (export/batching.py);
+    `max_batch_size` bounds one request's rows either way.
     """
 
-    def __init__(self, export_dir: str, max_batch_size: int = 1024) -> None:
+    def __init__(self, export_dir: str, max_batch_size: int = 1024, batcher: Batcher | None = None) -> None:
         self.export_dir = export_dir
         self.max_batch_size = max_batch_size
+        self.batcher = batcher
         self._models: dict[str, tuple[int, Any]] = {}
         self.failures: dict[tuple[str, int], str] = {}  # (name, version) -> why it did not load
         self._lock = threading.Lock()
@@ -136,6 +139,12 @@ class ModelRegistry:
             if value.shape[0] > self.max_batch_size:
                 raise ServingError("INVALID_ARGUMENT", f"batch of {value.shape[0]} exceeds the maximum batch "
                                                        f"size {self.max_batch_size}")
-            feeds[key] = tf.constant(value.astype(object) if spec.dtype == tf.string else value, spec.dtype)
-        outputs = function(**feeds)
-        return served_version, {key: tensor.numpy() for key, tensor in outputs.items()}
+            feeds[key] = value.astype(object) if spec.dtype == tf.string else value
+
+        def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = function(**{key: tf.constant(value, expected[key].dtype) for key, value in batch.items()})
+            return {key: tensor.numpy() for key, tensor in outputs.items()}
+
+        if self.batcher is None:
+            return served_version, run(feeds)
+        return served_version, self.batcher.run((name, served_version, signature_name), run, feeds)

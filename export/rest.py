@@ -92,6 +92,7 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
                       ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = request_timeout_s  # socket timeout: a client that stops sending is dropped, not waited for
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection serves a client's requests one after another
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """http.server's own errors (bad request lines, unsupported methods) in TF Serving's JSON, with

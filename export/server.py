@@ -10,6 +10,7 @@ Bad requests get TF Serving-style errors ({"error": ...} with HTTP 400/404/405/4
 INVALID_ARGUMENT or NOT_FOUND) in bounded time and memory (body size, values per request, declared
 tensor shapes, JSON nesting, a socket timeout for stalled bodies), and the server keeps serving. A
 version that fails to load is reported (status END with its error) and skipped; polling goes on.
+Concurrent predictions run in batches when a Batcher is given (`remi serve` does: export/batching.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from export.batching import Batcher
 from export.grpc_services import ModelService, PredictionService
 from export.registry import ModelRegistry
 from export.rest import REQUEST_TIMEOUT_S, HTTPServer, make_rest_handler
@@ -30,10 +32,13 @@ class Server:
 
     def __init__(self, export_dir: str, host: str = "127.0.0.1", port: int = 8501, grpc_port: int = 8500,
                  poll_seconds: float = 2.0, max_batch_size: int = 1024,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self.registry = ModelRegistry(export_dir, max_batch_size)
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, batcher: Batcher | None = None,
+                 grpc_threads: int = 64) -> None:
+        self.batcher = batcher
+        self.registry = ModelRegistry(export_dir, max_batch_size, batcher)
         self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s))
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        # A thread per request in flight: requests waiting for their batch hold one.
+        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_threads))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.registry), self.grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), self.grpc)
         self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
@@ -63,3 +68,5 @@ class Server:
         self.http.shutdown()
         self.http.server_close()
         self.grpc.stop(grace=None)
+        if self.batcher is not None:
+            self.batcher.stop()

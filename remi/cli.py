@@ -195,8 +195,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from export import server as server_lib
 
+    from export.batching import Batcher
+
+    batcher = Batcher(args.batching_max_rows, args.batching_timeout_micros / 1e6, args.batching_threads) \
+        if args.batching else None
     server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,
-                               max_batch_size=args.max_batch_size).start()
+                               max_batch_size=args.max_batch_size, batcher=batcher).start()
     models = ", ".join(f"{name}/{version}" for name, version in sorted(server.registry.served().items()))
     print(f"serving {models or 'nothing yet'}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
           f"{server.grpc_port}", flush=True)
@@ -312,7 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501, help="REST port")
     serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--max-batch-size", type=int, default=1024)
+    serve.add_argument("--max-batch-size", type=int, default=1024, help="most histories in one request")
+    serve.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
+                       help="run concurrent requests in batches (TF Serving's batching)")
+    serve.add_argument("--batching-max-rows", type=int, default=64, help="most histories in one batch")
+    serve.add_argument("--batching-timeout-micros", type=int, default=0,
+                       help="how long a batch that is not full waits for more requests")
+    serve.add_argument("--batching-threads", type=int, default=1, help="batches run at the same time")
     serve.set_defaults(run=cmd_serve)
 
     lookup = add_command("lookup", help="candidates for a history from TF Serving or `remi serve`")

@@ -282,6 +282,47 @@ def gather_candidate_ids(context: tf.distribute.ReplicaContext, ids: tf.Tensor) 
     return tf.roll(all_ids, shift, axis=0)
 
 
+def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.Tensor | tf.IndexedSlices | None]
+                  ) -> list[tf.Tensor | tf.IndexedSlices | None]:
+    """The gradients summed over the replicas in one all-gather.
+
+    The optimizer's own aggregation makes one collective per pack of dense gradients and three per
+    sparse one (lengths, values, indices); across processes each is a round trip. Here every replica's
+    gradients travel as one flat float32 vector: a sparse gradient's values [n, d] with its indices
+    bitcast into two more columns, then the dense gradients. Dense parts are summed on arrival; sparse
+    ones are concatenated (the optimizer sums repeated rows when it de-duplicates). Every replica's
+    gradients must have the same shapes: equal per-replica batches, as the training input gives.
+
+    Args:
+      gradients: per variable, this replica's gradient (dense, IndexedSlices with static d, or None).
+
+    Returns:
+      The summed gradients, in the same structure.
+    """
+    pieces = []
+    for gradient in gradients:
+        if isinstance(gradient, tf.IndexedSlices):
+            index_bits = tf.bitcast(tf.cast(gradient.indices, tf.int64), tf.float32)  # [n, 2]
+            pieces.append(tf.reshape(tf.concat([gradient.values, index_bits], axis=1), [-1]))
+        elif gradient is not None:
+            pieces.append(tf.reshape(gradient, [-1]))
+    gathered = context.all_gather(_placed(context, tf.concat(pieces, axis=0)), axis=0)
+    per_replica = tf.split(tf.reshape(gathered, [context.num_replicas_in_sync, -1]),
+                           [tf.size(piece) for piece in pieces], axis=1)  # each [R, size]
+    summed, parts = [], iter(per_replica)
+    for gradient in gradients:
+        if isinstance(gradient, tf.IndexedSlices):
+            width = gradient.values.shape[-1]
+            rows = tf.reshape(next(parts), [-1, width + 2])  # every replica's rows, replica after replica
+            indices = tf.cast(tf.bitcast(rows[:, width:], tf.int64), gradient.indices.dtype)
+            summed.append(tf.IndexedSlices(rows[:, :width], indices, gradient.dense_shape))
+        elif gradient is not None:
+            summed.append(tf.reshape(tf.reduce_sum(next(parts), axis=0), tf.shape(gradient)))
+        else:
+            summed.append(None)
+    return summed
+
+
 def _placed(context: tf.distribute.ReplicaContext, tensor: tf.Tensor) -> tf.Tensor:
     """`tensor` with a device: MultiWorkerMirroredStrategy traces a one-device worker's step without a
     device scope, and its collectives need placed inputs."""

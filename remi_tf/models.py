@@ -193,7 +193,12 @@ class RemiModel(tfrs.Model):
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
         gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        replica = tf.distribute.get_replica_context()
+        if distribute.gathers_candidates(replica):  # one collective for all the gradients (sum_gradients)
+            self.optimizer.apply_gradients(zip(distribute.sum_gradients(replica, gradients), self.trainable_variables),
+                                           skip_gradients_aggregation=True)
+        else:
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return {metric.name: metric.result() for metric in self.metrics}
 
     def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor, training: bool) -> tf.Tensor:

@@ -1,5 +1,6 @@
 """`remi serve` on 127.0.0.1: REST and gRPC round trips through the client, errors, new versions."""
 
+import http.client
 import json
 import os
 import shutil
@@ -69,6 +70,20 @@ def test_rest_and_grpc_round_trips_agree_with_the_saved_model(server, export_dir
         assert len(results[0].interest_item_ids) == 4
 
 
+def test_a_rest_connection_serves_several_requests(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        sockets = []
+        for history in HISTORIES:
+            connection.request("POST", "/v1/models/remi-exact:predict", json.dumps({"instances": [history]}))
+            response = connection.getresponse()
+            assert response.status == 200 and len(json.loads(response.read())["predictions"]) == 1
+            sockets.append(connection.sock)
+        assert sockets[0] is sockets[1] is not None  # HTTP/1.1 keep-alive: no reconnect
+    finally:
+        connection.close()
+
+
 def test_row_format_and_status(server):
     status, body = post(server, "/v1/models/remi-exact:predict",
                         json.dumps({"instances": [{"history": ["item2"]}, {"history": ["item3", "item4"]}]}).encode())
@@ -106,13 +121,17 @@ def test_a_new_version_is_picked_up(own_server, trained_model_dir):
 
 
 def raw_http(server, request: bytes, timeout: float = 20.0) -> tuple[int, dict]:
-    """Sends raw bytes, returns (status, JSON body) of the reply."""
+    """Sends raw bytes, returns (status, JSON body) of the reply (read up to its Content-Length: the
+    server keeps HTTP/1.1 connections open)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as connection:
         connection.sendall(request)
         reply = b""
-        while chunk := connection.recv(65536):
+        while b"\r\n\r\n" not in reply and (chunk := connection.recv(65536)):
             reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        while len(body) < length and (chunk := connection.recv(65536)):
+            body += chunk
     return int(head.split()[1]), json.loads(body)
 
 

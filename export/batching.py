@@ -1,0 +1,138 @@
+"""Server-side batching for `remi serve`, as TF Serving's batching does it: requests for the same
+signature of the same model version that wait at the same time run as one call.
+
+A batch thread takes the oldest waiting request and every other waiting request with the same key, up
+to `max_batch_rows` history rows (a longer request runs alone), waits up to `batch_timeout_s` for more
+when the batch is not full (0: no wait, so a lone request is not delayed), runs them as one batch and
+hands each request its rows of the outputs. Under load, requests that arrive while a batch runs form
+the next one. String inputs of different widths are padded on the right with "" (the served
+signatures skip "": see export/saved_model.py). When a batch of several requests fails, each of them
+is rerun alone, so that an error reaches the request that caused it and no other.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Callable, Hashable
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]  # input name -> [rows, ...]
+RunFn = Callable[[Feeds], Feeds]  # one signature call: feeds -> outputs, each [rows, ...]
+
+
+class _Request:
+    def __init__(self, key: Hashable, run: RunFn, feeds: Feeds) -> None:
+        self.key, self.run, self.feeds = key, run, feeds
+        self.rows = len(next(iter(feeds.values())))
+        self.done = threading.Event()
+        self.outputs: Feeds | None = None
+        self.error: BaseException | None = None
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    """[rows_i, width_i] arrays -> [sum rows, max width]: strings padded with "" on the right."""
+    width = max(array.shape[1] for array in arrays) if arrays[0].ndim == 2 else None
+    if width is not None and any(array.shape[1] != width for array in arrays):
+        arrays = [np.pad(array, [(0, 0), (0, width - array.shape[1])], constant_values="") for array in arrays]
+    return np.concatenate(arrays)
+
+
+class Batcher:
+    """Runs requests in batches on `num_batch_threads` threads (see the module docstring).
+
+    Args:
+      max_batch_rows: most history rows in one batch (TF Serving's max_batch_size).
+      batch_timeout_s: how long a batch that is not full waits for more requests (batch_timeout_micros).
+      num_batch_threads: batches run at the same time (num_batch_threads).
+    """
+
+    def __init__(self, max_batch_rows: int = 64, batch_timeout_s: float = 0.0, num_batch_threads: int = 1) -> None:
+        if max_batch_rows < 1 or batch_timeout_s < 0 or num_batch_threads < 1:
+            raise ValueError(f"batching needs max_batch_rows >= 1, batch_timeout_s >= 0 and num_batch_threads >= 1, "
+                             f"got {max_batch_rows}, {batch_timeout_s}, {num_batch_threads}")
+        self.max_batch_rows, self.batch_timeout_s = max_batch_rows, batch_timeout_s
+        self.batches_run = 0  # batch calls made (for tests and benchmarks: requests / batches = mean batch)
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._condition = threading.Condition()
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._serve, daemon=True, name=f"batch-{i}")
+                         for i in range(num_batch_threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, key: Hashable, run: RunFn, feeds: Feeds) -> Feeds:
+        """Runs `run(feeds)` within a batch of waiting requests with the same `key` (requests with one key
+        must have the same `run`); returns this request's rows of the outputs, or raises its error."""
+        request = _Request(key, run, feeds)
+        with self._condition:
+            if self._stopped:
+                raise RuntimeError("the batcher is stopped")
+            self._waiting.append(request)
+            self._condition.notify()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.outputs
+
+    def stop(self) -> None:
+        """Fails the requests still waiting and ends the batch threads."""
+        with self._condition:
+            self._stopped = True
+            for request in self._waiting:
+                request.error = RuntimeError("the server is stopping")
+                request.done.set()
+            self._waiting.clear()
+            self._condition.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _next_batch(self) -> list[_Request] | None:
+        """Waits for a request, then takes it and the waiting requests of its key (see the docstring)."""
+        with self._condition:
+            while not self._waiting and not self._stopped:
+                self._condition.wait()
+            if self._stopped:
+                return None
+            first = self._waiting.popleft()
+            batch, rows = [first], first.rows
+            deadline = time.monotonic() + self.batch_timeout_s
+            while True:
+                for request in list(self._waiting):
+                    if request.key == first.key and rows + request.rows <= self.max_batch_rows:
+                        self._waiting.remove(request)
+                        batch.append(request)
+                        rows += request.rows
+                remaining = deadline - time.monotonic()
+                if rows >= self.max_batch_rows or remaining <= 0 or self._stopped:
+                    return batch
+                self._condition.wait(remaining)
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self.batches_run += 1
+            try:
+                self._run_batch(batch)
+            except Exception as error:  # noqa: BLE001 (delivered to the requests, which raise it)
+                if len(batch) == 1:
+                    batch[0].error = error
+                else:  # rerun one by one: the error goes to the request that caused it
+                    for request in batch:
+                        try:
+                            self._run_batch([request])
+                        except Exception as single_error:  # noqa: BLE001
+                            request.error = single_error
+            for request in batch:
+                request.done.set()
+
+    @staticmethod
+    def _run_batch(batch: list[_Request]) -> None:
+        feeds = batch[0].feeds if len(batch) == 1 else {
+            name: _concatenate([request.feeds[name] for request in batch]) for name in batch[0].feeds}
+        outputs = batch[0].run(feeds)
+        start = 0
+        for request in batch:
+            request.outputs = {name: value[start:start + request.rows] for name, value in outputs.items()}
+            start += request.rows

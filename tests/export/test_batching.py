@@ -1,0 +1,161 @@
+"""Server-side batching: concurrent requests run together, each gets exactly its own rows back."""
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import client as client_lib
+from export.batching import Batcher
+from export.server import Server
+
+WAIT_S = 30
+
+
+def row_summary(feeds):
+    """A row-wise signature: per history, its non-padding items joined, and how many there are."""
+    history = feeds["history"]
+    joined = np.array([" ".join(item for item in row if item) for row in history], dtype=object)
+    return {"joined": joined, "count": (history != "").sum(axis=1)}
+
+
+def run_concurrently(batcher, requests, run):
+    """Submits every (key, feeds) at once from its own thread; returns their outputs or errors, in order."""
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def submit(index, key, feeds):
+        start.wait(timeout=WAIT_S)
+        try:
+            results[index] = batcher.run(key, run, feeds)
+        except Exception as error:  # noqa: BLE001 (the test inspects it)
+            results[index] = error
+
+    threads = [threading.Thread(target=submit, args=(i, key, feeds)) for i, (key, feeds) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAIT_S)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def history(*rows):
+    width = max(len(row) for row in rows)
+    return {"history": np.array([list(row) + [""] * (width - len(row)) for row in rows], dtype=object)}
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows():
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds["history"]))
+        return row_summary(feeds)
+
+    batcher = Batcher(max_batch_rows=8, batch_timeout_s=0.2)
+    try:
+        requests = [("m", history(*[[f"i{n}-{j}" for j in range(n % 4 + 1)] for _ in range(n % 2 + 1)]))
+                    for n in range(12)]  # 1 or 2 rows each, histories of 1-4 items: widths differ
+        results = run_concurrently(batcher, requests, run)
+    finally:
+        batcher.stop()
+    for (_, feeds), result in zip(requests, results):
+        expected = row_summary(feeds)
+        assert result["joined"].tolist() == expected["joined"].tolist()
+        assert result["count"].tolist() == expected["count"].tolist()
+    assert sum(calls) == sum(len(feeds["history"]) for _, feeds in requests) == 18
+    assert max(calls) <= 8 and len(calls) < 12, calls  # batched, never above max_batch_rows
+
+
+def test_requests_of_different_keys_are_never_mixed():
+    seen = []
+
+    def run_for(key):
+        def run(feeds):
+            seen.append((key, [row[0] for row in feeds["history"]]))
+            return row_summary(feeds)
+        return run
+
+    batcher = Batcher(max_batch_rows=64, batch_timeout_s=0.2)
+    try:
+        keys = ["a", "b"] * 5
+        results = [None] * len(keys)
+        start = threading.Barrier(len(keys))
+
+        def submit(index, key):
+            start.wait(timeout=WAIT_S)
+            results[index] = batcher.run(key, run_for(key), history([f"{key}{index}"]))
+
+        threads = [threading.Thread(target=submit, args=(i, key)) for i, key in enumerate(keys)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT_S)
+    finally:
+        batcher.stop()
+    assert [result["joined"].tolist() for result in results] == [[f"{key}{i}"] for i, key in enumerate(keys)]
+    for key, firsts in seen:
+        assert all(first.startswith(key) for first in firsts), seen
+    assert len(seen) < len(keys)
+
+
+def test_an_error_reaches_only_the_request_that_caused_it():
+    def run(feeds):
+        if (feeds["history"] == "bad").any():
+            raise ValueError("bad item")
+        return row_summary(feeds)
+
+    batcher = Batcher(max_batch_rows=16, batch_timeout_s=0.2)
+    try:
+        requests = [("m", history(["bad"] if i == 3 else [f"good{i}"])) for i in range(6)]
+        results = run_concurrently(batcher, requests, run)
+    finally:
+        batcher.stop()
+    assert isinstance(results[3], ValueError)
+    assert [results[i]["joined"].tolist() for i in (0, 1, 2, 4, 5)] == [[f"good{i}"] for i in (0, 1, 2, 4, 5)]
+
+
+def test_a_lone_request_does_not_wait_and_bad_settings_are_refused():
+    batcher = Batcher(max_batch_rows=64, batch_timeout_s=0.0)
+    try:
+        assert batcher.run("m", row_summary, history(["x", "y"]))["count"].tolist() == [2]
+        assert batcher.batches_run == 1
+    finally:
+        batcher.stop()
+    with pytest.raises(ValueError, match="max_batch_rows >= 1"):
+        Batcher(max_batch_rows=0)
+
+
+def test_the_server_batches_concurrent_rest_and_grpc_lookups(export_dir, tmp_path_factory, vocabulary):
+    directory = str(tmp_path_factory.mktemp("batched") / "export")
+    shutil.copytree(export_dir, directory)
+    batcher = Batcher(max_batch_rows=32, batch_timeout_s=0.2)
+    server = Server(directory, port=0, grpc_port=0, poll_seconds=3600, batcher=batcher).start()
+    try:
+        rng = np.random.default_rng(0)
+        histories = [[vocabulary[i] for i in rng.choice(len(vocabulary), size=n % 7 + 1, replace=False)]
+                     for n in range(16)]
+        results = [None] * len(histories)
+        start = threading.Barrier(len(histories))
+
+        def lookup(index):
+            client = client_lib.RemiClient(f"127.0.0.1:{server.grpc_port}", model="remi-exact", use_grpc=True) \
+                if index % 2 else client_lib.RemiClient(f"http://127.0.0.1:{server.port}", model="remi-exact")
+            start.wait(timeout=WAIT_S)
+            results[index] = client.lookup([histories[index]])[0]
+
+        threads = [threading.Thread(target=lookup, args=(i,)) for i in range(len(histories))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT_S)
+        assert batcher.batches_run < len(histories)
+    finally:
+        server.stop()
+    signature = tf.saved_model.load(f"{export_dir}/remi-exact/1").signatures["serving_default"]
+    for one, result in zip(histories, results):
+        alone = signature(history=tf.constant([one]))  # unpadded, in a batch of its own
+        assert result.item_ids == alone["item_ids"].numpy()[0].astype(str).tolist()
+        np.testing.assert_allclose(result.scores, alone["scores"].numpy()[0], rtol=1e-5)
