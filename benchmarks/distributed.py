@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import threading
@@ -75,6 +76,7 @@ def throughput(args: argparse.Namespace) -> None:
         for index, run in enumerate(args.runs):
             cluster, batch, training_input = run.split(":")
             model_dir = os.path.join(args.output, f"throughput-{repeat}-{index}")
+            shutil.rmtree(model_dir, ignore_errors=True)  # a finished run in the way would not train again
             settings = [f"batch_size={batch}", f"max_steps={4 * args.epoch_steps}", f"eval_every={args.epoch_steps}",
                         "patience=0", f"training_input={training_input}"]
             remi(*train_args(args.data, model_dir, args.config, cluster, settings))
@@ -183,6 +185,7 @@ def scale(args: argparse.Namespace) -> None:
     if not os.path.exists(os.path.join(data, "manifest.json")):
         synthetic_catalogue(data, args.items, num_users=20_000, length=30)
     model_dir = os.path.join(args.output, f"scale-{args.items}")
+    shutil.rmtree(model_dir, ignore_errors=True)
     monitor = TaskMemoryMonitor(os.path.join(args.output, f"scale-{args.items}-memory.csv"))
     monitor.start()
     settings = ["batch_size=256", f"max_steps={3 * args.epoch_steps}", f"eval_every={args.epoch_steps}",

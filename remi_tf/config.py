@@ -22,6 +22,8 @@ LOGQ_CORRECTIONS = ("counts", "streaming", "none")
 LEGACY_VALUES = {"logq_correction": {True: "counts", False: "none"}}  # the key was a bool before streaming
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
+ROUTINGS = ("self_attentive", "comirec_dr", "mind")
+READOUTS = ("hard", "label_aware")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +34,15 @@ class RemiConfig:
       embedding_dim: d, size of item and interest embeddings.
       num_interests: K, number of interest embeddings per user.
       max_history: L, the number of most recent items the query tower reads.
-      use_position_embedding: add a learned [L, d] position embedding before routing (as the reference).
+      use_position_embedding: add a learned [L, d] position embedding before routing (as the reference;
+        self-attentive routing only).
+      routing: how a history becomes K interests: "self_attentive" (ComiRec-SA, REMI's backbone),
+        "comirec_dr" (dynamic routing, a bilinear map per interest and position) or "mind" (MIND's
+        behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers.
+      routing_iterations: dynamic-routing rounds (comirec_dr, mind).
+      readout: which user vector scores a training example's candidates: "hard" (the interest closest
+        to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
+        softmax of (v_k . e)^readout_power).
     Objective:
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
@@ -75,6 +85,10 @@ class RemiConfig:
     num_interests: int = 4
     max_history: int = 20
     use_position_embedding: bool = True
+    routing: str = "self_attentive"
+    routing_iterations: int = 3
+    readout: str = "hard"
+    readout_power: int = 1
 
     beta: float = 0.0
     temperature: float = 1.0
@@ -113,7 +127,7 @@ class RemiConfig:
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
         positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
                          "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
-                         "in_memory_max_bytes", "logq_buckets", "logq_hashes")
+                         "in_memory_max_bytes", "logq_buckets", "logq_hashes", "routing_iterations")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
@@ -121,7 +135,7 @@ class RemiConfig:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("beta", "routing_lambda", "patience"):
+        for name in ("beta", "routing_lambda", "patience", "readout_power"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:
@@ -139,7 +153,7 @@ class RemiConfig:
         if not 0.0 < self.logq_alpha <= 1.0:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
-                              ("logq_correction", LOGQ_CORRECTIONS)):
+                              ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.cluster_timeout_s <= 0:

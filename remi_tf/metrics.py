@@ -49,7 +49,7 @@ def routing_diagnostics(routing: np.ndarray, mask: np.ndarray) -> dict[str, list
     """Per-interest collapse diagnostics over valid positions.
 
     Args:
-      routing: [users, K, L] routing weights.
+      routing: [users, K, L] routing weights (each interest's row is normalised over its valid positions).
       mask: [users, L] bool, True for real history items.
 
     Returns:
@@ -59,6 +59,8 @@ def routing_diagnostics(routing: np.ndarray, mask: np.ndarray) -> dict[str, list
     """
     valid = mask[:, np.newaxis, :].astype(bool)
     weights = np.where(valid, routing, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # capsule couplings sum to 1 over interests, not positions
+        weights = np.nan_to_num(weights / weights.sum(axis=-1, keepdims=True))
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(weights > 0, -weights * np.log(weights), 0.0)
     has_history = mask.any(axis=1)

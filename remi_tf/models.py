@@ -15,7 +15,7 @@ import tensorflow_recommenders as tfrs
 
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
-from remi_tf.layers import SelfAttentiveRouting, hard_readout
+from remi_tf.layers import CapsuleRouting, SelfAttentiveRouting, hard_readout, label_aware_readout
 from remi_tf.tasks import InterestAwareRetrieval
 
 PADDING_INDEX = 0
@@ -35,6 +35,18 @@ def read_vocabulary(items_tsv: str) -> list[str]:
         return [line.split("\t", 1)[0] for line in stream if line.strip()]
 
 
+def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
+    """The routing of `config.routing` (its weights keep the layer's name across runs, for checkpoints)."""
+    if config.routing == "self_attentive":
+        return SelfAttentiveRouting(config.num_interests, config.max_history,
+                                    use_position_embedding=config.use_position_embedding,
+                                    name="self_attentive_routing")
+    mind = config.routing == "mind"
+    return CapsuleRouting(config.num_interests, config.max_history, bilinear_map="shared" if mind else "per_position",
+                          initial_logits="random" if mind else "zeros", iterations=config.routing_iterations,
+                          name=f"{config.routing}_routing")
+
+
 class QueryTower(tf.keras.Model):
     """History of item indices -> K interest embeddings.
 
@@ -46,9 +58,7 @@ class QueryTower(tf.keras.Model):
         super().__init__(**kwargs)
         self.config = config
         self.item_embedding = item_embedding
-        self.routing = SelfAttentiveRouting(config.num_interests, config.max_history,
-                                            use_position_embedding=config.use_position_embedding,
-                                            name="self_attentive_routing")
+        self.routing = routing_layer(config)
 
     def call(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         mask = history >= FIRST_ITEM_INDEX
@@ -150,7 +160,10 @@ class RemiModel(tfrs.Model):
         history, target = features["history"], features["target"]
         interests, routing = self.query_tower(history)
         positive_embeddings = self.item_embedding(target)  # [B, d]
-        selected, _ = hard_readout(interests, positive_embeddings)
+        if self.config.readout == "label_aware":
+            selected = label_aware_readout(interests, positive_embeddings, self.config.readout_power)
+        else:
+            selected, _ = hard_readout(interests, positive_embeddings)
 
         candidate_ids = tf.cast(target, tf.int64)
         candidates = positive_embeddings

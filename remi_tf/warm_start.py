@@ -21,7 +21,7 @@ from remi_tf import train as train_lib
 from remi_tf.config import RemiConfig
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
-SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding")
+SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing")
 ESTIMATOR_KEYS = ("logq_buckets", "logq_hashes")
 MODEL_FILES = ("config.yaml", "items.tsv", "run.json", os.path.join("best", "ckpt.index"))
 

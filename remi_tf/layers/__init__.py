@@ -1,6 +1,7 @@
-"""Keras layers of the query tower: multi-interest routing and the training read-out."""
+"""Keras layers of the query tower: multi-interest routing and the training read-outs."""
 
-from remi_tf.layers.readout import hard_readout
+from remi_tf.layers.capsule import CapsuleRouting
+from remi_tf.layers.readout import hard_readout, label_aware_readout
 from remi_tf.layers.self_attentive import SelfAttentiveRouting
 
-__all__ = ["SelfAttentiveRouting", "hard_readout"]
+__all__ = ["CapsuleRouting", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]

@@ -150,3 +150,34 @@ def test_scann_settings_keep_recall_on_a_corpus_where_few_leaves_are_searched():
     exact = np.argsort(-(queries @ items.T), axis=1)[:, :50]
     recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(approximate.numpy(), exact)])
     assert recall >= 0.95, recall
+
+
+@pytest.mark.parametrize("routing", ["comirec_dr", "mind"])
+def test_capsule_routed_models_export_their_interests(routing, tmp_path):
+    """The query SavedModel of a capsule-routed model (MIND's fixed random routing logits included)
+    gives the in-memory model's interests."""
+    from remi import cli
+    from tests import synthetic
+
+    sequences, _ = synthetic.clustered_sequences(num_users=300, num_clusters=10, items_per_cluster=10,
+                                                 clusters_per_user=2, length=12, seed=1)
+    with open(tmp_path / "log.csv", "w") as stream:
+        stream.write("user_id,item_id,timestamp\n")
+        stream.writelines(f"u{user},item{item},{time}\n" for user, items in enumerate(sequences)
+                          for time, item in enumerate(items))
+    assert cli.main(["prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / "data")]) == 0
+    model_dir = str(tmp_path / "model")
+    assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", model_dir, "--quiet", "--set",
+                     f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8", "max_history=6"]) == 0
+    exporter.export(model_dir, str(tmp_path / "export"), name="remi", index="brute-force", k=5)
+    trained = train_lib.load_trained(model_dir)
+    histories = [["item2", "item3", "item4"], ["item50", "unknown-id", "item51", "item52"]]
+    index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(trained.vocabulary)}
+    rows = np.zeros((len(histories), 6), np.int64)
+    for r, history in enumerate(histories):
+        known = [index[i] for i in history if i in index]
+        rows[r, :len(known)] = known
+    expected = trained.model.query_tower(tf.constant(rows))[0].numpy()
+    served = tf.saved_model.load(str(tmp_path / "export" / "remi-query" / "1")).signatures["serving_default"](
+        history=tf.ragged.constant(histories).to_tensor(""))["interests"].numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""The self-attentive routing layer against numpy, its masking, and a SavedModel round trip."""
+"""The routing layers (self-attentive, capsule) against numpy, their masking, a SavedModel round trip, and the read-outs."""
 
 import os
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from remi_tf.layers import SelfAttentiveRouting, hard_readout
+from remi_tf.layers import CapsuleRouting, SelfAttentiveRouting, hard_readout, label_aware_readout
+from remi_tf.layers.capsule import squash
 
 
 def make_inputs(seed, batch=5, length=6, dim=8):
@@ -72,3 +73,77 @@ def test_hard_readout_selects_the_best_matching_interest():
     selected, selection = hard_readout(interests, positives)
     np.testing.assert_array_equal(selection.numpy(), [1, 2])
     np.testing.assert_allclose(selected.numpy(), [[0.0, 1.0], [-1.0, 0.0]])
+
+
+def capsule_routing_numpy(layer, embeddings, mask):
+    """ComiRec's CapsuleNetwork (THUDM/ComiRec src/model.py) transcribed to numpy: bilinear map,
+    transpose to [B, K, L, d], 3 routing rounds with softmax over the interests and masked couplings."""
+    batch, length, dim = embeddings.shape
+    num_interests = layer.num_interests
+    history = embeddings * mask[:, :, None]
+    maps = layer.maps.numpy()
+    if layer.bilinear_map == "per_position":  # w [1, L, K*d, d] in ComiRec: sum over the input axis
+        w = maps.reshape(length, num_interests * dim, dim)[None]
+        hat = np.sum(w * history[:, :, None, :], axis=3)  # [B, L, K*d]
+    else:  # MIND: one dense map, tiled over the interests
+        hat = np.tile(history @ maps.T, [1, 1, num_interests])
+    hat = hat.reshape(batch, length, num_interests, dim).transpose(0, 2, 1, 3)  # [B, K, L, d]
+    b = np.broadcast_to(layer.routing_logits.numpy(), (batch, num_interests, length)).copy()
+    attention_mask = np.tile(mask[:, None, :], [1, num_interests, 1])
+    for i in range(layer.iterations):
+        c = np.exp(b - b.max(axis=1, keepdims=True))
+        c = c / c.sum(axis=1, keepdims=True)
+        c = np.where(attention_mask, c, 0.0)
+        s = np.matmul(c[:, :, None, :], hat)  # [B, K, 1, d]
+        norm = np.sum(s ** 2, -1, keepdims=True)
+        v = norm / (1 + norm) / np.sqrt(norm + 1e-9) * s
+        if i < layer.iterations - 1:
+            b = b + np.matmul(hat, v.transpose(0, 1, 3, 2)).reshape(batch, num_interests, length)
+    return v.reshape(batch, num_interests, dim), c
+
+
+@pytest.mark.parametrize("bilinear_map, initial_logits", [("per_position", "zeros"), ("shared", "random")])
+def test_capsule_routing_matches_comirecs_capsule_network(bilinear_map, initial_logits):
+    embeddings, mask = make_inputs(2)
+    layer = CapsuleRouting(num_interests=3, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits)
+    interests, routing = layer(tf.constant(embeddings), tf.constant(mask))
+    expected_interests, expected_routing = capsule_routing_numpy(layer, embeddings, mask)
+    np.testing.assert_allclose(routing.numpy(), expected_routing, atol=1e-5)
+    np.testing.assert_allclose(interests.numpy(), expected_interests, atol=1e-5)
+    valid = np.broadcast_to(mask[:, None, :], routing.shape)
+    assert np.all(routing.numpy()[~valid] == 0.0)
+    np.testing.assert_allclose(routing.numpy().sum(axis=1)[mask], 1.0, atol=1e-6)  # each item split over interests
+    assert np.all(np.linalg.norm(interests.numpy(), axis=-1) < 1.0)  # squashed
+    if initial_logits == "random":  # MIND: fixed random logits, not trained; the same output on every call
+        assert layer.routing_logits not in layer.trainable_weights and np.abs(layer.routing_logits.numpy()).max() > 0
+        np.testing.assert_array_equal(layer(tf.constant(embeddings), tf.constant(mask))[0].numpy(), interests.numpy())
+
+
+def test_capsule_gradients_reach_the_maps_only_through_the_last_round():
+    """ComiRec stops the gradient of the earlier rounds: the map's gradient equals that of one round
+    whose coupling coefficients are given as constants."""
+    embeddings, mask = make_inputs(3)
+    layer = CapsuleRouting(num_interests=2, max_length=6)
+    inputs = tf.constant(embeddings), tf.constant(mask)
+    with tf.GradientTape() as tape:
+        interests, coupling = layer(*inputs)
+        loss = tf.reduce_sum(interests * tf.range(1.0, 1.0 + interests.shape[-1]))
+    gradient = tape.gradient(loss, layer.maps)
+    fixed_coupling = tf.constant(coupling.numpy())
+    with tf.GradientTape() as tape:
+        history = inputs[0] * tf.cast(inputs[1], tf.float32)[:, :, None]
+        predictions = tf.einsum("lkde,ble->bkld", layer.maps, history)
+        capsules = squash(tf.einsum("bkl,bkld->bkd", fixed_coupling, predictions))
+        reference_loss = tf.reduce_sum(capsules * tf.range(1.0, 1.0 + interests.shape[-1]))
+    np.testing.assert_allclose(gradient.numpy(), tape.gradient(reference_loss, layer.maps).numpy(), atol=1e-5)
+    np.testing.assert_allclose(loss.numpy(), reference_loss.numpy(), rtol=1e-6)
+
+
+def test_label_aware_readout_weights_interests_by_powered_affinity():
+    interests = np.array([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]], np.float32)
+    positive = np.array([[0.5, 1.0]], np.float32)
+    affinity = (interests[0] @ positive[0])  # [0.5, 2.0, 1.5]
+    for power in (0, 1, 2):
+        weights = np.exp(affinity ** power) / np.exp(affinity ** power).sum()
+        np.testing.assert_allclose(label_aware_readout(tf.constant(interests), tf.constant(positive), power).numpy(),
+                                   [weights @ interests[0]], rtol=1e-6)

@@ -48,3 +48,15 @@ def test_routing_regularization_raises_routing_entropy(planted):
     regularized = train_and_evaluate(planted, num_interests=4, routing_lambda=100.0)
     assert np.mean(regularized["routing_entropy"]) > np.mean(plain["routing_entropy"]) + 0.1, (regularized, plain)
     assert np.mean(regularized["routing_max_weight"]) < np.mean(plain["routing_max_weight"])
+
+
+def test_capsule_routings_learn_the_planted_clusters(planted):
+    """MIND's and ComiRec-DR's routings behind the same tower (random retrieval: ~0.08 recall@20)."""
+    mind = train_and_evaluate(planted, routing="mind", routing_lambda=0.0)
+    assert mind["recall@20"] > 0.45, mind
+    label_aware = train_and_evaluate(planted, routing="mind", routing_lambda=0.0, readout="label_aware",
+                                     readout_power=2)
+    assert label_aware["recall@20"] > 0.45, label_aware
+    # Per-position maps learn slower: 0.33 after 3,000 steps, 0.51 after 4,000 (session 5).
+    dynamic = train_and_evaluate(planted, steps=3000, routing="comirec_dr", routing_lambda=0.0)
+    assert dynamic["recall@20"] > 0.25, dynamic
