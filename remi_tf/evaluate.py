@@ -13,6 +13,7 @@ from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 SCORE_CHUNK_BYTES = 256 << 20  # the [users, K, rows] scores of one candidate chunk
 CANDIDATE_CHUNK_BYTES = 64 << 20  # the [rows, d] embeddings of one candidate chunk
+USER_BATCHES_PER_PASS = 32  # user batches scored in one pass over the corpus (their running top N is held)
 
 
 @tf.function(reduce_retracing=True)
@@ -36,10 +37,11 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
 
-    The corpus is read once, in chunks that keep each chunk's scores under SCORE_CHUNK_BYTES and its
-    embeddings under CANDIDATE_CHUNK_BYTES (one chunk for catalogues up to ~30 k items at the default
-    batch); every user batch keeps each interest's top N so far. Only one chunk is held at a time: a table sharded across parameter servers never sits
-    whole on the caller.
+    Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
+    in chunks whose scores stay under SCORE_CHUNK_BYTES and whose embeddings stay under
+    CANDIDATE_CHUNK_BYTES (one chunk for catalogues up to ~30 k items at the default batch), and every
+    user batch keeps each interest's top N so far. One chunk is held at a time: an item table sharded
+    across parameter servers never sits whole on the caller.
 
     Args:
       histories: [users, L] item indices (0 pads).
@@ -49,9 +51,18 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       remi_tf.merging, the retrieval SavedModel's merge.
     """
     top_n = min(top_n, model.vocabulary_size)
-    num_interests = model.config.num_interests
-    rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * num_interests),
+    rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
+    block = batch_size * USER_BATCHES_PER_PASS
+    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk)
+               for start in range(0, len(histories), block)]
+    return tuple(np.concatenate(parts) for parts in zip(*results))
+
+
+def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """retrieve() for one block of users: one pass over the corpus."""
+    num_interests = model.config.num_interests
     batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
                for start in range(0, len(histories), batch_size)]
     best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),
@@ -66,8 +77,7 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
         merged_scores, merged_ids, _ = _merge_interest_results(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
-    routing = np.concatenate([routing.numpy() for _, routing in batches])
-    return np.concatenate(ids), np.concatenate(scores), routing
+    return np.concatenate(ids), np.concatenate(scores), np.concatenate([routing.numpy() for _, routing in batches])
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],

@@ -28,7 +28,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
     when the layer is built and never trained (MIND; fixed, so that serving is deterministic). Each of
     `iterations` rounds: c = softmax over interests of b, zero at padding; s_k = sum_l c_kl u_kl;
     v_k = squash(s_k); b += u_kl . v_k. As in ComiRec's code, the rounds before the last see the
-    predictions through stop_gradient, and the last one's s uses them with their gradient.
+    predictions through stop_gradient, and the last one's s uses them with their gradient. The coupling
+    coefficients therefore carry no gradient: a routing regularization on them does not train anything.
 
     Call arguments:
       item_embeddings: [batch, L, d] float (padding rows may be anything: they are zeroed with the mask).

@@ -25,3 +25,7 @@ def test_retrieval_in_chunks_equals_whole_corpus_scoring(monkeypatch):
     assert len(list(model.candidate_chunks(13))) == 8
     chunked, _, _ = evaluate.retrieve(model, histories, top_n=10, batch_size=4)
     np.testing.assert_array_equal(chunked, expected)
+    monkeypatch.setattr(evaluate, "USER_BATCHES_PER_PASS", 1)  # 2 blocks of users, a corpus pass each
+    blocks, _, routing = evaluate.retrieve(model, histories, top_n=10, batch_size=4)
+    np.testing.assert_array_equal(blocks, expected)
+    assert routing.shape == (7, 3, 5)
