@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
@@ -28,6 +29,16 @@ def _checked_ndarray(name: str, proto: Any) -> np.ndarray:
         raise ServingError("INVALID_ARGUMENT", f"input '{name}' declares shape {shape} ({count} values) but "
                                                f"holds {held}")
     return tf.make_ndarray(proto)
+
+
+def tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """tf.make_tensor_proto, with a string array's values added in one call (make_tensor_proto converts
+    them one by one in Python: ~1.8 ms for one lookup's 250 item ids, a third of the served latency)."""
+    if array.dtype.kind != "O" or not all(isinstance(value, bytes) for value in array.flat):
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tf.TensorShape(array.shape).as_proto())
+    proto.string_val.extend(array.ravel().tolist())
+    return proto
 
 
 def _requested_version(model_spec: Any) -> int | None:
@@ -85,7 +96,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = served_version
         response.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[key].CopyFrom(tensor_proto(value))
         return response
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext

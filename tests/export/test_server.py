@@ -326,3 +326,11 @@ def test_a_half_published_export_is_not_served_and_an_existing_version_is_refuse
     monkeypatch.setattr(exporter.saved_model, "RetrievalModule", no_index_build)
     with pytest.raises(FileExistsError, match="already exist"):
         exporter.export(trained_model_dir, export, index="both", version=2)
+
+
+def test_string_outputs_become_the_tensor_protos_tensorflow_makes():
+    from export.grpc_services import tensor_proto
+
+    for array in (np.array([[b"a", b"bc"], [b"", b"\xff"]], dtype=object), np.array([[[b"x"], [b"y"]]], dtype=object),
+                  np.array([[1.5, 2.0]], np.float32), np.array([[3, -1]], np.int32)):
+        assert tensor_proto(array) == tf.make_tensor_proto(array), array
