@@ -1,10 +1,12 @@
 """REMI ablation on one prepared data set: train each variant, evaluate valid and test, print a table.
 
     python benchmarks/ablation.py --data DIR --config configs/amazon-cds.yaml --output runs/ablation-cds \
-        --variant "REMI=beta=0.1,routing_lambda=100" --variant "baseline=beta=0,routing_lambda=0" ...
+        --variant "REMI=beta=0.1,routing_lambda=100" --variant "baseline=beta=0,routing_lambda=0" ... [--seeds 3]
 
 Each variant is `name=key=value,key=value` (config overrides on top of --config). Reports go to
-<output>/<name>/eval-{valid,test}.json; the table (markdown) to <output>/table.md and stdout.
+<output>/<name>/eval-{valid,test}.json (<output>/<name>-s<seed>/ with --seeds N > 1); the table
+(markdown) to <output>/table.md and stdout: one row per run and, with several seeds, each variant's
+mean and standard deviation. The routing entropy is the test split's, averaged over the K interests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 from cli_runs import remi
@@ -19,8 +22,9 @@ from cli_runs import remi
 METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrate@50")
 
 
-def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
-    model_dir = os.path.join(args.output, name)
+def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int | None = None) -> dict:
+    model_dir = os.path.join(args.output, name if seed is None else f"{name}-s{seed}")
+    overrides = overrides + ([] if seed is None else [f"seed={seed}"])
     sets = [item for override in overrides for item in ("--set", override)]
     start = time.perf_counter()
     remi("train", "--data", args.data, "--model-dir", model_dir, "--config", args.config, "--quiet", *sets)
@@ -35,13 +39,32 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
     return {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
 
 
+def routing_entropy(report: dict) -> float:
+    return statistics.mean(report["routing_entropy"])
+
+
 def table(results: list[dict]) -> str:
-    header = "| variant | overrides | best step | valid R@50 | " + " | ".join(f"test {m}" for m in METRICS) + " |"
-    lines = [header, "|" + "---|" * (4 + len(METRICS))]
+    header = ("| variant | overrides | best step | valid R@50 | " + " | ".join(f"test {m}" for m in METRICS)
+              + " | routing entropy |")
+    lines = [header, "|" + "---|" * (5 + len(METRICS))]
     for r in results:
         cells = [r["name"], ", ".join(r["overrides"]) or "(preset)", str(r["best_step"]),
                  f"{r['valid']['recall@50']:.4f}"] + [f"{r['test'][m]:.4f}" for m in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + [f"{routing_entropy(r['test']):.3f}"]) + " |")
+    return "\n".join(lines)
+
+
+def seed_summary(results: list[dict]) -> str:
+    """Per variant over its seeds: mean +- standard deviation of the test metrics and routing entropy."""
+    by_variant: dict[str, list[dict]] = {}
+    for r in results:
+        by_variant.setdefault(r["name"], []).append(r)
+    lines = ["| variant | seeds | " + " | ".join(f"test {m}" for m in METRICS) + " | routing entropy |",
+             "|" + "---|" * (3 + len(METRICS))]
+    for name, runs in by_variant.items():
+        columns = [[r["test"][m] for r in runs] for m in METRICS] + [[routing_entropy(r["test"]) for r in runs]]
+        cells = [f"{statistics.mean(v):.4f} +- {statistics.stdev(v) if len(v) > 1 else 0.0:.4f}" for v in columns]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -51,17 +74,20 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
     args = parser.parse_args()
     results = []
     for spec in args.variant:
         name, _, overrides = spec.partition("=")
-        results.append(run_variant(name, [o for o in overrides.split(",") if o], args))
-        print(f"{name}: valid R@50 {results[-1]['valid']['recall@50']:.4f}, "
-              f"test R@50 {results[-1]['test']['recall@50']:.4f}", flush=True)
+        for seed in range(args.seeds) if args.seeds > 1 else [None]:
+            results.append(run_variant(name, [o for o in overrides.split(",") if o], args, seed))
+            run = f"{name}{'' if seed is None else f' seed {seed}'}"
+            print(f"{run}: valid R@50 {results[-1]['valid']['recall@50']:.4f}, "
+                  f"test R@50 {results[-1]['test']['recall@50']:.4f}", flush=True)
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as stream:
         json.dump(results, stream, indent=2)
-    markdown = table(results)
+    markdown = table(results) + ("\n\n" + seed_summary(results) if args.seeds > 1 else "")
     with open(os.path.join(args.output, "table.md"), "w", encoding="utf-8") as stream:
         stream.write(markdown + "\n")
     print(markdown)

@@ -4,9 +4,9 @@
 
 Starts `remi serve` on free 127.0.0.1 ports (stopped by pid at the end), warms it with good REST and gRPC
 lookups, reads its resident memory, then sends `--rounds` rounds of every bad request class the issue
-lists (deep JSON nesting, bodies shorter than declared held open, no Content-Length, chunked bodies, bad methods and request
-lines, gRPC tensors declaring huge or inconsistent shapes, an empty batch, non-string ids), each with a
-bounded wait, and reads the memory again after good lookups. Prints each class's status and slowest
+lists (deep JSON nesting, bodies shorter than declared held open, no Content-Length, chunked bodies,
+bad methods and request lines, gRPC tensors declaring huge or inconsistent shapes, an empty batch,
+non-string ids), each with a bounded wait, and reads the memory again after good lookups. Prints each class's status and slowest
 answer, and the RSS before and after.
 """
 
@@ -100,7 +100,7 @@ def main() -> None:
             grpc_client.lookup(good)
         before = resident_mib(server.pid)
         slowest: dict[str, tuple[float, str]] = {}
-        held = []  # connections that send less body than they declare and stay open (the server's socket timeout ends them)
+        held = []  # connections that send less body than they declare and stay open (until closed below)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
         for _ in range(args.rounds):
             stalled = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)

@@ -1,4 +1,5 @@
-"""The training read-outs: the interest that best matches the positive item (hard), or an attention over the interests (MIND's label-aware)."""
+"""The training read-outs: the interest that best matches the positive item (hard), or an attention
+over the interests (MIND's label-aware)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,8 @@ def raw_http(server, request: bytes, timeout: float = 20.0) -> tuple[int, dict]:
         while b"\r\n\r\n" not in reply and (chunk := connection.recv(65536)):
             reply += chunk
         head, _, body = reply.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
         while len(body) < length and (chunk := connection.recv(65536)):
             body += chunk
     return int(head.split()[1]), json.loads(body)

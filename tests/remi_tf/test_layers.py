@@ -1,4 +1,5 @@
-"""The routing layers (self-attentive, capsule) against numpy, their masking, a SavedModel round trip, and the read-outs."""
+"""The routing layers (self-attentive, capsule) against numpy, their masking, a SavedModel round trip,
+and the read-outs."""
 
 import os
 
