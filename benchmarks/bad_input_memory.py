@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -28,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from cli_runs import remi_serve, resident_gib  # noqa: E402
 from export.client import RemiClient  # noqa: E402
-from remi_tf.local_cluster import free_ports  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
 WAIT_S = 10.0
@@ -73,11 +72,6 @@ def grpc_tensors() -> dict[str, tensor_pb2.TensorProto]:
             "float ids": tf.make_tensor_proto([[1.0, 2.0]])}
 
 
-def resident_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as stream:
-        return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS")) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export-dir", required=True)
@@ -87,18 +81,14 @@ def main() -> None:
     args = parser.parse_args()
     vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
     good = [vocabulary[:20]]
-    port, grpc_port = free_ports(2)
-    server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", args.export_dir, "--port",
-                               str(port), "--grpc-port", str(grpc_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with remi_serve(args.export_dir) as (server, port, grpc_port):
         rest = RemiClient(f"http://127.0.0.1:{port}", model=args.model)
         grpc_client = RemiClient(f"127.0.0.1:{grpc_port}", model=args.model, use_grpc=True)
         rest.lookup_when_up(good, wait_seconds=180)
         for _ in range(50):
             rest.lookup(good)
             grpc_client.lookup(good)
-        before = resident_mib(server.pid)
+        before = resident_gib(server.pid) * 1024
         slowest: dict[str, tuple[float, str]] = {}
         held = []  # connections that send less body than they declare and stay open (until closed below)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
@@ -132,14 +122,7 @@ def main() -> None:
         for _ in range(50):
             rest.lookup(good)
             grpc_client.lookup(good)
-        after = resident_mib(server.pid)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        after = resident_gib(server.pid) * 1024
     print("| bad request | answer | slowest of the rounds, ms |\n|---|---|---|")
     for name, (seconds, answer) in slowest.items():
         print(f"| {name} | {answer} | {1e3 * seconds:.1f} |")

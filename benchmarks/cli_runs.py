@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
@@ -19,3 +21,33 @@ def remi(*args: str, timeout: float = 7200) -> float:
     if done.returncode:
         raise RuntimeError(f"remi {' '.join(args)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def remi_serve(export_dir: str, *options: str) -> Iterator[tuple[subprocess.Popen, int, int]]:
+    """`remi serve --export-dir EXPORT_DIR OPTIONS` on free 127.0.0.1 ports, as a subprocess:
+    (process, REST port, gRPC port), not yet necessarily answering; stopped by pid on exit, also on failure."""
+    from remi_tf.local_cluster import free_ports
+
+    port, grpc_port = free_ports(2)
+    server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", export_dir, "--port", str(port),
+                               "--grpc-port", str(grpc_port), *options], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield server, port, grpc_port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+def resident_gib(pid: int) -> float | None:
+    """The resident memory of process `pid` in GiB (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS")) / 2 ** 20
+    except (OSError, StopIteration):
+        return None

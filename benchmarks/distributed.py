@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from cli_runs import remi
+from cli_runs import remi, resident_gib
 
 
 def train_args(data: str, model_dir: str, config: str | None, cluster: str, settings: list[str]) -> list[str]:
@@ -130,14 +130,6 @@ def remi_train_tasks() -> dict[str, int]:
             task = json.loads(tf_config)["task"]
             tasks[f"{task['type']}:{task['index']}"] = int(pid)
     return tasks
-
-
-def resident_gib(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as stream:
-            return next(int(line.split()[1]) for line in stream if line.startswith("VmRSS")) / 2 ** 20
-    except (OSError, StopIteration):
-        return None
 
 
 def available_gib() -> float:

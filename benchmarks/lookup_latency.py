@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -33,8 +32,8 @@ import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from cli_runs import remi_serve  # noqa: E402
 from export.client import RemiClient  # noqa: E402
-from remi_tf.local_cluster import free_ports  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
 REQUEST_TIMEOUT_S = 10.0
@@ -133,14 +132,6 @@ def rest_caller(port: int, model: str) -> Callable[[Histories], object]:
     return call
 
 
-def serve(export_dir: str, batching: bool) -> tuple[subprocess.Popen, int, int]:
-    """`remi serve` on free ports; (process, REST port, gRPC port) once it answers."""
-    port, grpc_port = free_ports(2)
-    command = [sys.executable, "-m", "remi", "serve", "--export-dir", export_dir, "--port", str(port),
-               "--grpc-port", str(grpc_port), *([] if batching else ["--no-batching"])]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port, grpc_port
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export-dir", required=True)
@@ -168,9 +159,8 @@ def main() -> None:
             rows.append((model, "in-process", 1, size, *measure(lambda b: signature(history=tf.constant(b)), work), {}))
 
     for batching in (True, False):
-        server, port, grpc_port = serve(args.export_dir, batching)
         label = "remi serve" + ("" if batching else " --no-batching")
-        try:
+        with remi_serve(args.export_dir, *([] if batching else ["--no-batching"])) as (_, port, grpc_port):
             RemiClient(f"127.0.0.1:{grpc_port}", model=args.name, use_grpc=True).lookup_when_up(
                 workload[1][0], wait_seconds=180)
             for protocol, make_caller in (("gRPC", grpc_caller), ("REST", rest_caller)):
@@ -182,13 +172,6 @@ def main() -> None:
                 rows.append((args.name, f"{label} {protocol}", args.clients, 1, *concurrent_load(
                     lambda: make_caller(grpc_port if protocol == "gRPC" else port, args.name), workload[1],
                     args.clients, args.seconds)))
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=30)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; tensorflow {tf.__version__}; "
           f"{len(vocabulary):,} items")

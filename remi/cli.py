@@ -194,7 +194,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import time
 
     from export import server as server_lib
-
     from export.batching import Batcher
 
     batcher = Batcher(args.batching_max_rows, args.batching_timeout_micros / 1e6, args.batching_threads) \
