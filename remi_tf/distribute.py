@@ -268,8 +268,10 @@ def gather_candidate_ids(context: tf.distribute.ReplicaContext, ids: tf.Tensor) 
     so that column i is still row i's positive and the task needs no offset; the other replicas'
     positives follow in a fixed cyclic order. Each replica embeds all R*b candidates itself: its loss
     then reaches every candidate's row, and the gradients summed over replicas (as the optimizer sums
-    them) are the one-process gradients, with one integer all-gather per step and none in the backward
-    pass.
+    them) are the one-process gradients, with one integer collective per step and none in the backward
+    pass. The ids travel in one all-reduce of an [R, b] matrix in which each replica fills its own row
+    (an all-gather is two collectives, the shapes and then the values); every replica must have b rows,
+    as the training input gives.
 
     Args:
       ids: [b] this replica's positive ids.
@@ -277,27 +279,32 @@ def gather_candidate_ids(context: tf.distribute.ReplicaContext, ids: tf.Tensor) 
     Returns:
       [R*b] ids.
     """
-    all_ids = context.all_gather(_placed(context, ids), axis=0)
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    own_row = tf.scatter_nd([[replica]], ids[tf.newaxis], [context.num_replicas_in_sync, tf.shape(ids)[0]])
+    all_ids = tf.reshape(context.all_reduce(tf.distribute.ReduceOp.SUM, _placed(context, own_row)), [-1])
     shift = -tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(ids)[0]
     return tf.roll(all_ids, shift, axis=0)
 
 
-def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.Tensor | tf.IndexedSlices | None]
-                  ) -> list[tf.Tensor | tf.IndexedSlices | None]:
-    """The gradients summed over the replicas in one all-gather.
+def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.Tensor | tf.IndexedSlices | None],
+                  extra: tf.Tensor) -> tuple[list[tf.Tensor | tf.IndexedSlices | None], tf.Tensor]:
+    """The gradients, and a small `extra` vector, summed over the replicas in one all-gather.
 
     The optimizer's own aggregation makes one collective per pack of dense gradients and three per
-    sparse one (lengths, values, indices); across processes each is a round trip. Here every replica's
-    gradients travel as one flat float32 vector: a sparse gradient's values [n, d] with its indices
-    bitcast into two more columns, then the dense gradients. Dense parts are summed on arrival; sparse
-    ones are concatenated (the optimizer sums repeated rows when it de-duplicates). Every replica's
-    gradients must have the same shapes: equal per-replica batches, as the training input gives.
+    sparse one (lengths, values, indices), and Keras all-reduces each logged metric every step; across
+    processes each is a round trip. Here every replica's gradients travel as one flat float32 vector: a
+    sparse gradient's values [n, d] with its indices bitcast into two more columns, then the dense
+    gradients, then `extra` (e.g. the loss terms the trackers report). Dense parts are summed on
+    arrival; sparse ones are concatenated (the optimizer sums repeated rows when it de-duplicates).
+    Every replica's gradients must have the same shapes: equal per-replica batches, as the training
+    input gives.
 
     Args:
       gradients: per variable, this replica's gradient (dense, IndexedSlices with static d, or None).
+      extra: [m] float32, this replica's share of values to sum.
 
     Returns:
-      The summed gradients, in the same structure.
+      The summed gradients, in the same structure, and [m] the summed `extra`.
     """
     pieces = []
     for gradient in gradients:
@@ -306,6 +313,7 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
             pieces.append(tf.reshape(tf.concat([gradient.values, index_bits], axis=1), [-1]))
         elif gradient is not None:
             pieces.append(tf.reshape(gradient, [-1]))
+    pieces.append(tf.cast(extra, tf.float32))
     gathered = context.all_gather(_placed(context, tf.concat(pieces, axis=0)), axis=0)
     per_replica = tf.split(tf.reshape(gathered, [context.num_replicas_in_sync, -1]),
                            [tf.size(piece) for piece in pieces], axis=1)  # each [R, size]
@@ -320,7 +328,24 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
             summed.append(tf.reshape(tf.reduce_sum(next(parts), axis=0), tf.shape(gradient)))
         else:
             summed.append(None)
-    return summed
+    return summed, tf.ensure_shape(tf.cast(tf.reduce_sum(next(parts), axis=0), extra.dtype), extra.shape)
+
+
+def replica_local(variable: tf.Variable) -> tf.Variable:
+    """This replica's own copy of a mirrored variable; any other variable as it is.
+
+    In a replica (or a `Strategy.extended.update`) context a mirrored variable's `handle` is its
+    component's; outside one there is no local copy to pick. Reading rows of the component
+    (`tf.gather`, `tf.nn.embedding_lookup`) is a ResourceGather; reading the mirrored variable is a dense
+    read of the whole table, which TensorFlow copies once the table has had sparse updates.
+    """
+    if not isinstance(variable, tf.distribute.DistributedValues):
+        return variable
+    try:
+        handle = variable.handle
+    except ValueError:  # cross-replica context
+        return variable
+    return next(component for component in variable.values if component.handle is handle)
 
 
 def _placed(context: tf.distribute.ReplicaContext, tensor: tf.Tensor) -> tf.Tensor:

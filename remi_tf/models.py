@@ -15,7 +15,7 @@ import tensorflow_recommenders as tfrs
 
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
-from remi_tf.layers import CapsuleRouting, SelfAttentiveRouting, hard_readout, label_aware_readout
+from remi_tf.layers import CapsuleRouting, ItemEmbedding, SelfAttentiveRouting, hard_readout, label_aware_readout
 from remi_tf.tasks import InterestAwareRetrieval
 
 PADDING_INDEX = 0
@@ -54,7 +54,7 @@ class QueryTower(tf.keras.Model):
     (interests [batch, K, d], routing [batch, K, L]).
     """
 
-    def __init__(self, item_embedding: tf.keras.layers.Embedding, config: RemiConfig, **kwargs) -> None:
+    def __init__(self, item_embedding: ItemEmbedding, config: RemiConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         self.item_embedding = item_embedding
@@ -90,7 +90,7 @@ class RemiModel(tfrs.Model):
         self.config = config
         self.vocabulary_size = vocabulary_size
         num_rows = vocabulary_size + FIRST_ITEM_INDEX
-        self.item_embedding = tf.keras.layers.Embedding(
+        self.item_embedding = ItemEmbedding(
             num_rows, config.embedding_dim, name="item_embedding",
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / config.embedding_dim)))
         self.query_tower = QueryTower(self.item_embedding, config, name="query_tower")
@@ -115,6 +115,7 @@ class RemiModel(tfrs.Model):
         self.loss_tracker = tf.keras.metrics.Mean("loss")
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
+        self.distribute_reduction_method = "first"  # the trackers hold global values (train_step)
         self.build_towers()
 
     def get_config(self) -> dict:
@@ -157,6 +158,24 @@ class RemiModel(tfrs.Model):
             shard_start += shard_rows
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """This replica's loss (`objective`), recorded in the trackers."""
+        loss, terms = self.objective(features, training)
+        self._track(terms)
+        return loss
+
+    def objective(self, features: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """The loss to differentiate, and the terms the trackers report.
+
+        Under a synchronous strategy with R replicas (one global batch), each replica's loss is its share
+        of the global objective: its rows' retrieval losses summed and divided by the global batch, plus
+        its rows' routing regularization (a sum over rows); the gradients summed over replicas are then
+        the one-process gradients at the global batch.
+
+        Returns:
+          loss: [] this replica's loss.
+          terms: [3] this replica's shares of (retrieval loss, routing regularization, loss); summed over
+            the replicas they are the global batch's values (one replica: the values themselves).
+        """
         history, target = features["history"], features["target"]
         interests, routing = self.query_tower(history)
         positive_embeddings = self.item_embedding(target)  # [B, d]
@@ -168,7 +187,8 @@ class RemiModel(tfrs.Model):
         candidate_ids = tf.cast(target, tf.int64)
         candidates = positive_embeddings
         replica = tf.distribute.get_replica_context()
-        gathered = self.config.negatives != "sampled" and distribute.gathers_candidates(replica)
+        synchronous = distribute.gathers_candidates(replica)
+        gathered = synchronous and self.config.negatives != "sampled"
         if gathered:  # the positives of every replica's rows: one global batch, as in one process
             candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
             candidates = self.item_embedding(candidate_ids)
@@ -187,32 +207,42 @@ class RemiModel(tfrs.Model):
         mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
         regularization = losses.routing_regularization(routing, self.config.embedding_dim,
                                                        self.config.routing_regularization_mode, mask)
-        self.retrieval_loss_tracker.update_state(retrieval_loss)
-        self.routing_regularization_tracker.update_state(regularization)
-        shares = replica.num_replicas_in_sync if gathered else 1
-        if gathered:
-            # This replica's share of the global objective: its rows' losses summed over the global batch
-            # (the task returns their mean) plus its rows' regularization (a sum over rows), so that the
-            # gradients summed over replicas are the one-process gradients at the global batch.
-            retrieval_loss *= tf.cast(tf.shape(target)[0], retrieval_loss.dtype) / tf.cast(
-                global_batch_size, retrieval_loss.dtype)
+        if synchronous:  # the task returns the mean over this replica's rows
+            rows = tf.cast(tf.shape(target)[0], retrieval_loss.dtype)
+            retrieval_loss *= rows / (tf.cast(global_batch_size, retrieval_loss.dtype) if gathered
+                                      else rows * replica.num_replicas_in_sync)
         loss = retrieval_loss + self.config.routing_lambda * regularization
-        self.loss_tracker.update_state(loss * shares)  # the mean over replicas is the global batch's loss
-        return loss
+        return loss, tf.stack([retrieval_loss, regularization, loss])
+
+    def _track(self, terms: tf.Tensor) -> None:
+        """Records [3] (retrieval loss, routing regularization, loss) of a training batch."""
+        for tracker, value in zip((self.retrieval_loss_tracker, self.routing_regularization_tracker,
+                                   self.loss_tracker), tf.unstack(terms)):
+            tracker.update_state(value)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One optimizer step (TFRS's). It logs the trackers' results, which Keras aggregates over replicas
-        (a replica's loss is only its share of the global batch's)."""
+        """One optimizer step (TFRS's), logging the trackers' results.
+
+        Under a synchronous strategy the gradients and the trackers' terms are summed over the replicas
+        in one collective (`distribute.sum_gradients`), so every replica's trackers hold the global
+        batch's values, and the step reports this replica's and Keras the first replica's
+        (`distribute_reduction_method = "first"`) instead of all-reducing each metric every step.
+        """
         with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
+            loss, terms = self.objective(inputs, training=True)
         gradients = tape.gradient(loss, self.trainable_variables)
         replica = tf.distribute.get_replica_context()
-        if distribute.gathers_candidates(replica):  # one collective for all the gradients (sum_gradients)
-            self.optimizer.apply_gradients(zip(distribute.sum_gradients(replica, gradients), self.trainable_variables),
-                                           skip_gradients_aggregation=True)
+        if distribute.gathers_candidates(replica):
+            gradients, terms = distribute.sum_gradients(replica, gradients, terms)
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables), skip_gradients_aggregation=True)
         else:
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return {metric.name: metric.result() for metric in self.metrics}
+        self._track(terms)
+        if replica is None or replica.num_replicas_in_sync == 1:
+            return {metric.name: metric.result() for metric in self.metrics}
+        # Every replica's trackers hold the same values: read this replica's (Metric.result() would
+        # all-reduce each tracker's total and count, two collectives per metric per step).
+        return {tracker.name: tf.math.divide_no_nan(tracker.total, tracker.count) for tracker in self.metrics}
 
     def _sampling_probability(self, candidate_ids: tf.Tensor, batch_size: tf.Tensor, training: bool) -> tf.Tensor:
         """[C] q_j: in-batch columns get their target frequency (from the counts, or the streaming

@@ -1,7 +1,8 @@
 """Keras layers of the query tower: multi-interest routing and the training read-outs."""
 
 from remi_tf.layers.capsule import CapsuleRouting
+from remi_tf.layers.item_embedding import ItemEmbedding
 from remi_tf.layers.readout import hard_readout, label_aware_readout
 from remi_tf.layers.self_attentive import SelfAttentiveRouting
 
-__all__ = ["CapsuleRouting", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]
+__all__ = ["CapsuleRouting", "ItemEmbedding", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]

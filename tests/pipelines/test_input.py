@@ -30,7 +30,9 @@ def test_random_cut_range_history_and_target():
 
 def test_every_user_once_per_pass():
     sequences = [np.full(6, 10 + u) for u in range(8)]
-    batches = iter(input_lib.sequence_dataset(sequences, batch_size=4, max_history=3, seed=1))
+    dataset = input_lib.sequence_dataset(sequences, batch_size=4, max_history=3, seed=1)
+    assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY  # no per-step "any batch left?" all-reduce
+    batches = iter(dataset)
     for _ in range(3):  # three passes of two batches
         targets = np.concatenate([next(batches)["target"].numpy() for _ in range(2)])
         assert sorted(targets) == list(range(10, 18))
@@ -94,8 +96,10 @@ def test_streaming_visits_every_user_once_per_pass(tmp_path):
     files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=3)
     # 10 users with a cut (the last is too short); user u's target x_4 or x_5 tells the user apart.
     user_of_item = {int(item): u for u, items in enumerate(sequences[:10]) for item in items[4:]}
-    batches = iter(input_lib.streaming_dataset(files, str(tmp_path / "items.tsv"), batch_size=5, max_history=3, seed=2,
-                                               shuffle_buffer=4))
+    dataset = input_lib.streaming_dataset(files, str(tmp_path / "items.tsv"), batch_size=5, max_history=3, seed=2,
+                                          shuffle_buffer=4)
+    assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
+    batches = iter(dataset)
     for _ in range(4):  # four passes of two batches
         users = [user_of_item[int(t)] for _ in range(2) for t in next(batches)["target"].numpy()]
         assert sorted(users) == list(range(10))

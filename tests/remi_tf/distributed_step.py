@@ -19,6 +19,7 @@ import remi_tf  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 
 from remi_tf import distribute, models
+from remi_tf.optimizers import LazyAdam
 from remi_tf.config import RemiConfig
 
 VOCABULARY_SIZE, GLOBAL_BATCH, HISTORY = 40, 16, 6
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="logical CPU devices (mirrored)")
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--logq", default="counts", help="logq_correction: counts or streaming")
+    parser.add_argument("--optimizer", default="sgd", help="sgd (learning rate 1: the update is minus the "
+                        "gradient) or lazy_adam (epsilon 1: the update is smooth in the gradient)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     if args.replicas > 1:
@@ -57,7 +60,9 @@ def main() -> None:
         initial = [rng.normal(0, 0.5, weight.shape).astype(np.float32) for weight in model.trainable_weights]
         for weight, value in zip(model.trainable_weights, initial):
             weight.assign(value)
-        model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0), steps_per_execution=1)
+        optimizer = tf.keras.optimizers.SGD(learning_rate=1.0) if args.optimizer == "sgd" else \
+            LazyAdam(learning_rate=0.1, epsilon=1.0)
+        model.compile(optimizer=optimizer, steps_per_execution=1)
     batch = global_batch()
     num_replicas = strategy.num_replicas_in_sync
 
@@ -71,14 +76,28 @@ def main() -> None:
 
     history = model.fit(tf.keras.utils.experimental.DatasetCreator(replica_batches), epochs=1, steps_per_epoch=2,
                         verbose=0)  # two steps: the streaming estimator's second reads its first's state
+    table_reads = dense_table_reads(strategy, model, replica_batches)
     estimator = model.frequency_estimator
     state = {} if estimator is None else {f"estimator_{w.name.split('/')[-1].split(':')[0]}": w.numpy()
                                           for w in estimator.weights}
     if distribute.is_chief_task():
         np.savez(args.output, loss=history.history["loss"][0],
-                 retrieval_loss=history.history["retrieval_loss"][0], **state,
+                 retrieval_loss=history.history["retrieval_loss"][0], table_reads=table_reads, **state,
                  **{f"w{i}": w.numpy() for i, w in enumerate(model.trainable_weights)},
                  **{f"initial{i}": value for i, value in enumerate(initial)})
+
+
+def dense_table_reads(strategy: tf.distribute.Strategy, model: models.RemiModel, replica_batches) -> int:
+    """ReadVariableOps that read a whole [rows, d] table (item table or optimizer slot) in a traced
+    training step: each one copies the table once it has had sparse updates."""
+    batches = strategy.distribute_datasets_from_function(replica_batches)
+    step = tf.function(lambda batch: strategy.run(model.train_step, (batch,)))
+    graph = step.get_concrete_function(next(iter(batches))).graph
+    table_shape = model.item_embedding.embeddings.shape
+    reads = [op for op in graph.get_operations() if op.type == "ReadVariableOp" and op.outputs[0].shape == table_shape]
+    nested = [node for function in graph._functions.values() for node in function.definition.node_def
+              if node.op == "ReadVariableOp"]  # control flow bodies (none expected)
+    return len(reads) + len(nested)
 
 
 if __name__ == "__main__":
