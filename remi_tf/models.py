@@ -232,14 +232,13 @@ class RemiModel(tfrs.Model):
             loss, terms = self.objective(inputs, training=True)
         gradients = tape.gradient(loss, self.trainable_variables)
         replica = tf.distribute.get_replica_context()
-        if distribute.gathers_candidates(replica):
-            gradients, terms = distribute.sum_gradients(replica, gradients, terms)
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables), skip_gradients_aggregation=True)
-        else:
+        if not distribute.gathers_candidates(replica):
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self._track(terms)
-        if replica is None or replica.num_replicas_in_sync == 1:
+            self._track(terms)
             return {metric.name: metric.result() for metric in self.metrics}
+        gradients, terms = distribute.sum_gradients(replica, gradients, terms)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables), skip_gradients_aggregation=True)
+        self._track(terms)
         # Every replica's trackers hold the same values: read this replica's (Metric.result() would
         # all-reduce each tracker's total and count, two collectives per metric per step).
         return {tracker.name: tf.math.divide_no_nan(tracker.total, tracker.count) for tracker in self.metrics}
