@@ -172,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         from remi_tf import plots
 
-        _, _, routing = evaluate_lib.retrieve(model, histories[:6], top_n=1)
+        routing = evaluate_lib.retrieve(model, histories[:6], top_n=1).routing
         written = plots.write_all(args.plots, routing, histories[:6] >= FIRST_ITEM_INDEX, user_ids[:6],
                                   os.path.join(args.model_dir, "history.csv"), config.eval_every)
         print("plots: " + ", ".join(written))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -33,8 +33,17 @@ def _update_interest_topk(interests: tf.Tensor, candidates: tf.Tensor, first_ind
 _merge_interest_results = tf.function(merging.merge_interest_results, reduce_retracing=True)
 
 
-def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class Retrieval(NamedTuple):
+    """What `retrieve` found for each user (-1: no result)."""
+
+    item_ids: np.ndarray  # [users, N] merged item indices, best first
+    scores: np.ndarray  # [users, N] their scores
+    interest: np.ndarray  # [users, N] which interest retrieved each merged item
+    interest_item_ids: np.ndarray  # [users, K, N] each interest's own top N, best first
+    routing: np.ndarray  # [users, K, L] routing weights
+
+
+def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512) -> Retrieval:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
 
     Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
@@ -47,8 +56,8 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       histories: [users, L] item indices (0 pads).
 
     Returns:
-      (ids [users, top_n] item indices, scores [users, top_n], routing [users, K, L]), merged by
-      remi_tf.merging, the retrieval SavedModel's merge.
+      The merged lists (merged by remi_tf.merging, the retrieval SavedModel's merge), each interest's
+      own list, and the routing.
     """
     top_n = min(top_n, model.vocabulary_size)
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
@@ -56,11 +65,11 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     block = batch_size * USER_BATCHES_PER_PASS
     results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk)
                for start in range(0, len(histories), block)]
-    return tuple(np.concatenate(parts) for parts in zip(*results))
+    return Retrieval(*(np.concatenate(parts) for parts in zip(*results)))
 
 
 def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    ) -> Retrieval:
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
     batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
@@ -72,12 +81,15 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
         first_index = tf.constant(first_item + FIRST_ITEM_INDEX, tf.int32)
         best = [_update_interest_topk(interests, candidates, first_index, *batch_best)
                 for (interests, _), batch_best in zip(batches, best)]
-    ids, scores = [], []
+    ids, scores, interest = [], [], []
     for best_scores, best_ids in best:
-        merged_scores, merged_ids, _ = _merge_interest_results(best_scores, best_ids, top_n)
+        merged_scores, merged_ids, merged_interest = _merge_interest_results(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
-    return np.concatenate(ids), np.concatenate(scores), np.concatenate([routing.numpy() for _, routing in batches])
+        interest.append(merged_interest.numpy())
+    return Retrieval(np.concatenate(ids), np.concatenate(scores), np.concatenate(interest),
+                     np.concatenate([best_ids.numpy() for _, best_ids in best]),
+                     np.concatenate([routing.numpy() for _, routing in batches]))
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],
@@ -89,10 +101,14 @@ def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarr
       targets: per user, the held-out item indices.
 
     Returns:
-      A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists.
+      A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists,
+      "interest_overlap" (mean pairwise Jaccard of the K per-interest top-max(N) lists) and
+      "interest_share" (each interest's share of the merged top max(N)).
     """
-    retrieved, _, routing = retrieve(model, histories, max(top_ns), batch_size)
-    report: dict[str, object] = dict(metrics.ranking_metrics(retrieved, targets, top_ns))
+    found = retrieve(model, histories, max(top_ns), batch_size)
+    report: dict[str, object] = dict(metrics.ranking_metrics(found.item_ids, targets, top_ns))
     report["num_users"] = len(targets)
-    report.update(metrics.routing_diagnostics(routing, histories >= FIRST_ITEM_INDEX))
+    report.update(metrics.routing_diagnostics(found.routing, histories >= FIRST_ITEM_INDEX))
+    report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)
+    report["interest_share"] = metrics.interest_share(found.interest, model.config.num_interests)
     return report

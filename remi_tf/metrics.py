@@ -67,3 +67,33 @@ def routing_diagnostics(routing: np.ndarray, mask: np.ndarray) -> dict[str, list
     entropy = terms.sum(axis=-1)[has_history]  # [users, K]
     largest = weights.max(axis=-1)[has_history]
     return {"routing_entropy": entropy.mean(axis=0).tolist(), "routing_max_weight": largest.mean(axis=0).tolist()}
+
+
+def interest_overlap(interest_item_ids: np.ndarray) -> float:
+    """How much the K per-interest retrievals repeat each other: the Jaccard index |A n B| / |A u B| of
+    every pair of a user's per-interest lists, averaged over the pairs and then the users (0: disjoint
+    lists, each interest earns its slots; 1: K copies of one list). K = 1 gives 0.
+
+    Args:
+      interest_item_ids: [users, K, N] each interest's retrieved item indices (-1: no result).
+    """
+    num_users, num_interests, _ = interest_item_ids.shape
+    pairs = [(i, j) for i in range(num_interests) for j in range(i + 1, num_interests)]
+    if not pairs or not num_users:
+        return 0.0
+    total = 0.0
+    for lists in interest_item_ids:
+        sets = [set(row[row >= 0].tolist()) for row in lists]
+        total += sum(len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1) for i, j in pairs) / len(pairs)
+    return total / num_users
+
+
+def interest_share(interest: np.ndarray, num_interests: int) -> list[float]:
+    """Each interest's share of the merged lists' slots: [K] fractions of all filled slots (interest >= 0)
+    over all users, summing to 1 (0s when nothing was retrieved).
+
+    Args:
+      interest: [users, N] which interest retrieved each merged item (-1: an empty slot).
+    """
+    counts = np.bincount(interest[interest >= 0].ravel(), minlength=num_interests).astype(np.float64)
+    return (counts / max(counts.sum(), 1.0)).tolist()

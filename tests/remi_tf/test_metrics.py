@@ -37,6 +37,21 @@ def test_merge_equals_the_numpy_reference_with_ties_and_repeats(seed):
     np.testing.assert_array_equal(merged_scores.numpy(), expected_scores)
 
 
+def test_interest_overlap_hand_worked():
+    lists = np.array([
+        [[1, 2, 3, 4], [3, 4, 5, 6], [7, 8, -1, -1]],  # J(0,1) = 2/6, J(0,2) = 0, J(1,2) = 0
+        [[1, 2, 3, 4], [1, 2, 3, 4], [4, 3, 2, 1]],  # the same set three times: 1
+    ])
+    assert metrics.interest_overlap(lists) == pytest.approx(((2 / 6) / 3 + 1.0) / 2)
+    assert metrics.interest_overlap(lists[:, :1]) == 0.0  # one interest: no pairs
+
+
+def test_interest_share_hand_worked():
+    interest = np.array([[0, 0, 2, -1], [1, 0, 0, 2]])  # 7 filled slots: interest 0 in 4, 1 in 1, 2 in 2
+    np.testing.assert_allclose(metrics.interest_share(interest, 4), [4 / 7, 1 / 7, 2 / 7, 0.0])
+    assert metrics.interest_share(np.full((2, 3), -1), 2) == [0.0, 0.0]
+
+
 def test_ranking_metrics_hand_worked():
     retrieved = np.array([[5, 3, 7, 9], [42, 1, 2, 3]])
     targets = [np.array([7, 9, 42]), np.array([42])]
