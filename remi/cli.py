@@ -42,6 +42,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
                    boundaries=boundaries)
+    if args.item_features:
+        from pipelines import item_features
+
+        item_features.read_item_features(args.item_features)  # a malformed file fails before anything is written
     runner = choose_runner(args.runner, args.input, args.pipeline_args)
     print(f"runner: {runner}", file=sys.stderr)
     if runner == "in-process":
@@ -64,6 +68,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        + (f" ({c['cold_users']:,} cold users not evaluated)" if c.get("cold_users") else "")
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
+    if args.item_features:
+        from pipelines import input as input_lib
+
+        summary = item_features.write_item_features(args.item_features, args.output,
+                                                    input_lib.read_vocabulary(args.output))
+        manifest_path = os.path.join(args.output, "manifest.json")
+        atomic.write_json(manifest_path, {**atomic.read_json(manifest_path), "item_features": summary})
+        print(f"item features {summary['columns']}: {summary['items_with_features']:,} items, "
+              f"{summary['items_without_features']:,} without (OOV bucket)")
     return 0
 
 
@@ -160,12 +173,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from remi_tf import train as train_lib
 
+    from pipelines import item_features
+
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
-    user_ids, histories, targets = input_lib.load_evaluation_split(args.data or trained.data_dir, args.split,
-                                                                   vocabulary, config.max_history)
+    config = config_lib.from_mapping(config_lib.parse_overrides(args.set or ()), config, source="--set")
+    data_dir = args.data or trained.data_dir
+    user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
+                                                                   config.max_history)
+    categories = item_features.read_categories(data_dir, len(vocabulary), FIRST_ITEM_INDEX)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
-              **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size)}
+              **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
+              **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,
+                                      categories=categories, diversity_coef=config.diversity_coef)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
     atomic.write_json(output, report)
     print(json.dumps(report, indent=2))
@@ -271,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--user-buckets", type=int, default=16,
                          help="Beam runners: user buckets, the parallelism of the per-user work (more for "
                               "large clusters)")
+    prepare.add_argument("--item-features", metavar="ITEMS.csv[:COL,COL]",
+                         help="item side features: a CSV whose header starts with item_id; the named columns "
+                              "(default: all others) are categorical, `|` separates several values; written to "
+                              "item_features.tsv (the first column is the category of diversity metrics)")
     prepare.set_defaults(run=cmd_prepare)
 
     train = add_command("train", help="train REMI on prepared data (resumes an interrupted run)")
@@ -297,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
+    evaluate.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                          help="evaluation-time config keys, e.g. diversity_coef=0.1 (the merge of the K lists)")
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = add_command("export", help="SavedModels + ScaNN index in TF Serving's layout")

@@ -79,6 +79,9 @@ class RemiConfig:
       warm_start_shrink: `remi train --warm-start` multiplies the carried item table by it (1 = as it was).
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
+      diversity_coef: 0 merges the K retrievals by score; > 0 merges them with ComiRec's greedy
+        category-aware merge (remi_tf.diversity; needs item categories: `remi prepare --item-features`).
+        An evaluation-time key: `remi evaluate --set diversity_coef=0.1`.
     """
 
     embedding_dim: int = 64
@@ -122,6 +125,7 @@ class RemiConfig:
     warm_start_shrink: float = 0.3
 
     eval_batch_size: int = 512
+    diversity_coef: float = 0.0
 
     def validate(self) -> "RemiConfig":
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
@@ -135,7 +139,7 @@ class RemiConfig:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("beta", "routing_lambda", "patience", "readout_power"):
+        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:

@@ -7,7 +7,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import merging, metrics
+from remi_tf import diversity, merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 
@@ -31,6 +31,7 @@ def _update_interest_topk(interests: tf.Tensor, candidates: tf.Tensor, first_ind
 
 
 _merge_interest_results = tf.function(merging.merge_interest_results, reduce_retracing=True)
+_diverse_merge = tf.function(diversity.diverse_merge, reduce_retracing=True)
 
 
 class Retrieval(NamedTuple):
@@ -43,7 +44,8 @@ class Retrieval(NamedTuple):
     routing: np.ndarray  # [users, K, L] routing weights
 
 
-def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512) -> Retrieval:
+def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512,
+             categories: np.ndarray | None = None, diversity_coef: float = 0.0) -> Retrieval:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
 
     Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
@@ -54,22 +56,29 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
 
     Args:
       histories: [users, L] item indices (0 pads).
+      categories, diversity_coef: with diversity_coef > 0, the K lists are merged by ComiRec's greedy
+        category-aware merge (remi_tf.diversity) over `categories` ([rows] category per item index).
 
     Returns:
       The merged lists (merged by remi_tf.merging, the retrieval SavedModel's merge), each interest's
       own list, and the routing.
     """
     top_n = min(top_n, model.vocabulary_size)
+    if diversity_coef > 0 and categories is None:
+        raise ValueError("diversity_coef > 0 needs item categories: prepare the data with `remi prepare "
+                         "--item-features ITEMS.csv[:COLUMN]`")
+    merge = _merge_interest_results if diversity_coef <= 0 else (
+        lambda scores, ids, k: _diverse_merge(scores, ids, tf.constant(categories, tf.int32), diversity_coef, k))
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
     block = batch_size * USER_BATCHES_PER_PASS
-    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk)
+    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge)
                for start in range(0, len(histories), block)]
     return Retrieval(*(np.concatenate(parts) for parts in zip(*results)))
 
 
-def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int
-                    ) -> Retrieval:
+def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
+                    merge) -> Retrieval:
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
     batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
@@ -83,7 +92,7 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
                 for (interests, _), batch_best in zip(batches, best)]
     ids, scores, interest = [], [], []
     for best_scores, best_ids in best:
-        merged_scores, merged_ids, merged_interest = _merge_interest_results(best_scores, best_ids, top_n)
+        merged_scores, merged_ids, merged_interest = merge(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
         interest.append(merged_interest.numpy())
@@ -93,20 +102,26 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],
-             top_ns: Sequence[int] = (20, 50), batch_size: int = 512) -> dict[str, object]:
+             top_ns: Sequence[int] = (20, 50), batch_size: int = 512, categories: np.ndarray | None = None,
+             diversity_coef: float = 0.0) -> dict[str, object]:
     """Recall/NDCG/HitRate@N and per-interest routing diagnostics.
 
     Args:
       histories: [users, L] item indices of the evaluation histories (0 pads).
       targets: per user, the held-out item indices.
+      categories: [rows] category per item index, when the data has item features (adds
+        category_diversity@N); diversity_coef: see `retrieve`.
 
     Returns:
       A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists,
       "interest_overlap" (mean pairwise Jaccard of the K per-interest top-max(N) lists) and
       "interest_share" (each interest's share of the merged top max(N)).
     """
-    found = retrieve(model, histories, max(top_ns), batch_size)
+    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef)
     report: dict[str, object] = dict(metrics.ranking_metrics(found.item_ids, targets, top_ns))
+    if categories is not None:
+        for n in top_ns:
+            report[f"category_diversity@{n}"] = diversity.category_diversity(found.item_ids[:, :n], categories)
     report["num_users"] = len(targets)
     report.update(metrics.routing_diagnostics(found.routing, histories >= FIRST_ITEM_INDEX))
     report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)

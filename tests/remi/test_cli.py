@@ -13,7 +13,10 @@ from remi_tf import train as train_lib
 def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
     data, model, plots = (str(tmp_path / name) for name in ("data", "model", "plots"))
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
-    assert cli.main(["prepare", "--input", inter, "--output", data]) == 0
+    with open(inter) as stream:  # categories planted on the item ids (item id mod 5) for the diversity merge
+        item_ids = sorted({line.split("\t")[1] for line in list(stream)[1:]})
+    (tmp_path / "items.csv").write_text("item_id,genre\n" + "".join(f"{i},g{int(i) % 5}\n" for i in item_ids))
+    assert cli.main(["prepare", "--input", inter, "--output", data, "--item-features", str(tmp_path / "items.csv")]) == 0
     manifest = json.load(open(os.path.join(data, "manifest.json")))
     assert manifest["input_events"] == 100_000
     assert cli.main(["train", "--data", data, "--model-dir", model, "--quiet", "--set", "max_steps=400",
@@ -25,6 +28,16 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
     assert report["recall@50"] > 3 * 50 / manifest["num_items"]
     assert len(report["routing_entropy"]) == 4
     assert sorted(os.listdir(plots)) == ["routing.png", "training_curves.png"]
+    # The greedy category-aware merge trades some score order for more categories in the list.
+    diverse = str(tmp_path / "diverse.json")
+    assert cli.main(["evaluate", "--model-dir", model, "--split", "test", "--output", diverse,
+                     "--set", "diversity_coef=1.0"]) == 0
+    diverse = json.load(open(diverse))
+    assert diverse["diversity_coef"] == 1.0 and diverse["num_users"] == report["num_users"]
+    # Five categories in 50 items: at most 1 - 5 * C(10, 2) / C(50, 2) = 0.8163 of the pairs differ.
+    assert report["category_diversity@50"] < diverse["category_diversity@50"] and \
+        diverse["category_diversity@50"] > 0.81, (diverse, report)
+    assert len(diverse["interest_share"]) == 4 and 0.0 <= diverse["interest_overlap"] <= 1.0
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):
@@ -59,7 +72,10 @@ def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_p
 
     data, model = f"ram://{tmp_path.name}/data", str(tmp_path / "model")  # ram:// stands in for gs://, hdfs://
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
-    assert cli.main(["prepare", "--input", inter, "--output", data]) == 0
+    with open(inter) as stream:  # categories planted on the item ids (item id mod 5) for the diversity merge
+        item_ids = sorted({line.split("\t")[1] for line in list(stream)[1:]})
+    (tmp_path / "items.csv").write_text("item_id,genre\n" + "".join(f"{i},g{int(i) % 5}\n" for i in item_ids))
+    assert cli.main(["prepare", "--input", inter, "--output", data, "--item-features", str(tmp_path / "items.csv")]) == 0
     assert cli.main(["train", "--data", data, "--model-dir", model, "--quiet", "--set", "max_steps=10",
                      "--set", "eval_every=10"]) == 0
     assert json.load(open(os.path.join(model, "run.json")))["data_dir"] == data
