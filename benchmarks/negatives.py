@@ -7,7 +7,8 @@ N, against in-batch negatives with logQ correction; a table and a plot.
 
 Every run is `remi train` + `remi evaluate` through benchmarks/ablation.py's run_variant; reports go to
 <output>/<model>-<negatives>/. Writes <output>/table.md, <output>/results.json and the plot
-(--plot, default benchmarks/results/negatives.png).
+(--plot, default benchmarks/results/negatives.png). Runs already in <output>/results.json are kept,
+not trained again (delete it to start over).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ablation import run_variant  # noqa: E402
 
-MODELS = {"ComiRec-SA": ["beta=0", "routing_lambda=0"], "REMI": ["beta=10", "routing_lambda=100"]}
+MODELS = {"ComiRec-SA": ["beta=0", "routing_lambda=0"], "REMI": ["beta=10", "routing_lambda=100"],
+          "RR only (remi-tf default)": ["beta=0", "routing_lambda=100"]}
 
 
 def main() -> None:
@@ -35,17 +37,25 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run (key=value)")
     parser.add_argument("--plot", default="benchmarks/results/negatives.png")
     args = parser.parse_args()
+    results_path = os.path.join(args.output, "results.json")
+    done = {}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as stream:
+            done = {(r["model"], r["negatives"]): r for r in json.load(stream)}
     results = []
     for model, settings in MODELS.items():
         runs = [("in-batch", ["negatives=in_batch"])] + [
             (str(n), ["negatives=sampled", f"num_sampled_negatives={n}"]) for n in args.negatives]
         for negatives, mode in runs:
-            result = run_variant(f"{model}-{negatives}", [*settings, *mode, *args.set], args)
+            if (model, negatives) in done:
+                results.append(done[model, negatives])
+                continue
+            result = run_variant(f"{model.split()[0]}-{negatives}", [*settings, *mode, *args.set], args)
             results.append({"model": model, "negatives": negatives, **result})
             print(f"{model}, {negatives} negatives: test R@50 {result['test']['recall@50']:.4f} "
                   f"({result['train_seconds']:.0f} s)", flush=True)
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as stream:
+    with open(results_path, "w", encoding="utf-8") as stream:
         json.dump(results, stream, indent=2)
     lines = ["| model | negatives | best step | valid R@50 | test R@50 | test HR@50 | train s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['negatives']} | {r['best_step']} | {r['valid']['recall@50']:.4f} | "
@@ -60,7 +70,7 @@ def plot(results: list[dict], negatives: list[int], path: str) -> None:
     """Test Recall@50 against the number of sampled negatives (log scale), one line per model, and each
     model's in-batch + logQ result as a dashed line of the same colour."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    for (model, _), colour in zip(MODELS.items(), ("tab:blue", "tab:orange")):
+    for (model, _), colour in zip(MODELS.items(), ("tab:blue", "tab:orange", "tab:green")):
         sampled = [r["test"]["recall@50"] for r in results if r["model"] == model and r["negatives"] != "in-batch"]
         in_batch = next(r["test"]["recall@50"] for r in results if r["model"] == model and r["negatives"] == "in-batch")
         axes.plot(negatives, sampled, marker="o", color=colour, label=f"{model}, sampled softmax")
