@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,7 @@ def _update_interest_topk(interests: tf.Tensor, candidates: tf.Tensor, first_ind
 
 _merge_interest_results = tf.function(merging.merge_interest_results, reduce_retracing=True)
 _diverse_merge = tf.function(diversity.diverse_merge, reduce_retracing=True)
+Merge = Callable[[tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]  # (scores, ids, k) -> merged
 
 
 class Retrieval(NamedTuple):
@@ -67,7 +68,7 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     if diversity_coef > 0 and categories is None:
         raise ValueError("diversity_coef > 0 needs item categories: prepare the data with `remi prepare "
                          "--item-features ITEMS.csv[:COLUMN]`")
-    merge = _merge_interest_results if diversity_coef <= 0 else (
+    merge: Merge = _merge_interest_results if diversity_coef <= 0 else (
         lambda scores, ids, k: _diverse_merge(scores, ids, tf.constant(categories, tf.int32), diversity_coef, k))
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
@@ -78,7 +79,7 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
 
 
 def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
-                    merge) -> Retrieval:
+                    merge: Merge) -> Retrieval:
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
     batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
