@@ -15,7 +15,9 @@ import os
 from typing import Sequence
 
 from export import saved_model, serving_layout
+from pipelines import item_features
 from remi_tf import train as train_lib
+from remi_tf.models import FIRST_ITEM_INDEX
 
 INDEXES = ("scann", "brute-force", "both")
 
@@ -39,9 +41,12 @@ def model_names(name: str, index: str) -> dict[str, str]:
 
 
 def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
-           k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None
-           ) -> dict[str, str]:
+           k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None,
+           diversity_coef: float = 0.0) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
+
+    diversity_coef > 0: the retrieval models merge with ComiRec's category-aware merge, over the item
+    categories of the model's data directory (`remi prepare --item-features`).
 
     Returns:
       served name -> the published version directory.
@@ -52,6 +57,10 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     vocabulary = trained.vocabulary
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
+    categories = item_features.read_categories(trained.data_dir, len(vocabulary), FIRST_ITEM_INDEX)
+    if diversity_coef > 0 and categories is None:
+        raise ValueError(f"--diversity-coef needs item categories, and {trained.data_dir} has none: prepare it with "
+                         "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
     names = model_names(name, index)
     if version is None:
         version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
@@ -68,7 +77,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
             module = saved_model.QueryModule(trained.model, vocabulary)
         else:
             module = saved_model.RetrievalModule(trained.model, vocabulary, kind, k,
-                                                 scann_options(len(vocabulary)) if kind == "scann" else None)
+                                                 scann_options(len(vocabulary)) if kind == "scann" else None,
+                                                 categories, diversity_coef)
 
         def write(directory: str, module=module, served=served) -> None:
             saved_model.save(module, directory)

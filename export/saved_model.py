@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import merging
+from remi_tf import diversity, merging
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, item_lookup
 
 HISTORY_SIGNATURE = tf.TensorSpec([None, None], tf.string, name="history")
@@ -46,11 +47,20 @@ class RetrievalModule(tf.Module):
       model: the trained model; vocabulary: its items (index i + 2 is vocabulary[i]).
       index: "scann" (tfrs ScaNN layer; needs the ScaNN ops to load) or "brute-force" (exact).
       k: results per interest and merged.
+      categories, diversity_coef: with diversity_coef > 0 the K lists are merged by ComiRec's greedy
+        category-aware merge (remi_tf.diversity) over `categories` ([vocabulary + 2] category per item
+        index), kept inside the SavedModel; 0 merges by score.
     """
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str, k: int,
-                 scann_options: dict | None = None) -> None:
+                 scann_options: dict | None = None, categories: np.ndarray | None = None,
+                 diversity_coef: float = 0.0) -> None:
         super().__init__()
+        if diversity_coef > 0 and categories is None:
+            raise ValueError("a diversity coefficient > 0 needs item categories (`remi prepare --item-features`)")
+        self.diversity_coef = diversity_coef
+        self.categories = None if diversity_coef <= 0 else tf.Variable(
+            tf.constant(categories, tf.int32), trainable=False, name="item_categories")
         self.query = QueryModule(model, vocabulary)
         self.k = k
         self.item_ids = tf.Variable(["", "[UNK]"] + list(vocabulary), trainable=False, name="item_ids")
@@ -80,7 +90,11 @@ class RetrievalModule(tf.Module):
         # Per-interest lists: the k best remaining results of each interest, in score order.
         per_interest = tf.math.top_k(scores, k=self.k)
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
-        merged_scores, merged_indices, interest = merging.merge_interest_results(scores, found, self.k)
+        if self.diversity_coef > 0:
+            merged_scores, merged_indices, interest = diversity.diverse_merge(scores, found, self.categories,
+                                                                              self.diversity_coef, self.k)
+        else:
+            merged_scores, merged_indices, interest = merging.merge_interest_results(scores, found, self.k)
 
         # Popularity candidates for rows without a known item (the vocabulary is most-frequent-first).
         empty = tf.reduce_all(indices == 0, axis=-1)  # [B]

@@ -203,7 +203,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from export import exporter
 
     published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
-                                index=args.index, k=args.k, serving_base_path=args.serving_base_path)
+                                index=args.index, k=args.k, serving_base_path=args.serving_base_path,
+                                diversity_coef=args.diversity_coef)
     for served, path in published.items():
         print(f"{served}: {path}")
     print(f"models.config: {os.path.join(args.output, 'models.config')}")
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, help="default: one more than the newest exported")
     export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both")
     export.add_argument("--k", type=int, default=50, help="candidates per interest and merged")
+    export.add_argument("--diversity-coef", type=float, default=0.0,
+                        help="> 0: merge the K lists with ComiRec's category-aware merge (needs item features)")
     export.add_argument("--serving-base-path", default="/models", help="where models.config says the "
                         "export directory is mounted (TF Serving's docker image: /models)")
     export.set_defaults(run=cmd_export)

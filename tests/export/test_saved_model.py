@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from export import exporter, serving_layout
+from export import exporter, saved_model, serving_layout
 from tests.numpy_reference import merge_interest_topk
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
@@ -181,3 +181,37 @@ def test_capsule_routed_models_export_their_interests(routing, tmp_path):
     served = tf.saved_model.load(str(tmp_path / "export" / "remi-query" / "1")).signatures["serving_default"](
         history=tf.ragged.constant(histories).to_tensor(""))["interests"].numpy()
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_retrieval_module_merges_with_the_diversity_coefficient(tmp_path):
+    """With diversity_coef > 0 the retrieval SavedModel's merged list is ComiRec's greedy merge (the
+    transcription of its loop) of the per-interest lists, history excluded."""
+    from remi_tf import models
+    from remi_tf.config import RemiConfig
+    from tests.remi_tf.test_diversity import comirec_merge
+
+    tf.keras.utils.set_random_seed(3)
+    vocabulary = [f"i{n}" for n in range(60)]
+    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=4), len(vocabulary))
+    categories = np.random.default_rng(0).integers(0, 4, size=len(vocabulary) + FIRST_ITEM_INDEX).astype(np.int32)
+    histories = [["i1", "i7", "i30"], ["i5", "i9", "i11", "i40"]]
+    k, coef = 8, 0.5
+    module = saved_model.RetrievalModule(model, vocabulary, "brute-force", k, categories=categories,
+                                         diversity_coef=coef)
+    served = module.serve(tf.ragged.constant(histories).to_tensor(""))["item_ids"].numpy()
+    indices = module.query.indices(tf.ragged.constant(histories).to_tensor(""))
+    interests, _ = model.query_tower(indices)
+    scores = np.einsum("bkd,nd->bkn", interests.numpy(), model.candidate_embeddings().numpy())
+    for row, history in enumerate(indices.numpy()):
+        top = np.argsort(-scores[row], axis=1)[:, :k + 4]  # per interest: k + max_history results
+        top_scores = np.take_along_axis(scores[row], top, axis=1)
+        ids = top + FIRST_ITEM_INDEX
+        top_scores[np.isin(ids, history[history > 0])] = -np.inf  # the history's items are excluded
+        expected = comirec_merge(ids, top_scores, categories, coef, k)
+        assert [item.decode() for item in served[row]] == [vocabulary[i - FIRST_ITEM_INDEX] for i in expected]
+    merged_by_score = saved_model.RetrievalModule(model, vocabulary, "brute-force", k)
+    by_score = merged_by_score.serve(tf.ragged.constant(histories).to_tensor(""))["item_ids"].numpy()
+    assert (by_score != served).any()  # the coefficient changed the lists
+    saved_model.save(module, str(tmp_path / "diverse"))  # the categories and the merge travel in the SavedModel
+    reloaded = tf.saved_model.load(str(tmp_path / "diverse")).signatures["serving_default"]
+    np.testing.assert_array_equal(reloaded(history=tf.ragged.constant(histories).to_tensor(""))["item_ids"], served)
