@@ -57,7 +57,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     vocabulary = trained.vocabulary
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = item_features.read_categories(trained.data_dir, len(vocabulary), FIRST_ITEM_INDEX)
+    categories = item_features.read_categories(trained.data_dir, len(vocabulary), FIRST_ITEM_INDEX) \
+        if diversity_coef > 0 else None
     if diversity_coef > 0 and categories is None:
         raise ValueError(f"--diversity-coef needs item categories, and {trained.data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")

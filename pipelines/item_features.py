@@ -53,7 +53,8 @@ def read_item_features(spec: str) -> ItemFeatures:
         rows = csv.reader(io.StringIO(stream.read()))
         header = next(rows, None)
         if not header or header[0].strip() != "item_id":
-            raise ValueError(f"{path}: line 1: the first column must be 'item_id', got {header[:1] if header else 'nothing'}")
+            raise ValueError(f"{path}: line 1: the first column must be 'item_id', got "
+                             f"{header[:1] if header else 'nothing'}")
         names = [name.strip() for name in header]
         columns = columns or names[1:]
         missing = [column for column in columns if column not in names[1:]]
@@ -74,16 +75,15 @@ def read_item_features(spec: str) -> ItemFeatures:
     return ItemFeatures(path, columns, values)
 
 
-def write_item_features(spec: str, data_dir: str, vocabulary: list[str]) -> dict:
-    """Writes `data_dir/item_features.tsv` for `vocabulary` (items.tsv's ids) from `spec`'s CSV.
+def write_item_features(features: ItemFeatures, data_dir: str, vocabulary: list[str]) -> dict:
+    """Writes `data_dir/item_features.tsv` for `vocabulary` (items.tsv's ids) from a read CSV.
 
     Returns:
       {"file", "columns", "items_with_features", "items_without_features", "rows_not_in_log"}.
 
     Raises:
-      ValueError as read_item_features, or when the file lists none of the log's items.
+      ValueError when the file lists none of the log's items.
     """
-    features = read_item_features(spec)
     known = sum(item in features.values for item in vocabulary)
     if not known:
         raise ValueError(f"{features.path}: none of its {len(features.values):,} item ids is one of the log's "

@@ -45,7 +45,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.item_features:
         from pipelines import item_features
 
-        item_features.read_item_features(args.item_features)  # a malformed file fails before anything is written
+        # A malformed file fails before anything is written.
+        features = item_features.read_item_features(args.item_features)
     runner = choose_runner(args.runner, args.input, args.pipeline_args)
     print(f"runner: {runner}", file=sys.stderr)
     if runner == "in-process":
@@ -71,8 +72,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.item_features:
         from pipelines import input as input_lib
 
-        summary = item_features.write_item_features(args.item_features, args.output,
-                                                    input_lib.read_vocabulary(args.output))
+        summary = item_features.write_item_features(features, args.output, input_lib.read_vocabulary(args.output))
         manifest_path = os.path.join(args.output, "manifest.json")
         atomic.write_json(manifest_path, {**atomic.read_json(manifest_path), "item_features": summary})
         print(f"item features {summary['columns']}: {summary['items_with_features']:,} items, "

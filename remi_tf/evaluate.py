@@ -68,8 +68,10 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     if diversity_coef > 0 and categories is None:
         raise ValueError("diversity_coef > 0 needs item categories: prepare the data with `remi prepare "
                          "--item-features ITEMS.csv[:COLUMN]`")
-    merge: Merge = _merge_interest_results if diversity_coef <= 0 else (
-        lambda scores, ids, k: _diverse_merge(scores, ids, tf.constant(categories, tf.int32), diversity_coef, k))
+    merge: Merge = _merge_interest_results
+    if diversity_coef > 0:
+        category_table = tf.constant(categories, tf.int32)  # made once, used by every user batch's merge
+        merge = lambda scores, ids, k: _diverse_merge(scores, ids, category_table, diversity_coef, k)  # noqa: E731
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
     block = batch_size * USER_BATCHES_PER_PASS

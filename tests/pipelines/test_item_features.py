@@ -63,6 +63,7 @@ def test_spec_names_columns_or_takes_all():
 def test_bad_feature_files_are_named_with_line_and_field(tmp_path, text, message):
     path = write_csv(tmp_path / "bad.csv", text)
     with pytest.raises(ValueError, match="bad.csv") as error:
-        item_features.write_item_features(f"{path}:categories", str(tmp_path), ["a", "b"])
+        item_features.write_item_features(item_features.read_item_features(f"{path}:categories"), str(tmp_path),
+                                          ["a", "b"])
     assert message in str(error.value)
     assert not os.path.exists(tmp_path / item_features.ITEM_FEATURES_FILE)
