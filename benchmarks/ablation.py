@@ -54,6 +54,11 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def mean_spread(values: list[float]) -> str:
+    """"mean +- standard deviation" of runs over seeds (spread 0 for one run)."""
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+
 def seed_summary(results: list[dict]) -> str:
     """Per variant over its seeds: mean +- standard deviation of the test metrics and routing entropy."""
     by_variant: dict[str, list[dict]] = {}
@@ -63,7 +68,7 @@ def seed_summary(results: list[dict]) -> str:
              "|" + "---|" * (3 + len(METRICS))]
     for name, runs in by_variant.items():
         columns = [[r["test"][m] for r in runs] for m in METRICS] + [[routing_entropy(r["test"]) for r in runs]]
-        cells = [f"{statistics.mean(v):.4f} +- {statistics.stdev(v) if len(v) > 1 else 0.0:.4f}" for v in columns]
+        cells = [mean_spread(values) for values in columns]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

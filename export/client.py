@@ -8,7 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -56,25 +56,31 @@ class RemiClient:
         else:
             self.target = server if server.startswith("http") else f"http://{server}"
 
-    def lookup_when_up(self, histories: Sequence[Sequence[str]], k: int | None = None, wait_seconds: float = 0.0
-                       ) -> list[Candidates]:
+    def lookup_when_up(self, histories: Sequence[Sequence[str]], k: int | None = None, wait_seconds: float = 0.0,
+                       user_features: Mapping[str, Sequence[str]] | None = None) -> list[Candidates]:
         """`lookup`, retrying for up to `wait_seconds` while no server answers (e.g. one still starting)."""
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
-                return self.lookup(histories, k)
+                return self.lookup(histories, k, user_features)
             except ServerUnavailable:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(1.0)
 
-    def lookup(self, histories: Sequence[Sequence[str]], k: int | None = None) -> list[Candidates]:
-        """Candidates per history (oldest item first); `k` (>= 1) truncates the served lists."""
+    def lookup(self, histories: Sequence[Sequence[str]], k: int | None = None,
+               user_features: Mapping[str, Sequence[str]] | None = None) -> list[Candidates]:
+        """Candidates per history (oldest item first); `k` (>= 1) truncates the served lists.
+        `user_features`: {column: one raw value per history}, for a model with user profile features."""
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         width = max([len(h) for h in histories] + [1])
-        padded = [list(h) + [""] * (width - len(h)) for h in histories]
-        outputs = self._grpc(padded) if self.use_grpc else self._rest(padded)
+        inputs = {"history": [list(h) + [""] * (width - len(h)) for h in histories]}
+        for column, values in (user_features or {}).items():
+            if len(values) != len(histories):
+                raise ValueError(f"user feature {column!r}: {len(values)} values for {len(histories)} histories")
+            inputs[column] = list(values)
+        outputs = self._grpc(inputs) if self.use_grpc else self._rest(inputs)
         if "item_ids" not in outputs:
             raise LookupFailed(f"model {self.model!r} answers {sorted(outputs)}, not candidates: look up a retrieval "
                                "model (e.g. remi or remi-exact), not the query tower")
@@ -88,8 +94,8 @@ class RemiClient:
                 interest_scores=[[float(s) for s in scores[:k]] for scores in outputs["interest_scores"][row]]))
         return results
 
-    def _rest(self, histories: list[list[str]]) -> dict:
-        body = json.dumps({"signature_name": self.signature_name, "inputs": {"history": histories}}).encode()
+    def _rest(self, inputs: dict[str, list]) -> dict:
+        body = json.dumps({"signature_name": self.signature_name, "inputs": inputs}).encode()
         request = urllib.request.Request(f"{self.target}/v1/models/{self.model}:predict", data=body,
                                          headers={"Content-Type": "application/json"})
         try:
@@ -104,7 +110,7 @@ class RemiClient:
             raise LookupFailed(f"{self.target} does not answer HTTP ({type(error).__name__}): is it a gRPC port? "
                                "Then pass --grpc and HOST:PORT") from None
 
-    def _grpc(self, histories: list[list[str]]) -> dict:
+    def _grpc(self, inputs: dict[str, list]) -> dict:
         import grpc
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
@@ -112,7 +118,8 @@ class RemiClient:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model
         request.model_spec.signature_name = self.signature_name
-        request.inputs["history"].CopyFrom(tf.make_tensor_proto(histories, dtype=tf.string))
+        for name, values in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
         try:
             response = self._stub.Predict(request, timeout=self.timeout)
         except grpc.RpcError as error:

@@ -15,7 +15,7 @@ import os
 from typing import Sequence
 
 from export import saved_model, serving_layout
-from pipelines import item_features
+from pipelines import side_features
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
 
@@ -57,7 +57,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     vocabulary = trained.vocabulary
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = item_features.read_categories(trained.data_dir, len(vocabulary), FIRST_ITEM_INDEX) \
+    categories = side_features.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
         if diversity_coef > 0 else None
     if diversity_coef > 0 and categories is None:
         raise ValueError(f"--diversity-coef needs item categories, and {trained.data_dir} has none: prepare it with "
@@ -83,7 +83,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
 
         def write(directory: str, module=module, served=served) -> None:
             saved_model.save(module, directory)
-            serving_layout.write_warmup_requests(directory, served, warmup)
+            serving_layout.write_warmup_requests(directory, served, warmup,
+                                                 feature_columns=[c for c in module.input_specs() if c != "history"])
 
         published[served] = serving_layout.publish_version(os.path.join(output, served), version, write)
     serving_layout.write_models_config(output, list(names), serving_base_path)

@@ -35,7 +35,13 @@ def _json_value(array: np.ndarray) -> Any:
 
 
 def _pad_rows(rows: Any, name: str) -> np.ndarray:
-    """A non-empty batch of lists of item-id strings, padded with "" to equal lengths -> [batch, width]."""
+    """A non-empty batch of lists of item-id strings, padded with "" to equal lengths -> [batch, width]; a
+    batch of strings (a user feature column's values) -> [batch]."""
+    if isinstance(rows, list) and rows and all(isinstance(row, str) for row in rows):
+        if len(rows) > MAX_REQUEST_VALUES:
+            raise ServingError("INVALID_ARGUMENT", f"input '{name}' has {len(rows)} values, more than "
+                                                   f"{MAX_REQUEST_VALUES}")
+        return np.array(rows, dtype=object)
     if not isinstance(rows, list) or not rows or not all(isinstance(row, list) for row in rows):
         raise ServingError("INVALID_ARGUMENT", f"input '{name}' expects a non-empty list of lists of item-id "
                                                f"strings, e.g. [[\"id1\", \"id2\"]], got {json.dumps(rows)[:80]}")

@@ -3,6 +3,9 @@
 Both take `history`: [batch, T] string item ids in time order (oldest first; "" pads, T free). Unknown
 ids map to the OOV bucket and are ignored; the last `max_history` known items are used. A row with no
 known item gets popularity candidates: the most frequent training items, score 0, interest -1.
+A model with user profile features also takes one [batch] string input per feature column, named by the
+column (raw values, `|`-separated for several; "" or an unknown value: the OOV bucket). Item features need
+no input: they live in the model with its items.
 """
 
 from __future__ import annotations
@@ -20,13 +23,28 @@ HISTORY_SIGNATURE = tf.TensorSpec([None, None], tf.string, name="history")
 
 
 class QueryModule(tf.Module):
-    """History of raw item ids -> K interest embeddings."""
+    """History of raw item ids (and profile values) -> K interest embeddings."""
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str]) -> None:
         super().__init__()
         self.query_tower = model.query_tower
         self.lookup = item_lookup(vocabulary)
         self.max_history = model.config.max_history
+        self.feature_columns = [] if model.user_features is None else list(model.user_features.columns)
+
+    def input_specs(self) -> dict[str, tf.TensorSpec]:
+        """The signatures' inputs: history, then one [batch] string per user feature column."""
+        return {"history": HISTORY_SIGNATURE,
+                **{column: tf.TensorSpec([None], tf.string, name=column) for column in self.feature_columns}}
+
+    def interests(self, history: tf.Tensor, profile: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """([B, K, d] interests, [B, L] the history's model indices)."""
+        indices = self.indices(history)
+        user_features = None
+        if self.feature_columns:
+            user_features = tf.stack([profile[column] for column in self.feature_columns], axis=-1)  # [B, C]
+        interests, _ = self.query_tower(indices, user_features)
+        return interests, indices
 
     def indices(self, history: tf.Tensor) -> tf.Tensor:
         """[batch, T] string -> [batch, L] model indices: the last L known items, left-aligned, 0-padded."""
@@ -34,10 +52,9 @@ class QueryModule(tf.Module):
         known = tf.ragged.boolean_mask(indices, indices >= FIRST_ITEM_INDEX)
         return known[:, -self.max_history:].to_tensor(0, shape=[None, self.max_history])
 
-    @tf.function(input_signature=[HISTORY_SIGNATURE])
-    def serve(self, history: tf.Tensor) -> dict[str, tf.Tensor]:
-        interests, _ = self.query_tower(self.indices(history))
-        return {"interests": interests}
+    @tf.function
+    def serve(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"interests": self.interests(history, profile)[0]}
 
 
 class RetrievalModule(tf.Module):
@@ -77,9 +94,12 @@ class RetrievalModule(tf.Module):
         self.index.index(candidates, identifiers)
         self.num_interests = model.config.num_interests
 
-    def retrieve(self, history: tf.Tensor, exclude_history: bool) -> dict[str, tf.Tensor]:
-        indices = self.query.indices(history)  # [B, L]
-        interests, _ = self.query.query_tower(indices)  # [B, K, d]
+    def input_specs(self) -> dict[str, tf.TensorSpec]:
+        return self.query.input_specs()
+
+    def retrieve(self, history: tf.Tensor, profile: dict[str, tf.Tensor], exclude_history: bool
+                 ) -> dict[str, tf.Tensor]:
+        interests, indices = self.query.interests(history, profile)  # [B, K, d], [B, L]
         batch = tf.shape(interests)[0]
         scores, found = self.index(tf.reshape(interests, [-1, interests.shape[-1]]))  # [B*K, n]
         scores = tf.reshape(scores, [batch, self.num_interests, -1])
@@ -110,21 +130,23 @@ class RetrievalModule(tf.Module):
             "interest_scores": per_interest.values,
         }
 
-    @tf.function(input_signature=[HISTORY_SIGNATURE])
-    def serve(self, history: tf.Tensor) -> dict[str, tf.Tensor]:
+    @tf.function
+    def serve(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
         """The default signature: candidates exclude the items of the history."""
-        return self.retrieve(history, exclude_history=True)
+        return self.retrieve(history, profile, exclude_history=True)
 
-    @tf.function(input_signature=[HISTORY_SIGNATURE])
-    def serve_including_history(self, history: tf.Tensor) -> dict[str, tf.Tensor]:
+    @tf.function
+    def serve_including_history(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
         """Candidates may include the items of the history (re-consumption)."""
-        return self.retrieve(history, exclude_history=False)
+        return self.retrieve(history, profile, exclude_history=False)
 
 
-def save(module: tf.Module, path: str) -> None:
-    """Saves `module` with its signatures; the Scann op namespace is allowed for the ScaNN index."""
-    signatures = {"serving_default": module.serve}
+def save(module: QueryModule | RetrievalModule, path: str) -> None:
+    """Saves `module` with its signatures (inputs: `module.input_specs()`); the Scann op namespace is
+    allowed for the ScaNN index."""
+    specs = module.input_specs()
+    signatures = {"serving_default": module.serve.get_concrete_function(**specs)}
     if isinstance(module, RetrievalModule):
-        signatures["include_history"] = module.serve_including_history
+        signatures["include_history"] = module.serve_including_history.get_concrete_function(**specs)
     tf.saved_model.save(module, path, signatures=signatures,
                         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))

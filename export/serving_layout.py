@@ -62,8 +62,9 @@ def complete_versions(export_dir: str) -> dict[str, list[int]]:
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequence[Sequence[str]],
-                          signature_name: str = "serving_default") -> None:
-    """`assets.extra/tf_serving_warmup_requests`: one PredictionLog per history batch size 1 and all."""
+                          signature_name: str = "serving_default", feature_columns: Sequence[str] = ()) -> None:
+    """`assets.extra/tf_serving_warmup_requests`: one PredictionLog per history batch size 1 and all
+    (user feature columns, when the model takes them, with "": the OOV bucket)."""
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     width = max(len(h) for h in histories)
@@ -73,6 +74,8 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequ
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
             request.inputs["history"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            for column in feature_columns:
+                request.inputs[column].CopyFrom(tf.make_tensor_proto([""] * len(batch), dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 

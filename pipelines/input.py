@@ -12,7 +12,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import schema
+from pipelines import schema, side_features
 from pipelines.sequences import MIN_CUT
 from remi_tf.config import RemiConfig
 from remi_tf import models
@@ -79,6 +79,16 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
             yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length)
 
 
+def read_user_ids(data_dir: str) -> list[str]:
+    """The distinct user ids of every split's sequence records, sorted."""
+    files = [path for split in schema.SPLITS for path in split_files(data_dir, split)]
+    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files)).batch(4096)
+    user_ids = set()
+    for batch in dataset.map(lambda serialized: schema.parse_sequences(serialized)["user_id"]).as_numpy_iterator():
+        user_ids.update(user_id.decode("utf-8") for user_id in batch)
+    return sorted(user_ids)
+
+
 def load_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
     """(user ids, item-index arrays) of one split, in memory."""
     records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
@@ -129,7 +139,7 @@ def shard_for_input_pipeline(files: Sequence[str], input_context: tf.distribute.
 
 
 def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_history: int,
-                     seed: int | None = None) -> tf.data.Dataset:
+                     seed: int | None = None, user_features: np.ndarray | None = None) -> tf.data.Dataset:
     """Endless random-cut batches from in-memory item-index sequences: each pass visits every user once
     with a fresh random cut.
 
@@ -137,12 +147,15 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
     (stateless, from a per-pass seed) and slices it into batches, so that the per-batch work is one gather
     and the vectorised cut (no per-user dataset ops: the step and the input share two cores).
     Sequences with at most MIN_CUT items are skipped (they have no valid cut).
+    `user_features`: [users, C] raw profile values of the sequences' users, when the model reads them.
 
     Returns:
-      Dataset of {"history": [batch, L] int64, "target": [batch] int64}; the users left over after the
-      last full batch of a pass are skipped in that pass (a different few each pass).
+      Dataset of {"history": [batch, L] int64, "target": [batch] int64} (and "user_features" [batch, C]
+      string); the users left over after the last full batch of a pass are skipped in that pass (a
+      different few each pass).
     """
-    sequences = [items for items in sequences if len(items) > MIN_CUT]
+    kept = [row for row, items in enumerate(sequences) if len(items) > MIN_CUT]
+    sequences = [sequences[row] for row in kept]
     if len(sequences) < batch_size:
         raise ValueError(f"{len(sequences)} training users with more than {MIN_CUT} items, fewer than one "
                          f"batch of {batch_size}; lower batch_size")
@@ -156,7 +169,12 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
         return tf.data.Dataset.from_tensor_slices(tf.reshape(permutation, [batches_per_pass, batch_size]))
 
     dataset = tf.data.Dataset.random(seed=seed).flat_map(one_pass)
-    dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history))
+    if user_features is None:
+        dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history))
+    else:
+        profiles = tf.constant(user_features[kept].astype(str))  # [users, C]
+        dataset = dataset.map(lambda users: {**random_cut(tf.gather(all_items, users), max_history),
+                                             "user_features": tf.gather(profiles, users)})
     return _without_autotune(_endless(dataset).prefetch(PREFETCH_BATCHES))
 
 
@@ -168,8 +186,18 @@ def items_tsv_lookup(items_tsv: str) -> tf.lookup.StaticHashTable:
     return tf.lookup.StaticHashTable(initializer, default_value=models.OOV_INDEX)
 
 
+def user_features_lookup(user_features_tsv: str, num_columns: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """User ids [N] -> raw profile values [N, C] from a `user_features.tsv` ("" for unlisted users), read by
+    TensorFlow from the file where the tables are built (one per column)."""
+    tables = [tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+        user_features_tsv, tf.string, 0, tf.string, column, delimiter="\t"), default_value="")
+        for column in range(1, num_columns + 1)]  # the header line maps "user_id" to the column names: unused
+    return lambda user_ids: tf.stack([table.lookup(user_ids) for table in tables], axis=-1)
+
+
 def streaming_dataset(files: Sequence[str], items_tsv: str, batch_size: int, max_history: int,
-                      seed: int | None = None, shuffle_buffer: int = 100_000) -> tf.data.Dataset:
+                      seed: int | None = None, shuffle_buffer: int = 100_000,
+                      user_features: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tf.data.Dataset:
     """Endless random-cut batches read from sequence shards, for training data larger than memory.
 
     Each pass reads the files in a fresh order, shuffles users through a buffer of `shuffle_buffer` and
@@ -178,9 +206,10 @@ def streaming_dataset(files: Sequence[str], items_tsv: str, batch_size: int, max
 
     Args:
       items_tsv: the vocabulary file (item ids in its first column).
+      user_features: user ids [N] -> profile values [N, C] (`user_features_lookup`), when the model reads them.
 
     Returns:
-      Dataset of {"history": [batch, L] int64, "target": [batch] int64}.
+      Dataset of {"history": [batch, L] int64, "target": [batch] int64} (and "user_features" [batch, C]).
     """
     lookup = items_tsv_lookup(items_tsv)
     compression = _compression(files)
@@ -188,11 +217,20 @@ def streaming_dataset(files: Sequence[str], items_tsv: str, batch_size: int, max
                                                                     reshuffle_each_iteration=True)
     records = paths.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
                                cycle_length=min(len(files), 4))
-    users = records.batch(256).map(
-        lambda serialized: tf.ragged.map_flat_values(lookup.lookup, schema.parse_sequences(serialized)["item_ids"]))
-    users = users.unbatch().filter(lambda items: tf.size(items) > MIN_CUT)
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        record = schema.parse_sequences(serialized)
+        parsed = {"items": tf.ragged.map_flat_values(lookup.lookup, record["item_ids"])}
+        if user_features is not None:
+            parsed["user_features"] = user_features(record["user_id"])
+        return parsed
+
+    def cut(users: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {**random_cut(users.pop("items"), max_history), **users}
+
+    users = records.batch(256).map(parse).unbatch().filter(lambda user: tf.size(user["items"]) > MIN_CUT)
     users = users.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = users.ragged_batch(batch_size, drop_remainder=True).map(lambda items: random_cut(items, max_history))
+    dataset = users.ragged_batch(batch_size, drop_remainder=True).map(cut)
     return _without_autotune(_endless(dataset).prefetch(PREFETCH_BATCHES))
 
 
@@ -239,6 +277,9 @@ class TrainingInputs(NamedTuple):
     valid_targets: list[np.ndarray]
     dataset_fn: Callable[[tf.distribute.InputContext | None], tf.data.Dataset]  # endless batches per pipeline
     streaming: bool
+    item_features: side_features.FeatureTable | None  # what the model reads (config.use_item_features)
+    user_features: side_features.FeatureTable | None  # (config.use_user_features)
+    valid_user_features: np.ndarray | None  # [valid users, C] raw profile values
 
 
 def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
@@ -257,6 +298,8 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     streaming. Pipelines get different seeds. Parameter-server workers build their datasets inside a
     function on the worker, which cannot read data eagerly, and their input contexts do not tell them
     apart: they stream, with random seeds. `vocabulary`: items.tsv's ids when the caller has read them.
+    Side features are read when the data directory has them and the config uses them; the batches then
+    carry each user's raw profile values ("user_features").
     """
     vocabulary = read_vocabulary(data_dir) if vocabulary is None else vocabulary
     files = split_files(data_dir, "train")
@@ -267,7 +310,12 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
               "computing q from the train split", file=sys.stderr)
         probability = target_probability((record.items for record in read_indexed_sequences(files, vocabulary)),
                                           len(vocabulary), MIN_CUT)
-    _, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary, config.max_history)
+    valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
+                                                                        config.max_history)
+    item_table = side_features.read_item_table(data_dir, vocabulary) if config.use_item_features else None
+    user_table = side_features.read_user_table(data_dir) if config.use_user_features else None
+    valid_user_features = None if user_table is None else side_features.values_of(user_table, valid_users,
+                                                                                   list(user_table.values))
 
     def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         batch_size = config.batch_size if input_context is None else \
@@ -276,9 +324,14 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         seed = None if parameter_server else config.seed + 1_000_003 * pipeline
         shard = shard_for_input_pipeline(files, input_context)
         if streaming:
+            profiles = None if user_table is None else user_features_lookup(
+                os.path.join(data_dir, side_features.USER_FEATURES_FILE), len(user_table.values))
             return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
-                                     config.shuffle_buffer)
-        sequences = [record.items for record in read_indexed_sequences(shard, vocabulary)]
-        return sequence_dataset(sequences, batch_size, config.max_history, seed)
+                                     config.shuffle_buffer, profiles)
+        records = list(read_indexed_sequences(shard, vocabulary))
+        profiles = None if user_table is None else side_features.values_of(
+            user_table, [record.user_id for record in records], list(user_table.values))
+        return sequence_dataset([record.items for record in records], batch_size, config.max_history, seed, profiles)
 
-    return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset_fn, streaming)
+    return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset_fn, streaming, item_table,
+                          user_table, valid_user_features)

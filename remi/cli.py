@@ -34,7 +34,7 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipelines import time_split
+    from pipelines import side_features, time_split
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
@@ -42,11 +42,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
                    boundaries=boundaries)
-    if args.item_features:
-        from pipelines import item_features
-
-        # A malformed file fails before anything is written.
-        features = item_features.read_item_features(args.item_features)
+    # A malformed file fails before anything is written.
+    feature_csvs = [side_features.read_feature_csv(spec, key) for spec, key in
+                    ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
     runner = choose_runner(args.runner, args.input, args.pipeline_args)
     print(f"runner: {runner}", file=sys.stderr)
     if runner == "in-process":
@@ -69,14 +67,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        + (f" ({c['cold_users']:,} cold users not evaluated)" if c.get("cold_users") else "")
                        for split, c in manifest["splits"].items())
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
-    if args.item_features:
+    if feature_csvs:
         from pipelines import input as input_lib
 
-        summary = item_features.write_item_features(features, args.output, input_lib.read_vocabulary(args.output))
         manifest_path = os.path.join(args.output, "manifest.json")
-        atomic.write_json(manifest_path, {**atomic.read_json(manifest_path), "item_features": summary})
-        print(f"item features {summary['columns']}: {summary['items_with_features']:,} items, "
-              f"{summary['items_without_features']:,} without (OOV bucket)")
+        for features in feature_csvs:
+            items = features.key == "item_id"
+            ids = input_lib.read_vocabulary(args.output) if items else input_lib.read_user_ids(args.output)
+            summary = side_features.write_feature_table(features, args.output, ids)
+            kind = "items" if items else "users"
+            atomic.write_json(manifest_path, {**atomic.read_json(manifest_path), f"{kind[:-1]}_features": summary})
+            print(f"{kind[:-1]} features {summary['columns']}: {summary[f'{kind}_with_features']:,} {kind}, "
+                  f"{summary[f'{kind}_without_features']:,} without (OOV bucket)")
     return 0
 
 
@@ -126,7 +128,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                        vocabulary=vocabulary)
     tf.keras.utils.set_random_seed(config.seed)  # the initial weights and the sampler's passes (train docstring)
     with strategy.scope():
-        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary)
+        user_vocabularies = None if inputs.user_features is None else models.user_vocabularies(inputs.user_features)
+        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary,
+                                 inputs.item_features, user_vocabularies)
     warm = {}
     if args.warm_start:
         carried = warm_start_lib.warm_start(model, inputs.vocabulary, args.warm_start)
@@ -138,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if chief:
         tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
                          overwrite=True)  # the data directory may be on gs://, hdfs://, ...
+        train_lib.save_side_features(args.model_dir, inputs.item_features, user_vocabularies)
         atomic.write_json(os.path.join(args.model_dir, "run.json"),
                           {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
                            "strategy": strategy_name, "training_input": "streaming" if inputs.streaming else "in_memory",
@@ -147,7 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
         tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
     state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
-                            args.model_dir, verbose=0 if args.quiet else 1, strategy=strategy, chief=chief)
+                            args.model_dir, verbose=0 if args.quiet else 1, strategy=strategy, chief=chief,
+                            valid_user_features=inputs.valid_user_features)
     if chief:
         print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
     return 0
@@ -173,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from remi_tf import train as train_lib
 
-    from pipelines import item_features
+    from pipelines import side_features
 
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
@@ -181,18 +187,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data_dir = args.data or trained.data_dir
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
-    categories = item_features.read_categories(data_dir, len(vocabulary), FIRST_ITEM_INDEX)
+    categories = side_features.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
+    profiles = None
+    if model.user_features is not None:
+        user_table = side_features.read_user_table(data_dir)
+        if user_table is None:
+            print(f"{data_dir} has no user features: every user gets the OOV bucket", file=sys.stderr)
+        profiles = side_features.values_of(user_table, user_ids, model.user_features.columns)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,
-                                      categories=categories, diversity_coef=config.diversity_coef)}
+                                      categories=categories, diversity_coef=config.diversity_coef,
+                                      user_features=profiles)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
     atomic.write_json(output, report)
     print(json.dumps(report, indent=2))
     if args.plots:
         from remi_tf import plots
 
-        routing = evaluate_lib.retrieve(model, histories[:6], top_n=1).routing
+        routing = evaluate_lib.retrieve(model, histories[:6], top_n=1,
+                                        user_features=None if profiles is None else profiles[:6]).routing
         written = plots.write_all(args.plots, routing, histories[:6] >= FIRST_ITEM_INDEX, user_ids[:6],
                                   os.path.join(args.model_dir, "history.csv"), config.eval_every)
         print("plots: " + ", ".join(written))
@@ -241,7 +255,13 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                                    signature_name="include_history" if args.include_history else "serving_default")
     history = args.history.split()
     names = client_lib.read_item_names(args.item_names) if args.item_names else None
-    (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait)
+    profile = {}
+    for setting in args.user_feature or ():
+        column, separator, value = setting.partition("=")
+        if not separator or not column:
+            raise ValueError(f"--user-feature expects COLUMN=VALUE, got {setting!r}")
+        profile[column] = [value]
+    (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait, user_features=profile)
     if len(candidates.item_ids) < args.k:
         print(f"note: the server returns {len(candidates.item_ids)} candidates per history (its export's --k); "
               f"showing {len(candidates.item_ids)} of the {args.k} asked for", file=sys.stderr)
@@ -295,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--item-features", metavar="ITEMS.csv[:COL,COL]",
                          help="item side features: a CSV whose header starts with item_id; the named columns "
                               "(default: all others) are categorical, `|` separates several values; written to "
-                              "item_features.tsv (the first column is the category of diversity metrics)")
+                              "item_features.tsv (the first column is the category of diversity metrics); "
+                              "the item tower embeds them")
+    prepare.add_argument("--user-features", metavar="USERS.csv[:COL,COL]",
+                         help="user profile features: a CSV whose header starts with user_id, columns as "
+                              "--item-features; written to user_features.tsv; the query tower embeds them and "
+                              "the served models take them as inputs named by their columns")
     prepare.set_defaults(run=cmd_prepare)
 
     train = add_command("train", help="train REMI on prepared data (resumes an interrupted run)")
@@ -359,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--model", default="remi")
     lookup.add_argument("--history", required=True, help="space-separated item ids, oldest first")
     lookup.add_argument("--k", type=int, default=20)
+    lookup.add_argument("--user-feature", action="append", metavar="COLUMN=VALUE",
+                        help="a user profile feature, for a model trained with --user-features (repeat per column)")
     lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
     lookup.add_argument("--json", action="store_true")
     lookup.add_argument("--item-names", metavar="FILE",

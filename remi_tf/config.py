@@ -43,6 +43,10 @@ class RemiConfig:
       readout: which user vector scores a training example's candidates: "hard" (the interest closest
         to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
         softmax of (v_k . e)^readout_power).
+      use_item_features: when the data has item features (`remi prepare --item-features`), an item's
+        embedding is its id row plus, per feature column, the mean embedding of its values.
+      use_user_features: when the data has user features (`--user-features`), the user's profile embedding
+        (summed over columns) is added to every history item's embedding before routing.
     Objective:
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
@@ -92,6 +96,8 @@ class RemiConfig:
     routing_iterations: int = 3
     readout: str = "hard"
     readout_power: int = 1
+    use_item_features: bool = True
+    use_user_features: bool = True
 
     beta: float = 0.0
     temperature: float = 1.0

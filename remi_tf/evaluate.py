@@ -46,7 +46,8 @@ class Retrieval(NamedTuple):
 
 
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512,
-             categories: np.ndarray | None = None, diversity_coef: float = 0.0) -> Retrieval:
+             categories: np.ndarray | None = None, diversity_coef: float = 0.0,
+             user_features: np.ndarray | None = None) -> Retrieval:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score.
 
     Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
@@ -59,6 +60,7 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       histories: [users, L] item indices (0 pads).
       categories, diversity_coef: with diversity_coef > 0, the K lists are merged by ComiRec's greedy
         category-aware merge (remi_tf.diversity) over `categories` ([rows] category per item index).
+      user_features: [users, C] raw profile values, for a model with user features.
 
     Returns:
       The merged lists (merged by remi_tf.merging, the retrieval SavedModel's merge), each interest's
@@ -75,16 +77,21 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
     block = batch_size * USER_BATCHES_PER_PASS
-    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge)
+    if model.user_features is not None and user_features is None:
+        raise ValueError(f"the model reads user features {model.user_features.columns}: pass their values")
+    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge,
+                               None if user_features is None else user_features[start:start + block])
                for start in range(0, len(histories), block)]
     return Retrieval(*(np.concatenate(parts) for parts in zip(*results)))
 
 
 def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
-                    merge: Merge) -> Retrieval:
+                    merge: Merge, user_features: np.ndarray | None) -> Retrieval:
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
-    batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64))
+    batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64),
+                               None if model.user_features is None else
+                               tf.constant(user_features[start:start + batch_size].astype(str)))
                for start in range(0, len(histories), batch_size)]
     best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),
              tf.fill([len(interests), num_interests, top_n], -1)) for interests, _ in batches]
@@ -106,21 +113,21 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],
              top_ns: Sequence[int] = (20, 50), batch_size: int = 512, categories: np.ndarray | None = None,
-             diversity_coef: float = 0.0) -> dict[str, object]:
+             diversity_coef: float = 0.0, user_features: np.ndarray | None = None) -> dict[str, object]:
     """Recall/NDCG/HitRate@N and per-interest routing diagnostics.
 
     Args:
       histories: [users, L] item indices of the evaluation histories (0 pads).
       targets: per user, the held-out item indices.
       categories: [rows] category per item index, when the data has item features (adds
-        category_diversity@N); diversity_coef: see `retrieve`.
+        category_diversity@N); diversity_coef, user_features: see `retrieve`.
 
     Returns:
       A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists,
       "interest_overlap" (mean pairwise Jaccard of the K per-interest top-max(N) lists) and
       "interest_share" (each interest's share of the merged top max(N)).
     """
-    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef)
+    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef, user_features)
     report: dict[str, object] = dict(metrics.ranking_metrics(found.item_ids, targets, top_ns))
     if categories is not None:
         for n in top_ns:

@@ -7,15 +7,17 @@ Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocab
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from pipelines.side_features import FeatureTable
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.layers import CapsuleRouting, ItemEmbedding, SelfAttentiveRouting, hard_readout, label_aware_readout
+from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
 PADDING_INDEX = 0
@@ -48,21 +50,40 @@ def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
 
 
 class QueryTower(tf.keras.Model):
-    """History of item indices -> K interest embeddings.
+    """History of item indices (and the user's profile) -> K interest embeddings.
 
-    Call: history [batch, L] int (0 = padding, 1 = unknown; both are masked out) ->
+    An item's vector is its id row, plus its features' embedding when the model has item features
+    (`item_vectors`, the item tower, shared with the candidates); with user features, the profile's
+    embedding is added to every history item's vector before routing.
+
+    Call: history [batch, L] int (0 = padding, 1 = unknown; both are masked out), user_features
+    [batch, C] string raw profile values (models with user features only) ->
     (interests [batch, K, d], routing [batch, K, L]).
     """
 
-    def __init__(self, item_embedding: ItemEmbedding, config: RemiConfig, **kwargs) -> None:
+    def __init__(self, item_embedding: ItemEmbedding, config: RemiConfig,
+                 item_features: ItemFeatureEmbedding | None = None, user_features: UserFeatureEmbedding | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         self.item_embedding = item_embedding
+        self.item_features = item_features
+        self.user_features = user_features
         self.routing = routing_layer(config)
 
-    def call(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def item_vectors(self, indices: tf.Tensor) -> tf.Tensor:
+        """Item indices [...] -> the item tower's vectors [..., d]."""
+        vectors = self.item_embedding(indices)
+        return vectors if self.item_features is None else vectors + self.item_features(indices)
+
+    def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         mask = history >= FIRST_ITEM_INDEX
-        return self.routing(self.item_embedding(history), mask)
+        vectors = self.item_vectors(history)
+        if self.user_features is not None:
+            if user_features is None:
+                raise ValueError(f"this model reads user features {self.user_features.columns}: pass their values")
+            vectors += self.user_features(user_features)[:, tf.newaxis, :]
+        return self.routing(vectors, mask)
 
     def get_config(self) -> dict:
         """The run configuration (what SavedModel metadata records; the tower shares its item table with
@@ -82,10 +103,14 @@ class RemiModel(tfrs.Model):
         target, for logq_correction "counts" (None: uniform).
       vocabulary: the item ids (index i + 2 is vocabulary[i]); needed for logq_correction "streaming",
         whose estimator hashes the ids.
+      item_features: the items' side features, in vocabulary order (their embedding joins the item tower).
+      user_vocabularies: {column: values} of the user profile features (`user_vocabularies`); the model
+        takes the columns' raw values as features["user_features"] [batch, C], in this order.
     """
 
     def __init__(self, config: RemiConfig, vocabulary_size: int, candidate_probability: np.ndarray | None = None,
-                 vocabulary: Sequence[str] | None = None) -> None:
+                 vocabulary: Sequence[str] | None = None, item_features: FeatureTable | None = None,
+                 user_vocabularies: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__()
         self.config = config
         self.vocabulary_size = vocabulary_size
@@ -93,7 +118,18 @@ class RemiModel(tfrs.Model):
         self.item_embedding = ItemEmbedding(
             num_rows, config.embedding_dim, name="item_embedding",
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / config.embedding_dim)))
-        self.query_tower = QueryTower(self.item_embedding, config, name="query_tower")
+        self.item_features = None
+        if item_features is not None:
+            if len(item_features.ids) != vocabulary_size:
+                raise ValueError(f"item_features has {len(item_features.ids)} items, expected {vocabulary_size}")
+            self.item_features = ItemFeatureEmbedding(
+                {column: ["", ""] + values for column, values in item_features.values.items()},
+                {column: feature_vocabulary(values) for column, values in item_features.values.items()},
+                config.embedding_dim, name="item_features")
+        self.user_features = None if user_vocabularies is None else UserFeatureEmbedding(
+            user_vocabularies, config.embedding_dim, name="user_features")
+        self.query_tower = QueryTower(self.item_embedding, config, self.item_features, self.user_features,
+                                      name="query_tower")
         if candidate_probability is None:
             candidate_probability = np.full([num_rows], 1.0 / vocabulary_size)
         if len(candidate_probability) != num_rows:
@@ -125,26 +161,31 @@ class RemiModel(tfrs.Model):
     def build_towers(self) -> None:
         """Creates every weight now, so that checkpoints restore before the first batch (Keras's
         BackupAndRestore only restores into a built model)."""
-        self.interests(tf.zeros([1, self.config.max_history], tf.int64))
+        profile = None if self.user_features is None else tf.fill([1, len(self.user_features.columns)], "")
+        self.interests(tf.zeros([1, self.config.max_history], tf.int64), profile)
         self.built = True
 
     @tf.function(reduce_retracing=True)
-    def interests(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The query tower in a graph: history [B, L] -> (interests [B, K, d], routing [B, K, L]).
+    def interests(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """The query tower in a graph: history [B, L] (and user_features [B, C] string with user features) ->
+        (interests [B, K, d], routing [B, K, L]).
 
         Call this, not the tower, outside training: eagerly, a lookup into an item table sharded across
         parameter servers first concatenates the whole table on the caller (a 10 M x 64 table: 2.6 GB per
         call); in a graph TensorFlow looks the rows up shard by shard.
         """
-        return self.query_tower(history)
+        return self.query_tower(history, user_features)
 
     def candidate_embeddings(self) -> tf.Tensor:
-        """[vocabulary_size, d] embeddings of the real items (index i + 2 of the table is row i); a table
-        sharded across parameter servers is read whole."""
-        return tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
+        """[vocabulary_size, d] item-tower vectors of the real items (index i + 2 of the table is row i); a
+        table sharded across parameter servers is read whole."""
+        rows = tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
+        if self.item_features is None:
+            return rows
+        return rows + self.item_features(tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size))
 
     def candidate_chunks(self, max_rows: int) -> Iterator[tuple[int, tf.Tensor]]:
-        """The real items' embeddings in chunks of at most `max_rows` rows: (index of the first item of
+        """The real items' item-tower vectors in chunks of at most `max_rows` rows: (index of the first item of
         the chunk among the real items, [rows, d]). Rows are gathered where the table lives, so a table
         sharded across parameter servers never travels whole."""
         table = self.item_embedding.embeddings
@@ -154,7 +195,10 @@ class RemiModel(tfrs.Model):
             first = max(FIRST_ITEM_INDEX - shard_start, 0)
             for start in range(first, shard_rows, max_rows):
                 rows = tf.range(start, min(start + max_rows, shard_rows))
-                yield shard_start + start - FIRST_ITEM_INDEX, tf.gather(shard, rows)
+                vectors = tf.gather(shard, rows)
+                if self.item_features is not None:
+                    vectors += self.item_features(rows + shard_start)
+                yield shard_start + start - FIRST_ITEM_INDEX, vectors
             shard_start += shard_rows
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -177,8 +221,8 @@ class RemiModel(tfrs.Model):
             the replicas they are the global batch's values (one replica: the values themselves).
         """
         history, target = features["history"], features["target"]
-        interests, routing = self.query_tower(history)
-        positive_embeddings = self.item_embedding(target)  # [B, d]
+        interests, routing = self.query_tower(history, features.get("user_features"))
+        positive_embeddings = self.query_tower.item_vectors(target)  # [B, d]
         if self.config.readout == "label_aware":
             selected = label_aware_readout(interests, positive_embeddings, self.config.readout_power)
         else:
@@ -191,13 +235,13 @@ class RemiModel(tfrs.Model):
         gathered = synchronous and self.config.negatives != "sampled"
         if gathered:  # the positives of every replica's rows: one global batch, as in one process
             candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
-            candidates = self.item_embedding(candidate_ids)
+            candidates = self.query_tower.item_vectors(candidate_ids)
         global_batch_size = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
             sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
                                             self.vocabulary_size + FIRST_ITEM_INDEX, dtype=tf.int64)
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
-            candidates = tf.concat([candidates, self.item_embedding(sampled_ids)], axis=0)
+            candidates = tf.concat([candidates, self.query_tower.item_vectors(sampled_ids)], axis=0)
         sampling_probability = None
         if self.config.logq_correction != "none":
             sampling_probability = self._sampling_probability(candidate_ids, global_batch_size, training)
@@ -266,6 +310,11 @@ class RemiModel(tfrs.Model):
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
         return [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
+
+
+def user_vocabularies(user_features: FeatureTable) -> dict[str, list[str]]:
+    """{column: its values, most frequent first} of a user feature table (what RemiModel embeds)."""
+    return {column: feature_vocabulary(values) for column, values in user_features.values.items()}
 
 
 def target_probability(train_sequences: Iterable[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:

@@ -4,6 +4,8 @@ Model directory layout:
   config.yaml            the resolved configuration
   run.json               the data directory and vocabulary size the model was trained on
   items.tsv              the vocabulary (index i + 2 of the embedding table is line i)
+  item_features.tsv      the items' side features, when the model embeds them (as in the data directory)
+  user_vocabularies.json the user profile features' vocabularies, when the model embeds them
   backup/                resumable training state (model, optimizer, step), every `checkpoint_every` steps
   best/                  weights of the best valid Recall@50 (what evaluate and export load)
   validation.json        the history of valid evaluations and the early-stopping state
@@ -28,10 +30,12 @@ from remi_tf import config as config_lib
 from remi_tf import distribute
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
+from pipelines import side_features
 from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
 
 SELECTION_METRIC = "recall@50"
+USER_VOCABULARIES_FILE = "user_vocabularies.json"
 PREVIOUS_BACKUP = "previous"  # <model_dir>/backup/previous/: the backup before the latest
 BEST_DIR = "best"
 
@@ -76,9 +80,27 @@ def load_trained(model_dir: str) -> TrainedModel:
     config = config_lib.load(os.path.join(model_dir, "config.yaml"))
     vocabulary = read_vocabulary(os.path.join(model_dir, "items.tsv"))
     data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
-    model = RemiModel(config, len(vocabulary), vocabulary=vocabulary)
+    user_vocabularies_path = os.path.join(model_dir, USER_VOCABULARIES_FILE)
+    model = RemiModel(config, len(vocabulary), vocabulary=vocabulary,
+                      item_features=side_features.read_item_table(model_dir, vocabulary),
+                      user_vocabularies=atomic.read_json(user_vocabularies_path)
+                      if os.path.exists(user_vocabularies_path) else None)
     restore_best(model, model_dir)
     return TrainedModel(config, model, vocabulary, data_dir)
+
+
+def save_side_features(model_dir: str, item_features: side_features.FeatureTable | None,
+                       user_vocabularies: dict[str, list[str]] | None) -> None:
+    """Writes what the model's feature layers are built from into the model directory (load_trained
+    rebuilds them from there)."""
+    if item_features is not None:
+        columns = list(item_features.values)
+        lines = ["\t".join(["item_id", *columns])] + ["\t".join([item, *(item_features.values[column][row]
+                                                                          for column in columns)])
+                                                      for row, item in enumerate(item_features.ids)]
+        atomic.write_text(os.path.join(model_dir, side_features.ITEM_FEATURES_FILE), "\n".join(lines) + "\n")
+    if user_vocabularies is not None:
+        atomic.write_json(os.path.join(model_dir, USER_VOCABULARIES_FILE), user_vocabularies)
 
 
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
@@ -228,7 +250,8 @@ def _unreadable(prefix: str) -> str | None:
 
 def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
           valid_histories: np.ndarray, valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1,
-          strategy: tf.distribute.Strategy | None = None, chief: bool = True) -> dict:
+          strategy: tf.distribute.Strategy | None = None, chief: bool = True,
+          valid_user_features: np.ndarray | None = None) -> dict:
     """Trains `model` (built under `strategy`'s scope) for `config.max_steps` steps (fewer if early
     stopping triggers).
 
@@ -236,6 +259,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     backup. `remi train` seeds the initial weights and the in-memory sampler with config.seed: the same
     command on one process trains the same model (on CPU, to the last bit in the test); clusters,
     streaming input (reading order across files and threads) and resumed runs are not bit-reproducible.
+    `valid_user_features`: [valid users, C] raw profile values, for a model with user features.
 
     Returns:
       validation.json's state: the valid evaluations and the best step (the chief's; empty elsewhere).
@@ -251,7 +275,8 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     epochs = math.ceil(config.max_steps / config.eval_every)
 
     def evaluate_valid() -> dict:
-        return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size)
+        return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
+                                     user_features=valid_user_features)
 
     validation = ValidationCallback(evaluate_valid, model_dir, config.patience, config.eval_every, chief, strategy)
     if validation.patience and validation.state["evaluations_without_improvement"] >= validation.patience:

@@ -6,7 +6,8 @@ are dropped), then the table is shrunk by `warm_start_shrink` ("shrink and pertu
 logits and hold back learning the new data; on amazon-grocery a warm start at full scale stayed at a
 third of retraining's next-window recall for 400 steps, shrunk by 0.3 it matched it at 1/3 of the steps);
 the routing layer, the position embeddings and the streaming logQ state (hashed by item id) are carried
-as they are. The optimizer starts fresh.
+as they are; side-feature embeddings are carried by value for the columns both models embed. The optimizer
+starts fresh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tensorflow as tf
 from remi_tf import config as config_lib
 from remi_tf import train as train_lib
 from remi_tf.config import RemiConfig
+from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing")
@@ -66,6 +68,10 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
     model.item_embedding.embeddings.assign(table * model.config.warm_start_shrink)
     for weight, parent_weight in zip(model.query_tower.routing.weights, parent.model.query_tower.routing.weights):
         weight.assign(parent_weight)
+    for kind in ("item_features", "user_features"):
+        layer, parent_layer = getattr(model, kind), getattr(parent.model, kind)
+        if layer is not None and parent_layer is not None:
+            carry_feature_tables(layer, parent_layer)
     carries_state = (model.frequency_estimator is not None and parent.model.frequency_estimator is not None
                      and all(getattr(model.config, key) == getattr(parent.config, key) for key in ESTIMATOR_KEYS))
     if carries_state:
@@ -73,3 +79,15 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
             weight.assign(parent_weight)
     kept = len(set(vocabulary) & set(parent.vocabulary))
     return CarriedOver(kept, len(vocabulary) - kept, len(parent.vocabulary) - kept, carries_state)
+
+
+def carry_feature_tables(layer: ItemFeatureEmbedding | UserFeatureEmbedding,
+                          parent_layer: ItemFeatureEmbedding | UserFeatureEmbedding) -> None:
+    """Copies each shared column's value rows (and OOV row) by value; new values keep their fresh rows."""
+    for column, vocabulary in layer.vocabularies.items():
+        if column not in parent_layer.vocabularies:
+            continue
+        table, parent_table = layer.embedding.tables[column], parent_layer.embedding.tables[column]
+        table.assign(tf.keras.utils.warmstart_embedding_matrix(
+            tf.constant(["[OOV]"] + parent_layer.vocabularies[column]), tf.constant(["[OOV]"] + vocabulary),
+            parent_table, tf.constant_initializer(table.numpy())))

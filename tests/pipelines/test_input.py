@@ -70,6 +70,30 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
     assert len(shard_targets[0]) + len(shard_targets[1]) == len(all_train)
 
 
+@pytest.mark.parametrize("training_input", ["in_memory", "streaming"])
+def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input):
+    from pipelines import side_features
+
+    write_log(tmp_path / "log.csv", [(f"u{u}", f"own{u}", t) for u in range(120) for t in range(6)])
+    local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), num_shards=2, progress=False)
+    data_dir = str(tmp_path / "data")
+    (tmp_path / "users.csv").write_text("user_id,segment,age\n" + "".join(
+        f"u{u},s{u}|x,{u % 7}\n" for u in range(120) if u % 10))  # u0, u10, ...: no row
+    user_ids = input_lib.read_user_ids(data_dir)
+    assert user_ids == sorted(f"u{u}" for u in range(120))
+    side_features.write_feature_table(side_features.read_feature_csv(str(tmp_path / "users.csv"), "user_id"),
+                                      data_dir, user_ids)
+    inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
+                                                            training_input=training_input))
+    user_of_target = {index + 2: int(item.removeprefix("own")) for index, item in enumerate(inputs.vocabulary)}
+    expected = {u: ([f"s{u}|x", str(u % 7)] if u % 10 else ["", ""]) for u in range(120)}
+    for batch in inputs.dataset_fn(None).take(5):
+        profiles = batch["user_features"].numpy().astype(str).tolist()
+        assert profiles == [expected[user_of_target[int(t)]] for t in batch["target"].numpy()]
+    valid_users, _, _ = input_lib.load_evaluation_split(data_dir, "valid", inputs.vocabulary, 5)
+    assert inputs.valid_user_features.tolist() == [expected[int(user[1:])] for user in valid_users]
+
+
 def write_sequence_shards(directory, sequences, vocabulary, num_shards):
     """Sequence shards of users u0.. with the given item-index sequences (index i + 2 is vocabulary[i]),
     and items.tsv."""

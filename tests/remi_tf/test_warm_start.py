@@ -100,3 +100,16 @@ def test_cli_records_the_parent_and_refuses_bad_parents(parent, tmp_path, capsys
                          "--warm-start", parent_arg, "--set", *settings]) == 2
         assert re.search(message, capsys.readouterr().err)
         assert not target.exists()
+
+
+def test_feature_embeddings_are_carried_by_value():
+    from remi_tf.layers.side_features import UserFeatureEmbedding
+
+    parent = UserFeatureEmbedding({"genre": ["a", "b", "c"], "decade": ["1990"]}, dim=4)
+    child = UserFeatureEmbedding({"genre": ["c", "d", "a"], "age": ["30"]}, dim=4)
+    fresh = {column: table.numpy() for column, table in child.embedding.tables.items()}
+    warm_start.carry_feature_tables(child, parent)
+    genre, parent_genre = child.embedding.tables["genre"].numpy(), parent.embedding.tables["genre"].numpy()
+    np.testing.assert_array_equal(genre[[0, 1, 3]], parent_genre[[0, 3, 1]])  # OOV, c, a
+    np.testing.assert_array_equal(genre[2], fresh["genre"][2])  # d: new, its fresh row
+    np.testing.assert_array_equal(child.embedding.tables["age"].numpy(), fresh["age"])  # not in the parent

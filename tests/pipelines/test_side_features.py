@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines import input as input_lib
-from pipelines import item_features
+from pipelines import side_features
 from remi import cli
 from remi_tf import models
 from tests.pipelines.test_local import write_log
@@ -34,36 +34,36 @@ def prepared(tmp_path):
 def test_prepare_writes_the_features_of_the_log_items_in_items_tsv_order(prepared):
     vocabulary = input_lib.read_vocabulary(prepared)
     expected = {"a": "x|y", "b": "y", "c": "", "d": "x", "e": "", "f": ""}  # c empty, e and f not listed
-    with open(os.path.join(prepared, item_features.ITEM_FEATURES_FILE)) as stream:
+    with open(os.path.join(prepared, side_features.ITEM_FEATURES_FILE)) as stream:
         lines = stream.read().splitlines()
     assert lines == ["item_id\tcategories"] + [f"{item}\t{expected[item]}" for item in vocabulary]
     manifest = json.load(open(os.path.join(prepared, "manifest.json")))
     assert manifest["item_features"]["columns"] == ["categories"]
     assert (manifest["item_features"]["items_with_features"], manifest["item_features"]["rows_not_in_log"]) == (4, 1)
     # Diversity's category: the first value; items without one share the unknown category 0 with padding.
-    categories = item_features.read_categories(prepared, len(vocabulary), models.FIRST_ITEM_INDEX)
+    categories = side_features.read_categories(prepared, vocabulary, models.FIRST_ITEM_INDEX)
     by_item = dict(zip(vocabulary, categories[models.FIRST_ITEM_INDEX:]))
     assert by_item["a"] == by_item["d"] != by_item["b"] and by_item["b"] > 0
     assert by_item["c"] == by_item["e"] == by_item["f"] == categories[0] == 0
 
 
 def test_spec_names_columns_or_takes_all():
-    assert item_features.parse_spec("items.csv:categories,brand") == ("items.csv", ["categories", "brand"])
-    assert item_features.parse_spec("items.csv") == ("items.csv", None)
-    assert item_features.parse_spec("gs://bucket/items.csv") == ("gs://bucket/items.csv", None)
+    assert side_features.parse_spec("items.csv:categories,brand") == ("items.csv", ["categories", "brand"])
+    assert side_features.parse_spec("items.csv") == ("items.csv", None)
+    assert side_features.parse_spec("gs://bucket/items.csv") == ("gs://bucket/items.csv", None)
 
 
 @pytest.mark.parametrize("text, message", [
     ("id,categories\na,x\n", "line 1: the first column must be 'item_id'"),
     ("item_id,categories\na,x\nb\n", "line 3: 1 fields, expected 2"),
     ("item_id,categories\na,x\na,y\n", "line 3: item_id 'a' repeats an earlier line"),
-    ("item_id,categories\nq,x\nr,y\n", "none of its 2 item ids is one of the log's"),
+    ("item_id,categories\nq,x\nr,y\n", "none of its 2 item_ids is one of the log's"),
     ("item_id,genre\na,x\n", "line 1: no column ['categories']"),
 ])
 def test_bad_feature_files_are_named_with_line_and_field(tmp_path, text, message):
     path = write_csv(tmp_path / "bad.csv", text)
     with pytest.raises(ValueError, match="bad.csv") as error:
-        item_features.write_item_features(item_features.read_item_features(f"{path}:categories"), str(tmp_path),
-                                          ["a", "b"])
+        side_features.write_feature_table(side_features.read_feature_csv(f"{path}:categories"), str(tmp_path),
+                                           ["a", "b"])
     assert message in str(error.value)
-    assert not os.path.exists(tmp_path / item_features.ITEM_FEATURES_FILE)
+    assert not os.path.exists(tmp_path / side_features.ITEM_FEATURES_FILE)
