@@ -15,7 +15,7 @@ import os
 from typing import Sequence
 
 from export import saved_model, serving_layout
-from pipelines import side_features
+from remi_tf import feature_tables
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
 
@@ -57,7 +57,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     vocabulary = trained.vocabulary
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = side_features.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
+    categories = feature_tables.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
         if diversity_coef > 0 else None
     if diversity_coef > 0 and categories is None:
         raise ValueError(f"--diversity-coef needs item categories, and {trained.data_dir} has none: prepare it with "

@@ -12,10 +12,10 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import schema, side_features
+from pipelines import schema
 from pipelines.sequences import MIN_CUT
 from remi_tf.config import RemiConfig
-from remi_tf import models
+from remi_tf import feature_tables, models
 from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
@@ -277,8 +277,8 @@ class TrainingInputs(NamedTuple):
     valid_targets: list[np.ndarray]
     dataset_fn: Callable[[tf.distribute.InputContext | None], tf.data.Dataset]  # endless batches per pipeline
     streaming: bool
-    item_features: side_features.FeatureTable | None  # what the model reads (config.use_item_features)
-    user_features: side_features.FeatureTable | None  # (config.use_user_features)
+    item_features: feature_tables.FeatureTable | None  # what the model reads (config.use_item_features)
+    user_features: feature_tables.FeatureTable | None  # (config.use_user_features)
     valid_user_features: np.ndarray | None  # [valid users, C] raw profile values
 
 
@@ -312,9 +312,9 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
                                           len(vocabulary), MIN_CUT)
     valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
                                                                         config.max_history)
-    item_table = side_features.read_item_table(data_dir, vocabulary) if config.use_item_features else None
-    user_table = side_features.read_user_table(data_dir) if config.use_user_features else None
-    valid_user_features = None if user_table is None else side_features.values_of(user_table, valid_users,
+    item_table = feature_tables.read_item_table(data_dir, vocabulary) if config.use_item_features else None
+    user_table = feature_tables.read_user_table(data_dir) if config.use_user_features else None
+    valid_user_features = None if user_table is None else feature_tables.values_of(user_table, valid_users,
                                                                                    list(user_table.values))
 
     def dataset_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
@@ -325,11 +325,11 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         shard = shard_for_input_pipeline(files, input_context)
         if streaming:
             profiles = None if user_table is None else user_features_lookup(
-                os.path.join(data_dir, side_features.USER_FEATURES_FILE), len(user_table.values))
+                os.path.join(data_dir, feature_tables.USER_FEATURES_FILE), len(user_table.values))
             return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
                                      config.shuffle_buffer, profiles)
         records = list(read_indexed_sequences(shard, vocabulary))
-        profiles = None if user_table is None else side_features.values_of(
+        profiles = None if user_table is None else feature_tables.values_of(
             user_table, [record.user_id for record in records], list(user_table.values))
         return sequence_dataset([record.items for record in records], batch_size, config.max_history, seed, profiles)
 

@@ -16,13 +16,10 @@ import io
 import os
 from typing import NamedTuple, Sequence
 
-import numpy as np
 import tensorflow as tf
 
-from remi_tf import atomic
+from remi_tf import feature_tables
 
-ITEM_FEATURES_FILE = "item_features.tsv"
-USER_FEATURES_FILE = "user_features.tsv"
 RESERVED_COLUMNS = ("history",)  # the served signatures' own input
 
 
@@ -102,80 +99,12 @@ def write_feature_table(features: FeatureCsv, data_dir: str, ids: Sequence[str])
         raise ValueError(f"{features.path}: none of its {len(features.values):,} {features.key}s is one of the "
                          f"log's {len(ids):,} {kind} (e.g. {list(ids)[:3]}); are they the event log's {features.key}s?")
     empty = [""] * len(features.columns)
-    rows = ids if items else sorted(known)
-    lines = ["\t".join([features.key, *features.columns])] + [
-        "\t".join([row_id, *features.values.get(row_id, empty)]) for row_id in rows]
-    atomic.write_text(os.path.join(data_dir, ITEM_FEATURES_FILE if items else USER_FEATURES_FILE),
-                      "\n".join(lines) + "\n")
+    rows = list(ids) if items else sorted(known)
+    values = [features.values.get(row_id, empty) for row_id in rows]
+    table = feature_tables.FeatureTable(rows, {column: [row[position] for row in values]
+                                               for position, column in enumerate(features.columns)})
+    feature_tables.write_table(os.path.join(data_dir, feature_tables.ITEM_FEATURES_FILE if items else
+                                            feature_tables.USER_FEATURES_FILE), features.key, table)
     return {"file": os.path.abspath(features.path), "columns": features.columns, f"{kind}_with_features": len(known),
             f"{kind}_without_features": len(ids) - len(known),
             "rows_not_in_log": len(set(features.values) - set(ids))}
-
-
-class FeatureTable(NamedTuple):
-    """A data directory's feature table: ids (items.tsv's order, or users by id) and raw values per column."""
-
-    ids: list[str]
-    values: dict[str, list[str]]  # column -> one raw value per id
-
-
-def read_feature_table(path: str) -> FeatureTable:
-    """Reads an `item_features.tsv` / `user_features.tsv` written by `remi prepare`."""
-    with tf.io.gfile.GFile(path, "r") as stream:
-        lines = stream.read().splitlines()
-    if not lines:
-        raise ValueError(f"{path}: empty; rerun `remi prepare`")
-    columns = lines[0].split("\t")[1:]
-    rows = [line.split("\t") for line in lines[1:]]
-    for number, row in enumerate(rows, start=2):
-        if len(row) != len(columns) + 1:
-            raise ValueError(f"{path}: line {number}: {len(row)} fields, expected {len(columns) + 1}; rerun "
-                             "`remi prepare`")
-    return FeatureTable([row[0] for row in rows],
-                        {column: [row[position] for row in rows] for position, column in enumerate(columns, start=1)})
-
-
-def values_of(table: FeatureTable | None, ids: Sequence[str], columns: Sequence[str]) -> np.ndarray:
-    """[len(ids), len(columns)] raw values (object strings) of `ids`; "" (the OOV bucket) for an id or a
-    column the table does not have, or without a table."""
-    rows = {} if table is None else {row_id: row for row, row_id in enumerate(table.ids)}
-    by_column = [None if table is None else table.values.get(column) for column in columns]
-    values = [[values[rows[row_id]] if values is not None and row_id in rows else "" for values in by_column]
-              for row_id in ids]
-    return np.array(values, dtype=object).reshape([len(ids), len(columns)])
-
-
-def read_item_table(data_dir: str, vocabulary: Sequence[str]) -> FeatureTable | None:
-    """The data directory's item features (checked against items.tsv's ids), or None without them."""
-    path = os.path.join(data_dir, ITEM_FEATURES_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    table = read_feature_table(path)
-    if table.ids != list(vocabulary):
-        raise ValueError(f"{path}: its {len(table.ids):,} item ids are not items.tsv's {len(vocabulary):,} in "
-                         "order; rerun `remi prepare`")
-    return table
-
-
-def read_user_table(data_dir: str) -> FeatureTable | None:
-    """The data directory's user features, or None without them."""
-    path = os.path.join(data_dir, USER_FEATURES_FILE)
-    return read_feature_table(path) if tf.io.gfile.exists(path) else None
-
-
-def read_categories(data_dir: str, vocabulary: Sequence[str], first_index: int) -> np.ndarray | None:
-    """Each model index's category for diversity: the first value of item_features.tsv's first column
-    (the first of a `|`-separated list); None without item features.
-
-    Returns:
-      [len(vocabulary) + first_index] int32 category ids; padding, OOV and items without a value share
-      one "unknown" category (0).
-    """
-    table = read_item_table(data_dir, vocabulary)
-    if table is None:
-        return None
-    ids: dict[str, int] = {"": 0}
-    categories = np.zeros(len(vocabulary) + first_index, np.int32)
-    for index, value in enumerate(next(iter(table.values.values()))):
-        categories[first_index + index] = ids.setdefault(value.split("|")[0], len(ids))
-    return categories

@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from remi_tf import train as train_lib
 
-    from pipelines import side_features
+    from remi_tf import feature_tables
 
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
@@ -187,13 +187,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data_dir = args.data or trained.data_dir
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
-    categories = side_features.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
+    categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
     profiles = None
     if model.user_features is not None:
-        user_table = side_features.read_user_table(data_dir)
+        user_table = feature_tables.read_user_table(data_dir)
         if user_table is None:
             print(f"{data_dir} has no user features: every user gets the OOV bucket", file=sys.stderr)
-        profiles = side_features.values_of(user_table, user_ids, model.user_features.columns)
+        profiles = feature_tables.values_of(user_table, user_ids, model.user_features.columns)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,

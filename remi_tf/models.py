@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from pipelines.side_features import FeatureTable
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
+from remi_tf.feature_tables import FeatureTable
 from remi_tf.layers import CapsuleRouting, ItemEmbedding, SelfAttentiveRouting, hard_readout, label_aware_readout
 from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval

@@ -29,8 +29,8 @@ from remi_tf import atomic
 from remi_tf import config as config_lib
 from remi_tf import distribute
 from remi_tf import evaluate as evaluate_lib
+from remi_tf import feature_tables
 from remi_tf.config import RemiConfig
-from pipelines import side_features
 from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
 
@@ -82,23 +82,19 @@ def load_trained(model_dir: str) -> TrainedModel:
     data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
     user_vocabularies_path = os.path.join(model_dir, USER_VOCABULARIES_FILE)
     model = RemiModel(config, len(vocabulary), vocabulary=vocabulary,
-                      item_features=side_features.read_item_table(model_dir, vocabulary),
+                      item_features=feature_tables.read_item_table(model_dir, vocabulary),
                       user_vocabularies=atomic.read_json(user_vocabularies_path)
                       if os.path.exists(user_vocabularies_path) else None)
     restore_best(model, model_dir)
     return TrainedModel(config, model, vocabulary, data_dir)
 
 
-def save_side_features(model_dir: str, item_features: side_features.FeatureTable | None,
+def save_side_features(model_dir: str, item_features: feature_tables.FeatureTable | None,
                        user_vocabularies: dict[str, list[str]] | None) -> None:
     """Writes what the model's feature layers are built from into the model directory (load_trained
     rebuilds them from there)."""
     if item_features is not None:
-        columns = list(item_features.values)
-        lines = ["\t".join(["item_id", *columns])] + ["\t".join([item, *(item_features.values[column][row]
-                                                                          for column in columns)])
-                                                      for row, item in enumerate(item_features.ids)]
-        atomic.write_text(os.path.join(model_dir, side_features.ITEM_FEATURES_FILE), "\n".join(lines) + "\n")
+        feature_tables.write_table(os.path.join(model_dir, feature_tables.ITEM_FEATURES_FILE), "item_id", item_features)
     if user_vocabularies is not None:
         atomic.write_json(os.path.join(model_dir, USER_VOCABULARIES_FILE), user_vocabularies)
 

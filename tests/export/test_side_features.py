@@ -12,8 +12,8 @@ import tensorflow as tf
 from export import client as client_lib
 from export import exporter
 from export.server import Server
-from pipelines import side_features
 from remi import cli
+from remi_tf import feature_tables
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests import synthetic
@@ -46,7 +46,7 @@ def featured(tmp_path_factory):
 
 
 def test_prepare_writes_the_user_table_and_training_keeps_the_vocabularies(featured):
-    lines = (featured / "data" / side_features.USER_FEATURES_FILE).read_text().splitlines()
+    lines = (featured / "data" / feature_tables.USER_FEATURES_FILE).read_text().splitlines()
     assert lines[0] == "user_id\tsegment\tage"
     assert [line.split("\t")[0] for line in lines[1:]] == sorted(f"u{u}" for u in range(1, 300))  # u0: no row
     assert lines[1:3] == ["u1\ts1|s2\t31", "u10\t" + lines[2].split("\t")[1] + "\t31"]
@@ -56,8 +56,8 @@ def test_prepare_writes_the_user_table_and_training_keeps_the_vocabularies(featu
     vocabularies = json.loads((featured / "model" / train_lib.USER_VOCABULARIES_FILE).read_text())
     assert sorted(vocabularies) == ["age", "segment"] and sorted(vocabularies["age"]) == ["30", "31", "32"]
     assert sorted(vocabularies["segment"]) == sorted(f"s{c}" for c in range(10))
-    assert (featured / "model" / side_features.ITEM_FEATURES_FILE).read_text() == \
-        (featured / "data" / side_features.ITEM_FEATURES_FILE).read_text()
+    assert (featured / "model" / feature_tables.ITEM_FEATURES_FILE).read_text() == \
+        (featured / "data" / feature_tables.ITEM_FEATURES_FILE).read_text()
 
 
 def test_the_saved_models_take_raw_profile_values(featured):

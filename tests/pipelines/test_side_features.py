@@ -9,6 +9,7 @@ import pytest
 
 from pipelines import input as input_lib
 from pipelines import side_features
+from remi_tf import feature_tables
 from remi import cli
 from remi_tf import models
 from tests.pipelines.test_local import write_log
@@ -34,14 +35,14 @@ def prepared(tmp_path):
 def test_prepare_writes_the_features_of_the_log_items_in_items_tsv_order(prepared):
     vocabulary = input_lib.read_vocabulary(prepared)
     expected = {"a": "x|y", "b": "y", "c": "", "d": "x", "e": "", "f": ""}  # c empty, e and f not listed
-    with open(os.path.join(prepared, side_features.ITEM_FEATURES_FILE)) as stream:
+    with open(os.path.join(prepared, feature_tables.ITEM_FEATURES_FILE)) as stream:
         lines = stream.read().splitlines()
     assert lines == ["item_id\tcategories"] + [f"{item}\t{expected[item]}" for item in vocabulary]
     manifest = json.load(open(os.path.join(prepared, "manifest.json")))
     assert manifest["item_features"]["columns"] == ["categories"]
     assert (manifest["item_features"]["items_with_features"], manifest["item_features"]["rows_not_in_log"]) == (4, 1)
     # Diversity's category: the first value; items without one share the unknown category 0 with padding.
-    categories = side_features.read_categories(prepared, vocabulary, models.FIRST_ITEM_INDEX)
+    categories = feature_tables.read_categories(prepared, vocabulary, models.FIRST_ITEM_INDEX)
     by_item = dict(zip(vocabulary, categories[models.FIRST_ITEM_INDEX:]))
     assert by_item["a"] == by_item["d"] != by_item["b"] and by_item["b"] > 0
     assert by_item["c"] == by_item["e"] == by_item["f"] == categories[0] == 0
@@ -66,4 +67,4 @@ def test_bad_feature_files_are_named_with_line_and_field(tmp_path, text, message
         side_features.write_feature_table(side_features.read_feature_csv(f"{path}:categories"), str(tmp_path),
                                            ["a", "b"])
     assert message in str(error.value)
-    assert not os.path.exists(tmp_path / side_features.ITEM_FEATURES_FILE)
+    assert not os.path.exists(tmp_path / feature_tables.ITEM_FEATURES_FILE)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines.input import sequence_dataset
-from pipelines.side_features import FeatureTable
+from remi_tf.feature_tables import FeatureTable
 from remi_tf import config as config_lib
 from remi_tf import models, train
 from remi_tf.layers.side_features import (ItemFeatureEmbedding, UserFeatureEmbedding, encode_values,
