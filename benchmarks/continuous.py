@@ -1,6 +1,6 @@
 """The daily (here: quarterly) retraining loop, and streaming logQ against count-based logQ.
 
-  python benchmarks/continuous.py loop --seeds 0 1 2
+  python benchmarks/continuous.py loop --seeds 0 1 2 [--warm-set warm_start_recent_fraction=0.5 --warm-name warm-recent]
   python benchmarks/continuous.py logq --data runs/bench/cds --config configs/amazon-cds.yaml --seeds 0 1 2
 
 loop: amazon-grocery (real day timestamps). An initial model on every event before the first window's
@@ -8,7 +8,8 @@ start; then for each window W = [S, E) (quarters), the data prepared with `--spl
 --test-from E` (train: events before S; valid: the window), and two models evaluated on the window:
 (a) warm: `--warm-start` from the previous window's warm model for a third of the steps, and (b) scratch:
 a fresh model for the full budget. Both train a fixed number of steps with one evaluation at the end
-(eval_every = max_steps): the window is not used to pick a checkpoint.
+(eval_every = max_steps): the window is not used to pick a checkpoint. `--warm-set` adds settings to the warm
+runs only, `--warm-name` names their chain (<output>/<name>-<window>-s<seed>; the scratch runs are shared).
 
 logq: the same data and config trained with logq_correction counts and streaming, test metrics.
 
@@ -63,24 +64,24 @@ def loop(args: argparse.Namespace) -> None:
             manifest = prepare_window(log, data, start, end)
             window = manifest["splits"]["valid"]
             share = window["window_events_unknown_items"] / max(window["window_events"], 1)
-            runs = [("scratch", args.steps, None)]
+            runs = [("scratch", args.steps, None, [])]
             if previous is not None:
-                runs.insert(0, ("warm", args.steps // args.warm_fraction, previous))
-            for name, steps, parent in runs:
-                model_dir = os.path.join(args.output, f"{name}-{start}-s{seed}")
-                report, seconds = train_and_evaluate(data, model_dir, args.config, steps, seed, "valid",
+                runs.insert(0, ("warm", args.steps // args.warm_fraction, previous, args.warm_set))
+            for name, steps, parent, settings in runs:
+                model_dir = os.path.join(args.output, f"{args.warm_name if parent else name}-{start}-s{seed}")
+                report, seconds = train_and_evaluate(data, model_dir, args.config, steps, seed, "valid", settings,
                                                      warm_start=parent)
                 series.setdefault((name, start), []).append(report["recall@50"])
                 print(f"| {start} | {seed} | {share:.3f} | {window['users']:,} ({window['cold_users']:,}) | {name} | "
                       f"{steps} | {seconds:.0f} | {report['recall@50']:.4f} | {report['hitrate@50']:.4f} | "
                       f"{report['recall@20']:.4f} |", flush=True)
             # the first window's scratch model is the initial model; later, the warm chain continues
-            previous = os.path.join(args.output, f"{'warm' if index else 'scratch'}-{start}-s{seed}")
+            previous = os.path.join(args.output, f"{args.warm_name if index else 'scratch'}-{start}-s{seed}")
     print("\n| window | warm R@50 mean | scratch R@50 mean | warm / scratch |\n|---|---|---|---|")
     for start, _ in windows[1:]:
         warm, scratch = statistics.mean(series[("warm", start)]), statistics.mean(series[("scratch", start)])
         print(f"| {start} | {warm:.4f} | {scratch:.4f} | {warm / scratch:.3f} |")
-    plot(series, [start for start, _ in windows[1:]], os.path.join(args.output, "continuous.png"))
+    plot(series, [start for start, _ in windows[1:]], os.path.join(args.output, f"continuous-{args.warm_name}.png"))
 
 
 def plot(series: dict[tuple[str, str], list[float]], starts: list[str], path: str) -> None:
@@ -133,6 +134,8 @@ def main() -> None:
     loop_command.add_argument("--steps", type=int, default=3000, help="the from-scratch budget per window")
     loop_command.add_argument("--warm-fraction", type=int, default=3, help="warm runs train steps / this")
     loop_command.add_argument("--seeds", type=int, nargs="+", default=[0])
+    loop_command.add_argument("--warm-set", nargs="*", default=[], help="settings of the warm runs (key=value)")
+    loop_command.add_argument("--warm-name", default="warm", help="the warm runs' directory prefix")
     loop_command.add_argument("--output", default="runs/bench-continuous")
     logq_command = commands.add_parser("logq")
     logq_command.add_argument("--data", required=True)

@@ -60,12 +60,13 @@ def _compression(files: Sequence[str]) -> str:
 
 
 class IndexedSequence(NamedTuple):
-    """One sequence record with item indices: user id, items [n] int64 and history_length (where a time
-    split's evaluation targets begin; -1: at the protocol's cut)."""
+    """One sequence record with item indices: user id, items [n] int64, history_length (where a time
+    split's evaluation targets begin; -1: at the protocol's cut) and the events' timestamps [n]."""
 
     user_id: str
     items: np.ndarray
     history_length: int
+    timestamps: np.ndarray
 
 
 def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[IndexedSequence]:
@@ -73,10 +74,11 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
     lookup = item_lookup(vocabulary)
     dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
     dataset = dataset.batch(1024).map(schema.parse_sequences)
-    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]), record["history_length"]))
-    for user_ids, items, history_lengths in dataset.as_numpy_iterator():
-        for user_id, user_items, history_length in zip(user_ids, items, history_lengths.tolist()):
-            yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length)
+    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]), record["history_length"],
+                                          record["timestamps"]))
+    for user_ids, items, history_lengths, timestamps in dataset.as_numpy_iterator():
+        for user_id, user_items, history_length, times in zip(user_ids, items, history_lengths.tolist(), timestamps):
+            yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length, times)
 
 
 def read_user_ids(data_dir: str) -> list[str]:
@@ -104,7 +106,7 @@ def load_evaluation_split(data_dir: str, split: str, vocabulary: Sequence[str], 
     return [record.user_id for record in records], histories, targets
 
 
-def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int = MIN_CUT) -> dict[str, tf.Tensor]:
+def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int | tf.Tensor = MIN_CUT) -> dict[str, tf.Tensor]:
     """Vectorised random-cut sampler: one training example per sequence of the batch.
 
     For a sequence x_0..x_{n-1}, k is uniform in [min_cut, n); history = the last <= L items before k,
@@ -112,12 +114,14 @@ def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int = MIN_CUT)
 
     Args:
       items: [batch, None] int64 ragged item indices; every row must have n > min_cut.
+      min_cut: the first cut, for every row or per row ([batch] int64).
 
     Returns:
       {"history": [batch, L] int64, "target": [batch] int64}.
     """
     lengths = tf.cast(items.row_lengths(), tf.int64)  # [B]
     row_starts = tf.cast(items.row_starts(), tf.int64)  # [B]
+    min_cut = tf.cast(min_cut, tf.int64)
     num_choices = tf.cast(lengths - min_cut, tf.float32)
     cut = min_cut + tf.cast(tf.floor(tf.random.uniform(tf.shape(lengths)) * num_choices), tf.int64)
     cut = tf.minimum(cut, lengths - 1)  # guards the float rounding at u -> 1
@@ -139,7 +143,8 @@ def shard_for_input_pipeline(files: Sequence[str], input_context: tf.distribute.
 
 
 def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_history: int,
-                     seed: int | None = None, user_features: np.ndarray | None = None) -> tf.data.Dataset:
+                     seed: int | None = None, user_features: np.ndarray | None = None,
+                     recent_starts: np.ndarray | None = None, recent_fraction: float = 0.0) -> tf.data.Dataset:
     """Endless random-cut batches from in-memory item-index sequences: each pass visits every user once
     with a fresh random cut.
 
@@ -148,34 +153,54 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
     and the vectorised cut (no per-user dataset ops: the step and the input share two cores).
     Sequences with at most MIN_CUT items are skipped (they have no valid cut).
     `user_features`: [users, C] raw profile values of the sequences' users, when the model reads them.
+    `recent_starts`, `recent_fraction`: round(recent_fraction * batch_size) rows of every batch come from
+    a second stream whose cuts (targets) are among each user's events from recent_starts[u] on (users
+    with such events; a warm start's new events); the other rows are drawn as above.
 
     Returns:
       Dataset of {"history": [batch, L] int64, "target": [batch] int64} (and "user_features" [batch, C]
       string); the users left over after the last full batch of a pass are skipped in that pass (a
       different few each pass).
     """
-    kept = [row for row, items in enumerate(sequences) if len(items) > MIN_CUT]
-    sequences = [sequences[row] for row in kept]
-    if len(sequences) < batch_size:
-        raise ValueError(f"{len(sequences)} training users with more than {MIN_CUT} items, fewer than one "
-                         f"batch of {batch_size}; lower batch_size")
-    all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences).astype(np.int64),
-                                                 [len(s) for s in sequences])
-    num_users, batches_per_pass = len(sequences), len(sequences) // batch_size
+    lengths = np.array([len(items) for items in sequences])
+    all_items = tf.RaggedTensor.from_row_lengths(np.concatenate(sequences).astype(np.int64), lengths)
+    profiles = None if user_features is None else tf.constant(user_features.astype(str))  # [users, C]
+    recent_rows = round(recent_fraction * batch_size) if recent_starts is not None else 0
+    streams = [(np.flatnonzero(lengths > MIN_CUT), np.full(len(sequences), MIN_CUT), batch_size - recent_rows)]
+    if recent_rows:
+        first_cuts = np.maximum(recent_starts, MIN_CUT)
+        streams.append((np.flatnonzero(first_cuts < lengths), first_cuts, recent_rows))
+    datasets = []
+    for stream, (users, first_cuts, rows) in enumerate(streams):
+        if len(users) < rows:
+            raise ValueError(f"{len(users)} training users with {'new events past' if stream else 'more than'} "
+                             f"{MIN_CUT} items, fewer than one batch of {rows}; lower batch_size")
+        datasets.append(_cut_stream(all_items, users, tf.constant(first_cuts, tf.int64), profiles, rows, max_history,
+                                    None if seed is None else seed + stream))
+    dataset = datasets[0] if len(datasets) == 1 else tf.data.Dataset.zip(tuple(datasets)).map(
+        lambda *parts: {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]})
+    return _without_autotune(_endless(dataset).prefetch(PREFETCH_BATCHES))
+
+
+def _cut_stream(all_items: tf.RaggedTensor, users: np.ndarray, first_cuts: tf.Tensor, profiles: tf.Tensor | None,
+                batch_size: int, max_history: int, seed: int | None) -> tf.data.Dataset:
+    """Endless batches of `batch_size` of `users` (indices into all_items), each pass a fresh permutation,
+    each user cut at or after first_cuts[user]."""
+    num_users, batches_per_pass = len(users), len(users) // batch_size
+    users = tf.constant(users, tf.int64)
 
     def one_pass(pass_seed: tf.Tensor) -> tf.data.Dataset:
         keys = tf.random.stateless_uniform([num_users], seed=tf.stack([pass_seed, tf.constant(0, tf.int64)]))
-        permutation = tf.argsort(keys)[:batches_per_pass * batch_size]
+        permutation = tf.gather(users, tf.argsort(keys)[:batches_per_pass * batch_size])
         return tf.data.Dataset.from_tensor_slices(tf.reshape(permutation, [batches_per_pass, batch_size]))
 
-    dataset = tf.data.Dataset.random(seed=seed).flat_map(one_pass)
-    if user_features is None:
-        dataset = dataset.map(lambda users: random_cut(tf.gather(all_items, users), max_history))
-    else:
-        profiles = tf.constant(user_features[kept].astype(str))  # [users, C]
-        dataset = dataset.map(lambda users: {**random_cut(tf.gather(all_items, users), max_history),
-                                             "user_features": tf.gather(profiles, users)})
-    return _without_autotune(_endless(dataset).prefetch(PREFETCH_BATCHES))
+    def cut(batch_users: tf.Tensor) -> dict[str, tf.Tensor]:
+        example = random_cut(tf.gather(all_items, batch_users), max_history, tf.gather(first_cuts, batch_users))
+        if profiles is not None:
+            example["user_features"] = tf.gather(profiles, batch_users)
+        return example
+
+    return tf.data.Dataset.random(seed=seed).flat_map(one_pass).map(cut)
 
 
 def items_tsv_lookup(items_tsv: str) -> tf.lookup.StaticHashTable:
@@ -290,7 +315,7 @@ def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
 
 
 def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = False,
-                    vocabulary: list[str] | None = None) -> TrainingInputs:
+                    vocabulary: list[str] | None = None, recent_from: int | None = None) -> TrainingInputs:
     """Reads the vocabulary, q, the valid split, and builds the training stream.
 
     `dataset_fn(input_context)` gives one input pipeline's batches (the per-replica batch under a
@@ -299,11 +324,15 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     function on the worker, which cannot read data eagerly, and their input contexts do not tell them
     apart: they stream, with random seeds. `vocabulary`: items.tsv's ids when the caller has read them.
     Side features are read when the data directory has them and the config uses them; the batches then
-    carry each user's raw profile values ("user_features").
+    carry each user's raw profile values ("user_features"). `recent_from` (unix seconds): with
+    config.warm_start_recent_fraction > 0, that share of every batch targets events from then on.
     """
     vocabulary = read_vocabulary(data_dir) if vocabulary is None else vocabulary
     files = split_files(data_dir, "train")
     streaming = parameter_server or use_streaming(config, files)
+    recent_fraction = config.warm_start_recent_fraction if recent_from is not None else 0.0
+    if recent_fraction and streaming:
+        raise ValueError("warm_start_recent_fraction needs the in-memory training input (training_input=in_memory)")
     probability = read_target_probability(data_dir, len(vocabulary))
     if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
         print(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
@@ -331,7 +360,10 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         records = list(read_indexed_sequences(shard, vocabulary))
         profiles = None if user_table is None else feature_tables.values_of(
             user_table, [record.user_id for record in records], list(user_table.values))
-        return sequence_dataset([record.items for record in records], batch_size, config.max_history, seed, profiles)
+        recent_starts = None if not recent_fraction else np.array(
+            [np.searchsorted(record.timestamps, recent_from) for record in records])
+        return sequence_dataset([record.items for record in records], batch_size, config.max_history, seed, profiles,
+                                recent_starts, recent_fraction)
 
     return TrainingInputs(vocabulary, probability, valid_histories, valid_targets, dataset_fn, streaming, item_table,
                           user_table, valid_user_features)

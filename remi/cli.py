@@ -112,8 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_lib.load(args.config, [*(args.set or ()), *([f"strategy={args.strategy}"] if args.strategy else [])])
     cluster = distribute.read_cluster()
     strategy_name = distribute.resolve_strategy(config.strategy, cluster)
+    recent_from = None
     if args.warm_start:
         warm_start_lib.check_parent(args.warm_start, config)
+        if config.warm_start_recent_fraction:
+            recent_from = warm_start_lib.parent_cutoff(args.warm_start)
     if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
         distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks
         return 0
@@ -125,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     strategy = distribute.make_strategy(strategy_name, cluster, len(vocabulary) + models.FIRST_ITEM_INDEX,
                                         config.cluster_timeout_s)
     inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server",
-                                       vocabulary=vocabulary)
+                                       vocabulary=vocabulary, recent_from=recent_from)
     tf.keras.utils.set_random_seed(config.seed)  # the initial weights and the sampler's passes (train docstring)
     with strategy.scope():
         user_vocabularies = None if inputs.user_features is None else models.user_vocabularies(inputs.user_features)

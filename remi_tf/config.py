@@ -81,6 +81,9 @@ class RemiConfig:
       cluster_timeout_s: how long a task waits for the rest of its cluster before failing.
     Warm start:
       warm_start_shrink: `remi train --warm-start` multiplies the carried item table by it (1 = as it was).
+      warm_start_recent_fraction: the share of each warm-start batch whose targets are events the parent
+        did not train on (from the parent data's time boundary on; in-memory input); the rest are drawn as
+        always. 0 = every example drawn alike.
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
       diversity_coef: 0 merges the K retrievals by score; > 0 merges them with ComiRec's greedy
@@ -129,6 +132,7 @@ class RemiConfig:
     cluster_timeout_s: float = 300.0
 
     warm_start_shrink: float = 0.3
+    warm_start_recent_fraction: float = 0.0
 
     eval_batch_size: int = 512
     diversity_coef: float = 0.0
@@ -160,6 +164,9 @@ class RemiConfig:
                              f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
         if not 0.0 < self.warm_start_shrink <= 1.0:
             raise ValueError(f"config field 'warm_start_shrink' must be in (0, 1], got {self.warm_start_shrink!r}")
+        if not 0.0 <= self.warm_start_recent_fraction < 1.0:
+            raise ValueError("config field 'warm_start_recent_fraction' must be in [0, 1), got "
+                             f"{self.warm_start_recent_fraction!r}")
         if not 0.0 < self.logq_alpha <= 1.0:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),

@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
+from remi_tf import atomic
 from remi_tf import config as config_lib
 from remi_tf import train as train_lib
 from remi_tf.config import RemiConfig
@@ -51,6 +52,23 @@ def check_parent(model_dir: str, config: RemiConfig) -> None:
     if different:
         raise ValueError(f"--warm-start {model_dir}: the model was trained with {', '.join(different)}; a warm "
                          "start needs the same shapes")
+
+
+def parent_cutoff(model_dir: str) -> int:
+    """The first timestamp the parent did not train on: the time boundary (valid_from, unix seconds) of its
+    data directory's time split.
+
+    Raises:
+      ValueError when the parent's data is not a time split (or its manifest is gone).
+    """
+    data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
+    manifest_path = os.path.join(data_dir, "manifest.json")
+    manifest = atomic.read_json(manifest_path) if tf.io.gfile.exists(manifest_path) else {}
+    if manifest.get("split") != "time":
+        raise ValueError(f"--warm-start {model_dir}: warm_start_recent_fraction needs a parent trained on a time "
+                         f"split (`remi prepare --split time`), so that its newest training event is known; "
+                         f"{manifest_path} " + ("is not one" if manifest else "is missing"))
+    return int(manifest["valid_from"])
 
 
 def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> CarriedOver:

@@ -38,6 +38,28 @@ def test_every_user_once_per_pass():
         assert sorted(targets) == list(range(10, 18))
 
 
+def test_a_share_of_each_batch_targets_recent_events():
+    """Users 0..39 with 10 items each (item 100 u + position); even users have recent events from position
+    6 on, odd users none. With recent_fraction 0.5 of a batch of 8, rows 4..7 target positions >= 6 of even
+    users (each seen once per pass of that stream); rows 0..3 are the usual cuts over every user."""
+    sequences = [100 * u + np.arange(10) + 2 for u in range(40)]
+    recent_starts = np.array([6 if u % 2 == 0 else 10 for u in range(40)])
+    dataset = input_lib.sequence_dataset(sequences, batch_size=8, max_history=5, seed=3, recent_starts=recent_starts,
+                                         recent_fraction=0.5)
+    batches = list(dataset.take(50))
+    positions = {"usual": [], "recent": []}
+    recent_users = []
+    for batch in batches:
+        targets = batch["target"].numpy() - 2
+        assert batch["history"].shape == (8, 5)
+        positions["usual"] += (targets[:4] % 100).tolist()
+        positions["recent"] += (targets[4:] % 100).tolist()
+        recent_users += (targets[4:] // 100).tolist()
+    assert set(positions["recent"]) == {6, 7, 8, 9} and set(positions["usual"]) == set(range(4, 10))
+    assert all(user % 2 == 0 for user in recent_users)
+    assert sorted(recent_users[:20]) == list(range(0, 40, 2))  # a pass of the recent stream: every such user once
+
+
 def test_evaluation_cut():
     histories, targets = input_lib.evaluation_examples([np.arange(2, 12), np.arange(2, 32)], max_history=4)
     # n = 10: k = 8, history x4..x7 = 6..9; n = 30: k = 24, history x20..x23 = 22..25.
