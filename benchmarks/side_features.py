@@ -9,8 +9,10 @@ The data directory is prepared with the features (`remi prepare ... --item-featu
 (those the data has: ids only, +items, +users, +both). Each run is `remi train` in a fresh process, then
 one in-process retrieval on the test split. Tail items: all but the most frequent 20% of the catalogue
 (items.tsv order); a user's tail recall counts only their tail targets (users with one). Short histories:
-users whose evaluation history has at most --short-history known items. Runs already in
-<output>/results.json are kept (delete it to start over); prints and writes <output>/table.md.
+users whose evaluation history has at most --short-history known items, and every user with the history
+cut to its last --short-history items (data sets without short histories, e.g. ml-1m). Runs already in
+<output>/results.json are kept (delete it to start over; --reevaluate recomputes their test metrics from
+the kept model directories); prints and writes <output>/table.md.
 """
 
 from __future__ import annotations
@@ -47,20 +49,33 @@ def subset_recalls(model_dir: str, short_history: int) -> dict:
                                            trained.model.user_features.columns)
     found = evaluate.retrieve(trained.model, histories, TOP_N, trained.config.eval_batch_size,
                               user_features=profiles).item_ids
+    known = (histories >= FIRST_ITEM_INDEX).sum(axis=1)
+    truncated = np.zeros_like(histories)
+    for row, count in enumerate(known):
+        kept = histories[row, max(count - short_history, 0):count]
+        truncated[row, :len(kept)] = kept
+    found_truncated = evaluate.retrieve(trained.model, truncated, TOP_N, trained.config.eval_batch_size,
+                                        user_features=profiles).item_ids
     first_tail = FIRST_ITEM_INDEX + int(HEAD_FRACTION * len(trained.vocabulary))  # items.tsv: most frequent first
-    overall, tail, short = [], [], []
+    overall, tail, short, cut_short = [], [], [], []
     for row, user_targets in enumerate(targets):
         if not len(user_targets):
             continue
         hits = np.isin(user_targets, found[row])
         overall.append(hits.mean())
+        cut_short.append(np.isin(user_targets, found_truncated[row]).mean())
         if (user_targets >= first_tail).any():
             tail.append(hits[user_targets >= first_tail].mean())
-        if (histories[row] >= FIRST_ITEM_INDEX).sum() <= short_history:
+        if known[row] <= short_history:
             short.append(hits.mean())
     return {"recall@50": float(np.mean(overall)), "tail_recall@50": float(np.mean(tail)),
             "short_history_recall@50": float(np.mean(short)) if short else float("nan"),
+            "truncated_history_recall@50": float(np.mean(cut_short)),
             "users": len(overall), "tail_users": len(tail), "short_history_users": len(short)}
+
+
+def model_directory(output: str, variant: str, seed: int) -> str:
+    return os.path.join(output, f"{variant.strip('+ ').replace(' ', '-')}-s{seed}")
 
 
 def variants(data_dir: str) -> dict[str, list[str]]:
@@ -79,8 +94,9 @@ def variants(data_dir: str) -> dict[str, list[str]]:
 
 def summary(results: list[dict]) -> str:
     """Per variant: mean +- standard deviation over seeds of each recall."""
-    metrics = ("recall@50", "tail_recall@50", "short_history_recall@50")
-    lines = ["| variant | seeds | test R@50 | tail R@50 | short-history R@50 | train s |", "|---|---|---|---|---|---|"]
+    metrics = ("recall@50", "tail_recall@50", "short_history_recall@50", "truncated_history_recall@50")
+    lines = ["| variant | seeds | test R@50 | tail R@50 | short-history users' R@50 | R@50, histories cut short | "
+             "train s |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == name]
         cells = [mean_spread([r["test"][metric] for r in runs]) for metric in metrics]
@@ -88,8 +104,16 @@ def summary(results: list[dict]) -> str:
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
     first = results[0]["test"]
     lines.append(f"\nusers: {first['users']:,}; with a tail target: {first['tail_users']:,}; short histories "
-                 f"(<= {first['short_history']} items): {first['short_history_users']:,}")
+                 f"(<= {first['short_history']} items): {first['short_history_users']:,}; histories cut short: "
+                 f"every user's last {first['short_history']} items")
     return "\n".join(lines)
+
+
+def save_results(results: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as stream:
+        json.dump(results, stream, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def main() -> None:
@@ -100,18 +124,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--short-history", type=int, default=5)
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run (key=value)")
+    parser.add_argument("--reevaluate", action="store_true", help="recompute the kept runs' test metrics")
     args = parser.parse_args()
     results_path = os.path.join(args.output, "results.json")
     results = []
     if os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             results = json.load(stream)
+    if args.reevaluate:
+        for result in results:
+            result["test"] = {**subset_recalls(model_directory(args.output, result["variant"], result["seed"]),
+                                               args.short_history), "short_history": args.short_history}
+        save_results(results, results_path)
     done = {(r["variant"], r["seed"]) for r in results}
     for seed in args.seeds:
         for name, switches in variants(args.data).items():
             if (name, seed) in done:
                 continue
-            model_dir = os.path.join(args.output, f"{name.strip('+ ').replace(' ', '-')}-s{seed}")
+            model_dir = model_directory(args.output, name, seed)
             sets = [item for override in [*switches, f"seed={seed}", *args.set] for item in ("--set", override)]
             start = time.perf_counter()
             remi("train", "--data", args.data, "--model-dir", model_dir, "--config", args.config, "--quiet", *sets)
@@ -119,11 +149,8 @@ def main() -> None:
             test = {**subset_recalls(model_dir, args.short_history), "short_history": args.short_history}
             results.append({"variant": name, "seed": seed, "train_seconds": seconds, "test": test})
             print(f"{name}, seed {seed}: test R@50 {test['recall@50']:.4f}, tail {test['tail_recall@50']:.4f}, "
-                  f"short histories {test['short_history_recall@50']:.4f} ({seconds:.0f} s)", flush=True)
-            os.makedirs(args.output, exist_ok=True)
-            with open(results_path + ".tmp", "w", encoding="utf-8") as stream:
-                json.dump(results, stream, indent=2)
-            os.replace(results_path + ".tmp", results_path)
+                  f"histories cut short {test['truncated_history_recall@50']:.4f} ({seconds:.0f} s)", flush=True)
+            save_results(results, results_path)
     table = summary(results)
     with open(os.path.join(args.output, "table.md"), "w", encoding="utf-8") as stream:
         stream.write(table + "\n")
