@@ -94,7 +94,9 @@ def test_cli_records_the_parent_and_refuses_bad_parents(parent, tmp_path, capsys
     not_a_model = str(tmp_path / "child" / "logs")
     for parent_arg, settings, message in ((not_a_model, SETTINGS, "not a remi model directory"),
                                           (parent_dir, [*SETTINGS, "embedding_dim=16"], "embedding_dim 8 .*16"),
-                                          (parent_dir, [*SETTINGS, "num_interests=3"], "num_interests 2 .*3")):
+                                          (parent_dir, [*SETTINGS, "num_interests=3"], "num_interests 2 .*3"),
+                                          (parent_dir, [*SETTINGS, "warm_start_recent_fraction=0.5"],
+                                           "needs a parent trained on a time split")):
         target = tmp_path / "refused"
         assert cli.main(["train", "--data", str(root / "old"), "--model-dir", str(target), "--quiet",
                          "--warm-start", parent_arg, "--set", *settings]) == 2
