@@ -2,8 +2,8 @@
 
 A feature column has a vocabulary of raw values (most frequent first). A row's value is a `|`-separated
 list (one value for single-valued columns); its ids are 0 for a value outside the vocabulary or empty (the
-OOV bucket) and 1.. for the vocabulary's values, padded with -1. A column's embedding for a row is the mean
-of its values' rows; the columns' embeddings are summed.
+OOV bucket) and 1.. for the vocabulary's values, as a ragged row (every row has at least one id). A
+column's embedding for a row is the mean of its values' rows; the columns' embeddings are summed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 VALUE_SEPARATOR = "|"
-PADDING_ID = -1
 OOV_ID = 0
 
 
@@ -27,14 +26,12 @@ def feature_vocabulary(values: Iterable[str]) -> list[str]:
     return sorted(counts, key=lambda value: (-counts[value], value))
 
 
-def encode_values(values: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
-    """Raw values -> ids [rows, V] int32 (V: the longest list; 0 OOV, 1.. vocabulary, -1 pads), in numpy."""
+def encode_values(values: Sequence[str], vocabulary: Sequence[str]) -> tf.RaggedTensor:
+    """Raw values -> ids [rows, None] int32 (0 OOV, 1.. vocabulary; one id per listed value)."""
     ids = {value: index + 1 for index, value in enumerate(vocabulary)}
     rows = [[ids.get(part, OOV_ID) for part in value.split(VALUE_SEPARATOR)] for value in values]
-    encoded = np.full([len(rows), max((len(row) for row in rows), default=1)], PADDING_ID, np.int32)
-    for row, row_ids in enumerate(rows):
-        encoded[row, :len(row_ids)] = row_ids
-    return encoded
+    return tf.RaggedTensor.from_row_lengths(np.array([i for row in rows for i in row], np.int32),
+                                            np.array([len(row) for row in rows], np.int64))
 
 
 def _initializer(dim: int) -> tf.keras.initializers.Initializer:
@@ -48,7 +45,7 @@ class CategoricalEmbedding(tf.keras.layers.Layer):
       vocabulary_sizes: {column: number of values}; each column's table has one more row (OOV, id 0).
       dim: embedding size d.
 
-    Call: ids {column: [N, V_c] int} (0 OOV, 1.. values, -1 pads) -> [N, d].
+    Call: ids {column: [N, None] int ragged, every row non-empty} (0 OOV, 1.. values) -> [N, d].
     """
 
     def __init__(self, vocabulary_sizes: Mapping[str, int], dim: int, **kwargs) -> None:
@@ -58,13 +55,12 @@ class CategoricalEmbedding(tf.keras.layers.Layer):
                                                initializer=_initializer(dim))
                        for column, size in self.vocabulary_sizes.items()}
 
-    def call(self, ids: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    def call(self, ids: Mapping[str, tf.RaggedTensor]) -> tf.Tensor:
         total = None
         for column, table in self.tables.items():
-            column_ids = tf.cast(ids[column], tf.int32)
-            valid = tf.cast(column_ids >= 0, table.dtype)[..., tf.newaxis]  # [N, V, 1]
-            rows = tf.gather(table, tf.maximum(column_ids, 0)) * valid  # [N, V, d]
-            mean = tf.reduce_sum(rows, axis=-2) / tf.maximum(tf.reduce_sum(valid, axis=-2), 1.0)
+            column_ids = ids[column]
+            rows = tf.gather(table, column_ids.values)  # [values, d]: only the listed values, no padding
+            mean = tf.math.segment_mean(rows, column_ids.value_rowids())  # sorted ids; no row is empty
             total = mean if total is None else total + mean
         return total
 
@@ -84,7 +80,7 @@ class ItemFeatureEmbedding(tf.keras.layers.Layer):
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.vocabularies = {column: list(vocabulary) for column, vocabulary in vocabularies.items()}
-        self.ids = {column: tf.constant(encode_values(values[column], vocabularies[column]))
+        self.ids = {column: encode_values(values[column], vocabularies[column])
                     for column in vocabularies}
         self.embedding = CategoricalEmbedding({column: len(vocabulary) for column, vocabulary in vocabularies.items()},
                                               dim, name="embedding")
@@ -120,6 +116,6 @@ class UserFeatureEmbedding(tf.keras.layers.Layer):
     def call(self, values: tf.Tensor) -> tf.Tensor:
         ids = {}
         for position, column in enumerate(self.columns):
-            parts = tf.strings.split(values[:, position], VALUE_SEPARATOR)  # [B, None]
-            ids[column] = self.lookups[column](parts).to_tensor(PADDING_ID)
+            parts = tf.strings.split(values[:, position], VALUE_SEPARATOR)  # [B, None], "" -> [""] (OOV)
+            ids[column] = self.lookups[column](parts)
         return self.embedding(ids)
