@@ -102,7 +102,7 @@ def test_item_features_place_never_seen_items_by_category(with_features):
                          {"category": [f"c{i // per_cluster}" for i in range(vocabulary_size)]})
     tf.keras.utils.set_random_seed(0)
     model = small_model(table if with_features else None, vocabulary_size=vocabulary_size, **PLANTED)
-    fit(model, sequences, steps=400)
+    fit(model, sequences, steps=250)
 
     histories = np.stack([sequence[-10:] for sequence in sequences[:200]])
     interests, _ = model.interests(tf.constant(histories))
@@ -131,7 +131,7 @@ def test_user_features_find_the_cluster_a_history_does_not_show(with_features):
     tf.keras.utils.set_random_seed(0)
     vocabularies = {"group": [f"g{g}" for g in range(groups)]} if with_features else None
     model = small_model(user_vocabularies=vocabularies, vocabulary_size=pool + groups * per_cluster, **PLANTED)
-    fit(model, sequences, steps=400, user_features=profiles if with_features else None)
+    fit(model, sequences, steps=250, user_features=profiles if with_features else None)
 
     histories = np.zeros([200, PLANTED["max_history"]], np.int64)
     histories[:, :4] = np.stack([sequence[:4] for sequence in sequences[:200]])
