@@ -287,7 +287,8 @@ def gather_candidate_ids(context: tf.distribute.ReplicaContext, ids: tf.Tensor) 
 
 
 def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.Tensor | tf.IndexedSlices | None],
-                  extra: tf.Tensor) -> tuple[list[tf.Tensor | tf.IndexedSlices | None], tf.Tensor]:
+                  extra: tf.Tensor, varying_rows: Sequence[bool] | None = None
+                  ) -> tuple[list[tf.Tensor | tf.IndexedSlices | None], tf.Tensor]:
     """The gradients, and a small `extra` vector, summed over the replicas in one all-gather.
 
     The optimizer's own aggregation makes one collective per pack of dense gradients and three per
@@ -297,18 +298,28 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
     gradients, then `extra` (e.g. the loss terms the trackers report). Dense parts are summed on
     arrival; sparse ones are concatenated (the optimizer sums repeated rows when it de-duplicates).
     Every replica's gradients must have the same shapes: equal per-replica batches, as the training
-    input gives.
+    input gives. A sparse gradient whose number of rows differs between replicas (`varying_rows`: a side
+    feature's table, where each row of the batch lists its own number of values) travels dense, with a
+    count per table row, and comes back as the IndexedSlices of the rows some replica touched (what one
+    process's de-duplicated gradient holds).
 
     Args:
       gradients: per variable, this replica's gradient (dense, IndexedSlices with static d, or None).
       extra: [m] float32, this replica's share of values to sum.
+      varying_rows: per variable, whether its sparse gradient's row count may differ between replicas.
 
     Returns:
       The summed gradients, in the same structure, and [m] the summed `extra`.
     """
+    varying_rows = varying_rows or [False] * len(gradients)
     pieces = []
-    for gradient in gradients:
-        if isinstance(gradient, tf.IndexedSlices):
+    for gradient, varying in zip(gradients, varying_rows):
+        if isinstance(gradient, tf.IndexedSlices) and varying:
+            rows = tf.cast(gradient.dense_shape[0], tf.int32)
+            dense = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)  # [rows, d]
+            touched = tf.math.unsorted_segment_sum(tf.ones_like(gradient.indices, tf.float32), gradient.indices, rows)
+            pieces.append(tf.concat([tf.reshape(dense, [-1]), touched], axis=0))
+        elif isinstance(gradient, tf.IndexedSlices):
             index_bits = tf.bitcast(tf.cast(gradient.indices, tf.int64), tf.float32)  # [n, 2]
             pieces.append(tf.reshape(tf.concat([gradient.values, index_bits], axis=1), [-1]))
         elif gradient is not None:
@@ -318,8 +329,14 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
     per_replica = tf.split(tf.reshape(gathered, [context.num_replicas_in_sync, -1]),
                            [tf.size(piece) for piece in pieces], axis=1)  # each [R, size]
     summed, parts = [], iter(per_replica)
-    for gradient in gradients:
-        if isinstance(gradient, tf.IndexedSlices):
+    for gradient, varying in zip(gradients, varying_rows):
+        if isinstance(gradient, tf.IndexedSlices) and varying:
+            rows = tf.cast(gradient.dense_shape[0], tf.int32)
+            total = tf.reduce_sum(next(parts), axis=0)  # [rows * d + rows]
+            dense, touched = tf.reshape(total[:-rows], [-1, gradient.values.shape[-1]]), total[-rows:]
+            touched_rows = tf.cast(tf.where(touched > 0)[:, 0], gradient.indices.dtype)
+            summed.append(tf.IndexedSlices(tf.gather(dense, touched_rows), touched_rows, gradient.dense_shape))
+        elif isinstance(gradient, tf.IndexedSlices):
             width = gradient.values.shape[-1]
             rows = tf.reshape(next(parts), [-1, width + 2])  # every replica's rows, replica after replica
             indices = tf.cast(tf.bitcast(rows[:, width:], tf.int64), gradient.indices.dtype)

@@ -280,7 +280,10 @@ class RemiModel(tfrs.Model):
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
             self._track(terms)
             return {metric.name: metric.result() for metric in self.metrics}
-        gradients, terms = distribute.sum_gradients(replica, gradients, terms)
+        varying = {weight.ref() for layer in (self.item_features, self.user_features) if layer is not None
+                   for weight in layer.trainable_weights}  # rows per batch row: its number of feature values
+        gradients, terms = distribute.sum_gradients(
+            replica, gradients, terms, [variable.ref() in varying for variable in self.trainable_variables])
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables), skip_gradients_aggregation=True)
         self._track(terms)
         # Every replica's trackers hold the same values: read this replica's (Metric.result() would

@@ -19,20 +19,32 @@ import remi_tf  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 
 from remi_tf import distribute, models
-from remi_tf.optimizers import LazyAdam
 from remi_tf.config import RemiConfig
+from remi_tf.feature_tables import FeatureTable
+from remi_tf.optimizers import LazyAdam
 
 VOCABULARY_SIZE, GLOBAL_BATCH, HISTORY = 40, 16, 6
 
 
-def global_batch() -> dict[str, np.ndarray]:
-    """A fixed batch whose targets repeat across the halves (accidental hits that cross replicas)."""
+ITEM_FEATURES = FeatureTable([f"item{i}" for i in range(VOCABULARY_SIZE)],
+                             {"category": [f"c{i % 5}" + ("|c9" if i % 7 == 0 else "") for i in range(VOCABULARY_SIZE)]})
+USER_VOCABULARIES = {"segment": ["s0", "s1", "s2"], "age": ["20", "30"]}
+
+
+def global_batch(side_features: bool = False) -> dict[str, np.ndarray]:
+    """A fixed batch whose targets repeat across the halves (accidental hits that cross replicas); with
+    side features, each row's raw profile values (an unknown value and a two-value list among them)."""
     rng = np.random.default_rng(7)
     history = rng.integers(models.FIRST_ITEM_INDEX, VOCABULARY_SIZE + 2, size=(GLOBAL_BATCH, HISTORY))
     history[::3, 4:] = 0  # some padding
     target = rng.integers(models.FIRST_ITEM_INDEX, 14, size=GLOBAL_BATCH)  # few distinct ids: repeats
     target[GLOBAL_BATCH // 2] = target[0]
-    return {"history": history.astype(np.int64), "target": target.astype(np.int64)}
+    batch = {"history": history.astype(np.int64), "target": target.astype(np.int64)}
+    if side_features:
+        segments = rng.choice(["s0", "s1", "s2", "s1|s2", "unknown"], size=GLOBAL_BATCH)
+        ages = rng.choice(["20", "30", ""], size=GLOBAL_BATCH)
+        batch["user_features"] = np.stack([segments, ages], axis=-1).astype(bytes)
+    return batch
 
 
 def main() -> None:
@@ -43,6 +55,7 @@ def main() -> None:
     parser.add_argument("--logq", default="counts", help="logq_correction: counts or streaming")
     parser.add_argument("--optimizer", default="sgd", help="sgd (learning rate 1: the update is minus the "
                         "gradient) or lazy_adam (epsilon 1: the update is smooth in the gradient)")
+    parser.add_argument("--side-features", action="store_true", help="item categories and user profiles")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     if args.replicas > 1:
@@ -55,7 +68,8 @@ def main() -> None:
                         logq_buckets=64, logq_alpha=0.5)
     q = np.random.default_rng(3).uniform(0.5, 1.5, VOCABULARY_SIZE + 2)
     with strategy.scope():
-        model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum(), [f"item{i}" for i in range(VOCABULARY_SIZE)])
+        model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum(), [f"item{i}" for i in range(VOCABULARY_SIZE)],
+                                 *((ITEM_FEATURES, USER_VOCABULARIES) if args.side_features else ()))
         rng = np.random.default_rng(0)
         initial = [rng.normal(0, 0.5, weight.shape).astype(np.float32) for weight in model.trainable_weights]
         for weight, value in zip(model.trainable_weights, initial):
@@ -63,7 +77,7 @@ def main() -> None:
         optimizer = tf.keras.optimizers.SGD(learning_rate=1.0) if args.optimizer == "sgd" else \
             LazyAdam(learning_rate=0.1, epsilon=1.0)
         model.compile(optimizer=optimizer, steps_per_execution=1)
-    batch = global_batch()
+    batch = global_batch(args.side_features)
     num_replicas = strategy.num_replicas_in_sync
 
     def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:

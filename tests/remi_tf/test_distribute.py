@@ -118,6 +118,16 @@ def test_two_replicas_train_the_global_batch_objective(tmp_path, beta, logq, opt
     assert_same_step(run_two_worker_step(tmp_path, *args), reference)
 
 
+def test_two_replicas_train_the_global_batch_objective_with_side_features(tmp_path):
+    """The same with item categories and user profiles in the towers (their tables' sparse gradients
+    summed across the replicas), MirroredStrategy over 2 logical CPUs, LazyAdam."""
+    args = ["--beta", "2.0", "--optimizer", "lazy_adam", "--side-features"]
+    reference = run_step(tmp_path, "one", "--strategy", "one-device", *args)
+    # item table, position embedding, 2 attention kernels; the category, segment and age tables
+    assert sum(name.startswith("w") for name in reference.files) == 4 + 3
+    assert_same_step(run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", *args), reference)
+
+
 def test_local_cluster_shapes_and_the_command_each_task_runs():
     from remi import cli
 
