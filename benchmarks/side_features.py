@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -93,13 +94,14 @@ def variants(data_dir: str) -> dict[str, list[str]]:
 
 
 def summary(results: list[dict]) -> str:
-    """Per variant: mean +- standard deviation over seeds of each recall."""
+    """Per variant: mean +- standard deviation over seeds of each recall ("-": no such users)."""
     metrics = ("recall@50", "tail_recall@50", "short_history_recall@50", "truncated_history_recall@50")
     lines = ["| variant | seeds | test R@50 | tail R@50 | short-history users' R@50 | R@50, histories cut short | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == name]
-        cells = [mean_spread([r["test"][metric] for r in runs]) for metric in metrics]
+        values = [[r["test"][metric] for r in runs] for metric in metrics]
+        cells = ["-" if any(math.isnan(value) for value in column) else mean_spread(column) for column in values]
         seconds = statistics.mean(r["train_seconds"] for r in runs)
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
     first = results[0]["test"]
