@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--short-history", type=int, default=5)
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run (key=value)")
     parser.add_argument("--reevaluate", action="store_true", help="recompute the kept runs' test metrics")
+    parser.add_argument("--variants", nargs="*", help="only these variants (default: every one the data allows)")
     args = parser.parse_args()
     results_path = os.path.join(args.output, "results.json")
     results = []
@@ -141,7 +142,7 @@ def main() -> None:
     done = {(r["variant"], r["seed"]) for r in results}
     for seed in args.seeds:
         for name, switches in variants(args.data).items():
-            if (name, seed) in done:
+            if (name, seed) in done or (args.variants and name not in args.variants):
                 continue
             model_dir = model_directory(args.output, name, seed)
             sets = [item for override in [*switches, f"seed={seed}", *args.set] for item in ("--set", override)]
