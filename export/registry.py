@@ -140,6 +140,10 @@ class ModelRegistry:
                 raise ServingError("INVALID_ARGUMENT", f"batch of {value.shape[0]} exceeds the maximum batch "
                                                        f"size {self.max_batch_size}")
             feeds[key] = value.astype(object) if spec.dtype == tf.string else value
+        batch_sizes = {key: int(value.shape[0]) for key, value in feeds.items()}
+        if len(set(batch_sizes.values())) > 1:
+            raise ServingError("INVALID_ARGUMENT", f"inputs of one request must have the same batch size, got "
+                                                   f"{batch_sizes}")
 
         def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             outputs = function(**{key: tf.constant(value, expected[key].dtype) for key, value in batch.items()})

@@ -4,6 +4,8 @@ model's interests and candidates."""
 
 import json
 import os
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -94,8 +96,21 @@ def test_the_saved_models_take_raw_profile_values(featured):
             assert [candidates.item_ids for candidates in found] == best
             with pytest.raises(client_lib.LookupFailed, match="age"):
                 client.lookup(histories, user_features={"segment": segment})
+        status, body = rest_predict(server.port, {"inputs": {"history": [["item3"], ["item4"]], "segment": ["s0"],
+                                                              "age": ["30", "31"]}})
+        assert status == 400 and "same batch size" in body["error"], body
     finally:
         server.stop()
+
+
+def rest_predict(port, payload):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/remi:predict",
+                                     data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def test_evaluation_reads_the_profiles_of_the_evaluated_users(featured, capsys):
