@@ -37,17 +37,14 @@ def subset_recalls(model_dir: str, short_history: int) -> dict:
     """Test Recall@50 overall, on tail targets and for short-history users, of the model in `model_dir`."""
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
     from pipelines import input as input_lib
-    from remi_tf import evaluate, feature_tables
+    from remi_tf import evaluate
     from remi_tf import train as train_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
     trained = train_lib.load_trained(model_dir)
     user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, "test", trained.vocabulary,
                                                                    trained.config.max_history)
-    profiles = None
-    if trained.model.user_features is not None:
-        profiles = feature_tables.values_of(feature_tables.read_user_table(trained.data_dir), user_ids,
-                                           trained.model.user_features.columns)
+    profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
     found = evaluate.retrieve(trained.model, histories, TOP_N, trained.config.eval_batch_size,
                               user_features=profiles).item_ids
     known = (histories >= FIRST_ITEM_INDEX).sum(axis=1)

@@ -191,12 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
     categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
-    profiles = None
-    if model.user_features is not None:
-        user_table = feature_tables.read_user_table(data_dir)
-        if user_table is None:
-            print(f"{data_dir} has no user features: every user gets the OOV bucket", file=sys.stderr)
-        profiles = feature_tables.values_of(user_table, user_ids, model.user_features.columns)
+    profiles = evaluate_lib.user_profiles(model, data_dir, user_ids)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,

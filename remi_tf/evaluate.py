@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import diversity, merging, metrics
+from remi_tf import diversity, feature_tables, merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 
@@ -109,6 +110,17 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
     return Retrieval(np.concatenate(ids), np.concatenate(scores), np.concatenate(interest),
                      np.concatenate([best_ids.numpy() for _, best_ids in best]),
                      np.concatenate([routing.numpy() for _, routing in batches]))
+
+
+def user_profiles(model: RemiModel, data_dir: str, user_ids: Sequence[str]) -> np.ndarray | None:
+    """[users, C] the raw profile values of `user_ids` from the data directory's user features, for a model
+    with user features (None without; users or columns the data does not list: "", the OOV bucket)."""
+    if model.user_features is None:
+        return None
+    table = feature_tables.read_user_table(data_dir)
+    if table is None:
+        print(f"{data_dir} has no user features: every user gets the OOV bucket", file=sys.stderr)
+    return feature_tables.values_of(table, user_ids, model.user_features.columns)
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],

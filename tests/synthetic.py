@@ -24,3 +24,12 @@ def clustered_sequences(num_users: int, num_clusters: int, items_per_cluster: in
         sequences.append((items + FIRST_ITEM_INDEX).astype(np.int64))
         user_clusters.append(clusters)
     return sequences, user_clusters
+
+
+def write_log(path, sequences: list[np.ndarray], user_prefix: str = "u") -> None:
+    """A CSV event log (user_id,item_id,timestamp) of the sequences: user <prefix><u>, item item<index>,
+    timestamps 0, 1, .. in sequence order."""
+    with open(path, "w") as stream:
+        stream.write("user_id,item_id,timestamp\n")
+        stream.writelines(f"{user_prefix}{user},item{item},{time}\n" for user, items in enumerate(sequences)
+                          for time, item in enumerate(items))

@@ -161,10 +161,7 @@ def test_capsule_routed_models_export_their_interests(routing, tmp_path):
 
     sequences, _ = synthetic.clustered_sequences(num_users=300, num_clusters=10, items_per_cluster=10,
                                                  clusters_per_user=2, length=12, seed=1)
-    with open(tmp_path / "log.csv", "w") as stream:
-        stream.write("user_id,item_id,timestamp\n")
-        stream.writelines(f"u{user},item{item},{time}\n" for user, items in enumerate(sequences)
-                          for time, item in enumerate(items))
+    synthetic.write_log(tmp_path / "log.csv", sequences)
     assert cli.main(["prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / "data")]) == 0
     model_dir = str(tmp_path / "model")
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", model_dir, "--quiet", "--set",

@@ -27,10 +27,7 @@ def featured(tmp_path_factory):
     root = tmp_path_factory.mktemp("featured")
     sequences, user_clusters = synthetic.clustered_sequences(num_users=300, num_clusters=10, items_per_cluster=10,
                                                              clusters_per_user=2, length=12, seed=2)
-    with open(root / "log.csv", "w") as stream:
-        stream.write("user_id,item_id,timestamp\n")
-        stream.writelines(f"u{user},item{item},{time}\n" for user, items in enumerate(sequences)
-                          for time, item in enumerate(items))
+    synthetic.write_log(root / "log.csv", sequences)
     # item2 has no row (OOV bucket); u0 has no row; u1 has two segments.
     (root / "items.csv").write_text("item_id,brand,category\n" + "".join(
         f"item{i},b{i % 3},c{(i - FIRST_ITEM_INDEX) // 10}\n" for i in range(3, 102)) + "gone,b0,c0\n")
