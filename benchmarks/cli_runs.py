@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
@@ -24,14 +24,16 @@ def remi(*args: str, timeout: float = 7200) -> float:
 
 
 @contextlib.contextmanager
-def remi_serve(export_dir: str, *options: str) -> Iterator[tuple[subprocess.Popen, int, int]]:
+def remi_serve(export_dir: str, *options: str, program: Sequence[str] | None = None
+               ) -> Iterator[tuple[subprocess.Popen, int, int]]:
     """`remi serve --export-dir EXPORT_DIR OPTIONS` on free 127.0.0.1 ports, as a subprocess:
-    (process, REST port, gRPC port), not yet necessarily answering; stopped by pid on exit, also on failure."""
+    (process, REST port, gRPC port), not yet necessarily answering; stopped by pid on exit, also on failure.
+    `program`: what runs instead of `-m remi serve` (a script and its arguments taking remi serve's flags)."""
     from remi_tf.local_cluster import free_ports
 
     port, grpc_port = free_ports(2)
-    server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", export_dir, "--port", str(port),
-                               "--grpc-port", str(grpc_port), *options], env=ENV,
+    server = subprocess.Popen([sys.executable, *(program or ("-m", "remi", "serve")), "--export-dir", export_dir,
+                               "--port", str(port), "--grpc-port", str(grpc_port), *options], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield server, port, grpc_port

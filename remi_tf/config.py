@@ -24,6 +24,7 @@ STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-serve
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
+CAPSULE_INITIAL_MAPS = ("random", "identity")  # remi_tf.layers.capsule.INITIAL_MAPS (config imports no TensorFlow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class RemiConfig:
         "comirec_dr" (dynamic routing, a bilinear map per interest and position) or "mind" (MIND's
         behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers.
       routing_iterations: dynamic-routing rounds (comirec_dr, mind).
+      capsule_initial_maps: the bilinear maps' start (comirec_dr, mind): "random" (He-normal, as the
+        ComiRec and MIND codes) or "identity" (plus small noise; each prediction starts as the item's own
+        embedding).
       readout: which user vector scores a training example's candidates: "hard" (the interest closest
         to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
         softmax of (v_k . e)^readout_power).
@@ -97,6 +101,7 @@ class RemiConfig:
     use_position_embedding: bool = True
     routing: str = "self_attentive"
     routing_iterations: int = 3
+    capsule_initial_maps: str = "random"
     readout: str = "hard"
     readout_power: int = 1
     use_item_features: bool = True
@@ -170,7 +175,8 @@ class RemiConfig:
         if not 0.0 < self.logq_alpha <= 1.0:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
-                              ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS)):
+                              ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS),
+                              ("capsule_initial_maps", CAPSULE_INITIAL_MAPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.cluster_timeout_s <= 0:

@@ -46,6 +46,7 @@ def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
     mind = config.routing == "mind"
     return CapsuleRouting(config.num_interests, config.max_history, bilinear_map="shared" if mind else "per_position",
                           initial_logits="random" if mind else "zeros", iterations=config.routing_iterations,
+                          initial_maps=config.capsule_initial_maps,
                           name=f"{config.routing}_routing")
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 BILINEAR_MAPS = ("per_position", "shared")
 INITIAL_LOGITS = ("zeros", "random")
+INITIAL_MAPS = ("random", "identity")
 
 
 def squash(capsules: tf.Tensor) -> tf.Tensor:
@@ -42,22 +43,29 @@ class CapsuleRouting(tf.keras.layers.Layer):
     """
 
     def __init__(self, num_interests: int, max_length: int, bilinear_map: str = "per_position",
-                 initial_logits: str = "zeros", iterations: int = 3, **kwargs: Any) -> None:
+                 initial_logits: str = "zeros", iterations: int = 3, initial_maps: str = "random",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if bilinear_map not in BILINEAR_MAPS or initial_logits not in INITIAL_LOGITS or iterations < 1:
+        if (bilinear_map not in BILINEAR_MAPS or initial_logits not in INITIAL_LOGITS or initial_maps not in INITIAL_MAPS
+                or iterations < 1):
             raise ValueError(f"CapsuleRouting needs bilinear_map in {BILINEAR_MAPS}, initial_logits in "
-                             f"{INITIAL_LOGITS} and iterations >= 1, got {bilinear_map!r}, {initial_logits!r}, "
-                             f"{iterations}")
+                             f"{INITIAL_LOGITS}, initial_maps in {INITIAL_MAPS} and iterations >= 1, got "
+                             f"{bilinear_map!r}, {initial_logits!r}, {initial_maps!r}, {iterations}")
         self.num_interests, self.max_length = num_interests, max_length
         self.bilinear_map, self.initial_logits, self.iterations = bilinear_map, initial_logits, iterations
+        self.initial_maps = initial_maps
 
     def build(self, input_shape: Any) -> None:
         dim = int(tf.TensorShape(input_shape)[-1])
-        if self.bilinear_map == "per_position":
-            self.maps = self.add_weight(name="maps", shape=(self.max_length, self.num_interests, dim, dim),
-                                        initializer=tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / dim)))
+        shape = (self.max_length, self.num_interests, dim, dim) if self.bilinear_map == "per_position" else (dim, dim)
+        if self.initial_maps == "identity":
+            noise = tf.keras.initializers.RandomNormal(stddev=0.1 / math.sqrt(dim))
+            initializer = lambda shape, dtype=None: tf.eye(dim, batch_shape=shape[:-2], dtype=dtype) + noise(shape, dtype)
+        elif self.bilinear_map == "per_position":
+            initializer = tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / dim))  # He's scale, fan-in d
         else:
-            self.maps = self.add_weight(name="maps", shape=(dim, dim), initializer="he_normal")
+            initializer = "he_normal"
+        self.maps = self.add_weight(name="maps", shape=shape, initializer=initializer)
         self.routing_logits = self.add_weight(
             name="routing_logits", shape=(self.num_interests, self.max_length), trainable=False,
             initializer="zeros" if self.initial_logits == "zeros" else tf.keras.initializers.RandomNormal(stddev=1.0))
@@ -84,4 +92,4 @@ class CapsuleRouting(tf.keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_interests": self.num_interests, "max_length": self.max_length,
                 "bilinear_map": self.bilinear_map, "initial_logits": self.initial_logits,
-                "iterations": self.iterations}
+                "iterations": self.iterations, "initial_maps": self.initial_maps}

@@ -103,10 +103,12 @@ def capsule_routing_numpy(layer, embeddings, mask):
     return v.reshape(batch, num_interests, dim), c
 
 
-@pytest.mark.parametrize("bilinear_map, initial_logits", [("per_position", "zeros"), ("shared", "random")])
-def test_capsule_routing_matches_comirecs_capsule_network(bilinear_map, initial_logits):
+@pytest.mark.parametrize("bilinear_map, initial_logits, initial_maps", [
+    ("per_position", "zeros", "random"), ("shared", "random", "random"), ("per_position", "zeros", "identity")])
+def test_capsule_routing_matches_comirecs_capsule_network(bilinear_map, initial_logits, initial_maps):
     embeddings, mask = make_inputs(2)
-    layer = CapsuleRouting(num_interests=3, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits)
+    layer = CapsuleRouting(num_interests=3, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits,
+                           initial_maps=initial_maps)
     interests, routing = layer(tf.constant(embeddings), tf.constant(mask))
     expected_interests, expected_routing = capsule_routing_numpy(layer, embeddings, mask)
     np.testing.assert_allclose(routing.numpy(), expected_routing, atol=1e-5)
@@ -118,6 +120,26 @@ def test_capsule_routing_matches_comirecs_capsule_network(bilinear_map, initial_
     if initial_logits == "random":  # MIND: fixed random logits, not trained; the same output on every call
         assert layer.routing_logits not in layer.trainable_weights and np.abs(layer.routing_logits.numpy()).max() > 0
         np.testing.assert_array_equal(layer(tf.constant(embeddings), tf.constant(mask))[0].numpy(), interests.numpy())
+
+
+@pytest.mark.parametrize("bilinear_map", ["per_position", "shared"])
+def test_identity_initial_maps_start_each_prediction_at_the_items_embedding(bilinear_map):
+    """maps = I + N(0, (0.1 / sqrt(d))^2): a history of copies of one item gives capsules along that item
+    (cosine ~ 1), and the per-interest maps differ (the noise tells the interests apart)."""
+    dim, length = 32, 6
+    tf.random.set_seed(0)
+    layer = CapsuleRouting(num_interests=3, max_length=length, bilinear_map=bilinear_map, initial_maps="identity")
+    item = np.random.default_rng(1).normal(size=dim).astype(np.float32)
+    interests, _ = layer(tf.constant(np.tile(item, (1, length, 1))), tf.constant(np.ones((1, length), bool)))
+    maps = layer.maps.numpy()
+    noise = maps - np.eye(dim, dtype=np.float32)
+    assert abs(noise.std() - 0.1 / np.sqrt(dim)) < 0.1 * 0.1 / np.sqrt(dim) and abs(noise.mean()) < 0.005
+    cosines = interests.numpy()[0] @ item / np.linalg.norm(interests.numpy()[0], axis=-1) / np.linalg.norm(item)
+    assert np.all(cosines > 0.97)
+    if bilinear_map == "per_position":
+        assert np.abs(maps[:, 0] - maps[:, 1]).max() > 0.01
+    with pytest.raises(ValueError, match="initial_maps"):
+        CapsuleRouting(num_interests=3, max_length=length, initial_maps="orthogonal")
 
 
 def test_capsule_gradients_reach_the_maps_only_through_the_last_round():
