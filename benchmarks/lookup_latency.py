@@ -132,15 +132,20 @@ def rest_caller(port: int, model: str) -> Callable[[Histories], object]:
     return call
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_arguments(doc: str) -> argparse.ArgumentParser:
+    """The flags of the serving benchmarks: what is served, and the load."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--export-dir", required=True)
     parser.add_argument("--model-dir", required=True, help="for the vocabulary (items.tsv)")
     parser.add_argument("--name", default="remi")
     parser.add_argument("--requests", type=int, default=300, help="one-client requests per measurement")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="per concurrent-load measurement")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = load_arguments(__doc__).parse_args()
 
     vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
     rng = np.random.default_rng(0)

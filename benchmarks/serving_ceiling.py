@@ -1,7 +1,8 @@
-"""What `remi serve` itself can carry on this machine: the same server with the model call replaced by a
-copy of a stored answer, against the real one, under the load of benchmarks/lookup_latency.py.
+"""What `remi serve` itself can carry on this machine: the server with its model call replaced, against the real one.
 
-    python benchmarks/serving_ceiling.py --export-dir DIR --model-dir DIR [--clients 16] [--seconds 15]
+The replaced model call answers with a copy of a stored answer; the load is benchmarks/lookup_latency.py's.
+
+    python benchmarks/serving_ceiling.py --export-dir DIR --model-dir DIR [--clients 16] [--seconds 20]
 
 Both servers are `remi serve` subprocesses on free 127.0.0.1 ports (stopped by pid), with the default
 batching. In the "model call replaced" one, each signature runs the SavedModel once, on the first request
@@ -16,7 +17,6 @@ them. One client at batch 1 (p50/p99) and `--clients` client threads at batch 1,
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -74,17 +74,10 @@ def main() -> None:
 
     from cli_runs import remi_serve
     from export.client import RemiClient
-    from lookup_latency import concurrent_load, grpc_caller, measure, rest_caller
+    from lookup_latency import concurrent_load, grpc_caller, load_arguments, measure, rest_caller
     from remi_tf.models import read_vocabulary
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--export-dir", required=True)
-    parser.add_argument("--model-dir", required=True, help="for the vocabulary (items.tsv)")
-    parser.add_argument("--name", default="remi")
-    parser.add_argument("--requests", type=int, default=300, help="one-client requests per measurement")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=15.0, help="per concurrent-load measurement")
-    args = parser.parse_args()
+    args = load_arguments(__doc__).parse_args()
 
     vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
     rng = np.random.default_rng(0)

@@ -46,8 +46,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
                  initial_logits: str = "zeros", iterations: int = 3, initial_maps: str = "random",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if (bilinear_map not in BILINEAR_MAPS or initial_logits not in INITIAL_LOGITS or initial_maps not in INITIAL_MAPS
-                or iterations < 1):
+        if (bilinear_map not in BILINEAR_MAPS or initial_logits not in INITIAL_LOGITS
+                or initial_maps not in INITIAL_MAPS or iterations < 1):
             raise ValueError(f"CapsuleRouting needs bilinear_map in {BILINEAR_MAPS}, initial_logits in "
                              f"{INITIAL_LOGITS}, initial_maps in {INITIAL_MAPS} and iterations >= 1, got "
                              f"{bilinear_map!r}, {initial_logits!r}, {initial_maps!r}, {iterations}")
@@ -60,7 +60,9 @@ class CapsuleRouting(tf.keras.layers.Layer):
         shape = (self.max_length, self.num_interests, dim, dim) if self.bilinear_map == "per_position" else (dim, dim)
         if self.initial_maps == "identity":
             noise = tf.keras.initializers.RandomNormal(stddev=0.1 / math.sqrt(dim))
-            initializer = lambda shape, dtype=None: tf.eye(dim, batch_shape=shape[:-2], dtype=dtype) + noise(shape, dtype)
+
+            def initializer(shape: Any, dtype: Any = None) -> tf.Tensor:
+                return tf.eye(dim, batch_shape=shape[:-2], dtype=dtype) + noise(shape, dtype)
         elif self.bilinear_map == "per_position":
             initializer = tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / dim))  # He's scale, fan-in d
         else:
