@@ -1,4 +1,5 @@
-# remi-tf: `make demo` (prepare -> train -> evaluate -> export -> serve + lookup, on MovieLens-100K)
+# remi-tf: `make demo` (prepare -> train -> evaluate -> export -> serve + lookup, on MovieLens-100K with its
+# genres and user profiles)
 # and `make test`.
 # Both create .venv when it is missing. DATA=<log file> runs the demo on another CSV/TSV/.inter log.
 PYTHON ?= python3.11
@@ -13,6 +14,13 @@ CONFIG ?= configs/ml-100k.yaml
 PORT ?= 8501
 GRPC_PORT ?= 8500
 ITEM_NAMES ?= $(if $(filter $(ML100K),$(DATA)),$(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.item,)
+# Side features of MovieLens-100K (RecBole's .item and .user files): genres into the item tower, the user's
+# age, gender and occupation into the query tower; the lookups then name a profile.
+ML100K_FEATURES := --item-features $(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.item:class \
+	--user-features $(RECBOLE_WHEEL_DIR)/ml-100k/ml-100k.user:age,gender,occupation
+ML100K_PROFILE := --user-feature age=25 --user-feature gender=F --user-feature occupation=student
+FEATURES ?= $(if $(filter $(ML100K),$(DATA)),$(ML100K_FEATURES),)
+PROFILE ?= $(if $(filter $(ML100K),$(DATA)),$(ML100K_PROFILE),)
 # 3: TensorFlow's C++ errors too (a CPU machine logs a failed CUDA init); Python errors still show
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
@@ -37,7 +45,7 @@ $(ML100K): | $(STAMP)
 	 for n in wheel.namelist() if n.startswith('recbole/dataset_example/ml-100k/')]"
 
 demo: $(STAMP) $(DATA)
-	$(BIN)/remi prepare --input $(DATA) --output $(DEMO_DIR)/data --overwrite
+	$(BIN)/remi prepare --input $(DATA) --output $(DEMO_DIR)/data --overwrite $(FEATURES)
 	rm -rf $(DEMO_DIR)/model
 	$(BIN)/remi train --data $(DEMO_DIR)/data --model-dir $(DEMO_DIR)/model --config $(CONFIG)
 	$(BIN)/remi evaluate --model-dir $(DEMO_DIR)/model --split test --plots $(DEMO_DIR)/plots
@@ -46,9 +54,9 @@ demo: $(STAMP) $(DATA)
 	$(BIN)/remi serve --export-dir $(DEMO_DIR)/export --port $(PORT) --grpc-port $(GRPC_PORT) & server=$$!; \
 	history="$$(sed -n '20,24p' $(DEMO_DIR)/data/items.tsv | cut -f1 | tr '\n' ' ')"; \
 	$(BIN)/remi lookup --server http://127.0.0.1:$(PORT) --history "$$history" --k 10 --wait 180 \
-	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),) && \
+	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),) $(PROFILE) && \
 	$(BIN)/remi lookup --server 127.0.0.1:$(GRPC_PORT) --grpc --model remi-exact --history "$$history" --k 5 \
-	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),); \
+	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),) $(PROFILE); \
 	status=$$?; kill $$server; exit $$status
 
 test: $(STAMP)

@@ -2,7 +2,9 @@
 ITEMS.csv --user-features USERS.csv`).
 
 A CSV has a header whose first column is `item_id` / `user_id` (the event log's ids); the named columns
-(default: all others) are categorical features; a `|`-separated value is multi-valued (`categories`). The
+(default: all others) are categorical features; a `|`-separated value is multi-valued (`categories`).
+RecBole's atomic files (`ml-100k.item`, `ml-100k.user`: tab-separated, a `name:type` header) are read too,
+by their column names; a `token_seq` / `float_seq` field is multi-valued (its values separated by spaces). The
 data directory gets `item_features.tsv` / `user_features.tsv`: a header (the id and the columns), then
 for items one line per item of `items.tsv` in its order, for users one line per user of the log that the
 CSV lists, by user id; each with the raw values ("" or an unlisted item: the features' OOV bucket). The
@@ -41,8 +43,22 @@ class FeatureCsv(NamedTuple):
     values: dict[str, list[str]]
 
 
+RECBOLE_SEQUENCE_TYPES = ("token_seq", "float_seq")
+
+
+def _recbole_header(line: str) -> tuple[list[str], list[bool]] | None:
+    """A RecBole atomic file's header (`item_id:token<TAB>class:token_seq`) -> (names, multi-valued per
+    column); None for any other header."""
+    fields = line.rstrip("\r\n").split("\t")
+    typed = [field.rpartition(":") for field in fields]
+    if len(fields) < 2 or not all(separator and name for name, separator, _ in typed):
+        return None
+    return [name.strip() for name, _, _ in typed], [kind.strip() in RECBOLE_SEQUENCE_TYPES for _, _, kind in typed]
+
+
 def read_feature_csv(spec: str, key: str = "item_id") -> FeatureCsv:
-    """Reads and checks `spec`'s CSV (`FILE.csv[:COL,COL]`) whose first column is `key`.
+    """Reads and checks `spec`'s CSV (`FILE.csv[:COL,COL]`) whose first column is `key`, or RecBole
+    atomic file (`FILE.item[:COL,COL]`, `FILE.user`: multi-valued fields become `|` lists).
 
     Raises:
       FileNotFoundError; ValueError naming the file, line and field of a malformed row, a missing or
@@ -53,32 +69,36 @@ def read_feature_csv(spec: str, key: str = "item_id") -> FeatureCsv:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{option}: {path} not found")
     with tf.io.gfile.GFile(path, "r") as stream:
-        rows = csv.reader(io.StringIO(stream.read()))
-        header = next(rows, None)
-        if not header or header[0].strip() != key:
-            raise ValueError(f"{path}: line 1: the first column must be {key!r}, got "
-                             f"{header[:1] if header else 'nothing'}")
-        names = [name.strip() for name in header]
-        columns = columns or names[1:]
-        missing = [column for column in columns if column not in names[1:]]
-        if missing or not columns:
-            raise ValueError(f"{path}: line 1: no column {missing or columns} among the features {names[1:]}")
-        reserved = [column for column in columns if column in RESERVED_COLUMNS or not column.isidentifier()]
-        if reserved:
-            raise ValueError(f"{path}: line 1: feature column names must be identifiers other than "
-                             f"{list(RESERVED_COLUMNS)} (they name the served models' inputs), got {reserved}")
-        positions = [names.index(column) for column in columns]
-        values: dict[str, list[str]] = {}
-        for line, row in enumerate(rows, start=2):
-            if len(row) != len(names):
-                raise ValueError(f"{path}: line {line}: {len(row)} fields, expected {len(names)} ({', '.join(names)})")
-            row_id = row[0].strip()
-            if row_id in values:
-                raise ValueError(f"{path}: line {line}: {key} {row_id!r} repeats an earlier line")
-            values[row_id] = [row[position].strip() for position in positions]
-            for column, value in zip(columns, values[row_id]):
-                if "\t" in value or "\n" in value:
-                    raise ValueError(f"{path}: line {line}: field {column!r} has a tab or line break: {value!r}")
+        text = stream.read()
+    recbole = _recbole_header(text.partition("\n")[0])
+    rows = csv.reader(io.StringIO(text), delimiter="\t" if recbole else ",", quoting=csv.QUOTE_NONE if recbole
+                      else csv.QUOTE_MINIMAL)
+    header = next(rows, None)
+    names = recbole[0] if recbole else [name.strip() for name in header or []]
+    if not names or names[0] != key:
+        raise ValueError(f"{path}: line 1: the first column must be {key!r}, got {names[:1] or 'nothing'}")
+    columns = columns or names[1:]
+    missing = [column for column in columns if column not in names[1:]]
+    if missing or not columns:
+        raise ValueError(f"{path}: line 1: no column {missing or columns} among the features {names[1:]}")
+    reserved = [column for column in columns if column in RESERVED_COLUMNS or not column.isidentifier()]
+    if reserved:
+        raise ValueError(f"{path}: line 1: feature column names must be identifiers other than "
+                         f"{list(RESERVED_COLUMNS)} (they name the served models' inputs), got {reserved}")
+    positions = [names.index(column) for column in columns]
+    multi_valued = [recbole[1][position] for position in positions] if recbole else [False] * len(positions)
+    values: dict[str, list[str]] = {}
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(names):
+            raise ValueError(f"{path}: line {line}: {len(row)} fields, expected {len(names)} ({', '.join(names)})")
+        row_id = row[0].strip()
+        if row_id in values:
+            raise ValueError(f"{path}: line {line}: {key} {row_id!r} repeats an earlier line")
+        values[row_id] = ["|".join(row[position].split()) if sequence else row[position].strip()
+                          for position, sequence in zip(positions, multi_valued)]
+        for column, value in zip(columns, values[row_id]):
+            if "\t" in value or "\n" in value:
+                raise ValueError(f"{path}: line {line}: field {column!r} has a tab or line break: {value!r}")
     return FeatureCsv(path, key, columns, values)
 
 

@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="item side features: a CSV whose header starts with item_id; the named columns "
                               "(default: all others) are categorical, `|` separates several values; written to "
                               "item_features.tsv (the first column is the category of diversity metrics); "
-                              "the item tower embeds them")
+                              "the item tower embeds them. RecBole atomic files (ml-100k.item) too: token_seq "
+                              "fields are multi-valued")
     prepare.add_argument("--user-features", metavar="USERS.csv[:COL,COL]",
                          help="user profile features: a CSV whose header starts with user_id, columns as "
                               "--item-features; written to user_features.tsv; the query tower embeds them and "

@@ -68,3 +68,17 @@ def test_bad_feature_files_are_named_with_line_and_field(tmp_path, text, message
                                            ["a", "b"])
     assert message in str(error.value)
     assert not os.path.exists(tmp_path / feature_tables.ITEM_FEATURES_FILE)
+
+
+def test_recbole_atomic_files_are_read_by_column_name_with_sequences_as_lists(tmp_path):
+    """RecBole's ml-100k.item / ml-100k.user layout: tab-separated, `name:type` header; a token_seq field
+    (space-separated) is multi-valued."""
+    items = write_csv(tmp_path / "ml.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                            "1\tToy Story\t1995\tAnimation Children's Comedy\n"
+                                            "2\tGoldenEye\t1995\tAction\n3\tUnknown\t\t\n")
+    features = side_features.read_feature_csv(f"{items}:class,release_year")
+    assert features.columns == ["class", "release_year"]
+    assert features.values == {"1": ["Animation|Children's|Comedy", "1995"], "2": ["Action", "1995"], "3": ["", ""]}
+    users = write_csv(tmp_path / "ml.user", "user_id:token\tage:token\tgender:token\n1\t24\tM\n2\t53\n")
+    with pytest.raises(ValueError, match=r"ml.user: line 3: 2 fields, expected 3 \(user_id, age, gender\)"):
+        side_features.read_feature_csv(users, key="user_id")
