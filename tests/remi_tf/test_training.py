@@ -61,6 +61,10 @@ def test_capsule_routings_learn_the_planted_clusters(planted):
     label_aware = train_and_evaluate(planted, routing="mind", routing_lambda=0.0, readout="label_aware",
                                      readout_power=2)
     assert label_aware["recall@20"] > 0.45, label_aware
-    # Per-position maps learn slower: 0.33 after 3,000 steps, 0.51 after 4,000 (session 5).
-    dynamic = train_and_evaluate(planted, steps=3000, routing="comirec_dr", routing_lambda=0.0)
-    assert dynamic["recall@20"] > 0.25, dynamic
+    # ComiRec-DR's 80 per-position maps: started at random they have first to learn to undo their random
+    # directions (seen: 0.17 after 1,500 steps, 0.33 after 3,000); at the identity they start where the
+    # history's items point (seen: 0.64 after 1,500).
+    dynamic = train_and_evaluate(planted, routing="comirec_dr", routing_lambda=0.0, capsule_initial_maps="identity")
+    assert dynamic["recall@20"] > 0.45, dynamic
+    at_random = train_and_evaluate(planted, routing="comirec_dr", routing_lambda=0.0, capsule_initial_maps="random")
+    assert dynamic["recall@20"] > at_random["recall@20"] + 0.2, (dynamic, at_random)
