@@ -41,9 +41,9 @@ class RemiConfig:
         "comirec_dr" (dynamic routing, a bilinear map per interest and position) or "mind" (MIND's
         behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers.
       routing_iterations: dynamic-routing rounds (comirec_dr, mind).
-      capsule_initial_maps: the bilinear maps' start (comirec_dr, mind): "random" (He-normal, as the
-        ComiRec and MIND codes) or "identity" (plus small noise; each prediction starts as the item's own
-        embedding).
+      capsule_initial_maps: the bilinear maps' start (comirec_dr, mind): "identity" (plus small noise; each
+        prediction starts as the item's own embedding: +10% to 3.6x Recall@50, BENCHMARKS.md 10.5) or
+        "random" (He-normal, as the ComiRec and MIND codes).
       readout: which user vector scores a training example's candidates: "hard" (the interest closest
         to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
         softmax of (v_k . e)^readout_power).
@@ -101,7 +101,7 @@ class RemiConfig:
     use_position_embedding: bool = True
     routing: str = "self_attentive"
     routing_iterations: int = 3
-    capsule_initial_maps: str = "random"
+    capsule_initial_maps: str = "identity"
     readout: str = "hard"
     readout_power: int = 1
     use_item_features: bool = True
