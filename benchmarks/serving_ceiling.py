@@ -24,6 +24,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np  # noqa: E402
+import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
+import tensorflow as tf  # noqa: E402
+
+from cli_runs import remi_serve  # noqa: E402
+from export.client import RemiClient  # noqa: E402
+from lookup_latency import concurrent_load, grpc_caller, load_arguments, measure, rest_caller  # noqa: E402
+from remi import cli  # noqa: E402
+from remi_tf.models import read_vocabulary  # noqa: E402
+
 
 class StoredAnswerSignature:
     """Stands in for a SavedModel signature: runs it once, then repeats that answer's first row per row."""
@@ -34,9 +45,6 @@ class StoredAnswerSignature:
         self.answer: dict[str, Any] | None = None
 
     def __call__(self, **inputs: Any) -> dict[str, Any]:
-        import numpy as np
-        import tensorflow as tf
-
         if self.answer is None:
             first_rows = {key: value[:1] for key, value in inputs.items()}
             self.answer = {key: tensor.numpy() for key, tensor in self.signature(**first_rows).items()}
@@ -54,12 +62,6 @@ class StoredAnswerModule:
 
 def serve_with_stored_answers(argv: list[str]) -> int:
     """`remi serve ARGV` in this process, every loaded model wrapped in StoredAnswerModule."""
-    import remi_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-    import scann  # noqa: F401  (ScaNN ops for the ScaNN model)
-    import tensorflow as tf
-
-    from remi import cli
-
     load = tf.saved_model.load
     tf.saved_model.load = lambda path, *args, **kwargs: StoredAnswerModule(load(path, *args, **kwargs))
     return cli.main(["serve", *argv])
@@ -68,15 +70,6 @@ def serve_with_stored_answers(argv: list[str]) -> int:
 def main() -> None:
     if sys.argv[1:2] == ["serve"]:
         sys.exit(serve_with_stored_answers(sys.argv[2:]))
-
-    import numpy as np
-    import tensorflow as tf
-
-    from cli_runs import remi_serve
-    from export.client import RemiClient
-    from lookup_latency import concurrent_load, grpc_caller, load_arguments, measure, rest_caller
-    from remi_tf.models import read_vocabulary
-
     args = load_arguments(__doc__).parse_args()
 
     vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
