@@ -24,7 +24,7 @@ STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-serve
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
-CAPSULE_INITIAL_MAPS = ("random", "identity")  # remi_tf.layers.capsule.INITIAL_MAPS (config imports no TensorFlow)
+CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +42,9 @@ class RemiConfig:
         behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers.
       routing_iterations: dynamic-routing rounds (comirec_dr, mind).
       capsule_initial_maps: the bilinear maps' start (comirec_dr, mind): "identity" (plus small noise; each
-        prediction starts as the item's own embedding: +10% to 3.6x Recall@50, BENCHMARKS.md 10.5) or
-        "random" (He-normal, as the ComiRec and MIND codes).
+        prediction starts as the item's own embedding), "random" (He-normal, as the ComiRec and MIND codes)
+        or "auto": identity for comirec_dr (it won on every data set), random for mind (it did not win on
+        ml-1m); BENCHMARKS.md 10.5.
       readout: which user vector scores a training example's candidates: "hard" (the interest closest
         to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
         softmax of (v_k . e)^readout_power).
@@ -101,7 +102,7 @@ class RemiConfig:
     use_position_embedding: bool = True
     routing: str = "self_attentive"
     routing_iterations: int = 3
-    capsule_initial_maps: str = "identity"
+    capsule_initial_maps: str = "auto"
     readout: str = "hard"
     readout_power: int = 1
     use_item_features: bool = True

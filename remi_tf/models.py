@@ -46,7 +46,8 @@ def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
     mind = config.routing == "mind"
     return CapsuleRouting(config.num_interests, config.max_history, bilinear_map="shared" if mind else "per_position",
                           initial_logits="random" if mind else "zeros", iterations=config.routing_iterations,
-                          initial_maps=config.capsule_initial_maps,
+                          initial_maps=config.capsule_initial_maps if config.capsule_initial_maps != "auto"
+                          else "random" if mind else "identity",
                           name=f"{config.routing}_routing")
 
 

@@ -170,3 +170,18 @@ def test_label_aware_readout_weights_interests_by_powered_affinity():
         weights = np.exp(affinity ** power) / np.exp(affinity ** power).sum()
         np.testing.assert_allclose(label_aware_readout(tf.constant(interests), tf.constant(positive), power).numpy(),
                                    [weights @ interests[0]], rtol=1e-6)
+
+
+def test_capsule_initial_maps_auto_is_identity_for_dr_and_random_for_mind():
+    """The measured choice (BENCHMARKS.md 10.5): identity won for ComiRec-DR on every data set, not for MIND."""
+    from remi_tf import config as config_lib
+    from remi_tf import models
+
+    def initial_maps(**overrides):
+        return models.routing_layer(config_lib.RemiConfig(**overrides).validate()).initial_maps
+
+    assert initial_maps(routing="comirec_dr") == "identity" and initial_maps(routing="mind") == "random"
+    assert initial_maps(routing="mind", capsule_initial_maps="identity") == "identity"
+    assert initial_maps(routing="comirec_dr", capsule_initial_maps="random") == "random"
+    with pytest.raises(ValueError, match="capsule_initial_maps"):
+        config_lib.RemiConfig(capsule_initial_maps="orthogonal").validate()
