@@ -57,17 +57,18 @@ class CapsuleRouting(tf.keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         dim = int(tf.TensorShape(input_shape)[-1])
-        shape = (self.max_length, self.num_interests, dim, dim) if self.bilinear_map == "per_position" else (dim, dim)
+        per_position = self.bilinear_map == "per_position"
+        map_shape = (self.max_length, self.num_interests, dim, dim) if per_position else (dim, dim)
         if self.initial_maps == "identity":
             noise = tf.keras.initializers.RandomNormal(stddev=0.1 / math.sqrt(dim))
 
             def initializer(shape: Any, dtype: Any = None) -> tf.Tensor:
                 return tf.eye(dim, batch_shape=shape[:-2], dtype=dtype) + noise(shape, dtype)
-        elif self.bilinear_map == "per_position":
+        elif per_position:
             initializer = tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / dim))  # He's scale, fan-in d
         else:
             initializer = "he_normal"
-        self.maps = self.add_weight(name="maps", shape=shape, initializer=initializer)
+        self.maps = self.add_weight(name="maps", shape=map_shape, initializer=initializer)
         self.routing_logits = self.add_weight(
             name="routing_logits", shape=(self.num_interests, self.max_length), trainable=False,
             initializer="zeros" if self.initial_logits == "zeros" else tf.keras.initializers.RandomNormal(stddev=1.0))
