@@ -7,6 +7,7 @@ Each variant is `name=key=value,key=value` (config overrides on top of --config)
 <output>/<name>/eval-{valid,test}.json (<output>/<name>-s<seed>/ with --seeds N > 1); the table
 (markdown) to <output>/table.md and stdout: one row per run and, with several seeds, each variant's
 mean and standard deviation. The routing entropy is the test split's, averaged over the K interests.
+Each finished run also leaves <model dir>/ablation-run.json; --resume reuses those of equal overrides.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrat
 
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int | None = None) -> dict:
+    """Trains and evaluates one run, or with --resume reads back the finished run of the same overrides."""
     model_dir = os.path.join(args.output, name if seed is None else f"{name}-s{seed}")
     overrides = overrides + ([] if seed is None else [f"seed={seed}"])
+    record = os.path.join(model_dir, "ablation-run.json")
+    if args.resume and os.path.exists(record):
+        with open(record, encoding="utf-8") as stream:
+            finished = json.load(stream)
+        if finished["overrides"] == overrides:
+            return finished
     sets = [item for override in overrides for item in ("--set", override)]
     start = time.perf_counter()
     remi("train", "--data", args.data, "--model-dir", model_dir, "--config", args.config, "--quiet", *sets)
@@ -36,7 +44,11 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed:
             reports[split] = json.load(stream)
     with open(os.path.join(model_dir, "validation.json"), encoding="utf-8") as stream:
         best_step = json.load(stream)["best_step"]
-    return {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
+    result = {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
+    with open(record + ".tmp", "w", encoding="utf-8") as stream:
+        json.dump(result, stream, indent=2)
+    os.replace(record + ".tmp", record)
+    return result
 
 
 def routing_entropy(report: dict) -> float:
@@ -80,6 +92,8 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
     parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs that finished before with the same overrides (their ablation-run.json)")
     args = parser.parse_args()
     results = []
     for spec in args.variant:
