@@ -105,7 +105,9 @@ def test_two_replicas_train_the_global_batch_objective(tmp_path, beta, logq, opt
     """Two steps with 2 replicas (MirroredStrategy over 2 logical CPUs; a 2-process MultiWorkerMirrored
     cluster) equal one replica at the global batch of 16, whose targets repeat across the halves; the
     streaming logQ estimator counts the global batch's targets on every replica. With LazyAdam the
-    replicas look rows up in their own copy of the table and slots: no step reads a whole table."""
+    replicas look rows up in their own copy of the table and slots: no step reads a whole table. The
+    2-process cluster (the slow part) runs once, with IHN and the streaming estimator: the cross-replica
+    sums it shares with MirroredStrategy are checked by the mirrored runs of every case."""
     args = ["--beta", str(beta), "--logq", logq, "--optimizer", optimizer]
     reference = run_step(tmp_path, "one", "--strategy", "one-device", *args)
     assert np.abs(reference["w0"] - reference["initial0"]).max() > 1e-3  # the step moved the item table
@@ -115,7 +117,8 @@ def test_two_replicas_train_the_global_batch_objective(tmp_path, beta, logq, opt
     assert_same_step(mirrored, reference)
     if optimizer == "lazy_adam":  # (stock SGD decays its momentum slot as a whole table: dense reads)
         assert mirrored["table_reads"] == 0
-    assert_same_step(run_two_worker_step(tmp_path, *args), reference)
+    if logq == "streaming":
+        assert_same_step(run_two_worker_step(tmp_path, *args), reference)
 
 
 def test_two_replicas_train_the_global_batch_objective_with_side_features(tmp_path):

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from remi_tf.layers import CapsuleRouting, SelfAttentiveRouting, hard_readout, label_aware_readout
 from remi_tf.layers.capsule import squash
+from remi_tf.losses import routing_regularization
 
 
 def make_inputs(seed, batch=5, length=6, dim=8):
@@ -160,6 +161,26 @@ def test_capsule_gradients_reach_the_maps_only_through_the_last_round():
         reference_loss = tf.reduce_sum(capsules * tf.range(1.0, 1.0 + interests.shape[-1]))
     np.testing.assert_allclose(gradient.numpy(), tape.gradient(reference_loss, layer.maps).numpy(), atol=1e-5)
     np.testing.assert_allclose(loss.numpy(), reference_loss.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bilinear_map, initial_logits", [("per_position", "zeros"), ("shared", "random")])
+def test_routing_regularization_trains_nothing_in_a_capsule_layer(bilinear_map, initial_logits):
+    """The couplings of dynamic routing are computed from stop_gradient predictions, so RR on them has no
+    gradient to the maps or the item embeddings: on ComiRec-DR (per-position maps, zero logits) and MIND
+    (shared map, fixed random logits) "+RR" is the baseline. On the
+    self-attentive routing, whose weights are learned, the same penalty reaches every weight."""
+    embeddings, mask = make_inputs(4)
+    inputs = tf.Variable(embeddings)
+    capsule = CapsuleRouting(num_interests=2, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits)
+    attentive = SelfAttentiveRouting(num_interests=2, max_length=6)
+    for layer, trained in ((capsule, False), (attentive, True)):
+        with tf.GradientTape() as tape:
+            _, routing = layer(inputs, tf.constant(mask))
+            penalty = routing_regularization(routing, embedding_dim=8, mask=tf.constant(mask))
+        assert penalty.numpy() > 0
+        gradients = tape.gradient(penalty, [inputs, *layer.trainable_weights])
+        moved = [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients]
+        assert moved == [trained] * len(gradients), (type(layer).__name__, moved)
 
 
 def test_label_aware_readout_weights_interests_by_powered_affinity():

@@ -1,0 +1,110 @@
+"""The REMI reference code (public repo Tokkiu/REMI, PyTorch) trained on a split prepared by `remi prepare`.
+
+    python benchmarks/reference_remi.py --data runs/bench/ml-1m --reference /tmp/remi-ref \
+        --python /tmp/torchenv/bin/python --output runs/reference-ml-1m --seq-len 50 [--max-iter 10] [--seed 2021]
+
+Writes the prepared train/valid/test users in the reference's text layout (`user,item,time` lines, items
+numbered from 1 in the order of items.tsv, time = position in the history), copies the reference's `src/`
+with changes that alter no result: the CPU (faiss's `IndexFlatIP` for `GpuIndexFlatIP`, no `.cuda()`), no time and
+adjacency matrices (only other models of that repo read them; they made its data loader the bottleneck),
+and a data set entry for this split. Then it runs the reference's own setting (REMI: d 64, K 4, batch 128,
+1,280 uniform negatives, beta 10, lambda 100, Adam 1e-3, valid Recall@50 every 1,000 iterations) and writes
+its test metrics to <output>/reference.json. The reference evaluates as remi-tf's user split: the first 80%
+of each held-out user's history, the rest as targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+from pipelines.schema import SEQUENCE_FEATURES  # noqa: E402
+
+DATASET = "remitf"
+
+
+def write_layout(data_dir: str, out_dir: str) -> int:
+    """Writes remitf_{train,valid,test}.txt; returns the number of items (ids 1 .. N; 0 is padding)."""
+    with open(os.path.join(data_dir, "items.tsv"), encoding="utf-8") as stream:
+        item_index = {line.split("\t")[0]: number for number, line in enumerate(stream, start=1)}
+    user_number = 0
+    for split in ("train", "valid", "test"):
+        files = tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord*"))
+        records = tf.data.TFRecordDataset(files).map(
+            lambda record: tf.io.parse_single_example(record, SEQUENCE_FEATURES))
+        with open(os.path.join(out_dir, f"{DATASET}_{split}.txt"), "w", encoding="utf-8") as stream:
+            for user in records.as_numpy_iterator():
+                user_number += 1
+                for position, item in enumerate(user["item_ids"]):
+                    stream.write(f"{user_number},{item_index[item.decode()]},{position}\n")
+    return len(item_index)
+
+
+def patch_source(reference: str, out_dir: str, num_items: int, seq_len: int) -> str:
+    """Copies the reference's src/ into out_dir with the documented changes; returns the copy's path."""
+    source = os.path.join(out_dir, "src")
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(os.path.join(reference, "src"), source)
+
+    def edit(name: str, old: str, new: str) -> None:
+        path = os.path.join(source, name)
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+        if old not in text:
+            raise ValueError(f"{path}: expected to find {old!r}; is this the Tokkiu/REMI code?")
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text.replace(old, new))
+
+    edit("evalution.py", "gpu_indexs[0] = faiss.GpuIndexFlatIP(res, hidden_size, flat_config)",
+         "gpu_indexs[0] = faiss.IndexFlatIP(hidden_size)")
+    edit("BasicModel.py", "torch.Tensor([1.0] * number).cuda()", "torch.Tensor([1.0] * number)")
+    edit("evalution.py", "res = faiss.StandardGpuResources()", "pass")
+    edit("evalution.py", "flat_config = faiss.GpuIndexFlatConfig()", "pass")
+    edit("evalution.py", "flat_config.device = device.index", "pass")
+    for matrix in ("compute_time_matrix(self, time_seq, item_num):", "compute_adj_matrix(self, mask_seq, item_num):"):
+        edit("utils.py", f"def {matrix}", f"def {matrix}\n        return 0")
+    edit("train.py", "    train_file = path + args.dataset + '_train.txt'",
+         f"    if args.dataset == '{DATASET}':\n        path = {out_dir + '/'!r}\n"
+         f"        item_count = {num_items} + 1\n        batch_size = 128\n        seq_len = {seq_len}\n"
+         f"        test_iter = 1000\n    train_file = path + args.dataset + '_train.txt'")
+    return source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="a data directory written by `remi prepare`")
+    parser.add_argument("--reference", required=True, help="a checkout of Tokkiu/REMI")
+    parser.add_argument("--python", required=True, help="a Python with torch, numpy and faiss-cpu")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--seq-len", type=int, default=20)
+    parser.add_argument("--max-iter", type=int, default=10, help="thousands of training iterations")
+    parser.add_argument("--seed", type=int, default=2021, help="the reference's --random_seed")
+    args = parser.parse_args()
+    out_dir = os.path.abspath(args.output)
+    os.makedirs(out_dir, exist_ok=True)
+    source = patch_source(args.reference, out_dir, write_layout(args.data, out_dir), args.seq_len)
+    command = [args.python, os.path.join(source, "train.py"), "--gpu", "", "--model_type", "REMI", "--dataset", DATASET,
+               "--rbeta", "10", "--rlambda", "100", "--interest_num", "4", "--hidden_size", "64",
+               "--learning_rate", "0.001", "--max_iter", str(args.max_iter), "--random_seed", str(args.seed),
+               "--exp", f"s{args.seed}"]
+    with open(os.path.join(out_dir, "train.log"), "w", encoding="utf-8") as log:
+        subprocess.run(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=4 * 3600)
+    with open(os.path.join(out_dir, "train.log"), encoding="utf-8") as log:
+        metrics = {f"{name}@{k}": float(value)
+                   for name, k, value in re.findall(r"^test (\w+)@(\d+)=([0-9.]+)$", log.read(), re.M)}
+    result = {"command": command, "seq_len": args.seq_len, "seed": args.seed, "test": metrics}
+    with open(os.path.join(out_dir, "reference.json"), "w", encoding="utf-8") as stream:
+        json.dump(result, stream, indent=2)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()
