@@ -167,8 +167,8 @@ def test_capsule_gradients_reach_the_maps_only_through_the_last_round():
 def test_routing_regularization_trains_nothing_in_a_capsule_layer(bilinear_map, initial_logits):
     """The couplings of dynamic routing are computed from stop_gradient predictions, so RR on them has no
     gradient to the maps or the item embeddings: on ComiRec-DR (per-position maps, zero logits) and MIND
-    (shared map, fixed random logits) "+RR" is the baseline. On the
-    self-attentive routing, whose weights are learned, the same penalty reaches every weight."""
+    (shared map, fixed random logits) "+RR" is the baseline. On the self-attentive routing, whose weights
+    are learned, the same penalty reaches every weight."""
     embeddings, mask = make_inputs(4)
     inputs = tf.Variable(embeddings)
     capsule = CapsuleRouting(num_interests=2, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits)
