@@ -35,10 +35,12 @@ def write_layout(data_dir: str, out_dir: str) -> int:
     """Writes remitf_{train,valid,test}.txt; returns the number of items (ids 1 .. N; 0 is padding)."""
     with open(os.path.join(data_dir, "items.tsv"), encoding="utf-8") as stream:
         item_index = {line.split("\t")[0]: number for number, line in enumerate(stream, start=1)}
+    with open(os.path.join(data_dir, "manifest.json"), encoding="utf-8") as stream:
+        compression = json.load(stream).get("compression", "")
     user_number = 0
     for split in ("train", "valid", "test"):
         files = tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord*"))
-        records = tf.data.TFRecordDataset(files).map(
+        records = tf.data.TFRecordDataset(files, compression_type=compression).map(
             lambda record: tf.io.parse_single_example(record, SEQUENCE_FEATURES))
         with open(os.path.join(out_dir, f"{DATASET}_{split}.txt"), "w", encoding="utf-8") as stream:
             for user in records.as_numpy_iterator():
@@ -95,9 +97,12 @@ def main() -> None:
                "--rbeta", "10", "--rlambda", "100", "--interest_num", "4", "--hidden_size", "64",
                "--learning_rate", "0.001", "--max_iter", str(args.max_iter), "--random_seed", str(args.seed),
                "--exp", f"s{args.seed}"]
-    with open(os.path.join(out_dir, "train.log"), "w", encoding="utf-8") as log:
-        subprocess.run(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=4 * 3600)
-    with open(os.path.join(out_dir, "train.log"), encoding="utf-8") as log:
+    log_path = os.path.join(out_dir, "train.log")
+    with open(log_path, "w", encoding="utf-8") as log:
+        status = subprocess.run(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT, timeout=4 * 3600).returncode
+    if status:
+        raise SystemExit(f"the reference code exited with status {status}; its output: {log_path}")
+    with open(log_path, encoding="utf-8") as log:
         metrics = {f"{name}@{k}": float(value)
                    for name, k, value in re.findall(r"^test (\w+)@(\d+)=([0-9.]+)$", log.read(), re.M)}
     result = {"command": command, "seq_len": args.seq_len, "seed": args.seed, "test": metrics}
