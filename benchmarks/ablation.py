@@ -19,6 +19,7 @@ import statistics
 import time
 
 from cli_runs import remi
+from remi_tf.atomic import write_json
 
 METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrate@50")
 
@@ -45,9 +46,7 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed:
     with open(os.path.join(model_dir, "validation.json"), encoding="utf-8") as stream:
         best_step = json.load(stream)["best_step"]
     result = {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
-    with open(record + ".tmp", "w", encoding="utf-8") as stream:
-        json.dump(result, stream, indent=2)
-    os.replace(record + ".tmp", record)
+    write_json(record, result)
     return result
 
 

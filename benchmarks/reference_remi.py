@@ -22,32 +22,26 @@ import re
 import shutil
 import subprocess
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-
-from pipelines.schema import SEQUENCE_FEATURES  # noqa: E402
+import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from pipelines.input import load_sequences
+from remi_tf.atomic import write_json
+from remi_tf.models import FIRST_ITEM_INDEX, read_vocabulary
 
 DATASET = "remitf"
 
 
 def write_layout(data_dir: str, out_dir: str) -> int:
     """Writes remitf_{train,valid,test}.txt; returns the number of items (ids 1 .. N; 0 is padding)."""
-    with open(os.path.join(data_dir, "items.tsv"), encoding="utf-8") as stream:
-        item_index = {line.split("\t")[0]: number for number, line in enumerate(stream, start=1)}
-    with open(os.path.join(data_dir, "manifest.json"), encoding="utf-8") as stream:
-        compression = json.load(stream).get("compression", "")
+    vocabulary = read_vocabulary(os.path.join(data_dir, "items.tsv"))
     user_number = 0
     for split in ("train", "valid", "test"):
-        files = tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord*"))
-        records = tf.data.TFRecordDataset(files, compression_type=compression).map(
-            lambda record: tf.io.parse_single_example(record, SEQUENCE_FEATURES))
+        _, sequences = load_sequences(data_dir, split, vocabulary)
         with open(os.path.join(out_dir, f"{DATASET}_{split}.txt"), "w", encoding="utf-8") as stream:
-            for user in records.as_numpy_iterator():
+            for items in sequences:
                 user_number += 1
-                for position, item in enumerate(user["item_ids"]):
-                    stream.write(f"{user_number},{item_index[item.decode()]},{position}\n")
-    return len(item_index)
+                for position, index in enumerate(items - FIRST_ITEM_INDEX + 1):
+                    stream.write(f"{user_number},{index},{position}\n")
+    return len(vocabulary)
 
 
 def patch_source(reference: str, out_dir: str, num_items: int, seq_len: int) -> str:
@@ -106,8 +100,7 @@ def main() -> None:
         metrics = {f"{name}@{k}": float(value)
                    for name, k, value in re.findall(r"^test (\w+)@(\d+)=([0-9.]+)$", log.read(), re.M)}
     result = {"command": command, "seq_len": args.seq_len, "seed": args.seed, "test": metrics}
-    with open(os.path.join(out_dir, "reference.json"), "w", encoding="utf-8") as stream:
-        json.dump(result, stream, indent=2)
+    write_json(os.path.join(out_dir, "reference.json"), result)
     print(json.dumps(metrics, indent=2))
 
 
