@@ -17,6 +17,7 @@ from remi_tf import atomic
 
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
 LOGQ_CORRECTIONS = ("counts", "streaming", "none")
 LEGACY_VALUES = {"logq_correction": {True: "counts", False: "none"}}  # the key was a bool before streaming
@@ -55,6 +56,9 @@ class RemiConfig:
     Objective:
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
+      normalize_embeddings: score with unit-length interests and item-tower vectors (cosine similarity;
+        pair it with a temperature below 1). Training, evaluation and the exported models all score the
+        normalised vectors; the routing still reads the raw item vectors.
       routing_lambda: weight of the routing regularization (0 = ComiRec-SA, no RR).
       routing_regularization_mode: "diagonal" (the reference code's scale) or "frobenius" (the paper's).
       routing_exclude_padding: compute the routing covariance over valid positions only.
@@ -71,6 +75,8 @@ class RemiConfig:
     Training:
       optimizer: "lazy_adam" (Adam that updates only the embedding rows of the batch: several times
         faster on CPU with a large item table) or "adam" (stock Adam, the reference's).
+      learning_rate_schedule: "constant" (learning_rate throughout) or "cosine" (cosine decay from
+        learning_rate to 0 over max_steps).
       batch_size, learning_rate (Adam), max_steps, eval_every (steps between valid evaluations,
       also one Keras "epoch"), patience (evaluations without valid Recall@50 improvement before
       stopping; 0 disables early stopping), checkpoint_every (steps between resumable checkpoints),
@@ -110,6 +116,7 @@ class RemiConfig:
 
     beta: float = 0.0
     temperature: float = 1.0
+    normalize_embeddings: bool = False
     routing_lambda: float = 100.0
     routing_regularization_mode: str = "diagonal"
     routing_exclude_padding: bool = False
@@ -124,6 +131,7 @@ class RemiConfig:
     batch_size: int = 128
     optimizer: str = "lazy_adam"
     learning_rate: float = 3e-3
+    learning_rate_schedule: str = "constant"
     max_steps: int = 10_000
     eval_every: int = 1_000
     patience: int = 5
@@ -177,6 +185,7 @@ class RemiConfig:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
                               ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS),
+                              ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
                               ("capsule_initial_maps", CAPSULE_INITIAL_MAPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -75,9 +75,17 @@ class QueryTower(tf.keras.Model):
         self.routing = routing_layer(config)
 
     def item_vectors(self, indices: tf.Tensor) -> tf.Tensor:
-        """Item indices [...] -> the item tower's vectors [..., d]."""
+        """Item indices [...] -> the item tower's vectors [..., d] (what the routing reads)."""
         vectors = self.item_embedding(indices)
         return vectors if self.item_features is None else vectors + self.item_features(indices)
+
+    def scoring_vectors(self, vectors: tf.Tensor) -> tf.Tensor:
+        """Interests or item vectors [..., d] as they are scored: unit length with `normalize_embeddings`."""
+        return tf.math.l2_normalize(vectors, axis=-1) if self.config.normalize_embeddings else vectors
+
+    def candidate_vectors(self, indices: tf.Tensor) -> tf.Tensor:
+        """Item indices [...] -> the vectors [..., d] that interests score as candidates."""
+        return self.scoring_vectors(self.item_vectors(indices))
 
     def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         mask = history >= FIRST_ITEM_INDEX
@@ -86,7 +94,8 @@ class QueryTower(tf.keras.Model):
             if user_features is None:
                 raise ValueError(f"this model reads user features {self.user_features.columns}: pass their values")
             vectors += self.user_features(user_features)[:, tf.newaxis, :]
-        return self.routing(vectors, mask)
+        interests, routing = self.routing(vectors, mask)
+        return self.scoring_vectors(interests), routing
 
     def get_config(self) -> dict:
         """The run configuration (what SavedModel metadata records; the tower shares its item table with
@@ -183,9 +192,9 @@ class RemiModel(tfrs.Model):
         """[vocabulary_size, d] item-tower vectors of the real items (index i + 2 of the table is row i); a
         table sharded across parameter servers is read whole."""
         rows = tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
-        if self.item_features is None:
-            return rows
-        return rows + self.item_features(tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size))
+        if self.item_features is not None:
+            rows += self.item_features(tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size))
+        return self.query_tower.scoring_vectors(rows)
 
     def candidate_chunks(self, max_rows: int) -> Iterator[tuple[int, tf.Tensor]]:
         """The real items' item-tower vectors in chunks of at most `max_rows` rows: (index of the first item of
@@ -201,7 +210,7 @@ class RemiModel(tfrs.Model):
                 vectors = tf.gather(shard, rows)
                 if self.item_features is not None:
                     vectors += self.item_features(rows + shard_start)
-                yield shard_start + start - FIRST_ITEM_INDEX, vectors
+                yield shard_start + start - FIRST_ITEM_INDEX, self.query_tower.scoring_vectors(vectors)
             shard_start += shard_rows
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -225,7 +234,7 @@ class RemiModel(tfrs.Model):
         """
         history, target = features["history"], features["target"]
         interests, routing = self.query_tower(history, features.get("user_features"))
-        positive_embeddings = self.query_tower.item_vectors(target)  # [B, d]
+        positive_embeddings = self.query_tower.candidate_vectors(target)  # [B, d]
         if self.config.readout == "label_aware":
             selected = label_aware_readout(interests, positive_embeddings, self.config.readout_power)
         else:
@@ -238,13 +247,13 @@ class RemiModel(tfrs.Model):
         gathered = synchronous and self.config.negatives != "sampled"
         if gathered:  # the positives of every replica's rows: one global batch, as in one process
             candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
-            candidates = self.query_tower.item_vectors(candidate_ids)
+            candidates = self.query_tower.candidate_vectors(candidate_ids)
         global_batch_size = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
             sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
                                             self.vocabulary_size + FIRST_ITEM_INDEX, dtype=tf.int64)
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
-            candidates = tf.concat([candidates, self.query_tower.item_vectors(sampled_ids)], axis=0)
+            candidates = tf.concat([candidates, self.query_tower.candidate_vectors(sampled_ids)], axis=0)
         sampling_probability = None
         if self.config.logq_correction != "none":
             sampling_probability = self._sampling_probability(candidate_ids, global_batch_size, training)

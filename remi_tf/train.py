@@ -102,8 +102,9 @@ def save_side_features(model_dir: str, item_features: feature_tables.FeatureTabl
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of eval_every)."""
     steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
-    optimizer = LazyAdam(config.learning_rate) if config.optimizer == "lazy_adam" else \
-        tf.keras.optimizers.Adam(config.learning_rate)
+    learning_rate = config.learning_rate if config.learning_rate_schedule == "constant" else \
+        tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
+    optimizer = LazyAdam(learning_rate) if config.optimizer == "lazy_adam" else tf.keras.optimizers.Adam(learning_rate)
     model.compile(optimizer=optimizer, steps_per_execution=steps_per_execution)
     return steps_per_execution
 

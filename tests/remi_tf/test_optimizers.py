@@ -1,7 +1,10 @@
 """LazyAdam against Adam's formula in numpy on the rows a batch touches; untouched rows and their moments stay
 as they were; dense variables and all-rows batches get stock Adam."""
 
+import math
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from remi_tf.optimizers import LazyAdam
@@ -13,11 +16,14 @@ def sparse_gradient(rows, values):
     return tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows, tf.int64), tf.constant([8, 3], tf.int64))
 
 
-def test_lazy_updates_only_the_batch_rows_with_adams_formula():
+@pytest.mark.parametrize("cosine", [False, True])
+def test_lazy_updates_only_the_batch_rows_with_adams_formula(cosine):
+    """With a cosine schedule over 3 steps, step t (1-based) moves the rows at lr (1 + cos(pi (t - 1) / 3)) / 2."""
     rng = np.random.default_rng(0)
     initial = rng.normal(size=(8, 3)).astype(np.float32)
     table = tf.Variable(initial)
-    optimizer = LazyAdam(LEARNING_RATE, beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(LEARNING_RATE, 3) if cosine else LEARNING_RATE
+    optimizer = LazyAdam(schedule, beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON)
     steps = [([1, 4, 4], rng.normal(size=(3, 3))), ([4, 6], rng.normal(size=(2, 3)))]  # row 4 twice in step 1
 
     expected, m, v = initial.astype(np.float64), np.zeros((8, 3)), np.zeros((8, 3))
@@ -28,7 +34,8 @@ def test_lazy_updates_only_the_batch_rows_with_adams_formula():
         touched = np.unique(rows)
         m[touched] = BETA_1 * m[touched] + (1 - BETA_1) * gradient[touched]
         v[touched] = BETA_2 * v[touched] + (1 - BETA_2) * gradient[touched] ** 2
-        alpha = LEARNING_RATE * np.sqrt(1 - BETA_2 ** t) / (1 - BETA_1 ** t)
+        rate = LEARNING_RATE * (1 + math.cos(math.pi * (t - 1) / 3)) / 2 if cosine else LEARNING_RATE
+        alpha = rate * np.sqrt(1 - BETA_2 ** t) / (1 - BETA_1 ** t)
         expected[touched] -= alpha * m[touched] / (np.sqrt(v[touched]) + EPSILON)
     np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
     untouched = [0, 2, 3, 5, 7]

@@ -6,22 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from remi_tf.tasks import InterestAwareRetrieval
-
-
-def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True):
-    """DESIGN.md section 2 (the IHN softmax), literally, in float64."""
-    batch, num_candidates = query.shape[0], candidates.shape[0]
-    s = query @ candidates.T / temperature
-    corrected = s - np.log(np.clip(probability, 1e-6, 1.0))
-    losses = []
-    for b in range(batch):
-        negatives = [j for j in range(num_candidates)
-                     if j != b and not (remove_hits and ids[j] == ids[b]) and (in_batch or j >= batch)]
-        hardness = np.exp(beta * s[b, negatives])
-        weights = len(negatives) * hardness / hardness.sum()
-        denominator = np.exp(corrected[b, b]) + np.sum(weights * np.exp(corrected[b, negatives]))
-        losses.append(-corrected[b, b] + np.log(denominator))
-    return np.mean(losses)
+from tests.numpy_reference import ihn_numpy
 
 
 def random_batch(seed, batch=8, extra=5, dim=6, vocabulary=6):
