@@ -60,7 +60,7 @@ demo: $(STAMP) $(DATA)
 	status=$$?; kill $$server; exit $$status
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
