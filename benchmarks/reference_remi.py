@@ -1,7 +1,8 @@
 """The REMI reference code (public repo Tokkiu/REMI, PyTorch) trained on a split prepared by `remi prepare`.
 
     python benchmarks/reference_remi.py --data runs/bench/ml-1m --reference /tmp/remi-ref \
-        --python /tmp/torchenv/bin/python --output runs/reference-ml-1m --seq-len 50 [--max-iter 10] [--seed 2021]
+        --python /tmp/torchenv/bin/python --output runs/reference-ml-1m --seq-len 50 \
+        [--max-iter 10] [--seed 2021] [--interests 4]
 
 Writes the prepared train/valid/test users in the reference's text layout (`user,item,time` lines, items
 numbered from 1 in the order of items.tsv, time = position in the history), copies the reference's `src/`
@@ -83,12 +84,13 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=20)
     parser.add_argument("--max-iter", type=int, default=10, help="thousands of training iterations")
     parser.add_argument("--seed", type=int, default=2021, help="the reference's --random_seed")
+    parser.add_argument("--interests", type=int, default=4, help="K, the reference's --interest_num")
     args = parser.parse_args()
     out_dir = os.path.abspath(args.output)
     os.makedirs(out_dir, exist_ok=True)
     source = patch_source(args.reference, out_dir, write_layout(args.data, out_dir), args.seq_len)
     command = [args.python, os.path.join(source, "train.py"), "--gpu", "", "--model_type", "REMI", "--dataset", DATASET,
-               "--rbeta", "10", "--rlambda", "100", "--interest_num", "4", "--hidden_size", "64",
+               "--rbeta", "10", "--rlambda", "100", "--interest_num", str(args.interests), "--hidden_size", "64",
                "--learning_rate", "0.001", "--max_iter", str(args.max_iter), "--random_seed", str(args.seed),
                "--exp", f"s{args.seed}"]
     log_path = os.path.join(out_dir, "train.log")
@@ -99,7 +101,8 @@ def main() -> None:
     with open(log_path, encoding="utf-8") as log:
         metrics = {f"{name}@{k}": float(value)
                    for name, k, value in re.findall(r"^test (\w+)@(\d+)=([0-9.]+)$", log.read(), re.M)}
-    result = {"command": command, "seq_len": args.seq_len, "seed": args.seed, "test": metrics}
+    result = {"command": command, "seq_len": args.seq_len, "interests": args.interests, "seed": args.seed,
+              "test": metrics}
     write_json(os.path.join(out_dir, "reference.json"), result)
     print(json.dumps(metrics, indent=2))
 
