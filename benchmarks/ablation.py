@@ -65,9 +65,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seeds_to_run(count: int) -> list[int | None]:
+    """Seeds 0 .. count-1, or [None] for a single run (the preset's seed; its directory has no -s suffix)."""
+    return list(range(count)) if count > 1 else [None]
+
+
+def spread(values: list[float]) -> float:
+    """The standard deviation of runs over seeds (0 for one run)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def mean_spread(values: list[float]) -> str:
-    """"mean +- standard deviation" of runs over seeds (spread 0 for one run)."""
-    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+    """"mean +- standard deviation" of runs over seeds."""
+    return f"{statistics.mean(values):.4f} +- {spread(values):.4f}"
 
 
 def seed_summary(results: list[dict]) -> str:
@@ -97,7 +107,7 @@ def main() -> None:
     results = []
     for spec in args.variant:
         name, _, overrides = spec.partition("=")
-        for seed in range(args.seeds) if args.seeds > 1 else [None]:
+        for seed in seeds_to_run(args.seeds):
             results.append(run_variant(name, [o for o in overrides.split(",") if o], args, seed))
             run = f"{name}{'' if seed is None else f' seed {seed}'}"
             print(f"{run}: valid R@50 {results[-1]['valid']['recall@50']:.4f}, "

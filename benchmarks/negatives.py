@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ablation import mean_spread, run_variant  # noqa: E402
+from ablation import mean_spread, run_variant, seeds_to_run, spread  # noqa: E402
 from remi_tf.atomic import write_json, write_text  # noqa: E402
 
 MODELS = {"ComiRec-SA": ["beta=0", "routing_lambda=0"], "REMI": ["beta=10", "routing_lambda=100"],
@@ -48,7 +48,7 @@ def main() -> None:
         runs = [("in-batch", ["negatives=in_batch"])] + [
             (str(n), ["negatives=sampled", f"num_sampled_negatives={n}"]) for n in args.negatives]
         for negatives, mode in runs:
-            for seed in range(args.seeds) if args.seeds > 1 else [None]:
+            for seed in seeds_to_run(args.seeds):
                 result = run_variant(f"{model.split()[0]}-{negatives}", [*MODELS[model], *mode, *args.set], args, seed)
                 results.append({"model": model, "negatives": negatives, **result})
                 print(f"{model}, {negatives} negatives{'' if seed is None else f', seed {seed}'}: test R@50 "
@@ -79,9 +79,8 @@ def plot(results: list[dict], models: list[str], negatives: list[int], path: str
     figure, axes = plt.subplots(figsize=(6, 4))
     for model, colour in zip(models, ("tab:blue", "tab:orange", "tab:green")):
         cells = [recalls(results, model, str(n)) for n in negatives]
-        spread = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cells]
-        axes.errorbar(negatives, [statistics.mean(c) for c in cells], yerr=spread, marker="o", color=colour,
-                      capsize=3, label=f"{model}, sampled softmax")
+        axes.errorbar(negatives, [statistics.mean(c) for c in cells], yerr=[spread(c) for c in cells], marker="o",
+                      color=colour, capsize=3, label=f"{model}, sampled softmax")
         axes.axhline(statistics.mean(recalls(results, model, "in-batch")), color=colour, linestyle="--",
                      label=f"{model}, in-batch + logQ")
     axes.set_xscale("log")

@@ -24,16 +24,16 @@ import shutil
 import subprocess
 
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from pipelines.input import load_sequences
+from pipelines.input import load_sequences, read_vocabulary
 from remi_tf.atomic import write_json
-from remi_tf.models import FIRST_ITEM_INDEX, read_vocabulary
+from remi_tf.models import FIRST_ITEM_INDEX
 
 DATASET = "remitf"
 
 
 def write_layout(data_dir: str, out_dir: str) -> int:
     """Writes remitf_{train,valid,test}.txt; returns the number of items (ids 1 .. N; 0 is padding)."""
-    vocabulary = read_vocabulary(os.path.join(data_dir, "items.tsv"))
+    vocabulary = read_vocabulary(data_dir)
     user_number = 0
     for split in ("train", "valid", "test"):
         _, sequences = load_sequences(data_dir, split, vocabulary)
