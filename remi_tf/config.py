@@ -71,6 +71,8 @@ class RemiConfig:
         warm-started models) or "none" (`false`).
       logq_buckets, logq_hashes, logq_alpha: the streaming estimator's hash buckets per hash function,
         number of hash functions and moving-average rate.
+      logq_weight: how much of the correction to apply: the logits lose logq_weight * log q_j (1 = the
+        full correction; 0.5 leaves part of the popularity in the scores; 0 is the same as "none").
       remove_accidental_hits: drop negatives whose item equals the row's positive.
     Training:
       optimizer: "lazy_adam" (Adam that updates only the embedding rows of the batch: several times
@@ -126,6 +128,7 @@ class RemiConfig:
     logq_buckets: int = 1 << 20
     logq_hashes: int = 2
     logq_alpha: float = 0.01
+    logq_weight: float = 1.0
     remove_accidental_hits: bool = True
 
     batch_size: int = 128
@@ -163,7 +166,7 @@ class RemiConfig:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef"):
+        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef", "logq_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:

@@ -255,8 +255,9 @@ class RemiModel(tfrs.Model):
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
             candidates = tf.concat([candidates, self.query_tower.candidate_vectors(sampled_ids)], axis=0)
         sampling_probability = None
-        if self.config.logq_correction != "none":
-            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size, training)
+        if self.config.logq_correction != "none":  # the task subtracts log(q ** weight) = weight * log q
+            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size,
+                                                              training) ** self.config.logq_weight
 
         retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
                                    candidate_ids=candidate_ids)

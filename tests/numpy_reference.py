@@ -46,11 +46,11 @@ def merge_interest_topk(interest_ids: np.ndarray, interest_scores: np.ndarray, t
     return merged_ids, merged_scores
 
 
-def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True):
-    """DESIGN.md section 2 (the IHN softmax), literally, in float64."""
+def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True, logq_weight=1.0):
+    """DESIGN.md section 2 (the IHN softmax), literally, in float64; logq_weight scales the log q_j term."""
     batch, num_candidates = query.shape[0], candidates.shape[0]
     s = query @ candidates.T / temperature
-    corrected = s - np.log(np.clip(probability, 1e-6, 1.0))
+    corrected = s - logq_weight * np.log(np.clip(probability, 1e-6, 1.0))
     losses = []
     for b in range(batch):
         negatives = [j for j in range(num_candidates)

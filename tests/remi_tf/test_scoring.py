@@ -1,4 +1,5 @@
-"""Scoring options of the objective: cosine scoring (`normalize_embeddings`) and the learning-rate schedule."""
+"""Scoring options of the objective: cosine scoring (`normalize_embeddings`), the share of the logQ correction
+(`logq_weight`) and the learning-rate schedule."""
 
 import math
 
@@ -49,6 +50,34 @@ def test_normalized_embeddings_score_unit_vectors_everywhere():
                          remove_hits=True)
     _, terms = cosine.objective({"history": tf.constant(history), "target": tf.constant(target)})
     np.testing.assert_allclose(terms[0].numpy(), expected, rtol=1e-5)
+
+
+def test_logq_weight_scales_the_correction():
+    """The logits lose logq_weight * log q_j: the model's loss against the numpy IHN softmax at weights 0.5, 1
+    and 0 (which equals logq_correction "none")."""
+    tf.keras.utils.set_random_seed(4)
+    config = config_lib.RemiConfig(embedding_dim=4, num_interests=2, max_history=5, beta=0.5, routing_lambda=0.0)
+    probability = np.concatenate([[0.0, 0.0], np.random.default_rng(2).dirichlet(np.ones(VOCABULARY))])
+    full = models.RemiModel(config, VOCABULARY, probability)
+    rng = np.random.default_rng(5)
+    history = rng.integers(FIRST, VOCABULARY + FIRST, size=(6, 5))
+    target = rng.integers(FIRST, VOCABULARY + FIRST, size=6)
+    interests = full.interests(tf.constant(history))[0].numpy().astype(np.float64)
+    positives = full.item_embedding.embeddings.numpy()[target].astype(np.float64)
+    selected = interests[np.arange(6), np.argmax(np.einsum("bkd,bd->bk", interests, positives), axis=1)]
+    inputs = {"history": tf.constant(history), "target": tf.constant(target)}
+    losses = {}
+    for weight in (0.5, 1.0, 0.0):
+        model = models.RemiModel(config.replace(logq_weight=weight), VOCABULARY, probability)
+        model.set_weights(full.get_weights())
+        losses[weight] = model.objective(inputs)[1][0].numpy()
+        expected = ihn_numpy(selected, positives, probability[target], target, beta=0.5, temperature=1.0,
+                             remove_hits=True, logq_weight=weight)
+        np.testing.assert_allclose(losses[weight], expected, rtol=1e-5)
+    uncorrected = models.RemiModel(config.replace(logq_correction="none"), VOCABULARY, probability)
+    uncorrected.set_weights(full.get_weights())
+    np.testing.assert_allclose(uncorrected.objective(inputs)[1][0].numpy(), losses[0.0], rtol=1e-6)
+    assert len({round(float(value), 4) for value in losses.values()}) == 3
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero_over_max_steps():
