@@ -1,0 +1,90 @@
+"""How the K per-interest lists cover the test targets, against one interest (issue 10: why K 4 loses to K 1
+on ml-1m).
+
+    python benchmarks/interest_lists.py --model-dir runs/lever-k-ml-1m/K4-s0 runs/lever-k-ml-1m/K1-s0
+
+For each trained model directory, on the test split (each interest retrieves its own top 50 over the
+whole catalogue):
+- Recall@50 of the merged list (the evaluation's), of each interest's list alone (the mean over
+  interests), and of the one interest per user whose list finds most targets (an oracle: the best a
+  merge that kept one whole list could do);
+- recall of the union of the K lists (up to K x 50 items; its mean size is reported), and Recall@--deep
+  (default 200 = 4 x 50) of the merged list: whether the lists hold the targets that the merge drops, and
+  whether one interest's deeper list holds as many;
+- the share of the merged top 50 among the catalogue's most frequent 10% of items (items.tsv order), and
+  of the targets: how popularity-heavy the lists are against what users watch.
+Prints a markdown table and writes it to --output when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+TOP_N = 50
+HEAD_FRACTION = 0.1
+
+
+def recall(found: list[set[int]] | np.ndarray, targets: list[np.ndarray]) -> float:
+    """Mean over users with targets of the share of their targets in `found` (per user: ids or a set)."""
+    return float(np.mean([np.isin(user_targets, list(found[row])).mean()
+                          for row, user_targets in enumerate(targets) if len(user_targets)]))
+
+
+def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
+    """The table's row for the model in `model_dir` (see the module docstring)."""
+    import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+    from pipelines import input as input_lib
+    from remi_tf import evaluate
+    from remi_tf import train as train_lib
+    from remi_tf.models import FIRST_ITEM_INDEX
+
+    trained = train_lib.load_trained(model_dir)
+    user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, split, trained.vocabulary,
+                                                                   trained.config.max_history)
+    profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
+    num_interests = trained.config.num_interests
+    found = evaluate.retrieve(trained.model, histories, max(deep, TOP_N), trained.config.eval_batch_size,
+                              user_features=profiles)
+    lists = found.interest_item_ids[:, :, :TOP_N]  # [users, K, 50]: each interest's own top 50
+    per_interest = np.array([[np.isin(user_targets, lists[row, k]).mean() for k in range(num_interests)]
+                             for row, user_targets in enumerate(targets) if len(user_targets)])
+    unions = [set(lists[row].ravel().tolist()) - {-1} for row in range(len(targets))]
+    first_tail = FIRST_ITEM_INDEX + int(HEAD_FRACTION * len(trained.vocabulary))  # items.tsv: most frequent first
+    merged = found.item_ids[:, :TOP_N]
+    return {"K": num_interests, "merged@50": recall(merged, targets),
+            "one_interest@50": float(per_interest.mean()), "best_interest@50": float(per_interest.max(axis=1).mean()),
+            "union": recall(unions, targets), "union_size": float(np.mean([len(union) for union in unions])),
+            "merged_deep": recall(found.item_ids[:, :deep], targets),
+            "head_share_of_lists": float(((merged >= FIRST_ITEM_INDEX) & (merged < first_tail)).mean()),
+            "head_share_of_targets": float(np.mean(np.concatenate(targets) < first_tail))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", nargs="+", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--deep", type=int, default=4 * TOP_N, help="the merged list's second cut-off")
+    parser.add_argument("--output", help="markdown file for the table")
+    args = parser.parse_args()
+    from remi_tf import atomic
+
+    lines = ["| model | K | merged R@50 | one interest's list R@50 (mean) | best interest per user R@50 | "
+             f"union of the K lists: recall (size) | merged R@{args.deep} | "
+             "top-10% items' share: merged top 50 / targets |", "|---|---|---|---|---|---|---|---|"]
+    for model_dir in args.model_dir:
+        row = coverage(model_dir, args.split, args.deep)
+        lines.append(f"| {os.path.basename(os.path.normpath(model_dir))} | {row['K']} | {row['merged@50']:.4f} | "
+                     f"{row['one_interest@50']:.4f} | {row['best_interest@50']:.4f} | {row['union']:.4f} "
+                     f"({row['union_size']:.0f}) | {row['merged_deep']:.4f} | "
+                     f"{row['head_share_of_lists']:.2f} / {row['head_share_of_targets']:.2f} |")
+        print(lines[-1], flush=True)
+    if args.output:
+        atomic.write_text(args.output, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
