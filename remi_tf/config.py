@@ -71,8 +71,8 @@ class RemiConfig:
         warm-started models) or "none" (`false`).
       logq_buckets, logq_hashes, logq_alpha: the streaming estimator's hash buckets per hash function,
         number of hash functions and moving-average rate.
-      logq_weight: how much of the correction to apply: the logits lose logq_weight * log q_j (1 = the
-        full correction; 0.5 leaves part of the popularity in the scores; 0 is the same as "none").
+      logq_weight: the share of the correction to apply, in [0, 1]: the logits lose logq_weight * log q_j
+        (1 = the full correction; 0.5 leaves part of the popularity in the scores; 0 is the same as "none").
       remove_accidental_hits: drop negatives whose item equals the row's positive.
     Training:
       optimizer: "lazy_adam" (Adam that updates only the embedding rows of the batch: several times
@@ -166,7 +166,7 @@ class RemiConfig:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef", "logq_weight"):
+        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:
@@ -184,6 +184,8 @@ class RemiConfig:
         if not 0.0 <= self.warm_start_recent_fraction < 1.0:
             raise ValueError("config field 'warm_start_recent_fraction' must be in [0, 1), got "
                              f"{self.warm_start_recent_fraction!r}")
+        if not 0.0 <= self.logq_weight <= 1.0:
+            raise ValueError(f"config field 'logq_weight' must be in [0, 1], got {self.logq_weight!r}")
         if not 0.0 < self.logq_alpha <= 1.0:
             raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),

@@ -255,9 +255,12 @@ class RemiModel(tfrs.Model):
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
             candidates = tf.concat([candidates, self.query_tower.candidate_vectors(sampled_ids)], axis=0)
         sampling_probability = None
-        if self.config.logq_correction != "none":  # the task subtracts log(q ** weight) = weight * log q
-            sampling_probability = self._sampling_probability(candidate_ids, global_batch_size,
-                                                              training) ** self.config.logq_weight
+        if self.config.logq_correction != "none":
+            # TFRS subtracts log(clip(p, 1e-6, 1)); with p = clip(q, 1e-6, 1) ** weight, weight in [0, 1], p
+            # stays in range, so that is weight * log clip(q)
+            sampling_probability = tf.clip_by_value(
+                self._sampling_probability(candidate_ids, global_batch_size, training), 1e-6, 1.0
+            ) ** self.config.logq_weight
 
         retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
                                    candidate_ids=candidate_ids)

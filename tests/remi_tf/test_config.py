@@ -36,6 +36,7 @@ def test_resolved_config_round_trips(tmp_path):
     ("logq_correction=sometimes", "logq_correction"), ("logq_alpha=0", "logq_alpha"),
     ("logq_buckets=0", "logq_buckets"), ("batch_size=true", "batch_size' expects int, got True"),
     ("learning_rate=false", "learning_rate"), ("logq_weight=-0.5", "logq_weight"),
+    ("logq_weight=1.5", "logq_weight"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):

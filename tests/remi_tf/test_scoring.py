@@ -53,15 +53,17 @@ def test_normalized_embeddings_score_unit_vectors_everywhere():
 
 
 def test_logq_weight_scales_the_correction():
-    """The logits lose logq_weight * log q_j: the model's loss against the numpy IHN softmax at weights 0.5, 1
-    and 0 (which equals logq_correction "none")."""
+    """The logits lose logq_weight * log max(q_j, 1e-6): the model's loss against the numpy IHN softmax at
+    weights 0.5, 1 and 0 (which equals logq_correction "none")."""
     tf.keras.utils.set_random_seed(4)
     config = config_lib.RemiConfig(embedding_dim=4, num_interests=2, max_history=5, beta=0.5, routing_lambda=0.0)
     probability = np.concatenate([[0.0, 0.0], np.random.default_rng(2).dirichlet(np.ones(VOCABULARY))])
+    probability[FIRST + 3] = 1e-9  # below the correction's floor of 1e-6: weight * log(1e-6) for it
     full = models.RemiModel(config, VOCABULARY, probability)
     rng = np.random.default_rng(5)
     history = rng.integers(FIRST, VOCABULARY + FIRST, size=(6, 5))
     target = rng.integers(FIRST, VOCABULARY + FIRST, size=6)
+    target[0] = FIRST + 3
     interests = full.interests(tf.constant(history))[0].numpy().astype(np.float64)
     positives = full.item_embedding.embeddings.numpy()[target].astype(np.float64)
     selected = interests[np.arange(6), np.argmax(np.einsum("bkd,bd->bk", interests, positives), axis=1)]
