@@ -11,6 +11,8 @@ whole catalogue):
 - recall of the union of the K lists (up to K x 50 items; its mean size is reported), and Recall@--deep
   (default 200 = 4 x 50) of the merged list: whether the lists hold the targets that the merge drops, and
   whether one interest's deeper list holds as many;
+- Recall@50 of a round-robin merge (the K lists interleaved rank by rank, duplicates skipped): a merge
+  that ignores how scores compare across interests;
 - the share of the merged top 50 among the catalogue's most frequent 10% of items (items.tsv order), and
   of the targets: how popularity-heavy the lists are against what users watch.
 Prints a markdown table and writes it to --output when given.
@@ -31,6 +33,19 @@ def recall(found: list[set[int]] | np.ndarray, targets: list[np.ndarray]) -> flo
     """Mean over users with targets of the share of their targets in `found` (per user: ids or a set)."""
     return float(np.mean([np.isin(user_targets, list(found[row])).mean()
                           for row, user_targets in enumerate(targets) if len(user_targets)]))
+
+
+def round_robin(lists: np.ndarray, top_n: int) -> list[list[int]]:
+    """Per user, the K lists [users, K, N] interleaved rank by rank (interest 0 first), duplicates and -1
+    skipped, cut at top_n."""
+    merged = []
+    for user_lists in lists:
+        picked: dict[int, None] = {}  # insertion-ordered set
+        for item in user_lists.T.ravel():
+            if item >= 0 and len(picked) < top_n:
+                picked.setdefault(int(item))
+        merged.append(list(picked))
+    return merged
 
 
 def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
@@ -58,6 +73,7 @@ def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
             "one_interest@50": float(per_interest.mean()), "best_interest@50": float(per_interest.max(axis=1).mean()),
             "union": recall(unions, targets), "union_size": float(np.mean([len(union) for union in unions])),
             "merged_deep": recall(found.item_ids[:, :deep], targets),
+            "round_robin@50": recall(round_robin(lists, TOP_N), targets),
             "head_share_of_lists": float(((merged >= FIRST_ITEM_INDEX) & (merged < first_tail)).mean()),
             "head_share_of_targets": float(np.mean(np.concatenate(targets) < first_tail))}
 
@@ -72,13 +88,13 @@ def main() -> None:
     from remi_tf import atomic
 
     lines = ["| model | K | merged R@50 | one interest's list R@50 (mean) | best interest per user R@50 | "
-             f"union of the K lists: recall (size) | merged R@{args.deep} | "
-             "top-10% items' share: merged top 50 / targets |", "|---|---|---|---|---|---|---|---|"]
+             f"union of the K lists: recall (size) | merged R@{args.deep} | round-robin merge R@50 | "
+             "top-10% items' share: merged top 50 / targets |", "|---|---|---|---|---|---|---|---|---|"]
     for model_dir in args.model_dir:
         row = coverage(model_dir, args.split, args.deep)
-        lines.append(f"| {os.path.basename(os.path.normpath(model_dir))} | {row['K']} | {row['merged@50']:.4f} | "
+        lines.append(f"| {'/'.join(os.path.normpath(model_dir).split(os.sep)[-2:])} | {row['K']} | {row['merged@50']:.4f} | "
                      f"{row['one_interest@50']:.4f} | {row['best_interest@50']:.4f} | {row['union']:.4f} "
-                     f"({row['union_size']:.0f}) | {row['merged_deep']:.4f} | "
+                     f"({row['union_size']:.0f}) | {row['merged_deep']:.4f} | {row['round_robin@50']:.4f} | "
                      f"{row['head_share_of_lists']:.2f} / {row['head_share_of_targets']:.2f} |")
         print(lines[-1], flush=True)
     if args.output:
