@@ -1,7 +1,7 @@
 """How the K per-interest lists cover the test targets, against one interest (issue 10: why K 4 loses to K 1
 on ml-1m).
 
-    python benchmarks/interest_lists.py --model-dir runs/lever-k-ml-1m/K4-s0 runs/lever-k-ml-1m/K1-s0
+    python benchmarks/interest_lists.py --model-dir runs/k-seeds-cds/K4-s0 runs/k-seeds-cds/K1-s0
 
 For each trained model directory, on the test split (each interest retrieves its own top 50 over the
 whole catalogue):
