@@ -191,10 +191,8 @@ class RemiModel(tfrs.Model):
     def candidate_embeddings(self) -> tf.Tensor:
         """[vocabulary_size, d] item-tower vectors of the real items (index i + 2 of the table is row i); a
         table sharded across parameter servers is read whole."""
-        rows = tf.convert_to_tensor(self.item_embedding.embeddings)[FIRST_ITEM_INDEX:]
-        if self.item_features is not None:
-            rows += self.item_features(tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size))
-        return self.query_tower.scoring_vectors(rows)
+        real_items = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size)
+        return self.query_tower.candidate_vectors(real_items)
 
     def candidate_chunks(self, max_rows: int) -> Iterator[tuple[int, tf.Tensor]]:
         """The real items' item-tower vectors in chunks of at most `max_rows` rows: (index of the first item of
