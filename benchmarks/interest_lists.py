@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -29,10 +30,27 @@ TOP_N = 50
 HEAD_FRACTION = 0.1
 
 
-def recall(found: list[set[int]] | np.ndarray, targets: list[np.ndarray]) -> float:
-    """Mean over users with targets of the share of their targets in `found` (per user: ids or a set)."""
-    return float(np.mean([np.isin(user_targets, list(found[row])).mean()
-                          for row, user_targets in enumerate(targets) if len(user_targets)]))
+def padded(lists: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per-user lists of any length as one [users, longest] array, -1 padding (ranking_metrics' layout)."""
+    table = np.full((len(lists), max(1, max(len(items) for items in lists))), -1, dtype=np.int64)
+    for row, items in enumerate(lists):
+        table[row, :len(items)] = list(items)
+    return table
+
+
+def recall(lists: Sequence[Sequence[int]] | np.ndarray, targets: Sequence[np.ndarray]) -> float:
+    """Recall over each user's whole list (any length), the evaluation's metric (remi_tf.metrics)."""
+    from remi_tf import metrics
+
+    table = padded(lists)
+    return metrics.ranking_metrics(table, targets, (table.shape[1],))[f"recall@{table.shape[1]}"]
+
+
+def user_recall(items: np.ndarray, user_targets: np.ndarray) -> float:
+    """One user's recall of one list, as ranking_metrics counts it: the share of their distinct targets in it
+    (the per-user values the oracle column needs; ranking_metrics returns means only)."""
+    wanted = set(user_targets.tolist())
+    return len(wanted & set(items.tolist())) / max(len(wanted), 1)
 
 
 def round_robin(lists: np.ndarray, top_n: int) -> list[list[int]]:
@@ -64,9 +82,9 @@ def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
     found = evaluate.retrieve(trained.model, histories, max(deep, TOP_N), trained.config.eval_batch_size,
                               user_features=profiles)
     lists = found.interest_item_ids[:, :, :TOP_N]  # [users, K, 50]: each interest's own top 50
-    per_interest = np.array([[np.isin(user_targets, lists[row, k]).mean() for k in range(num_interests)]
-                             for row, user_targets in enumerate(targets) if len(user_targets)])
-    unions = [set(lists[row].ravel().tolist()) - {-1} for row in range(len(targets))]
+    per_interest = np.array([[user_recall(lists[row, k], user_targets) for k in range(num_interests)]
+                             for row, user_targets in enumerate(targets)])  # [users, K]
+    unions = [sorted(set(lists[row].ravel().tolist()) - {-1}) for row in range(len(targets))]
     first_tail = FIRST_ITEM_INDEX + int(HEAD_FRACTION * len(trained.vocabulary))  # items.tsv: most frequent first
     merged = found.item_ids[:, :TOP_N]
     return {"K": num_interests, "merged@50": recall(merged, targets),
@@ -92,7 +110,8 @@ def main() -> None:
              "top-10% items' share: merged top 50 / targets |", "|---|---|---|---|---|---|---|---|---|"]
     for model_dir in args.model_dir:
         row = coverage(model_dir, args.split, args.deep)
-        lines.append(f"| {'/'.join(os.path.normpath(model_dir).split(os.sep)[-2:])} | {row['K']} | {row['merged@50']:.4f} | "
+        name = "/".join(os.path.normpath(model_dir).split(os.sep)[-2:])  # run folder / model folder
+        lines.append(f"| {name} | {row['K']} | {row['merged@50']:.4f} | "
                      f"{row['one_interest@50']:.4f} | {row['best_interest@50']:.4f} | {row['union']:.4f} "
                      f"({row['union_size']:.0f}) | {row['merged_deep']:.4f} | {row['round_robin@50']:.4f} | "
                      f"{row['head_share_of_lists']:.2f} / {row['head_share_of_targets']:.2f} |")

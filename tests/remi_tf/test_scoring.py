@@ -19,6 +19,11 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
+def hard_readout(interests: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """[B, K, d], [B, d] -> [B, d]: per row the interest that scores its positive highest."""
+    return interests[np.arange(len(interests)), np.argmax(np.einsum("bkd,bd->bk", interests, positives), axis=1)]
+
+
 def test_normalized_embeddings_score_unit_vectors_everywhere():
     """Training, evaluation and export score the unit-length interests and item vectors: the loss is the
     IHN softmax of cosine similarities over the temperature, computed here from the raw model's vectors."""
@@ -45,9 +50,8 @@ def test_normalized_embeddings_score_unit_vectors_everywhere():
 
     positives = unit(table[target].astype(np.float64))
     query = unit(raw_interests.astype(np.float64))
-    selected = query[np.arange(6), np.argmax(np.einsum("bkd,bd->bk", query, positives), axis=1)]
-    expected = ihn_numpy(selected, positives, probability[target], target, beta=0.5, temperature=0.2,
-                         remove_hits=True)
+    expected = ihn_numpy(hard_readout(query, positives), positives, probability[target], target, beta=0.5,
+                         temperature=0.2, remove_hits=True)
     _, terms = cosine.objective({"history": tf.constant(history), "target": tf.constant(target)})
     np.testing.assert_allclose(terms[0].numpy(), expected, rtol=1e-5)
 
@@ -66,7 +70,7 @@ def test_logq_weight_scales_the_correction():
     target[0] = FIRST + 3
     interests = full.interests(tf.constant(history))[0].numpy().astype(np.float64)
     positives = full.item_embedding.embeddings.numpy()[target].astype(np.float64)
-    selected = interests[np.arange(6), np.argmax(np.einsum("bkd,bd->bk", interests, positives), axis=1)]
+    selected = hard_readout(interests, positives)
     inputs = {"history": tf.constant(history), "target": tf.constant(target)}
     losses = {}
     for weight in (0.5, 1.0, 0.0):
