@@ -175,6 +175,17 @@ def _without_option(argv: Sequence[str], option: str) -> list[str]:
     return kept
 
 
+def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | None) -> config_lib.RemiConfig:
+    """The trained model's config with `--set` overrides of evaluation-time keys (config.EVALUATION_KEYS);
+    a training key is refused, since it would not change the trained model."""
+    values = config_lib.parse_overrides(overrides or ())
+    training_keys = sorted(set(values) - set(config_lib.EVALUATION_KEYS))
+    if training_keys:
+        raise ValueError(f"--set {', '.join(training_keys)}: not an evaluation-time key (the model was trained with "
+                         f"its value); evaluation-time keys: {', '.join(config_lib.EVALUATION_KEYS)}")
+    return config_lib.from_mapping(values, config, source="--set")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines import input as input_lib
     from remi_tf import evaluate as evaluate_lib
@@ -186,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
-    config = config_lib.from_mapping(config_lib.parse_overrides(args.set or ()), config, source="--set")
+    config = evaluation_config(config, args.set)
     data_dir = args.data or trained.data_dir
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
@@ -194,9 +205,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     profiles = evaluate_lib.user_profiles(model, data_dir, user_ids)
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
+              **({"merge": config.merge} if config.merge != "score" else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,
                                       categories=categories, diversity_coef=config.diversity_coef,
-                                      user_features=profiles)}
+                                      user_features=profiles, merge=config.merge, merge_lambda=config.merge_lambda)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
     atomic.write_json(output, report)
     print(json.dumps(report, indent=2))
@@ -347,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
     evaluate.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
-                          help="evaluation-time config keys, e.g. diversity_coef=0.1 (the merge of the K lists)")
+                          help="evaluation-time config keys: merge=score|quota|weighted, merge_lambda, diversity_coef "
+                               "(the merge of the K lists), eval_batch_size")
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = add_command("export", help="SavedModels + ScaNN index in TF Serving's layout")

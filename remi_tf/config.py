@@ -8,6 +8,7 @@ overrides from the command line. The resolved configuration is written next to t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +27,11 @@ TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
 CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
+INTEREST_SCORINGS = ("hard", "max", "logsumexp")  # remi_tf.scoring
+INTEREST_WEIGHTS = ("none", "distilled")
+MERGES = ("score", "quota", "weighted")  # remi_tf.merging
+# Keys that change only how a trained model's K lists are merged: `remi evaluate --set` and `remi export --set`.
+EVALUATION_KEYS = ("merge", "merge_lambda", "diversity_coef", "eval_batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +52,18 @@ class RemiConfig:
         prediction starts as the item's own embedding), "random" (He-normal, as the ComiRec and MIND codes)
         or "auto": identity for comirec_dr (it won on every data set), random for mind (it did not win on
         ml-1m); BENCHMARKS.md 10.5.
-      readout: which user vector scores a training example's candidates: "hard" (the interest closest
-        to the positive, as ComiRec and REMI) or "label_aware" (MIND's attention over the interests,
-        softmax of (v_k . e)^readout_power).
+      readout: which user vector scores a training example's candidates: "hard" (the K interests score
+        them as `interest_scoring` says) or "label_aware" (MIND's attention over the interests, softmax of
+        (v_k . e)^readout_power; with interest_scoring "hard" only).
+      interest_scoring: how the K interests score every candidate in training (remi_tf.scoring): "hard"
+        (the interest closest to the positive, as ComiRec and REMI), "max" (max_k <u_k, v_j>, the score
+        serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
+        Evaluation and the exported models score as training did.
+      interest_temperature: tau of "logsumexp" (> 0; small tau approaches "max").
+      interest_weights: "none" or "distilled": a small predictor outputs pi(u) over the K interests
+        (remi_tf.layers.InterestWeights), trained by KL(p || pi) towards the teacher
+        p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec), with weight
+        interest_weight_lambda. The merges "quota" and "weighted" read pi.
       use_item_features: when the data has item features (`remi prepare --item-features`), an item's
         embedding is its id row plus, per feature column, the mean embedding of its values.
       use_user_features: when the data has user features (`--user-features`), the user's profile embedding
@@ -99,6 +114,11 @@ class RemiConfig:
         always. 0 = every example drawn alike.
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
+      merge: how the K retrievals become one list (remi_tf.merging): "score" (by score, the paper's),
+        "quota" (interest k gets round(N * pi_k) of the N slots) or "weighted" (interest k's scores gain
+        merge_lambda * log pi_k before the merge by score); the last two need interest_weights "distilled".
+        An evaluation-time key (`remi evaluate --set merge=quota`, `remi export --set merge=quota`).
+      merge_lambda: the weight of log pi_k in the "weighted" merge (>= 0).
       diversity_coef: 0 merges the K retrievals by score; > 0 merges them with ComiRec's greedy
         category-aware merge (remi_tf.diversity; needs item categories: `remi prepare --item-features`).
         An evaluation-time key: `remi evaluate --set diversity_coef=0.1`.
@@ -113,6 +133,11 @@ class RemiConfig:
     capsule_initial_maps: str = "auto"
     readout: str = "hard"
     readout_power: int = 1
+    interest_scoring: str = "hard"
+    interest_temperature: float = 1.0
+    interest_weights: str = "none"
+    interest_weight_temperature: float = 0.1
+    interest_weight_lambda: float = 1.0
     use_item_features: bool = True
     use_user_features: bool = True
 
@@ -153,9 +178,15 @@ class RemiConfig:
 
     eval_batch_size: int = 512
     diversity_coef: float = 0.0
+    merge: str = "score"
+    merge_lambda: float = 1.0
 
     def validate(self) -> "RemiConfig":
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"config field {field.name!r} must be a finite number, got {value!r}")
         positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
                          "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
                          "in_memory_max_bytes", "logq_buckets", "logq_hashes", "routing_iterations")
@@ -166,7 +197,11 @@ class RemiConfig:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef"):
+        for name in ("interest_temperature", "interest_weight_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
+        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef", "interest_weight_lambda",
+                     "merge_lambda"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:
@@ -191,9 +226,17 @@ class RemiConfig:
         for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
                               ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS),
                               ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
-                              ("capsule_initial_maps", CAPSULE_INITIAL_MAPS)):
+                              ("capsule_initial_maps", CAPSULE_INITIAL_MAPS), ("interest_scoring", INTEREST_SCORINGS),
+                              ("interest_weights", INTEREST_WEIGHTS), ("merge", MERGES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.readout == "label_aware" and self.interest_scoring != "hard":
+            raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
+                             f"already combines the interests), got {self.interest_scoring!r}")
+        if self.merge in ("quota", "weighted") and self.interest_weights == "none":
+            raise ValueError(f"config field 'merge' {self.merge!r} reads learned interest weights, and this model has "
+                             "none (interest_weights 'none'): train with --set interest_weights=distilled, or keep "
+                             "merge 'score'")
         if self.cluster_timeout_s <= 0:
             raise ValueError(f"config field 'cluster_timeout_s' must be > 0, got {self.cluster_timeout_s!r}")
         return self

@@ -66,3 +66,24 @@ def interest_aware_softmax_loss(similarities: tf.Tensor, corrected_logits: tf.Te
     negative_terms = tf.where(negative_mask, corrected_logits + log_weights, very_negative)  # [B, C]
     all_terms = tf.concat([positive_logits[:, tf.newaxis], negative_terms], axis=-1)  # [B, 1 + C]
     return tf.reduce_logsumexp(all_terms, axis=-1) - positive_logits
+
+
+def interest_weight_distillation(interests: tf.Tensor, target_embeddings: tf.Tensor, weight_logits: tf.Tensor,
+                                 temperature: float) -> tf.Tensor:
+    """TiMiRec's target-interest distillation: KL(p || pi) per example, where the teacher
+    p_k = softmax_k(cos(u_k, v_target) / T) is a constant (its gradient stopped) and pi = softmax(logits).
+
+    Args:
+      interests: [batch, K, d]; target_embeddings: [batch, d] the positives' vectors.
+      weight_logits: [batch, K] the predictor's logits.
+      temperature: T > 0.
+
+    Returns:
+      [batch] KL divergences (nats).
+    """
+    cosine = tf.einsum("bkd,bd->bk", tf.math.l2_normalize(interests, axis=-1),
+                       tf.math.l2_normalize(target_embeddings, axis=-1))
+    teacher_logits = tf.stop_gradient(cosine / temperature)
+    teacher = tf.nn.softmax(teacher_logits, axis=-1)
+    return tf.reduce_sum(teacher * (tf.nn.log_softmax(teacher_logits, axis=-1)
+                                    - tf.nn.log_softmax(weight_logits, axis=-1)), axis=-1)

@@ -97,3 +97,38 @@ def interest_share(interest: np.ndarray, num_interests: int) -> list[float]:
     """
     counts = np.bincount(interest[interest >= 0].ravel(), minlength=num_interests).astype(np.float64)
     return (counts / max(counts.sum(), 1.0)).tolist()
+
+
+def interest_list_coverage(interest_item_ids: np.ndarray, targets: Sequence[np.ndarray],
+                           top_ns: Sequence[int] = (20, 50)) -> dict[str, float]:
+    """What the K per-interest lists hold, whatever the merge: per N, "oracle_recall@N" (each user's best
+    single-interest top N: an upper bound of a choice of one interest, chosen knowing the targets),
+    "union_recall@N" (the K top-N lists together) and "union_size@N" (their distinct items), averaged over
+    users; recall counts the targets as a set, as `ranking_metrics`.
+
+    Args:
+      interest_item_ids: [users, K, >= max(top_ns)] each interest's list, best first (-1: no result).
+      targets: per user, the held-out ids.
+    """
+    report: dict[str, float] = {}
+    num_users = max(len(targets), 1)
+    for top_n in top_ns:
+        oracle = union = size = 0.0
+        for lists, user_targets in zip(interest_item_ids[:, :, :top_n], targets):
+            wanted = set(int(item) for item in user_targets)
+            sets = [set(row[row >= 0].tolist()) for row in lists]
+            together = set().union(*sets)
+            oracle += max(len(wanted & found) for found in sets) / max(len(wanted), 1)
+            union += len(wanted & together) / max(len(wanted), 1)
+            size += len(together)
+        report[f"oracle_recall@{top_n}"] = oracle / num_users
+        report[f"union_recall@{top_n}"] = union / num_users
+        report[f"union_size@{top_n}"] = size / num_users
+    return report
+
+
+def mean_entropy(distributions: np.ndarray) -> float:
+    """Mean entropy (nats) of the rows of [users, K] distributions (log K: uniform, 0: one interest)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(distributions > 0, -distributions * np.log(distributions), 0.0)
+    return float(terms.sum(axis=-1).mean()) if len(distributions) else 0.0

@@ -7,7 +7,7 @@ Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocab
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -16,7 +16,7 @@ import tensorflow_recommenders as tfrs
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
-from remi_tf.layers import CapsuleRouting, ItemEmbedding, SelfAttentiveRouting, hard_readout, label_aware_readout
+from remi_tf.layers import CapsuleRouting, InterestWeights, ItemEmbedding, SelfAttentiveRouting, label_aware_readout
 from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
@@ -52,6 +52,23 @@ def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
                           initial_maps=initial_maps, name=f"{config.routing}_routing")
 
 
+class QueryEncoding(NamedTuple):
+    """What the query tower makes of a batch of histories."""
+
+    interests: tf.Tensor  # [B, K, d] as scored (unit length with normalize_embeddings)
+    routing: tf.Tensor  # [B, K, L]
+    weight_logits: tf.Tensor | None  # [B, K] logits of pi(u) with interest_weights "distilled", else None
+
+
+class Candidates(NamedTuple):
+    """A training batch's candidate columns: the positives (column i is row i's), then extra negatives."""
+
+    ids: tf.Tensor  # [C] item indices
+    vectors: tf.Tensor  # [C, d]
+    sampling_probability: tf.Tensor | None  # [C] q_j for the logQ correction (None: no correction)
+    num_positives: tf.Tensor  # [] the global batch: columns [0, num_positives) are positives
+
+
 class QueryTower(tf.keras.Model):
     """History of item indices (and the user's profile) -> K interest embeddings.
 
@@ -61,7 +78,7 @@ class QueryTower(tf.keras.Model):
 
     Call: history [batch, L] int (0 = padding, 1 = unknown; both are masked out), user_features
     [batch, C] string raw profile values (models with user features only) ->
-    (interests [batch, K, d], routing [batch, K, L]).
+    (interests [batch, K, d], routing [batch, K, L]); `encode` adds the interest weights' logits.
     """
 
     def __init__(self, item_embedding: ItemEmbedding, config: RemiConfig,
@@ -73,6 +90,8 @@ class QueryTower(tf.keras.Model):
         self.item_features = item_features
         self.user_features = user_features
         self.routing = routing_layer(config)
+        self.interest_weights = InterestWeights(config.max_history, name="interest_weights") \
+            if config.interest_weights == "distilled" else None
 
     def item_vectors(self, indices: tf.Tensor) -> tf.Tensor:
         """Item indices [...] -> the item tower's vectors [..., d] (what the routing reads)."""
@@ -87,7 +106,8 @@ class QueryTower(tf.keras.Model):
         """Item indices [...] -> the vectors [..., d] that interests score as candidates."""
         return self.scoring_vectors(self.item_vectors(indices))
 
-    def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> QueryEncoding:
+        """history [B, L] (and user_features [B, C]) -> the interests, routing and interest-weight logits."""
         mask = history >= FIRST_ITEM_INDEX
         vectors = self.item_vectors(history)
         if self.user_features is not None:
@@ -95,7 +115,14 @@ class QueryTower(tf.keras.Model):
                 raise ValueError(f"this model reads user features {self.user_features.columns}: pass their values")
             vectors += self.user_features(user_features)[:, tf.newaxis, :]
         interests, routing = self.routing(vectors, mask)
-        return self.scoring_vectors(interests), routing
+        interests = self.scoring_vectors(interests)
+        weight_logits = None if self.interest_weights is None else \
+            self.interest_weights(interests, vectors, mask, routing)
+        return QueryEncoding(interests, routing, weight_logits)
+
+    def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        encoding = self.encode(history, user_features)
+        return encoding.interests, encoding.routing
 
     def get_config(self) -> dict:
         """The run configuration (what SavedModel metadata records; the tower shares its item table with
@@ -159,10 +186,13 @@ class RemiModel(tfrs.Model):
                 config.logq_buckets, config.logq_hashes, config.logq_alpha, name="frequency_estimator")
         self.task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
                                            remove_accidental_hits=config.remove_accidental_hits,
-                                           in_batch_negatives=config.negatives != "sampled")
+                                           in_batch_negatives=config.negatives != "sampled",
+                                           interest_scoring=config.interest_scoring,
+                                           interest_temperature=config.interest_temperature)
         self.loss_tracker = tf.keras.metrics.Mean("loss")
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
+        self.interest_weight_tracker = tf.keras.metrics.Mean("interest_weight_distillation")
         self.distribute_reduction_method = "first"  # the trackers hold global values (train_step)
         self.build_towers()
 
@@ -187,6 +217,13 @@ class RemiModel(tfrs.Model):
         call); in a graph TensorFlow looks the rows up shard by shard.
         """
         return self.query_tower(history, user_features)
+
+    @tf.function(reduce_retracing=True)
+    def encode(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`interests` with the interest weights: (interests [B, K, d], routing [B, K, L], pi [B, K]); pi is
+        uniform (1 / K) for a model without interest weights."""
+        encoding = self.query_tower.encode(history, user_features)
+        return encoding.interests, encoding.routing, interest_distribution(encoding)
 
     def candidate_embeddings(self) -> tf.Tensor:
         """[vocabulary_size, d] item-tower vectors of the real items (index i + 2 of the table is row i); a
@@ -218,64 +255,85 @@ class RemiModel(tfrs.Model):
         return loss
 
     def objective(self, features: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """The loss to differentiate, and the terms the trackers report.
+        """The loss to differentiate, and the terms the trackers report, composed in a fixed order: the
+        query tower; the candidates (`sample_candidates`); the queries the task scores them with (the K
+        interests, combined by `interest_scoring`, or MIND's label-aware read-out); the task; the
+        regularizers (routing regularization, the interest weights' distillation).
 
         Under a synchronous strategy with R replicas (one global batch), each replica's loss is its share
-        of the global objective: its rows' retrieval losses summed and divided by the global batch, plus
+        of the global objective: its rows' per-example losses summed and divided by the global batch, plus
         its rows' routing regularization (a sum over rows); the gradients summed over replicas are then
         the one-process gradients at the global batch.
 
         Returns:
           loss: [] this replica's loss.
-          terms: [3] this replica's shares of (retrieval loss, routing regularization, loss); summed over
-            the replicas they are the global batch's values (one replica: the values themselves).
+          terms: [4] this replica's shares of (retrieval loss, routing regularization, loss, interest-weight
+            distillation); summed over the replicas they are the global batch's values (one replica: the
+            values themselves).
         """
         history, target = features["history"], features["target"]
-        interests, routing = self.query_tower(history, features.get("user_features"))
+        encoding = self.query_tower.encode(history, features.get("user_features"))
         positive_embeddings = self.query_tower.candidate_vectors(target)  # [B, d]
+        candidates = self.sample_candidates(target, positive_embeddings, training)
+        queries = encoding.interests  # [B, K, d]: the task's interest_scoring combines them
         if self.config.readout == "label_aware":
-            selected = label_aware_readout(interests, positive_embeddings, self.config.readout_power)
-        else:
-            selected, _ = hard_readout(interests, positive_embeddings)
-
-        candidate_ids = tf.cast(target, tf.int64)
-        candidates = positive_embeddings
+            queries = label_aware_readout(encoding.interests, positive_embeddings, self.config.readout_power)
+        retrieval_loss = self.task(queries, candidates.vectors,
+                                   candidate_sampling_probability=candidates.sampling_probability,
+                                   candidate_ids=candidates.ids)
+        distillation = tf.zeros([], retrieval_loss.dtype)
+        if encoding.weight_logits is not None:
+            distillation = tf.reduce_mean(losses.interest_weight_distillation(
+                encoding.interests, positive_embeddings, encoding.weight_logits,
+                self.config.interest_weight_temperature))
+        mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
+        regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
+                                                       self.config.routing_regularization_mode, mask)
         replica = tf.distribute.get_replica_context()
-        synchronous = distribute.gathers_candidates(replica)
-        gathered = synchronous and self.config.negatives != "sampled"
-        if gathered:  # the positives of every replica's rows: one global batch, as in one process
+        if distribute.gathers_candidates(replica):  # the task and the distillation return means over this replica's rows
+            rows = tf.cast(tf.shape(target)[0], retrieval_loss.dtype)
+            share = rows / (tf.cast(candidates.num_positives, retrieval_loss.dtype)
+                            if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)
+            retrieval_loss *= share
+            distillation *= share
+        loss = (retrieval_loss + self.config.routing_lambda * regularization
+                + self.config.interest_weight_lambda * distillation)
+        return loss, tf.stack([retrieval_loss, regularization, loss, distillation])
+
+    def sample_candidates(self, target: tf.Tensor, positive_embeddings: tf.Tensor, training: bool) -> Candidates:
+        """The candidate columns of a training batch: the positives (of every replica's rows under a
+        synchronous strategy with in-batch negatives, this replica's first), then the uniformly sampled
+        negatives of `negatives`, with each column's q for the logQ correction.
+
+        Args:
+          target: [b] this replica's positive item indices; positive_embeddings: [b, d] their vectors.
+        """
+        candidate_ids = tf.cast(target, tf.int64)
+        vectors = positive_embeddings
+        replica = tf.distribute.get_replica_context()
+        if distribute.gathers_candidates(replica) and self.config.negatives != "sampled":
             candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
-            candidates = self.query_tower.candidate_vectors(candidate_ids)
-        global_batch_size = tf.shape(candidate_ids)[0]
+            vectors = self.query_tower.candidate_vectors(candidate_ids)
+        num_positives = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
             sampled_ids = tf.random.uniform([self.config.num_sampled_negatives], FIRST_ITEM_INDEX,
                                             self.vocabulary_size + FIRST_ITEM_INDEX, dtype=tf.int64)
             candidate_ids = tf.concat([candidate_ids, sampled_ids], axis=0)
-            candidates = tf.concat([candidates, self.query_tower.candidate_vectors(sampled_ids)], axis=0)
+            vectors = tf.concat([vectors, self.query_tower.candidate_vectors(sampled_ids)], axis=0)
         sampling_probability = None
         if self.config.logq_correction != "none":
             # TFRS subtracts log(clip(p, 1e-6, 1)); with p = clip(q, 1e-6, 1) ** weight, weight in [0, 1], p
             # stays in range, so that is weight * log clip(q)
             sampling_probability = tf.clip_by_value(
-                self._sampling_probability(candidate_ids, global_batch_size, training), 1e-6, 1.0
+                self._sampling_probability(candidate_ids, num_positives, training), 1e-6, 1.0
             ) ** self.config.logq_weight
-
-        retrieval_loss = self.task(selected, candidates, candidate_sampling_probability=sampling_probability,
-                                   candidate_ids=candidate_ids)
-        mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
-        regularization = losses.routing_regularization(routing, self.config.embedding_dim,
-                                                       self.config.routing_regularization_mode, mask)
-        if synchronous:  # the task returns the mean over this replica's rows
-            rows = tf.cast(tf.shape(target)[0], retrieval_loss.dtype)
-            retrieval_loss *= rows / (tf.cast(global_batch_size, retrieval_loss.dtype) if gathered
-                                      else rows * replica.num_replicas_in_sync)
-        loss = retrieval_loss + self.config.routing_lambda * regularization
-        return loss, tf.stack([retrieval_loss, regularization, loss])
+        return Candidates(candidate_ids, vectors, sampling_probability, num_positives)
 
     def _track(self, terms: tf.Tensor) -> None:
-        """Records [3] (retrieval loss, routing regularization, loss) of a training batch."""
+        """Records [4] (retrieval loss, routing regularization, loss, interest-weight distillation) of a
+        training batch."""
         for tracker, value in zip((self.retrieval_loss_tracker, self.routing_regularization_tracker,
-                                   self.loss_tracker), tf.unstack(terms)):
+                                   self.loss_tracker, self.interest_weight_tracker), tf.unstack(terms)):
             tracker.update_state(value)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -326,7 +384,16 @@ class RemiModel(tfrs.Model):
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
-        return [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
+        trackers = [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
+        return trackers + ([self.interest_weight_tracker] if self.config.interest_weights != "none" else [])
+
+
+def interest_distribution(encoding: QueryEncoding) -> tf.Tensor:
+    """[B, K] pi(u): softmax of the predictor's logits, or uniform without interest weights."""
+    if encoding.weight_logits is None:
+        shape = tf.shape(encoding.interests)[:2]
+        return tf.fill(shape, 1.0 / tf.cast(shape[1], encoding.interests.dtype))
+    return tf.nn.softmax(encoding.weight_logits, axis=-1)
 
 
 def user_vocabularies(user_features: FeatureTable) -> dict[str, list[str]]:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import losses
+from remi_tf import losses, scoring
 
 MASKED_SCORE = tfrs.layers.loss.MIN_FLOAT  # the scores of columns the loss ignores, for batch metrics
 
@@ -24,6 +24,11 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     the adjusted scores), `loss_metrics` (of the loss), and `compute_metrics` / `compute_batch_metrics`
     in call.
 
+    Queries are one vector per row ([batch, d], e.g. a read-out interest: Retrieval's contract) or the K
+    interests of each row ([batch, K, d]), which score the candidates as `interest_scoring` says
+    (remi_tf.scoring: the hard read-out, or max / logsumexp over the interests, as served); every later
+    step (temperature, logQ, accidental hits, hardness weights, loss) sees the combined [batch, C] scores.
+
     Args:
       beta: hardness of the negative weights w_bj = M_b * softmax_j(beta * s_bj).
       temperature: scores are divided by it.
@@ -31,10 +36,12 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         `candidate_ids`).
       in_batch_negatives: if False, the other rows' positives (columns [0, batch) off the diagonal) are
         not negatives, and only the extra columns are: the reference code's sampled softmax.
+      interest_scoring: "hard", "max" or "logsumexp": how [batch, K, d] queries score a candidate.
+      interest_temperature: tau of "logsumexp" (> 0).
     """
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
-                 in_batch_negatives: bool = True,
+                 in_batch_negatives: bool = True, interest_scoring: str = "hard", interest_temperature: float = 1.0,
                  metrics: Optional[tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized]] = None,
                  batch_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
                  loss_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
@@ -44,6 +51,12 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             raise ValueError(f"beta must be >= 0, got {beta}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if interest_scoring not in scoring.INTEREST_SCORINGS:
+            raise ValueError(f"interest_scoring must be one of {scoring.INTEREST_SCORINGS}, got {interest_scoring!r}")
+        if not interest_temperature > 0:
+            raise ValueError(f"interest_temperature must be > 0, got {interest_temperature}")
+        self.interest_scoring = interest_scoring
+        self.interest_temperature = float(interest_temperature)
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.remove_accidental_hits = remove_accidental_hits
@@ -59,7 +72,8 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         """The IHN loss, sum_b w_b l_b / batch (the mean over the batch without weights).
 
         Args (tfrs.tasks.Retrieval's order):
-          query_embeddings: [batch, d], the selected interest per example.
+          query_embeddings: [batch, d] (the selected interest per example) or [batch, K, d] (the K interests,
+            combined by `interest_scoring`).
           candidate_embeddings: [C, d], C >= batch; column b is row b's positive, columns past the batch
             are extra negatives shared by every row.
           sample_weight: optional [batch] weights w_b.
@@ -70,7 +84,14 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         Returns:
           Scalar loss.
         """
-        similarities = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # [B, C]
+        multi_interest = query_embeddings.shape.rank == 3
+        if multi_interest and self.factorized_metrics:
+            raise ValueError("factorized metrics take one query vector per row; pass [batch, d] queries")
+        if multi_interest:
+            similarities = scoring.interest_similarities(query_embeddings, candidate_embeddings, self.interest_scoring,
+                                                         self.interest_temperature)  # [B, C]
+        else:
+            similarities = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # [B, C]
         similarities = similarities / self.temperature
         logits = similarities
         if candidate_sampling_probability is not None:

@@ -1,8 +1,9 @@
-"""Keras layers of the query tower: multi-interest routing and the training read-outs."""
+"""Keras layers of the query tower: multi-interest routing, the training read-outs and the interest weights."""
 
 from remi_tf.layers.capsule import CapsuleRouting
+from remi_tf.layers.interest_weights import InterestWeights
 from remi_tf.layers.item_embedding import ItemEmbedding
 from remi_tf.layers.readout import hard_readout, label_aware_readout
 from remi_tf.layers.self_attentive import SelfAttentiveRouting
 
-__all__ = ["CapsuleRouting", "ItemEmbedding", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]
+__all__ = ["CapsuleRouting", "InterestWeights", "ItemEmbedding", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]

@@ -17,7 +17,7 @@ SCORES = np.array([[[0.9, 0.8, 0.3], [0.85, 0.7, 0.6]]], np.float32)
 
 
 def merge(coef, k, ids=IDS, scores=SCORES, categories=CATEGORIES):
-    picked_scores, picked, interest = diversity.diverse_merge(tf.constant(scores), tf.constant(ids),
+    picked_scores, picked, interest = merging.diverse_merge(tf.constant(scores), tf.constant(ids),
                                                               tf.constant(categories), coef, k)
     return picked_scores.numpy(), picked.numpy(), interest.numpy()
 
