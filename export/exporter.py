@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from export import saved_model, serving_layout
+from remi_tf import config as config_lib
 from remi_tf import feature_tables
 from remi_tf import train as train_lib
 from remi_tf.models import FIRST_ITEM_INDEX
@@ -42,11 +43,13 @@ def model_names(name: str, index: str) -> dict[str, str]:
 
 def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
            k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None,
-           diversity_coef: float = 0.0) -> dict[str, str]:
+           diversity_coef: float = 0.0, settings: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
 
     diversity_coef > 0: the retrieval models merge with ComiRec's category-aware merge, over the item
-    categories of the model's data directory (`remi prepare --item-features`).
+    categories of the model's data directory (`remi prepare --item-features`). settings: evaluation-time config
+    keys over the model's config (config.EVALUATION_KEYS: merge, merge_lambda, diversity_coef), how the retrieval
+    models merge the K lists; validated against the model (a merge by interest weights needs a model with them).
 
     Returns:
       served name -> the published version directory.
@@ -55,6 +58,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
     trained = train_lib.load_trained(model_dir)
     vocabulary = trained.vocabulary
+    merge_config = config_lib.from_mapping(settings or {}, trained.config, source="--set")  # before anything is written
+    diversity_coef = merge_config.diversity_coef if "diversity_coef" in (settings or {}) else diversity_coef
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
     categories = feature_tables.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
@@ -79,7 +84,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         else:
             module = saved_model.RetrievalModule(trained.model, vocabulary, kind, k,
                                                  scann_options(len(vocabulary)) if kind == "scann" else None,
-                                                 categories, diversity_coef)
+                                                 categories, diversity_coef, merge_config.merge,
+                                                 merge_config.merge_lambda)
 
         def write(directory: str, module=module, served=served) -> None:
             saved_model.save(module, directory)

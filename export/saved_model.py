@@ -16,14 +16,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import diversity, merging
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, item_lookup
+from remi_tf import merging
+from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, interest_distribution, item_lookup
 
 HISTORY_SIGNATURE = tf.TensorSpec([None, None], tf.string, name="history")
 
 
 class QueryModule(tf.Module):
-    """History of raw item ids (and profile values) -> K interest embeddings."""
+    """History of raw item ids (and profile values) -> K interest embeddings (and, for a model with interest
+    weights, pi(u) over them as `interest_weights` [batch, K])."""
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str]) -> None:
         super().__init__()
@@ -31,20 +32,22 @@ class QueryModule(tf.Module):
         self.lookup = item_lookup(vocabulary)
         self.max_history = model.config.max_history
         self.feature_columns = [] if model.user_features is None else list(model.user_features.columns)
+        self.has_interest_weights = model.query_tower.interest_weights is not None
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         """The signatures' inputs: history, then one [batch] string per user feature column."""
         return {"history": HISTORY_SIGNATURE,
                 **{column: tf.TensorSpec([None], tf.string, name=column) for column in self.feature_columns}}
 
-    def interests(self, history: tf.Tensor, profile: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """([B, K, d] interests, [B, L] the history's model indices)."""
+    def interests(self, history: tf.Tensor, profile: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """([B, K, d] interests, [B, K] pi(u) (uniform without interest weights), [B, L] the history's model
+        indices)."""
         indices = self.indices(history)
         user_features = None
         if self.feature_columns:
             user_features = tf.stack([profile[column] for column in self.feature_columns], axis=-1)  # [B, C]
-        interests, _ = self.query_tower(indices, user_features)
-        return interests, indices
+        encoding = self.query_tower.encode(indices, user_features)
+        return encoding.interests, interest_distribution(encoding), indices
 
     def indices(self, history: tf.Tensor) -> tf.Tensor:
         """[batch, T] string -> [batch, L] model indices: the last L known items, left-aligned, 0-padded."""
@@ -54,7 +57,8 @@ class QueryModule(tf.Module):
 
     @tf.function
     def serve(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"interests": self.interests(history, profile)[0]}
+        interests, weights, _ = self.interests(history, profile)
+        return {"interests": interests, **({"interest_weights": weights} if self.has_interest_weights else {})}
 
 
 class RetrievalModule(tf.Module):
@@ -64,17 +68,24 @@ class RetrievalModule(tf.Module):
       model: the trained model; vocabulary: its items (index i + 2 is vocabulary[i]).
       index: "scann" (tfrs ScaNN layer; needs the ScaNN ops to load) or "brute-force" (exact).
       k: results per interest and merged.
-      categories, diversity_coef: with diversity_coef > 0 the K lists are merged by ComiRec's greedy
-        category-aware merge (remi_tf.diversity) over `categories` ([vocabulary + 2] category per item
-        index), kept inside the SavedModel; 0 merges by score.
+      categories, diversity_coef: with diversity_coef > 0 the K lists are merged with ComiRec's greedy
+        category-aware penalty (remi_tf.merging) over `categories` ([vocabulary + 2] category per item
+        index), kept inside the SavedModel.
+      merge, merge_lambda: config `merge` and `merge_lambda` (None: the model's config): "score", or "quota" /
+        "weighted" by the model's interest weights (remi_tf.merging, as evaluation merges).
     """
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str, k: int,
                  scann_options: dict | None = None, categories: np.ndarray | None = None,
-                 diversity_coef: float = 0.0) -> None:
+                 diversity_coef: float = 0.0, merge: str | None = None, merge_lambda: float | None = None) -> None:
         super().__init__()
         if diversity_coef > 0 and categories is None:
             raise ValueError("a diversity coefficient > 0 needs item categories (`remi prepare --item-features`)")
+        self.merge = model.config.merge if merge is None else merge
+        self.merge_lambda = model.config.merge_lambda if merge_lambda is None else merge_lambda
+        if self.merge != "score" and model.query_tower.interest_weights is None:
+            raise ValueError(f"merge {self.merge!r} reads learned interest weights, and this model has none: train it "
+                             "with --set interest_weights=distilled, or export with merge 'score'")
         self.diversity_coef = diversity_coef
         self.categories = None if diversity_coef <= 0 else tf.Variable(
             tf.constant(categories, tf.int32), trainable=False, name="item_categories")
@@ -93,13 +104,19 @@ class RetrievalModule(tf.Module):
             raise ValueError(f"index must be 'scann' or 'brute-force', got {index!r}")
         self.index.index(candidates, identifiers)
         self.num_interests = model.config.num_interests
+        self.scoring = model.config.interest_scoring
+        self.interest_temperature = model.config.interest_temperature
+        # logsumexp re-scores each retrieved item over all K interests: their vectors by item index
+        self.item_vectors = None if self.scoring != "logsumexp" else tf.Variable(
+            tf.concat([tf.zeros([FIRST_ITEM_INDEX, candidates.shape[1]]), candidates], axis=0), trainable=False,
+            name="item_vectors")
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         return self.query.input_specs()
 
     def retrieve(self, history: tf.Tensor, profile: dict[str, tf.Tensor], exclude_history: bool
                  ) -> dict[str, tf.Tensor]:
-        interests, indices = self.query.interests(history, profile)  # [B, K, d], [B, L]
+        interests, weights, indices = self.query.interests(history, profile)  # [B, K, d], [B, K], [B, L]
         batch = tf.shape(interests)[0]
         scores, found = self.index(tf.reshape(interests, [-1, interests.shape[-1]]))  # [B*K, n]
         scores = tf.reshape(scores, [batch, self.num_interests, -1])
@@ -110,11 +127,10 @@ class RetrievalModule(tf.Module):
         # Per-interest lists: the k best remaining results of each interest, in score order.
         per_interest = tf.math.top_k(scores, k=self.k)
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
-        if self.diversity_coef > 0:
-            merged_scores, merged_indices, interest = diversity.diverse_merge(scores, found, self.categories,
-                                                                              self.diversity_coef, self.k)
-        else:
-            merged_scores, merged_indices, interest = merging.merge_interest_results(scores, found, self.k)
+        if self.item_vectors is not None:
+            scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring, self.interest_temperature)
+        merged_scores, merged_indices, interest = merging.merge_interests(
+            scores, found, weights, self.k, self.merge, self.merge_lambda, self.categories, self.diversity_coef)
 
         # Popularity candidates for rows without a known item (the vocabulary is most-frequent-first).
         empty = tf.reduce_all(indices == 0, axis=-1)  # [B]
@@ -128,6 +144,7 @@ class RetrievalModule(tf.Module):
             "interest": interest,
             "interest_item_ids": tf.gather(self.item_ids, interest_indices),
             "interest_scores": per_interest.values,
+            **({"interest_weights": weights} if self.query.has_interest_weights else {}),
         }
 
     @tf.function

@@ -175,15 +175,20 @@ def _without_option(argv: Sequence[str], option: str) -> list[str]:
     return kept
 
 
-def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | None) -> config_lib.RemiConfig:
-    """The trained model's config with `--set` overrides of evaluation-time keys (config.EVALUATION_KEYS);
-    a training key is refused, since it would not change the trained model."""
+def evaluation_overrides(overrides: Sequence[str] | None) -> dict[str, object]:
+    """`--set` values of evaluation-time keys (config.EVALUATION_KEYS); a training key is refused, since it
+    would not change the trained model."""
     values = config_lib.parse_overrides(overrides or ())
     training_keys = sorted(set(values) - set(config_lib.EVALUATION_KEYS))
     if training_keys:
         raise ValueError(f"--set {', '.join(training_keys)}: not an evaluation-time key (the model was trained with "
                          f"its value); evaluation-time keys: {', '.join(config_lib.EVALUATION_KEYS)}")
-    return config_lib.from_mapping(values, config, source="--set")
+    return values
+
+
+def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | None) -> config_lib.RemiConfig:
+    """The trained model's config with `--set` overrides of evaluation-time keys, validated."""
+    return config_lib.from_mapping(evaluation_overrides(overrides), config, source="--set")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -226,9 +231,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from export import exporter
 
+    settings = evaluation_overrides(args.set)
+    if args.version is not None and args.version < 1:
+        raise ValueError(f"--version must be >= 1 (TF Serving serves positive versions), got {args.version}")
     published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
                                 index=args.index, k=args.k, serving_base_path=args.serving_base_path,
-                                diversity_coef=args.diversity_coef)
+                                diversity_coef=args.diversity_coef, settings=settings)
     for served, path in published.items():
         print(f"{served}: {path}")
     print(f"models.config: {os.path.join(args.output, 'models.config')}")
@@ -372,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--k", type=int, default=50, help="candidates per interest and merged")
     export.add_argument("--diversity-coef", type=float, default=0.0,
                         help="> 0: merge the K lists with ComiRec's category-aware merge (needs item features)")
+    export.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                        help="how the served model merges the K lists: merge=score|quota|weighted, merge_lambda, "
+                             "diversity_coef (default: the model's config)")
     export.add_argument("--serving-base-path", default="/models", help="where models.config says the "
                         "export directory is mounted (TF Serving's docker image: /models)")
     export.set_defaults(run=cmd_export)

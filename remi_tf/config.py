@@ -28,7 +28,7 @@ ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
 CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
 INTEREST_SCORINGS = ("hard", "max", "logsumexp")  # remi_tf.scoring
-INTEREST_WEIGHTS = ("none", "distilled")
+INTEREST_WEIGHTS = ("none", "distilled", "served")
 MERGES = ("score", "quota", "weighted")  # remi_tf.merging
 # Keys that change only how a trained model's K lists are merged: `remi evaluate --set` and `remi export --set`.
 EVALUATION_KEYS = ("merge", "merge_lambda", "diversity_coef", "eval_batch_size")
@@ -60,10 +60,12 @@ class RemiConfig:
         serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
         Evaluation and the exported models score as training did.
       interest_temperature: tau of "logsumexp" (> 0; small tau approaches "max").
-      interest_weights: "none" or "distilled": a small predictor outputs pi(u) over the K interests
-        (remi_tf.layers.InterestWeights), trained by KL(p || pi) towards the teacher
-        p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec), with weight
-        interest_weight_lambda. The merges "quota" and "weighted" read pi.
+      interest_weights: "none", "distilled" or "served": a small predictor outputs pi(u) over the K interests
+        (remi_tf.layers.InterestWeights). "distilled" trains it by KL(p || pi) towards the teacher
+        p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec); "served" by the in-batch
+        softmax of the weighted merge's score max_k(<u_k, v_j> + log pi_k) (RemiModel.interest_weight_loss).
+        Either term has weight interest_weight_lambda and trains the predictor only. The merges "quota" and
+        "weighted" read pi.
       use_item_features: when the data has item features (`remi prepare --item-features`), an item's
         embedding is its id row plus, per feature column, the mean embedding of its values.
       use_user_features: when the data has user features (`--user-features`), the user's profile embedding

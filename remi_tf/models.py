@@ -91,7 +91,7 @@ class QueryTower(tf.keras.Model):
         self.user_features = user_features
         self.routing = routing_layer(config)
         self.interest_weights = InterestWeights(config.max_history, name="interest_weights") \
-            if config.interest_weights == "distilled" else None
+            if config.interest_weights != "none" else None
 
     def item_vectors(self, indices: tf.Tensor) -> tf.Tensor:
         """Item indices [...] -> the item tower's vectors [..., d] (what the routing reads)."""
@@ -189,10 +189,14 @@ class RemiModel(tfrs.Model):
                                            in_batch_negatives=config.negatives != "sampled",
                                            interest_scoring=config.interest_scoring,
                                            interest_temperature=config.interest_temperature)
+        self.weight_task = InterestAwareRetrieval(temperature=config.temperature,
+                                                  remove_accidental_hits=config.remove_accidental_hits,
+                                                  in_batch_negatives=config.negatives != "sampled",
+                                                  interest_scoring="max", name="interest_weight_task")
         self.loss_tracker = tf.keras.metrics.Mean("loss")
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
-        self.interest_weight_tracker = tf.keras.metrics.Mean("interest_weight_distillation")
+        self.interest_weight_tracker = tf.keras.metrics.Mean("interest_weight_loss")
         self.distribute_reduction_method = "first"  # the trackers hold global values (train_step)
         self.build_towers()
 
@@ -258,7 +262,7 @@ class RemiModel(tfrs.Model):
         """The loss to differentiate, and the terms the trackers report, composed in a fixed order: the
         query tower; the candidates (`sample_candidates`); the queries the task scores them with (the K
         interests, combined by `interest_scoring`, or MIND's label-aware read-out); the task; the
-        regularizers (routing regularization, the interest weights' distillation).
+        regularizers (routing regularization, the interest weights' term, `interest_weight_loss`).
 
         Under a synchronous strategy with R replicas (one global batch), each replica's loss is its share
         of the global objective: its rows' per-example losses summed and divided by the global batch, plus
@@ -267,8 +271,8 @@ class RemiModel(tfrs.Model):
 
         Returns:
           loss: [] this replica's loss.
-          terms: [4] this replica's shares of (retrieval loss, routing regularization, loss, interest-weight
-            distillation); summed over the replicas they are the global batch's values (one replica: the
+          terms: [4] this replica's shares of (retrieval loss, routing regularization, loss, the interest
+            weights' term); summed over the replicas they are the global batch's values (one replica: the
             values themselves).
         """
         history, target = features["history"], features["target"]
@@ -281,11 +285,7 @@ class RemiModel(tfrs.Model):
         retrieval_loss = self.task(queries, candidates.vectors,
                                    candidate_sampling_probability=candidates.sampling_probability,
                                    candidate_ids=candidates.ids)
-        distillation = tf.zeros([], retrieval_loss.dtype)
-        if encoding.weight_logits is not None:
-            distillation = tf.reduce_mean(losses.interest_weight_distillation(
-                encoding.interests, positive_embeddings, encoding.weight_logits,
-                self.config.interest_weight_temperature))
+        weight_loss = self.interest_weight_loss(encoding, positive_embeddings, candidates)
         mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
                                                        self.config.routing_regularization_mode, mask)
@@ -295,10 +295,31 @@ class RemiModel(tfrs.Model):
             share = rows / (tf.cast(candidates.num_positives, retrieval_loss.dtype)
                             if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)
             retrieval_loss *= share
-            distillation *= share
+            weight_loss *= share
         loss = (retrieval_loss + self.config.routing_lambda * regularization
-                + self.config.interest_weight_lambda * distillation)
-        return loss, tf.stack([retrieval_loss, regularization, loss, distillation])
+                + self.config.interest_weight_lambda * weight_loss)
+        return loss, tf.stack([retrieval_loss, regularization, loss, weight_loss])
+
+    def interest_weight_loss(self, encoding: QueryEncoding, positive_embeddings: tf.Tensor,
+                             candidates: Candidates) -> tf.Tensor:
+        """[] the interest weights' training term, a mean over this replica's rows (0 without weights):
+        "distilled": KL(p || pi) towards the teacher softmax_k(cos(u_k, v_target) / T) (TiMiRec);
+        "served": the in-batch softmax of the weighted merge's score, max_k (<u_k, v_j> + log pi_k), over the
+        batch's candidates (the task with one more coordinate: [u_k, log pi_k] . [v_j, 1]), so that pi learns
+        what the merge needs, which interest to trust and by how much its scores are to be moved. Either way
+        the gradient reaches the predictor only (interests and candidates are read as constants)."""
+        if encoding.weight_logits is None:
+            return tf.zeros([], encoding.interests.dtype)
+        if self.config.interest_weights == "distilled":
+            return tf.reduce_mean(losses.interest_weight_distillation(
+                encoding.interests, positive_embeddings, encoding.weight_logits,
+                self.config.interest_weight_temperature))
+        log_weights = tf.nn.log_softmax(encoding.weight_logits, axis=-1)[:, :, tf.newaxis]  # [B, K, 1]
+        queries = tf.concat([tf.stop_gradient(encoding.interests), log_weights], axis=-1)  # [B, K, d + 1]
+        vectors = tf.stop_gradient(candidates.vectors)
+        vectors = tf.concat([vectors, tf.ones_like(vectors[:, :1])], axis=-1)  # [C, d + 1]
+        return self.weight_task(queries, vectors, candidate_sampling_probability=candidates.sampling_probability,
+                                candidate_ids=candidates.ids)
 
     def sample_candidates(self, target: tf.Tensor, positive_embeddings: tf.Tensor, training: bool) -> Candidates:
         """The candidate columns of a training batch: the positives (of every replica's rows under a
@@ -330,7 +351,7 @@ class RemiModel(tfrs.Model):
         return Candidates(candidate_ids, vectors, sampling_probability, num_positives)
 
     def _track(self, terms: tf.Tensor) -> None:
-        """Records [4] (retrieval loss, routing regularization, loss, interest-weight distillation) of a
+        """Records [4] (retrieval loss, routing regularization, loss, the interest weights' term) of a
         training batch."""
         for tracker, value in zip((self.retrieval_loss_tracker, self.routing_regularization_tracker,
                                    self.loss_tracker, self.interest_weight_tracker), tf.unstack(terms)):

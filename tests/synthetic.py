@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 FIRST_ITEM_INDEX = 2  # the model's index of the first real item (0 pads, 1 is OOV)
 
 
 def clustered_sequences(num_users: int, num_clusters: int, items_per_cluster: int, clusters_per_user: int,
-                        length: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Each user picks `clusters_per_user` clusters and consumes `length` items, each from one of them.
+                        length: int, seed: int, cluster_shares: Sequence[float] | None = None
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each user picks `clusters_per_user` clusters and consumes `length` items, each from one of them
+    (the user's i-th cluster with probability cluster_shares[i]; default: uniformly).
 
     Returns:
       (sequences of model item indices, each user's set of clusters). Item index
@@ -19,7 +23,7 @@ def clustered_sequences(num_users: int, num_clusters: int, items_per_cluster: in
     sequences, user_clusters = [], []
     for _ in range(num_users):
         clusters = rng.choice(num_clusters, size=clusters_per_user, replace=False)
-        chosen = rng.choice(clusters, size=length)
+        chosen = rng.choice(clusters, size=length, p=cluster_shares)
         items = chosen * items_per_cluster + rng.integers(0, items_per_cluster, size=length)
         sequences.append((items + FIRST_ITEM_INDEX).astype(np.int64))
         user_clusters.append(clusters)
