@@ -110,6 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from remi_tf import warm_start as warm_start_lib
 
     config = config_lib.load(args.config, [*(args.set or ()), *([f"strategy={args.strategy}"] if args.strategy else [])])
+    done = train_lib.finished(args.model_dir, config)
+    if done is not None:  # before anything is written: a finished model directory is left as it was
+        print(done, file=sys.stderr)
+        return 0
     cluster = distribute.read_cluster()
     strategy_name = distribute.resolve_strategy(config.strategy, cluster)
     recent_from = None
@@ -204,6 +208,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
     config = evaluation_config(config, args.set)
     data_dir = args.data or trained.data_dir
+    if args.data and input_lib.read_vocabulary(args.data) != vocabulary:
+        raise ValueError(f"{os.path.join(args.data, 'items.tsv')} lists other items than the model's vocabulary "
+                         f"({os.path.join(args.model_dir, 'items.tsv')}): evaluate on data prepared with the same "
+                         "items (the model's own data directory, or a split of the same `remi prepare` run)")
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
     categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)

@@ -100,8 +100,8 @@ def save_side_features(model_dir: str, item_features: feature_tables.FeatureTabl
 
 
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
-    """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of eval_every)."""
-    steps_per_execution = math.gcd(config.steps_per_execution, config.eval_every)
+    """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of the steps between evaluations)."""
+    steps_per_execution = math.gcd(config.steps_per_execution, epoch_steps(config))
     learning_rate = config.learning_rate if config.learning_rate_schedule == "constant" else \
         tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
     optimizer = LazyAdam(learning_rate) if config.optimizer == "lazy_adam" else tf.keras.optimizers.Adam(learning_rate)
@@ -265,29 +265,28 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     if verbose == 1 and isinstance(strategy, tf.distribute.ParameterServerStrategy):
         verbose = 2  # Keras has no per-step progress bar under parameter servers: one line per epoch
     os.makedirs(model_dir, exist_ok=True)
-    if chief:
+    steps_per_epoch = epoch_steps(config)
+    epochs = config.max_steps // steps_per_epoch
+    if chief and finished(model_dir, config) is None:
         config_lib.save(config, os.path.join(model_dir, "config.yaml"))
     with strategy.scope():
         steps_per_execution = compile_model(model, config)
-    epochs = math.ceil(config.max_steps / config.eval_every)
 
     def evaluate_valid() -> dict:
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
                                      user_features=valid_user_features)
 
-    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, config.eval_every, chief, strategy)
-    if validation.patience and validation.state["evaluations_without_improvement"] >= validation.patience:
-        print(f"{model_dir}: training already stopped early; nothing to resume", flush=True)
-        return validation.state
-    evaluations = validation.state["evaluations"]
-    if evaluations and evaluations[-1]["step"] >= epochs * config.eval_every:
-        print(f"{model_dir}: training already finished at step {evaluations[-1]['step']} (max_steps "
-              f"{config.max_steps}); nothing to resume (raise max_steps to train on)", flush=True)
+    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy)
+    done = finished(model_dir, config)
+    if done is not None:
+        print(done, flush=True)
         return validation.state
     backup_dir = os.path.join(model_dir, "backup")
     if chief:
         check_backup(backup_dir)
+    terminate = StopOnNonFiniteLoss()
     callbacks = [
+        terminate,
         # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
         validation,
         # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
@@ -301,6 +300,49 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     if chief:
         callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
                       tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch")]
-    model.fit(train_data, epochs=epochs, steps_per_epoch=config.eval_every, callbacks=callbacks,
-              verbose=verbose if chief else 0)
+    history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                        verbose=verbose if chief else 0)
+    losses = history.history.get("loss", [])
+    if terminate.diverged or not all(math.isfinite(value) for value in losses):
+        raise RuntimeError(f"{model_dir}: training diverged (the loss is not finite) after step "
+                           f"{int(model.optimizer.iterations.numpy())}; the best checkpoint from before stays in "
+                           f"{os.path.join(model_dir, BEST_DIR)}. Lower learning_rate (now {config.learning_rate}) "
+                           "and train into a new --model-dir")
     return validation.state
+
+
+def epoch_steps(config: RemiConfig) -> int:
+    """Steps between valid evaluations: eval_every, or max_steps when that is smaller (one evaluation at
+    the end). config.validate makes max_steps a multiple of it, so training runs exactly max_steps."""
+    return min(config.eval_every, config.max_steps)
+
+
+def finished(model_dir: str, config: RemiConfig) -> str | None:
+    """Why the run in `model_dir` has nothing left to train (stopped early, or max_steps reached), or None.
+    `remi train` checks this before writing anything into the directory."""
+    path = os.path.join(model_dir, "validation.json")
+    if not os.path.exists(path):
+        return None
+    state = atomic.read_json(path)
+    if config.patience and state["evaluations_without_improvement"] >= config.patience:
+        return f"{model_dir}: training already stopped early; nothing to resume (the directory is left as it was)"
+    evaluations = state["evaluations"]
+    if evaluations and evaluations[-1]["step"] >= config.max_steps:
+        return (f"{model_dir}: training already finished at step {evaluations[-1]['step']} (max_steps "
+                f"{config.max_steps}); nothing to resume, the directory is left as it was (raise max_steps to train on)")
+    return None
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Stops training at the first execution whose loss is NaN or infinite (Keras's TerminateOnNaN, remembering
+    that it did, so that `train` fails instead of ending as if finished)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged = False
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = True
+            self.model.stop_training = True

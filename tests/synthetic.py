@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -37,3 +38,15 @@ def write_log(path, sequences: list[np.ndarray], user_prefix: str = "u") -> None
         stream.write("user_id,item_id,timestamp\n")
         stream.writelines(f"{user_prefix}{user},item{item},{time}\n" for user, items in enumerate(sequences)
                           for time, item in enumerate(items))
+
+
+def prepared_clusters(root, name: str = "data", user_prefix: str = "u", **cluster_args) -> str:
+    """`remi prepare` of a clustered log (`clustered_sequences(**cluster_args)`) into root/<name>; returns it."""
+    from remi import cli
+
+    sequences, _ = clustered_sequences(**cluster_args)
+    log = os.path.join(root, f"{name}.csv")
+    write_log(log, sequences, user_prefix=user_prefix)
+    output = os.path.join(root, name)
+    assert cli.main(["prepare", "--input", log, "--output", output]) == 0
+    return output

@@ -13,11 +13,9 @@ from tests import synthetic
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    sequences, _ = synthetic.clustered_sequences(num_users=2000, num_clusters=40, items_per_cluster=50,
-                                                 clusters_per_user=3, length=30, seed=0)
-    synthetic.write_log(root / "log.csv", sequences, user_prefix="user")
-    assert cli.main(["prepare", "--input", str(root / "log.csv"), "--output", str(root / "data")]) == 0
-    assert cli.main(["train", "--data", str(root / "data"), "--model-dir", str(root / "model"), "--quiet",
+    data = synthetic.prepared_clusters(root, user_prefix="user", num_users=2000, num_clusters=40, items_per_cluster=50,
+                                       clusters_per_user=3, length=30, seed=0)
+    assert cli.main(["train", "--data", data, "--model-dir", str(root / "model"), "--quiet",
                      "--set", "max_steps=400", "--set", "eval_every=200", "--set", "embedding_dim=16"]) == 0
     return str(root / "model")
 
