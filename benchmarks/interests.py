@@ -74,8 +74,8 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
                 report["interest_weight_entropy"] = metrics.mean_entropy(found.interest_weights) if weighted else 0.0
                 for name, users in (("short", prefix < SHORT_HISTORY), ("long", prefix >= LONG_HISTORY)):
                     chosen = np.flatnonzero(users)
-                    report[f"recall@50_{name}"] = metrics.ranking_metrics(
-                        found.item_ids[chosen], [targets[i] for i in chosen], (50,))["recall@50"] if len(chosen) else 0.0
+                    report[f"recall@50_{name}"] = 0.0 if not len(chosen) else metrics.ranking_metrics(
+                        found.item_ids[chosen], [targets[i] for i in chosen], (50,))["recall@50"]
                     report[f"users_{name}"] = int(len(chosen))
                 cached[spec] = report
             write_json(path, cached)
@@ -88,7 +88,8 @@ def summary(rows: dict[tuple[str, str], list[dict]], baseline: str | None) -> st
     reference = None
     if baseline is not None and (baseline, "score") in rows:
         reference = statistics.mean(run["test"]["recall@50"] for run in rows[(baseline, "score")])
-    header = ["variant", "merge", "seeds", "valid R@50", "ratio to " + (baseline or "-")] + [f"test {c}" for c in COLUMNS]
+    header = ["variant", "merge", "seeds", "valid R@50", "ratio to " + (baseline or "-")]
+    header += [f"test {c}" for c in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (variant, merge), runs in rows.items():
         test_recall = [run["test"]["recall@50"] for run in runs]

@@ -128,7 +128,8 @@ class RetrievalModule(tf.Module):
         per_interest = tf.math.top_k(scores, k=self.k)
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
         if self.item_vectors is not None:
-            scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring, self.interest_temperature)
+            scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring,
+                                     self.interest_temperature)
         merged_scores, merged_indices, interest = merging.merge_interests(
             scores, found, weights, self.k, self.merge, self.merge_lambda, self.categories, self.diversity_coef)
 

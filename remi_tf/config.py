@@ -52,6 +52,8 @@ class RemiConfig:
         prediction starts as the item's own embedding), "random" (He-normal, as the ComiRec and MIND codes)
         or "auto": identity for comirec_dr (it won on every data set), random for mind (it did not win on
         ml-1m); BENCHMARKS.md 10.5.
+      capsule_routing_gradient: let the gradient through the capsule routing's rounds (comirec_dr, mind), so
+        that the routing regularization trains the maps (ComiRec's code stops it, and RR then acts on nothing).
       readout: which user vector scores a training example's candidates: "hard" (the K interests score
         them as `interest_scoring` says) or "label_aware" (MIND's attention over the interests, softmax of
         (v_k . e)^readout_power; with interest_scoring "hard" only).
@@ -133,6 +135,7 @@ class RemiConfig:
     routing: str = "self_attentive"
     routing_iterations: int = 3
     capsule_initial_maps: str = "auto"
+    capsule_routing_gradient: bool = False
     readout: str = "hard"
     readout_power: int = 1
     interest_scoring: str = "hard"
@@ -199,7 +202,8 @@ class RemiConfig:
             lower = self.max_steps - self.max_steps % self.eval_every
             raise ValueError(f"config field 'max_steps' ({self.max_steps}) must be a multiple of eval_every "
                              f"({self.eval_every}) or at most it, so that training ends with an evaluation: e.g. "
-                             f"max_steps={lower} or {lower + self.eval_every}, or eval_every={math.gcd(self.max_steps, self.eval_every)}")
+                             f"max_steps={lower} or {lower + self.eval_every}, or "
+                             f"eval_every={math.gcd(self.max_steps, self.eval_every)}")
         if self.temperature <= 0:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:

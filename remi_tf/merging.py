@@ -153,8 +153,8 @@ def quota_merge(scores: tf.Tensor, indices: tf.Tensor, weights: tf.Tensor, k: in
         best_entry = tf.argmax(value, axis=-1, output_type=tf.int32)  # [B, K]
         has_results = tf.reduce_any(available, axis=-1)  # [B, K]
         below_quota = tf.logical_and(has_results, filled < quotas)
-        progress = tf.where(below_quota, (tf.cast(filled, tf.float32) + 0.5) / tf.cast(tf.maximum(quotas, 1), tf.float32),
-                            np.inf)
+        progress = tf.where(below_quota,
+                            (tf.cast(filled, tf.float32) + 0.5) / tf.cast(tf.maximum(quotas, 1), tf.float32), np.inf)
         chosen = tf.where(tf.reduce_any(below_quota, axis=-1), tf.argmin(progress, axis=-1, output_type=tf.int32),
                           tf.argmax(tf.reduce_max(value, axis=-1), axis=-1, output_type=tf.int32))  # [B]
         found = tf.reduce_any(has_results, axis=-1)  # [B]

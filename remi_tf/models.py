@@ -49,7 +49,8 @@ def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
         initial_maps = "random" if mind else "identity"
     return CapsuleRouting(config.num_interests, config.max_history, bilinear_map="shared" if mind else "per_position",
                           initial_logits="random" if mind else "zeros", iterations=config.routing_iterations,
-                          initial_maps=initial_maps, name=f"{config.routing}_routing")
+                          initial_maps=initial_maps, routing_gradient=config.capsule_routing_gradient,
+                          name=f"{config.routing}_routing")
 
 
 class QueryEncoding(NamedTuple):
@@ -223,7 +224,8 @@ class RemiModel(tfrs.Model):
         return self.query_tower(history, user_features)
 
     @tf.function(reduce_retracing=True)
-    def encode(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def encode(self, history: tf.Tensor, user_features: tf.Tensor | None = None
+               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """`interests` with the interest weights: (interests [B, K, d], routing [B, K, L], pi [B, K]); pi is
         uniform (1 / K) for a model without interest weights."""
         encoding = self.query_tower.encode(history, user_features)
@@ -290,7 +292,7 @@ class RemiModel(tfrs.Model):
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
                                                        self.config.routing_regularization_mode, mask)
         replica = tf.distribute.get_replica_context()
-        if distribute.gathers_candidates(replica):  # the task and the distillation return means over this replica's rows
+        if distribute.gathers_candidates(replica):  # both terms are means over this replica's rows
             rows = tf.cast(tf.shape(target)[0], retrieval_loss.dtype)
             share = rows / (tf.cast(candidates.num_positives, retrieval_loss.dtype)
                             if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)

@@ -305,9 +305,9 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     losses = history.history.get("loss", [])
     if terminate.diverged or not all(math.isfinite(value) for value in losses):
         raise RuntimeError(f"{model_dir}: training diverged (the loss is not finite) after step "
-                           f"{int(model.optimizer.iterations.numpy())}; the best checkpoint from before stays in "
-                           f"{os.path.join(model_dir, BEST_DIR)}. Lower learning_rate (now {config.learning_rate}) "
-                           "and train into a new --model-dir")
+                           f"{int(model.optimizer.iterations.numpy())}; the best checkpoint of an earlier evaluation, "
+                           f"if any, stays in {os.path.join(model_dir, BEST_DIR)}. Lower learning_rate (now "
+                           f"{config.learning_rate}) and train into a new --model-dir")
     return validation.state
 
 
@@ -329,7 +329,8 @@ def finished(model_dir: str, config: RemiConfig) -> str | None:
     evaluations = state["evaluations"]
     if evaluations and evaluations[-1]["step"] >= config.max_steps:
         return (f"{model_dir}: training already finished at step {evaluations[-1]['step']} (max_steps "
-                f"{config.max_steps}); nothing to resume, the directory is left as it was (raise max_steps to train on)")
+                f"{config.max_steps}); nothing to resume, the directory is left as it was (raise max_steps to "
+                "train on)")
     return None
 
 

@@ -6,4 +6,5 @@ from remi_tf.layers.item_embedding import ItemEmbedding
 from remi_tf.layers.readout import hard_readout, label_aware_readout
 from remi_tf.layers.self_attentive import SelfAttentiveRouting
 
-__all__ = ["CapsuleRouting", "InterestWeights", "ItemEmbedding", "SelfAttentiveRouting", "hard_readout", "label_aware_readout"]
+__all__ = ["CapsuleRouting", "InterestWeights", "ItemEmbedding", "SelfAttentiveRouting", "hard_readout",
+           "label_aware_readout"]

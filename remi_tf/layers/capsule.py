@@ -31,6 +31,8 @@ class CapsuleRouting(tf.keras.layers.Layer):
     v_k = squash(s_k); b += u_kl . v_k. As in ComiRec's code, the rounds before the last see the
     predictions through stop_gradient, and the last one's s uses them with their gradient. The coupling
     coefficients therefore carry no gradient: a routing regularization on them does not train anything.
+    With `routing_gradient`, every round sees the predictions with their gradient (REMI's fix, issue 24):
+    the couplings then depend differentiably on the maps, and the routing regularization trains them.
 
     Call arguments:
       item_embeddings: [batch, L, d] float (padding rows may be anything: they are zeroed with the mask).
@@ -44,7 +46,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
 
     def __init__(self, num_interests: int, max_length: int, bilinear_map: str = "per_position",
                  initial_logits: str = "zeros", iterations: int = 3, initial_maps: str = "random",
-                 **kwargs: Any) -> None:
+                 routing_gradient: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if (bilinear_map not in BILINEAR_MAPS or initial_logits not in INITIAL_LOGITS
                 or initial_maps not in INITIAL_MAPS or iterations < 1):
@@ -54,6 +56,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
         self.num_interests, self.max_length = num_interests, max_length
         self.bilinear_map, self.initial_logits, self.iterations = bilinear_map, initial_logits, iterations
         self.initial_maps = initial_maps
+        self.routing_gradient = routing_gradient
 
     def build(self, input_shape: Any) -> None:
         dim = int(tf.TensorShape(input_shape)[-1])
@@ -82,7 +85,7 @@ class CapsuleRouting(tf.keras.layers.Layer):
         else:
             mapped = tf.einsum("de,ble->bld", self.maps, history)
             predictions = tf.tile(mapped[:, tf.newaxis], [1, self.num_interests, 1, 1])  # [B, K, L, d]
-        fixed_predictions = tf.stop_gradient(predictions)
+        fixed_predictions = predictions if self.routing_gradient else tf.stop_gradient(predictions)
         logits = tf.broadcast_to(self.routing_logits, [tf.shape(history)[0], self.num_interests, self.max_length])
         for round_index in range(self.iterations):
             coupling = tf.nn.softmax(logits, axis=1) * valid  # [B, K, L]
@@ -95,4 +98,5 @@ class CapsuleRouting(tf.keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_interests": self.num_interests, "max_length": self.max_length,
                 "bilinear_map": self.bilinear_map, "initial_logits": self.initial_logits,
-                "iterations": self.iterations, "initial_maps": self.initial_maps}
+                "iterations": self.iterations, "initial_maps": self.initial_maps,
+                "routing_gradient": self.routing_gradient}

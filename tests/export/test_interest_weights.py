@@ -69,7 +69,8 @@ def test_exported_weights_and_merge_match_the_model(weighted_model_dir, tmp_path
     else:
         expected_ids, expected_scores = numpy_reference.merge_interest_topk(
             ids, combined + np.log(weights)[:, :, None], K)
-    got_ids = [[vocabulary.index(item.decode()) + FIRST_ITEM_INDEX for item in row] for row in served["item_ids"].numpy()]
+    position = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
+    got_ids = [[position[item.decode()] for item in row] for row in served["item_ids"].numpy()]
     np.testing.assert_array_equal(got_ids, expected_ids)
     np.testing.assert_allclose(served["scores"].numpy(), expected_scores, rtol=1e-4, atol=1e-5)
 

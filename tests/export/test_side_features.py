@@ -3,7 +3,6 @@ serve, the SavedModel taking raw profile values (unknown ones in the OOV bucket)
 model's interests and candidates."""
 
 import json
-import os
 import urllib.error
 import urllib.request
 

@@ -4,7 +4,6 @@ in items.tsv order with raw values, the category each evaluation sees, and clear
 import json
 import os
 
-import numpy as np
 import pytest
 
 from pipelines import input as input_lib

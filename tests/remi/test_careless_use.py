@@ -65,3 +65,15 @@ def test_export_version_and_evaluation_data_are_checked(small_run, tmp_path, cap
                      "--output", str(tmp_path / "r.json")]) == 2
     assert "lists other items than the model's vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_diverged_run_fails_instead_of_finishing(small_run, tmp_path, capsys):
+    """A learning rate of 1e30 sends the loss to NaN or infinity in the first steps: the run stops there with
+    an error naming the fix, and no evaluation of the diverged weights is recorded as the best."""
+    model_dir = tmp_path / "model"
+    assert cli.main(["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet",
+                     "--set", "max_steps=60", "eval_every=20", "embedding_dim=8", "steps_per_execution=10",
+                     "learning_rate=1e30"]) == 2
+    assert "training diverged" in capsys.readouterr().err
+    state = json.load(open(model_dir / "validation.json")) if (model_dir / "validation.json").exists() else None
+    assert state is None or all(e["step"] < 60 for e in state["evaluations"])

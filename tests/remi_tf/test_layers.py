@@ -183,6 +183,28 @@ def test_routing_regularization_trains_nothing_in_a_capsule_layer(bilinear_map, 
         assert moved == [trained] * len(gradients), (type(layer).__name__, moved)
 
 
+@pytest.mark.parametrize("bilinear_map, initial_logits", [("per_position", "zeros"), ("shared", "random")])
+def test_routing_gradient_lets_the_routing_regularization_train_the_capsules(bilinear_map, initial_logits):
+    """With routing_gradient the rounds see the predictions with their gradient: RR reaches the maps and the
+    item embeddings; the forward pass is unchanged (the same weights give the same interests and couplings)."""
+    embeddings, mask = make_inputs(4)
+    inputs = tf.Variable(embeddings)
+    stopped = CapsuleRouting(num_interests=2, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits)
+    flowing = CapsuleRouting(num_interests=2, max_length=6, bilinear_map=bilinear_map, initial_logits=initial_logits,
+                             routing_gradient=True)
+    stopped(inputs, tf.constant(mask))
+    flowing(inputs, tf.constant(mask))
+    flowing.set_weights(stopped.get_weights())
+    with tf.GradientTape() as tape:
+        interests, routing = flowing(inputs, tf.constant(mask))
+        penalty = routing_regularization(routing, embedding_dim=8, mask=tf.constant(mask))
+    for got, expected in zip((interests, routing), stopped(inputs, tf.constant(mask))):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6)
+    gradients = tape.gradient(penalty, [inputs, flowing.maps])
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+    assert flowing.get_config()["routing_gradient"] and not stopped.get_config()["routing_gradient"]
+
+
 def test_label_aware_readout_weights_interests_by_powered_affinity():
     interests = np.array([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]], np.float32)
     positive = np.array([[0.5, 1.0]], np.float32)

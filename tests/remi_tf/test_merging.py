@@ -46,7 +46,8 @@ def test_quota_merge_passes_unused_slots_on():
     """Interest 1's only result is taken by interest 0 first: its two slots pass to the best remaining results
     (interest 0's), and a row with fewer distinct results than slots is padded."""
     ids = np.array([[[1, 2, 3, 4, 5], [1, 0, 0, 0, 0]], [[7, 8, 0, 0, 0], [8, 0, 0, 0, 0]]])
-    scores = np.array([[[9.0, 8, 7, 6, 5], [10.0, NEG, NEG, NEG, NEG]], [[3.0, 2, NEG, NEG, NEG], [4.0, NEG, NEG, NEG, NEG]]])
+    scores = np.array([[[9.0, 8, 7, 6, 5], [10.0, NEG, NEG, NEG, NEG]],
+                       [[3.0, 2, NEG, NEG, NEG], [4.0, NEG, NEG, NEG, NEG]]])
     got_scores, got_ids, got_interest = quota(ids, scores, [[0.5, 0.5], [0.5, 0.5]], 4)
     np.testing.assert_array_equal(got_ids, [[1, 2, 3, 4], [7, 8, 0, 0]])
     np.testing.assert_array_equal(got_interest, [[0, 0, 0, 0], [0, 1, -1, -1]])
