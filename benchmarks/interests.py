@@ -116,13 +116,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
     parser.add_argument("--baseline", default="K1", help="the variant the ratios compare with (its score merge)")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs of the same overrides")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs of --output that have finished (implies --resume)")
     args = parser.parse_args()
+    args.resume = args.resume or args.report_only
     rows: dict[tuple[str, str], list[dict]] = {}
     for seed in seeds_to_run(args.seeds):  # every variant's first seed first: early results compare
         for spec in args.variant:
             name, _, overrides = spec.partition("=")
-            run = run_variant(name, [o for o in overrides.split(",") if o], args, seed)
             model_dir = os.path.join(args.output, name if seed is None else f"{name}-s{seed}")
+            if args.report_only and not os.path.exists(os.path.join(model_dir, "ablation-run.json")):
+                continue
+            run = run_variant(name, [o for o in overrides.split(",") if o], args, seed)
             reports = evaluate_merges(model_dir, args.merges)
             for merge in reports["test"]:
                 rows.setdefault((name, merge), []).append({split: reports[split][merge] for split in reports})
