@@ -150,7 +150,8 @@ class RetrievalModule(tf.Module):
 
     @tf.function
     def serve(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The default signature: candidates exclude the items of the history."""
+        """The default signature: candidates exclude the items the model reads, the history's last
+        `max_history` known items (older items of a longer history are not excluded)."""
         return self.retrieve(history, profile, exclude_history=True)
 
     @tf.function

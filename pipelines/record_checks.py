@@ -1,7 +1,8 @@
 """What a log record becomes (an Event) and the dirty-input policy every reader applies.
 
 Dirty input rules (each bad record is named with its file, line or record number, and field):
-- a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8, a missing,
+- a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8 or holds a tab or
+  a line break (CSV quoting allows them; items.tsv and the feature tables could not hold them), a missing,
   non-numeric or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
   record. Up to `max_bad_records` (default 0) are skipped and summarised; one more stops the run.
 - an empty file (no events): skipped and counted.
@@ -83,6 +84,8 @@ def validate(path: str, position: str, user_id: str, item_id: str, timestamp: st
             return bad(field, "missing or empty")
         if not _is_utf8(value):
             return bad(field, "not valid UTF-8")
+        if any(character in value for character in "\t\n\r"):
+            return bad(field, f"holds a tab or a line break ({value!r}): ids are written to tab-separated files")
     if isinstance(timestamp, str):
         if not timestamp.strip():
             return bad("timestamp", "missing or empty")

@@ -48,6 +48,13 @@ def read_json(path: str) -> object:
         return json.load(stream)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: bool = False,
                       last: Sequence[str] = COMPLETION_MARKERS) -> str:
     """Runs `build(tmp_dir)` in a hidden sibling of `output_dir` and moves it to `output_dir` only if it
@@ -71,6 +78,7 @@ def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: 
         tf.io.gfile.makedirs(tmp_dir)
     else:
         tmp_dir = tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=parent)
+        os.chmod(tmp_dir, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from other users (TF Serving)
     try:
         build(tmp_dir)
         if is_remote(output_dir):

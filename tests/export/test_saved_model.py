@@ -212,3 +212,15 @@ def test_retrieval_module_merges_with_the_diversity_coefficient(tmp_path):
     saved_model.save(module, str(tmp_path / "diverse"))  # the categories and the merge travel in the SavedModel
     reloaded = tf.saved_model.load(str(tmp_path / "diverse")).signatures["serving_default"]
     np.testing.assert_array_equal(reloaded(history=tf.ragged.constant(histories).to_tensor(""))["item_ids"], served)
+
+
+def test_serving_default_excludes_the_history_items_the_model_reads(export_dir, vocabulary):
+    """A history longer than max_history (20): its last 20 known items never come back; what is excluded is
+    exactly what the model reads (the README and the signature's docstring say so)."""
+    model = tf.saved_model.load(os.path.join(export_dir, "remi-exact", "1"))
+    history = vocabulary[:30]  # the 30 most frequent items
+    served = model.signatures["serving_default"](history=tf.constant([history]))
+    returned = set(served["item_ids"].numpy().astype(str)[0])
+    assert not returned & set(history[-20:])
+    included = model.signatures["include_history"](history=tf.constant([history]))
+    assert set(included["item_ids"].numpy().astype(str)[0]) & set(history[-20:])  # they would rank otherwise

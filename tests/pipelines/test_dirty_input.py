@@ -22,6 +22,7 @@ def prepare(tmp_path, paths, **kwargs):
     ("u1,i1,", "line 2: field 'timestamp': missing or empty"),
     ("u1,i1,-3", "line 2: field 'timestamp': negative: -3"),
     ("u1,i1,noon", "line 2: field 'timestamp': not a number: 'noon'"),
+    ('u1,"i\t1",5', "line 2: field 'item_id': holds a tab or a line break"),
 ])
 def test_bad_lines_stop_the_run_by_default_and_are_skipped_when_allowed(tmp_path, row, message):
     good = "\n".join(",".join(map(str, r)) for r in planted_log())

@@ -55,6 +55,20 @@ def test_bad_training_values_are_refused_before_writing(small_run, tmp_path, cap
     assert not model_dir.exists()
 
 
+def test_exported_directories_are_readable_by_other_users(small_run, tmp_path):
+    """Directories 0755 and files 0644 under umask 022, so that a TF Serving process of another user reads them."""
+    previous = os.umask(0o022)
+    try:
+        assert cli.main(["export", "--model-dir", str(small_run / "model"), "--output", str(tmp_path / "e"),
+                         "--index", "brute-force", "--k", "5"]) == 0
+    finally:
+        os.umask(previous)
+    for folder, _, names in os.walk(tmp_path / "e"):
+        assert os.stat(folder).st_mode & 0o777 == 0o755, folder
+        for name in names:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o777 == 0o644, os.path.join(folder, name)
+
+
 def test_export_version_and_evaluation_data_are_checked(small_run, tmp_path, capsys):
     assert cli.main(["export", "--model-dir", str(small_run / "model"), "--output", str(tmp_path / "e"),
                      "--version", "0"]) == 2
