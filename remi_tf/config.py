@@ -198,12 +198,6 @@ class RemiConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
-        if self.max_steps > self.eval_every and self.max_steps % self.eval_every:
-            lower = self.max_steps - self.max_steps % self.eval_every
-            raise ValueError(f"config field 'max_steps' ({self.max_steps}) must be a multiple of eval_every "
-                             f"({self.eval_every}) or at most it, so that training ends with an evaluation: e.g. "
-                             f"max_steps={lower} or {lower + self.eval_every}, or "
-                             f"eval_every={math.gcd(self.max_steps, self.eval_every)}")
         if self.temperature <= 0:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
         if self.learning_rate <= 0:

@@ -101,7 +101,7 @@ def save_side_features(model_dir: str, item_features: feature_tables.FeatureTabl
 
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of the steps between evaluations)."""
-    steps_per_execution = math.gcd(config.steps_per_execution, epoch_steps(config))
+    steps_per_execution = math.gcd(math.gcd(config.steps_per_execution, epoch_steps(config)), config.max_steps)
     learning_rate = config.learning_rate if config.learning_rate_schedule == "constant" else \
         tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
     optimizer = LazyAdam(learning_rate) if config.optimizer == "lazy_adam" else tf.keras.optimizers.Adam(learning_rate)
@@ -120,8 +120,10 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, evaluate_fn: Callable[[], dict], model_dir: str, patience: int, steps_per_epoch: int,
-                 chief: bool = True, strategy: tf.distribute.Strategy | None = None) -> None:
+                 chief: bool = True, strategy: tf.distribute.Strategy | None = None,
+                 last_step: int | None = None) -> None:
         super().__init__()
+        self.last_step = last_step  # a shorter last epoch ends here (TrainingGuard stops it)
         self.evaluate_fn = evaluate_fn
         self.model_dir = model_dir
         self.patience = patience
@@ -138,6 +140,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch
+        if self.last_step is not None:
+            step = min(step, self.last_step)
         start_time, start_step = self.epoch_start
         steps_per_s = (int(self.model.optimizer.iterations.numpy()) - start_step) / (time.perf_counter() - start_time)
         report = self.evaluate_fn() if self.chief else {}
@@ -266,7 +270,10 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
         verbose = 2  # Keras has no per-step progress bar under parameter servers: one line per epoch
     os.makedirs(model_dir, exist_ok=True)
     steps_per_epoch = epoch_steps(config)
-    epochs = config.max_steps // steps_per_epoch
+    epochs = math.ceil(config.max_steps / steps_per_epoch)
+    # Batch hooks stop a shorter last epoch at max_steps; Keras runs none under parameter servers, where the
+    # last epoch is whole (max_steps rounds up to a multiple of eval_every there).
+    batch_hooks = not isinstance(strategy, tf.distribute.ParameterServerStrategy)
     if chief and finished(model_dir, config) is None:
         config_lib.save(config, os.path.join(model_dir, "config.yaml"))
     with strategy.scope():
@@ -276,7 +283,8 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
                                      user_features=valid_user_features)
 
-    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy)
+    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
+                                    config.max_steps if batch_hooks else None)
     done = finished(model_dir, config)
     if done is not None:
         print(done, flush=True)
@@ -284,9 +292,9 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     backup_dir = os.path.join(model_dir, "backup")
     if chief:
         check_backup(backup_dir)
-    terminate = StopOnNonFiniteLoss()
+    guard = TrainingGuard(config.max_steps)
     callbacks = [
-        terminate,
+        *([guard] if batch_hooks else []),
         # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
         validation,
         # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
@@ -303,7 +311,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])
-    if terminate.diverged or not all(math.isfinite(value) for value in losses):
+    if guard.diverged or not all(math.isfinite(value) for value in losses):
         raise RuntimeError(f"{model_dir}: training diverged (the loss is not finite) after step "
                            f"{int(model.optimizer.iterations.numpy())}; the best checkpoint of an earlier evaluation, "
                            f"if any, stays in {os.path.join(model_dir, BEST_DIR)}. Lower learning_rate (now "
@@ -313,7 +321,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
 
 def epoch_steps(config: RemiConfig) -> int:
     """Steps between valid evaluations: eval_every, or max_steps when that is smaller (one evaluation at
-    the end). config.validate makes max_steps a multiple of it, so training runs exactly max_steps."""
+    the end). A max_steps that is not a multiple of it ends with a shorter epoch and its evaluation."""
     return min(config.eval_every, config.max_steps)
 
 
@@ -334,16 +342,20 @@ def finished(model_dir: str, config: RemiConfig) -> str | None:
     return None
 
 
-class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
-    """Stops training at the first execution whose loss is NaN or infinite (Keras's TerminateOnNaN, remembering
-    that it did, so that `train` fails instead of ending as if finished)."""
+class TrainingGuard(tf.keras.callbacks.Callback):
+    """Stops training at max_steps (so that a shorter last epoch ends there) and at the first execution whose
+    loss is NaN or infinite (Keras's TerminateOnNaN, remembering that it did, so that `train` fails instead of
+    ending as if finished)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_steps: int) -> None:
         super().__init__()
+        self.max_steps = max_steps
         self.diverged = False
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged = True
+            self.model.stop_training = True
+        if int(self.model.optimizer.iterations.numpy()) >= self.max_steps:
             self.model.stop_training = True
