@@ -26,7 +26,7 @@ METRICS = ("recall@20", "ndcg@20", "hitrate@20", "recall@50", "ndcg@50", "hitrat
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed: int | None = None) -> dict:
     """Trains and evaluates one run, or with --resume reads back the finished run of the same overrides."""
-    model_dir = os.path.join(args.output, name if seed is None else f"{name}-s{seed}")
+    model_dir = run_dir(args.output, name, seed)
     overrides = overrides + ([] if seed is None else [f"seed={seed}"])
     record = os.path.join(model_dir, "ablation-run.json")
     if args.resume and os.path.exists(record):
@@ -48,6 +48,22 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, seed:
     result = {"name": name, "overrides": overrides, "train_seconds": seconds, "best_step": best_step, **reports}
     write_json(record, result)
     return result
+
+
+def run_dir(output: str, name: str, seed: int | None) -> str:
+    """A variant's model directory: <output>/<name>, or <output>/<name>-s<seed> with several seeds."""
+    return os.path.join(output, name if seed is None else f"{name}-s{seed}")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `run_variant`'s runs: data, preset, output, variants, seeds, resume."""
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs that finished before with the same overrides (their ablation-run.json)")
 
 
 def routing_entropy(report: dict) -> float:
@@ -96,13 +112,7 @@ def seed_summary(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse runs that finished before with the same overrides (their ablation-run.json)")
+    add_run_arguments(parser)
     args = parser.parse_args()
     results = []
     for spec in args.variant:

@@ -23,7 +23,7 @@ import json
 import os
 import statistics
 
-from ablation import run_variant, seeds_to_run, spread
+from ablation import add_run_arguments, run_dir, run_variant, seeds_to_run, spread
 from remi_tf.atomic import write_json
 
 SHORT_HISTORY, LONG_HISTORY = 10, 50
@@ -107,15 +107,10 @@ def summary(rows: dict[tuple[str, str], list[dict]], baseline: str | None) -> st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--variant", action="append", required=True, help="name=key=value,key=value")
+    add_run_arguments(parser)
     parser.add_argument("--merges", nargs="+", default=["score", "quota", "weighted@1"],
                         help="score, quota, weighted@LAMBDA")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0 .. N-1")
     parser.add_argument("--baseline", default="K1", help="the variant the ratios compare with (its score merge)")
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs of the same overrides")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs of --output that have finished (implies --resume)")
     args = parser.parse_args()
@@ -124,7 +119,7 @@ def main() -> None:
     for seed in seeds_to_run(args.seeds):  # every variant's first seed first: early results compare
         for spec in args.variant:
             name, _, overrides = spec.partition("=")
-            model_dir = os.path.join(args.output, name if seed is None else f"{name}-s{seed}")
+            model_dir = run_dir(args.output, name, seed)
             if args.report_only and not os.path.exists(os.path.join(model_dir, "ablation-run.json")):
                 continue
             run = run_variant(name, [o for o in overrides.split(",") if o], args, seed)

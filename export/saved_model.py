@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from remi_tf import config as config_lib
 from remi_tf import merging
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, interest_distribution, item_lookup
 
@@ -81,11 +82,8 @@ class RetrievalModule(tf.Module):
         super().__init__()
         if diversity_coef > 0 and categories is None:
             raise ValueError("a diversity coefficient > 0 needs item categories (`remi prepare --item-features`)")
-        self.merge = model.config.merge if merge is None else merge
-        self.merge_lambda = model.config.merge_lambda if merge_lambda is None else merge_lambda
-        if self.merge != "score" and model.query_tower.interest_weights is None:
-            raise ValueError(f"merge {self.merge!r} reads learned interest weights, and this model has none: train it "
-                             "with --set interest_weights=distilled, or export with merge 'score'")
+        settings = config_lib.with_merge(model.config, merge, merge_lambda)
+        self.merge, self.merge_lambda = settings.merge, settings.merge_lambda
         self.diversity_coef = diversity_coef
         self.categories = None if diversity_coef <= 0 else tf.Variable(
             tf.constant(categories, tf.int32), trainable=False, name="item_categories")
@@ -108,8 +106,7 @@ class RetrievalModule(tf.Module):
         self.interest_temperature = model.config.interest_temperature
         # logsumexp re-scores each retrieved item over all K interests: their vectors by item index
         self.item_vectors = None if self.scoring != "logsumexp" else tf.Variable(
-            tf.concat([tf.zeros([FIRST_ITEM_INDEX, candidates.shape[1]]), candidates], axis=0), trainable=False,
-            name="item_vectors")
+            model.vectors_by_index(), trainable=False, name="item_vectors")
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         return self.query.input_specs()

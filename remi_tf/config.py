@@ -120,7 +120,7 @@ class RemiConfig:
       eval_batch_size: users per retrieval batch during evaluation.
       merge: how the K retrievals become one list (remi_tf.merging): "score" (by score, the paper's),
         "quota" (interest k gets round(N * pi_k) of the N slots) or "weighted" (interest k's scores gain
-        merge_lambda * log pi_k before the merge by score); the last two need interest_weights "distilled".
+        merge_lambda * log pi_k before the merge by score); the last two need interest weights.
         An evaluation-time key (`remi evaluate --set merge=quota`, `remi export --set merge=quota`).
       merge_lambda: the weight of log pi_k in the "weighted" merge (>= 0).
       diversity_coef: 0 merges the K retrievals by score; > 0 merges them with ComiRec's greedy
@@ -252,6 +252,13 @@ class RemiConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def with_merge(config: RemiConfig, merge: str | None = None, merge_lambda: float | None = None) -> RemiConfig:
+    """`config` with the merge settings given (None: the config's own), validated: a merge by interest weights
+    is refused for a model without them, naming the fix."""
+    changes = {name: value for name, value in (("merge", merge), ("merge_lambda", merge_lambda)) if value is not None}
+    return config.replace(**changes)
 
 
 def _coerce(name: str, value: Any, field_type: type) -> Any:

@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from remi_tf import config as config_lib
 from remi_tf import diversity, feature_tables, merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
@@ -74,18 +75,14 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       own list, the routing and the interest weights.
     """
     top_n = min(top_n, model.vocabulary_size)
-    merge = model.config.merge if merge is None else merge
-    merge_lambda = model.config.merge_lambda if merge_lambda is None else merge_lambda
+    settings = config_lib.with_merge(model.config, merge, merge_lambda)
+    merge, merge_lambda = settings.merge, settings.merge_lambda
     if diversity_coef > 0 and categories is None:
         raise ValueError("diversity_coef > 0 needs item categories: prepare the data with `remi prepare "
                          "--item-features ITEMS.csv[:COLUMN]`")
-    if merge != "score" and model.query_tower.interest_weights is None:
-        raise ValueError(f"merge {merge!r} reads learned interest weights, and this model has none: train it with "
-                         "--set interest_weights=distilled, or merge by 'score'")
     category_table = None if diversity_coef <= 0 else tf.constant(categories, tf.int32)  # made once
     scoring = model.config.interest_scoring
-    item_vectors = None if scoring != "logsumexp" else tf.concat(  # [rows, d] by item index
-        [tf.zeros([FIRST_ITEM_INDEX, model.config.embedding_dim]), model.candidate_embeddings()], axis=0)
+    item_vectors = model.vectors_by_index() if scoring == "logsumexp" else None
 
     def merge_fn(scores: tf.Tensor, ids: tf.Tensor, interests: tf.Tensor, weights: tf.Tensor, k: int):
         if item_vectors is not None:

@@ -58,7 +58,7 @@ class QueryEncoding(NamedTuple):
 
     interests: tf.Tensor  # [B, K, d] as scored (unit length with normalize_embeddings)
     routing: tf.Tensor  # [B, K, L]
-    weight_logits: tf.Tensor | None  # [B, K] logits of pi(u) with interest_weights "distilled", else None
+    weight_logits: tf.Tensor | None  # [B, K] logits of pi(u) for a model with interest weights, else None
 
 
 class Candidates(NamedTuple):
@@ -236,6 +236,12 @@ class RemiModel(tfrs.Model):
         table sharded across parameter servers is read whole."""
         real_items = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + self.vocabulary_size)
         return self.query_tower.candidate_vectors(real_items)
+
+    def vectors_by_index(self) -> tf.Tensor:
+        """[vocabulary_size + 2, d] the candidate vector of every item index (zeros for padding and OOV), for
+        gathering by the indices a retrieval returned."""
+        candidates = self.candidate_embeddings()
+        return tf.concat([tf.zeros([FIRST_ITEM_INDEX, candidates.shape[1]], candidates.dtype), candidates], axis=0)
 
     def candidate_chunks(self, max_rows: int) -> Iterator[tuple[int, tf.Tensor]]:
         """The real items' item-tower vectors in chunks of at most `max_rows` rows: (index of the first item of

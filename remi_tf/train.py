@@ -274,10 +274,14 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     # Batch hooks stop a shorter last epoch at max_steps; Keras runs none under parameter servers, where the
     # last epoch is whole (max_steps rounds up to a multiple of eval_every there).
     batch_hooks = not isinstance(strategy, tf.distribute.ParameterServerStrategy)
-    if chief and finished(model_dir, config) is None:
+    done = finished(model_dir, config)
+    if chief and done is None:  # a finished directory is left as it was
         config_lib.save(config, os.path.join(model_dir, "config.yaml"))
     with strategy.scope():
         steps_per_execution = compile_model(model, config)
+    if done is not None:
+        print(done, flush=True)
+        return atomic.read_json(os.path.join(model_dir, "validation.json"))
 
     def evaluate_valid() -> dict:
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
@@ -285,10 +289,6 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
 
     validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
                                     config.max_steps if batch_hooks else None)
-    done = finished(model_dir, config)
-    if done is not None:
-        print(done, flush=True)
-        return validation.state
     backup_dir = os.path.join(model_dir, "backup")
     if chief:
         check_backup(backup_dir)
