@@ -29,6 +29,7 @@ READOUTS = ("hard", "label_aware")
 CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
 INTEREST_SCORINGS = ("hard", "max", "logsumexp")  # remi_tf.scoring
 INTEREST_WEIGHTS = ("none", "distilled", "served")
+INTERESTS_PER_USER = ("fixed", "log2")  # remi_tf.layers.interest_count
 MERGES = ("score", "quota", "weighted")  # remi_tf.merging
 # Keys that change only how a trained model's K lists are merged: `remi evaluate --set` and `remi export --set`.
 EVALUATION_KEYS = ("merge", "merge_lambda", "diversity_coef", "eval_batch_size")
@@ -62,6 +63,9 @@ class RemiConfig:
         serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
         Evaluation and the exported models score as training did.
       interest_temperature: tau of "logsumexp" (> 0; small tau approaches "max").
+      interests_per_user: "fixed" (every user has K interests) or "log2" (MIND's K_u = max(1, min(K,
+        floor(log2 n))) for n known history items; the other interests repeat the kept ones, so the lookup and
+        training see K_u: remi_tf.layers.interest_count). Not with interest_weights "distilled".
       interest_weights: "none", "distilled" or "served": a small predictor outputs pi(u) over the K interests
         (remi_tf.layers.InterestWeights). "distilled" trains it by KL(p || pi) towards the teacher
         p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec); "served" by the in-batch
@@ -140,6 +144,7 @@ class RemiConfig:
     readout_power: int = 1
     interest_scoring: str = "hard"
     interest_temperature: float = 1.0
+    interests_per_user: str = "fixed"
     interest_weights: str = "none"
     interest_weight_temperature: float = 0.1
     interest_weight_lambda: float = 1.0
@@ -232,12 +237,16 @@ class RemiConfig:
                               ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS),
                               ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
                               ("capsule_initial_maps", CAPSULE_INITIAL_MAPS), ("interest_scoring", INTEREST_SCORINGS),
-                              ("interest_weights", INTEREST_WEIGHTS), ("merge", MERGES)):
+                              ("interest_weights", INTEREST_WEIGHTS), ("merge", MERGES),
+                              ("interests_per_user", INTERESTS_PER_USER)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.readout == "label_aware" and self.interest_scoring != "hard":
             raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
                              f"already combines the interests), got {self.interest_scoring!r}")
+        if self.interests_per_user == "log2" and self.interest_weights == "distilled":
+            raise ValueError("config field 'interests_per_user' 'log2' does not combine with interest_weights "
+                             "'distilled' (its teacher would spread weight over repeated interests): use 'served'")
         if self.merge in ("quota", "weighted") and self.interest_weights == "none":
             raise ValueError(f"config field 'merge' {self.merge!r} reads learned interest weights, and this model has "
                              "none (interest_weights 'none'): train with --set interest_weights=distilled, or keep "

@@ -16,13 +16,15 @@ import tensorflow_recommenders as tfrs
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
-from remi_tf.layers import CapsuleRouting, InterestWeights, ItemEmbedding, SelfAttentiveRouting, label_aware_readout
+from remi_tf.layers import (CapsuleRouting, InterestWeights, ItemEmbedding, SelfAttentiveRouting, interests_per_user,
+                            keep_interests, label_aware_readout)
 from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
 PADDING_INDEX = 0
 OOV_INDEX = 1
 FIRST_ITEM_INDEX = 2
+DROPPED_INTEREST_LOGIT = -1e4  # the interest-weight logit of an interest a user does not keep: pi_k = 0
 
 
 def item_lookup(vocabulary: Sequence[str], invert: bool = False) -> tf.keras.layers.StringLookup:
@@ -117,8 +119,15 @@ class QueryTower(tf.keras.Model):
             vectors += self.user_features(user_features)[:, tf.newaxis, :]
         interests, routing = self.routing(vectors, mask)
         interests = self.scoring_vectors(interests)
+        kept = None
+        if self.config.interests_per_user == "log2":
+            kept = interests_per_user(mask, self.config.num_interests)  # [B] K_u
+            interests = keep_interests(interests, kept)
         weight_logits = None if self.interest_weights is None else \
             self.interest_weights(interests, vectors, mask, routing)
+        if kept is not None and weight_logits is not None:  # pi over the kept interests only
+            is_kept = tf.range(self.config.num_interests)[tf.newaxis, :] < kept[:, tf.newaxis]
+            weight_logits = tf.where(is_kept, weight_logits, tf.cast(DROPPED_INTEREST_LOGIT, weight_logits.dtype))
         return QueryEncoding(interests, routing, weight_logits)
 
     def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
