@@ -129,17 +129,34 @@ class RemiClient:
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
 
+def candidate_rows(candidates: Candidates, names: dict[str, str] | None = None) -> list[dict]:
+    """The merged list as rows: rank (from 1), item_id, name (when `names` has it, else None), score and the
+    interest that retrieved it (-1: a popularity candidate)."""
+    return [{"rank": rank + 1, "item_id": item, "name": (names or {}).get(item), "score": score, "interest": interest}
+            for rank, (item, score, interest) in enumerate(zip(candidates.item_ids, candidates.scores,
+                                                               candidates.interest))]
+
+
 def format_candidates(history: Sequence[str], candidates: Candidates, names: dict[str, str] | None = None) -> str:
-    """A readable table: rank, item (and its name, when `names` has it), score and the interest that
-    retrieved it."""
+    """A readable table of the merged list grouped by the interest that retrieved each item: per interest
+    its share of the list, then rank, item (and its name, when `names` has it) and score; an interest
+    with no item in the list is shown with its own best item."""
     def shown(item: str) -> str:
         return f"{item} ({names[item]})" if names and item in names else item
 
-    lines = [f"history: {', '.join(shown(item) for item in history) or '(empty)'}",
-             f"{'rank':>4}  {'item':<40} {'score':>9}  interest"]
-    for rank, (item, score, interest) in enumerate(zip(candidates.item_ids, candidates.scores, candidates.interest)):
-        source = "popular" if interest < 0 else f"#{interest}"
-        lines.append(f"{rank + 1:>4}  {shown(item)[:40]:<40} {score:>9.4f}  {source}")
+    rows = candidate_rows(candidates, names)
+    lines = [f"history: {', '.join(shown(item) for item in history) or '(empty)'}"]
+    interests = sorted({row["interest"] for row in rows} | set(range(len(candidates.interest_item_ids))),
+                       key=lambda interest: (interest < 0, interest))  # popularity candidates last
+    for interest in interests:
+        own = [row for row in rows if row["interest"] == interest]
+        title = "popular items (no known history item)" if interest < 0 else f"interest #{interest}"
+        if not own:
+            best = candidates.interest_item_ids[interest][:1]
+            lines.append(f"{title}: no item in the merged list" + (f" (its best: {shown(best[0])})" if best else ""))
+            continue
+        lines.append(f"{title}: {len(own)} of {len(rows)}")
+        lines += [f"  {row['rank']:>4}  {shown(row['item_id'])[:48]:<48} {row['score']:>9.4f}" for row in own]
     return "\n".join(lines)
 
 

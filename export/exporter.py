@@ -93,5 +93,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
                                                  feature_columns=[c for c in module.input_specs() if c != "history"])
 
         published[served] = serving_layout.publish_version(os.path.join(output, served), version, write)
-    serving_layout.write_models_config(output, list(names), serving_base_path)
+    configured = serving_layout.configured_models(output) or []  # earlier exports' models stay served
+    serving_layout.write_models_config(output, [*configured, *(n for n in names if n not in configured)],
+                                       serving_base_path)
     return published

@@ -30,7 +30,8 @@ class ServingError(Exception):
 
 
 class ModelRegistry:
-    """The newest loadable version of each model under `export_dir`, reloaded when a newer one appears.
+    """The newest loadable version of each model under `export_dir`, reloaded when a newer one appears;
+    with a models.config there, only the models it lists (one removed from it is unloaded, logged).
 
     The models of one `remi export` (an export set) are served at versions all of them have, so that a
     killed export never mixes versions. A version that fails to load is reported (in its status, state
@@ -40,6 +41,7 @@ class ModelRegistry:
     """
 
     def __init__(self, export_dir: str, max_batch_size: int = 1024, batcher: Batcher | None = None) -> None:
+        serving_layout.check_export_dir(export_dir)
         self.export_dir = export_dir
         self.max_batch_size = max_batch_size
         self.batcher = batcher
@@ -52,7 +54,16 @@ class ModelRegistry:
         """Loads the newest loadable version of each model newer than the one served; returns the
         `name/version`s loaded now."""
         loaded = []
-        for name, available in serving_layout.complete_versions(self.export_dir).items():
+        available_versions = serving_layout.complete_versions(self.export_dir)
+        configured = serving_layout.configured_models(self.export_dir)
+        if configured is not None:  # models.config says what is served, as for TF Serving
+            available_versions = {name: found for name, found in available_versions.items() if name in configured}
+            for name in sorted(set(self.served()) - set(configured)):
+                with self._lock:
+                    version, _ = self._models.pop(name)
+                print(f"unloaded {name}/{version}: no longer in {os.path.join(self.export_dir, 'models.config')}",
+                      flush=True)
+        for name, available in available_versions.items():
             served = self._models.get(name, (0, None))[0]
             for version in reversed(available):
                 if version <= served:
@@ -70,6 +81,7 @@ class ModelRegistry:
                 with self._lock:
                     self._models[name] = (version, module)
                 loaded.append(f"{name}/{version}")
+                print(f"loaded {name}/{version}" + (f" (unloaded {name}/{served})" if served else ""), flush=True)
                 break
         return loaded
 

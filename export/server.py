@@ -36,12 +36,20 @@ class Server:
                  grpc_threads: int = 64) -> None:
         self.batcher = batcher
         self.registry = ModelRegistry(export_dir, max_batch_size, batcher)
-        self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s))
+        try:
+            self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s))
+        except OSError as error:
+            raise OSError(f"REST port {host}:{port}: {error.strerror or error}; choose another with --port") from None
         # A thread per request in flight: requests waiting for their batch hold one.
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_threads))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.registry), self.grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
+        try:
+            self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.http.server_close()
+            raise OSError(f"gRPC port {host}:{grpc_port}: cannot bind (in use?); choose another with --grpc-port") \
+                from None
         self.port = self.http.server_address[1]
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
@@ -50,8 +58,7 @@ class Server:
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
-                for loaded in self.registry.refresh():
-                    print(f"loaded {loaded}", flush=True)
+                self.registry.refresh()  # logs each load, unload and failure
             except Exception as error:  # noqa: BLE001 (e.g. the export directory briefly unreadable)
                 print(f"polling {self.registry.export_dir} failed, retrying: {error}", flush=True)
 

@@ -8,6 +8,7 @@ ignores names that are not numbers).
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Sequence
 
 import tensorflow as tf
@@ -27,8 +28,9 @@ def versions(model_base_dir: str) -> list[int]:
 
 def publish_version(model_base_dir: str, version: int, write: Callable[[str], None]) -> str:
     """Runs `write(tmp_dir)` and renames tmp_dir to `<model_base_dir>/<version>` when it succeeds (the
-    temporary name starts with a dot, which TF Serving ignores)."""
+    temporary name starts with a dot, which TF Serving ignores); temporaries of killed exports are swept."""
     final = os.path.join(model_base_dir, str(version))
+    atomic.sweep_stale(model_base_dir)  # what killed exports of any version left behind
     if os.path.exists(final):
         raise FileExistsError(f"{final} already exists; choose another --version")
     return atomic.publish_directory(write, final)
@@ -59,6 +61,27 @@ def complete_versions(export_dir: str) -> dict[str, list[int]]:
             if name in complete:
                 complete[name] = sorted(shared)
     return complete
+
+
+def configured_models(export_dir: str) -> list[str] | None:
+    """The model names that `<export_dir>/models.config` lists (what TF Serving serves), or None without one."""
+    path = os.path.join(export_dir, "models.config")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return re.findall(r'^\s*name:\s*"([^"]+)"', stream.read(), flags=re.MULTILINE)
+
+
+def check_export_dir(export_dir: str) -> None:
+    """Stops `remi serve` on a directory that cannot hold exports: a missing one, or a model directory (what
+    `remi train` wrote: config.yaml and best/) given instead of `remi export`'s output."""
+    if not os.path.isdir(export_dir):
+        raise FileNotFoundError(f"--export-dir {export_dir}: no such directory; expected the --output of "
+                                "`remi export`")
+    if os.path.exists(os.path.join(export_dir, "config.yaml")) and os.path.isdir(os.path.join(export_dir, "best")):
+        raise ValueError(f"--export-dir {export_dir} is a model directory (`remi train`'s --model-dir), not an "
+                         f"export: run `remi export --model-dir {export_dir} --output EXPORT_DIR`, then serve "
+                         "EXPORT_DIR")
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequence[Sequence[str]],

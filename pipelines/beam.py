@@ -193,7 +193,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         results = atomic.read_json(results_path)
         tf.io.gfile.remove(results_path)
         manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records,
-                                  boundaries))
+                                  boundaries, behavior))
         atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
     atomic.publish_directory(build, output_dir, overwrite)
@@ -201,7 +201,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,
-              compress: bool, max_bad_records: int, boundaries: time_split.TimeBoundaries | None) -> dict:
+              compress: bool, max_bad_records: int, boundaries: time_split.TimeBoundaries | None,
+              behavior: str | None = None) -> dict:
     bad_by_reason = results.get("bad_by_reason", {})
     examples = sorted(results.get("bad_examples", []))
     bad_total = sum(bad_by_reason.values())
@@ -216,7 +217,8 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
         time_split.check_windows(results["time_split"], boundaries)
         splits = results["time_split"]["splits"]
         kept_users = splits["train"]["users"]
-    local.require_items(results["num_items"], input_paths)
+    local.require_items(results["num_items"], input_paths, results.get("input_events", 0), results.get("skipped", {}),
+                        behavior, splits if boundaries is None else None)
     cleaning = {"bad_records": bad_total, "bad_by_reason": bad_by_reason, "bad_examples": examples[:10],
                 "skipped": results.get("skipped", {}), "duplicate_events_removed": results.get("duplicates", 0),
                 "users_below_min_count": results.get("users", 0) - kept_users,

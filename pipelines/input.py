@@ -15,7 +15,7 @@ import tensorflow as tf
 from pipelines import schema
 from pipelines.sequences import MIN_CUT
 from remi_tf.config import RemiConfig
-from remi_tf import feature_tables, models
+from remi_tf import feature_tables, metrics, models
 from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
@@ -70,15 +70,26 @@ class IndexedSequence(NamedTuple):
 
 
 def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> Iterator[IndexedSequence]:
-    """The sequence records of `files` with item indices, in file order."""
+    """The sequence records of `files` with item indices, in file order.
+
+    Raises:
+      ValueError naming the file when a shard is truncated or corrupt.
+    """
     lookup = item_lookup(vocabulary)
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files))
-    dataset = dataset.batch(1024).map(schema.parse_sequences)
-    dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]), record["history_length"],
-                                          record["timestamps"]))
-    for user_ids, items, history_lengths, timestamps in dataset.as_numpy_iterator():
-        for user_id, user_items, history_length, times in zip(user_ids, items, history_lengths.tolist(), timestamps):
-            yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length, times)
+    for path in files:
+        dataset = tf.data.TFRecordDataset([path], compression_type=_compression([path]))
+        dataset = dataset.batch(1024).map(schema.parse_sequences)
+        dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]),
+                                              record["history_length"], record["timestamps"]))
+        try:
+            for user_ids, items, history_lengths, timestamps in dataset.as_numpy_iterator():
+                for user_id, user_items, history_length, times in zip(user_ids, items, history_lengths.tolist(),
+                                                                      timestamps):
+                    yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length, times)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            reason = " ".join(error.message.split()).split("[Op:")[0].split("}} ")[-1].strip()
+            raise ValueError(f"{path}: a truncated or corrupt TFRecord shard ({reason}); prepare the data again "
+                             "(`remi prepare ... --overwrite`)") from None
 
 
 def read_user_ids(data_dir: str) -> list[str]:
@@ -101,6 +112,9 @@ def load_evaluation_split(data_dir: str, split: str, vocabulary: Sequence[str], 
                           ) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
     """(user ids, histories [users, L], targets per user) of a valid or test split (evaluation_examples)."""
     records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
+    if not records:
+        raise ValueError(f"{data_dir}: the {split} split holds no users (manifest.json's splits); nothing to evaluate "
+                         "on: prepare data with more users")
     histories, targets = evaluation_examples([record.items for record in records], max_history,
                                              [record.history_length for record in records])
     return [record.user_id for record in records], histories, targets
@@ -328,6 +342,10 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     config.warm_start_recent_fraction > 0, that share of every batch targets events from then on.
     """
     vocabulary = read_vocabulary(data_dir) if vocabulary is None else vocabulary
+    if len(vocabulary) < max(metrics.TOP_NS):
+        raise ValueError(f"{os.path.join(data_dir, 'items.tsv')}: {len(vocabulary)} items, fewer than the "
+                         f"{max(metrics.TOP_NS)} that evaluation ranks (Recall/NDCG/HitRate@{max(metrics.TOP_NS)} over "
+                         "the whole catalogue): prepare data with more items")
     files = split_files(data_dir, "train")
     streaming = parameter_server or use_streaming(config, files)
     recent_fraction = config.warm_start_recent_fraction if recent_from is not None else 0.0

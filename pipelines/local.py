@@ -10,7 +10,6 @@ Output layout (written to a temporary directory, renamed into place only when co
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 import time
@@ -24,24 +23,34 @@ from remi_tf import atomic
 
 
 class ProgressLine:
-    """A progress line on stderr, `<what>: <count> (<rate>/s)`: rewritten in place on a terminal, one
-    whole line per update in a file or pipe (where carriage returns would join them into one line)."""
+    """A progress line on stderr, `<what>: <count> (<rate>/s)`: on a terminal rewritten in place every `every`
+    counts; in a file or pipe (where carriage returns would join the updates into one line) a whole line
+    at most every PIPE_INTERVAL_S seconds. `done` prints the final count once."""
+
+    PIPE_INTERVAL_S = 10.0
 
     def __init__(self, what: str, every: int = 100_000, enabled: bool = True) -> None:
         self.what, self.every, self.enabled = what, every, enabled
         self.count, self.start = 0, time.monotonic()
+        self.printed_at = self.start
 
     def update(self, increment: int = 1) -> None:
         self.count += increment
-        if self.enabled and self.count % self.every < increment:
-            self._print(end="\r" if sys.stderr.isatty() else "\n")  # done() ends a terminal's line
+        if not self.enabled:
+            return
+        if sys.stderr.isatty():
+            if self.count % self.every < increment:
+                self._print(end="\r")  # done() ends the line
+        elif time.monotonic() - self.printed_at >= self.PIPE_INTERVAL_S:
+            self._print(end="\n")
 
     def done(self) -> None:
         if self.enabled:
-            self._print(end="\n")  # the final count (again, when not on a terminal)
+            self._print(end="\n")
 
     def _print(self, end: str) -> None:
-        rate = self.count / max(time.monotonic() - self.start, 1e-9)
+        self.printed_at = time.monotonic()
+        rate = self.count / max(self.printed_at - self.start, 1e-9)
         print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
 
 
@@ -81,11 +90,26 @@ def read_columns(input_paths: Sequence[str], file_format: str, log: record_check
     return sequences.concatenate(blocks)
 
 
-def require_items(num_items: int, input_paths: Sequence[str]) -> None:
-    """Stops a run whose filters left nothing to train on."""
+def require_items(num_items: int, input_paths: Sequence[str], input_events: int, skipped: dict,
+                  behavior: str | None, splits: dict | None = None) -> None:
+    """Stops a run that has nothing to train on, saying why: empty input, a --behavior no event has, the
+    count filters, or (user split) no train or valid users (an empty test split is written: evaluating it
+    then says so)."""
+    if not input_events:
+        if skipped.get("other_behavior"):
+            raise ValueError(f"{list(input_paths)}: no event has behavior {behavior!r} ({skipped['other_behavior']:,} "
+                             "events of other behaviors were skipped; Taobao's are pv, buy, cart, fav)")
+        raise ValueError(f"{list(input_paths)}: no events: the input is empty"
+                         + (f" ({skipped['empty_files']} empty file(s))" if skipped.get("empty_files") else ""))
     if not num_items:
         raise ValueError(f"{list(input_paths)}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
                          f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+    empty = [split for split in ("train", "valid") if splits is not None and not splits[split]["users"]]
+    if empty:
+        users = sum(counts["users"] for counts in splits.values())
+        raise ValueError(f"{list(input_paths)}: the user split leaves {' and '.join(empty)} without users ({users:,} "
+                         f"users kept, split {dict(sequences.SPLIT_FRACTIONS)} by a hash of the user id): training "
+                         "learns from train users and selects checkpoints on valid users; use more users")
 
 
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
@@ -159,12 +183,11 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         time_split.check_windows(report, boundaries)
         splits = report["splits"]
         tallies = sequences.target_tallies(kept, seed=None)
-    require_items(len(vocabulary_counts.items), input_paths)
+    require_items(len(vocabulary_counts.items), input_paths, len(events.users), log.skipped, behavior,
+                  splits if boundaries is None else None)
     cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                 "users_below_min_count": len(ordered.users) - len(kept.users),
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
-    if progress and (cleaning["bad_records"] or cleaning["skipped"] or duplicates):
-        print(f"skipped: {json.dumps({k: v for k, v in cleaning.items() if k != 'bad_examples'})}", file=sys.stderr)
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
                              splits, len(vocabulary_counts.items), cleaning, boundaries)
     atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,

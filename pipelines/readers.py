@@ -89,13 +89,16 @@ def read_event_batches(path: str, file_format: str | None = None, log: BadRecord
     plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
     if file_format == "tfrecord":
         return tfrecord_logs.read_tfrecord(path, file_index, log, behavior)
+    if behavior is not None:  # a column named behavior (behavior:token in RecBole files)
+        plain["behavior"] = "behavior"
     if file_format == "csv":
-        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log))
+        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior))
     if file_format == "tsv":
-        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log))
+        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log, behavior))
     if file_format == "recbole":
         return _batched(text_logs.read_delimited(path, file_index, "\t", {
-            "user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float"}, log))
+            "user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float",
+            **({"behavior": "behavior:token"} if behavior is not None else {})}, log, behavior))
     if file_format == "taobao":
         return _batched(text_logs.read_delimited(path, file_index, ",", None, log, behavior))
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
@@ -146,13 +149,6 @@ def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecor
             blocks.append(block)
             on_block(len(block.users))
     return blocks
-
-
-def read_events(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
-                behavior: str | None = None) -> Iterator[Event]:
-    """Events of one file in file order."""
-    for batch in read_event_batches(path, file_format, log, file_index, behavior):
-        yield from batch
 
 
 def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None

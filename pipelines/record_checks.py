@@ -3,7 +3,7 @@
 Dirty input rules (each bad record is named with its file, line or record number, and field):
 - a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8 or holds a tab or
   a line break (CSV quoting allows them; items.tsv and the feature tables could not hold them), a missing,
-  non-numeric or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
+  non-numeric, fractional, out-of-range (int64) or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
   record. Up to `max_bad_records` (default 0) are skipped and summarised; one more stops the run.
 - an empty file (no events): skipped and counted.
 - events whose behavior is not the one asked for (`--behavior pv`; Taobao logs and TFRecord event logs
@@ -13,6 +13,7 @@ Duplicate events and short users are handled later, by the sequence rules (pipel
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import NamedTuple
 
@@ -89,12 +90,35 @@ def validate(path: str, position: str, user_id: str, item_id: str, timestamp: st
     if isinstance(timestamp, str):
         if not timestamp.strip():
             return bad("timestamp", "missing or empty")
-        try:
-            timestamp = int(float(timestamp))
-        except ValueError:
-            return bad("timestamp", f"not a number: {timestamp!r}")
+        parsed = parse_timestamp(timestamp)
+        if isinstance(parsed, str):
+            return bad("timestamp", parsed)
+        timestamp = parsed
     if timestamp == MISSING_TIMESTAMP:
         return bad("timestamp", "missing")
     if timestamp < 0:
         return bad("timestamp", f"negative: {timestamp}")
     return user_id, item_id, timestamp
+
+
+def parse_timestamp(text: str) -> int | str:
+    """A timestamp field -> its integer value, or the reason it is bad. Integers and integral decimals
+    ("978300760", "978300760.0", "1.2e9") are read; a fractional value is refused rather than truncated
+    (events at 1.2 and 1.7 would become one time, and duplicates), as is one outside int64."""
+    text = text.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            return f"not a number: {text!r}"
+        if not math.isfinite(number):
+            return f"not a finite number: {text!r}"
+        if not number.is_integer():
+            return (f"fractional: {text!r}; timestamps are integer ticks (int64): write them in a finer unit, "
+                    "e.g. milliseconds, so that distinct events keep distinct times")
+        value = int(number)
+    if not -(2 ** 63) < value < 2 ** 63:
+        return f"out of range: {text!r} (timestamps are int64)"
+    return value

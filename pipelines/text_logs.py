@@ -37,13 +37,14 @@ class _GFileReader(io.RawIOBase):
 
 @contextlib.contextmanager
 def _open_text(path: str) -> Iterator[io.TextIOBase]:
-    """A text log (gzipped when named .gz), local or on a TensorFlow file system; undecodable bytes are
-    kept as surrogates for `validate` to reject."""
+    """A text log (gzipped when named .gz), local or on a TensorFlow file system; a UTF-8 byte order mark is
+    skipped, undecodable bytes are kept as surrogates for `validate` to reject."""
     with contextlib.ExitStack() as stack:
         raw = stack.enter_context(io.BufferedReader(_GFileReader(path)) if atomic.is_remote(path) else open(path, "rb"))
         if path.endswith(".gz"):
             raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-        yield stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline=""))
+        yield stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+                                                       newline=""))
 
 
 def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,
@@ -62,7 +63,9 @@ def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str
             header = [name.strip() for name in header]
             missing = [name for name in columns.values() if name not in header]
             if missing:
-                raise ValueError(f"{path}: line 1: header {header} lacks column(s) {missing}")
+                raise ValueError(f"{path}: line 1: header {header} lacks column(s) {missing}"
+                                 + (" (--behavior keeps the events whose behavior column has that value)"
+                                    if "behavior" in columns and columns["behavior"] in missing else ""))
             index = {field: header.index(name) for field, name in columns.items()}
             first_line = 2
         width = max(index.values()) + 1

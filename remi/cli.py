@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from remi_tf import atomic
@@ -18,6 +19,34 @@ from remi_tf import config as config_lib
 
 
 IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
+
+
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound when high is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {expected}, got {value}")
+        return value
+    return parse
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE, PORT = bounded_int(1), bounded_int(0), bounded_int(0, 65535)
 
 
 def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[str]) -> str:
@@ -66,6 +95,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
                        + (f" ({c['cold_users']:,} cold users not evaluated)" if c.get("cold_users") else "")
                        for split, c in manifest["splits"].items())
+    print(cleaning_summary(manifest), file=sys.stderr)
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
     if feature_csvs:
         from pipelines import input as input_lib
@@ -80,6 +110,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             print(f"{kind[:-1]} features {summary['columns']}: {summary[f'{kind}_with_features']:,} {kind}, "
                   f"{summary[f'{kind}_without_features']:,} without (OOV bucket)")
     return 0
+
+
+def cleaning_summary(manifest: dict) -> str:
+    """One labelled line of what prepare read, dropped (by reason) and kept."""
+    cleaning = manifest["cleaning"]
+    dropped = {"bad records": cleaning["bad_records"], "duplicate events": cleaning["duplicate_events_removed"],
+               **{rule.replace("_", " "): count for rule, count in cleaning["skipped"].items()},
+               f"users below {manifest['filters']['min_user_count']} events": cleaning["users_below_min_count"],
+               f"items below {manifest['filters']['min_item_count']} events": cleaning["items_below_min_count"]}
+    users = sum(split["users"] for split in manifest["splits"].values())
+    dropped_text = ", ".join(f"{count:,} {what}" for what, count in dropped.items() if count) or "nothing"
+    return (f"cleaning: {manifest['input_events']:,} events read; dropped {dropped_text}; kept {users:,} users and "
+            f"{manifest['num_items']:,} items")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -118,9 +161,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     strategy_name = distribute.resolve_strategy(config.strategy, cluster)
     recent_from = None
     if args.warm_start:
-        warm_start_lib.check_parent(args.warm_start, config)
+        warm_start_lib.check_parent(args.warm_start, config, args.model_dir)
         if config.warm_start_recent_fraction:
             recent_from = warm_start_lib.parent_cutoff(args.warm_start)
+    train_lib.check_resumable(args.model_dir)
     if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
         distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks
         return 0
@@ -145,6 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warm start from {args.warm_start}: {carried.kept_items:,} item rows carried, {carried.new_items:,} "
               f"new, {carried.dropped_items:,} dropped" + ("; streaming logQ state carried"
                                                           if carried.frequency_state else ""), file=sys.stderr)
+    # One process reads its training records now, so that a corrupt shard stops the run before anything is written.
+    train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
+        tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
     os.makedirs(args.model_dir, exist_ok=True)
     if chief:
         tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
@@ -156,8 +203,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "replicas": strategy.num_replicas_in_sync,
                            "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings),
                            **warm})
-    train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
-        tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
     state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
                             args.model_dir, verbose=0 if args.quiet else 1, strategy=strategy, chief=chief,
                             valid_user_features=inputs.valid_user_features)
@@ -240,8 +285,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from export import exporter
 
     settings = evaluation_overrides(args.set)
-    if args.version is not None and args.version < 1:
-        raise ValueError(f"--version must be >= 1 (TF Serving serves positive versions), got {args.version}")
     published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
                                 index=args.index, k=args.k, serving_base_path=args.serving_base_path,
                                 diversity_coef=args.diversity_coef, settings=settings)
@@ -262,7 +305,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,
                                max_batch_size=args.max_batch_size, batcher=batcher).start()
     models = ", ".join(f"{name}/{version}" for name, version in sorted(server.registry.served().items()))
-    print(f"serving {models or 'nothing yet'}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
+    print(f"serving {models or f'nothing yet (waiting for `remi export --output {args.export_dir}`)'}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
           f"{server.grpc_port}", flush=True)
     try:
         while True:
@@ -275,8 +318,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_lookup(args: argparse.Namespace) -> int:
     from export import client as client_lib
 
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
     client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
                                    signature_name="include_history" if args.include_history else "serving_default")
     history = args.history.split()
@@ -291,8 +332,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if len(candidates.item_ids) < args.k:
         print(f"note: the server returns {len(candidates.item_ids)} candidates per history (its export's --k); "
               f"showing {len(candidates.item_ids)} of the {args.k} asked for", file=sys.stderr)
-    print(json.dumps(candidates._asdict(), indent=2) if args.json else
-          client_lib.format_candidates(history, candidates, names))
+    print(json.dumps({**candidates._asdict(), "results": client_lib.candidate_rows(candidates, names)}, indent=2)
+          if args.json else client_lib.format_candidates(history, candidates, names))
     return 0
 
 
@@ -302,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
-        return commands.add_parser(name, allow_abbrev=False, **kwargs)
+        command = commands.add_parser(name, allow_abbrev=False, **kwargs)
+        command.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+        return command
 
     def add_input_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--input", required=True, nargs="+",
@@ -310,11 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--output", required=True, help="output directory (appears only when complete)")
         command.add_argument("--format", choices=("csv", "tsv", "recbole", "taobao", "tfrecord"),
                              help="default: from the file name (Taobao needs --format taobao)")
-        command.add_argument("--behavior", help="keep only this behavior (pv, buy, cart, fav): Taobao logs and "
-                                                "TFRecord event logs with a behavior field")
-        command.add_argument("--num-shards", type=int, default=1, help="output shards (per split)")
+        command.add_argument("--behavior", help="keep only this behavior (pv, buy, cart, fav): Taobao logs, "
+                                                "TFRecord event logs with a behavior field, CSV/TSV files with a "
+                                                "behavior column")
+        command.add_argument("--num-shards", type=POSITIVE, default=1, help="output shards (per split)")
         command.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
-        command.add_argument("--max-bad-records", type=int, default=0,
+        command.add_argument("--max-bad-records", type=NON_NEGATIVE, default=0,
                              help="bad records to skip (and summarise in the manifest) before stopping")
         command.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
@@ -324,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = add_command("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
-    prepare.add_argument("--seed", type=int, default=0, help="seed of the hash-based user split")
+    prepare.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the hash-based user split")
     prepare.add_argument("--split", choices=("users", "time"), default="users",
                          help="users: held-out users 80/10/10 (the paper's protocol, default); time: train on "
                               "events before --valid-from, valid on [valid-from, test-from), test from test-from")
@@ -335,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "in-process (one process, the fastest on one machine), or a Beam runner "
                               "(DirectRunner, FlinkRunner, SparkRunner, DataflowRunner, ...); further --options "
                               "go to Beam")
-    prepare.add_argument("--user-buckets", type=int, default=16,
+    prepare.add_argument("--user-buckets", type=POSITIVE, default=16,
                          help="Beam runners: user buckets, the parallelism of the per-user work (more for "
                               "large clusters)")
     prepare.add_argument("--item-features", metavar="ITEMS.csv[:COL,COL]",
@@ -364,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tf.distribute strategy (config key `strategy`; default auto: from TF_CONFIG)")
     train.add_argument("--local-cluster", metavar="workers=N[,ps=M]",
                        help="run this command as every task of a cluster of processes on 127.0.0.1")
-    train.add_argument("--local-cluster-timeout", type=float, default=24 * 3600.0, metavar="SECONDS",
+    train.add_argument("--local-cluster-timeout", type=non_negative_float, default=24 * 3600.0, metavar="SECONDS",
                        help="stop the local cluster if the chief has not finished by then")
     train.set_defaults(run=cmd_train)
 
@@ -383,10 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model-dir", required=True)
     export.add_argument("--output", required=True, help="export directory: <output>/<name>/<version>/")
     export.add_argument("--name", default="remi", help="served name of the retrieval model")
-    export.add_argument("--version", type=int, help="default: one more than the newest exported")
+    export.add_argument("--version", type=POSITIVE, help="default: one more than the newest exported")
     export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both")
-    export.add_argument("--k", type=int, default=50, help="candidates per interest and merged")
-    export.add_argument("--diversity-coef", type=float, default=0.0,
+    export.add_argument("--k", type=POSITIVE, default=50, help="candidates per interest and merged")
+    export.add_argument("--diversity-coef", type=non_negative_float, default=0.0,
                         help="> 0: merge the K lists with ComiRec's category-aware merge (needs item features)")
     export.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                         help="how the served model merges the K lists: merge=score|quota|weighted, merge_lambda, "
@@ -398,15 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add_command("serve", help="local server with TF Serving's REST and gRPC APIs")
     serve.add_argument("--export-dir", required=True)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8501, help="REST port")
-    serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--max-batch-size", type=int, default=1024, help="most histories in one request")
+    serve.add_argument("--port", type=PORT, default=8501, help="REST port")
+    serve.add_argument("--grpc-port", type=PORT, default=8500)
+    serve.add_argument("--max-batch-size", type=POSITIVE, default=1024, help="most histories in one request")
     serve.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
                        help="run concurrent requests in batches (TF Serving's batching)")
-    serve.add_argument("--batching-max-rows", type=int, default=64, help="most histories in one batch")
-    serve.add_argument("--batching-timeout-micros", type=int, default=0,
+    serve.add_argument("--batching-max-rows", type=POSITIVE, default=64, help="most histories in one batch")
+    serve.add_argument("--batching-timeout-micros", type=NON_NEGATIVE, default=0,
                        help="how long a batch that is not full waits for more requests")
-    serve.add_argument("--batching-threads", type=int, default=1, help="batches run at the same time")
+    serve.add_argument("--batching-threads", type=POSITIVE, default=1, help="batches run at the same time")
     serve.set_defaults(run=cmd_serve)
 
     lookup = add_command("lookup", help="candidates for a history from TF Serving or `remi serve`")
@@ -414,14 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--grpc", action="store_true")
     lookup.add_argument("--model", default="remi")
     lookup.add_argument("--history", required=True, help="space-separated item ids, oldest first")
-    lookup.add_argument("--k", type=int, default=20)
+    lookup.add_argument("--k", type=POSITIVE, default=20)
     lookup.add_argument("--user-feature", action="append", metavar="COLUMN=VALUE",
                         help="a user profile feature, for a model trained with --user-features (repeat per column)")
     lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
     lookup.add_argument("--json", action="store_true")
     lookup.add_argument("--item-names", metavar="FILE",
                         help="CSV/TSV with a header, item id then name (e.g. ml-100k.item): show names")
-    lookup.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    lookup.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS",
                         help="retry while no server answers (one that is still starting)")
     lookup.set_defaults(run=cmd_lookup)
     return parser
@@ -434,11 +478,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pipeline_args = extra
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.debug:
+        return args.run(args)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"remi {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # noqa: BLE001 (every error ends in one line; --debug shows the traceback)
+        code, kind = exit_code(error)
+        message = " ".join(str(error).split()) or type(error).__name__
+        hint = "" if kind else f" ({type(error).__name__}; run with --debug for the traceback)"
+        print(f"remi {args.command}: error: {message}{hint}", file=sys.stderr)
+        return code
+
+
+USAGE, FAILURE = 2, 1  # exit codes: the input or the command line is wrong / the run failed
+
+
+def exit_code(error: BaseException) -> tuple[int, bool]:
+    """(exit code, whether the error type is an expected one whose message names the input and the fix).
+    Usage errors (bad input, arguments, configuration; missing or existing paths): 2. Failures (a run that
+    failed, a port in use, a corrupt or truncated file TensorFlow read, an overflow): 1. Anything else is
+    unexpected: 1, with the type and a pointer to --debug."""
+    import yaml
+
+    for types, code in EXPECTED_ERRORS:
+        if isinstance(error, types):
+            return code, True
+    if isinstance(error, yaml.YAMLError):
+        return USAGE, True
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(error, tf.errors.OpError):
+        return FAILURE, True
+    return FAILURE, False
+
+
+EXPECTED_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    ((ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError), USAGE),
+    ((RuntimeError, OSError, OverflowError), FAILURE),
+)
 
 
 if __name__ == "__main__":

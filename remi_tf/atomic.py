@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import uuid
 from typing import Callable, Sequence
@@ -69,7 +70,7 @@ def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: 
     output_dir = absolute(output_dir).rstrip("/")
     parent, name = os.path.split(output_dir)
     if not is_remote(output_dir):
-        _clean_stale_siblings(parent, name)
+        sweep_stale(parent, name)
     if tf.io.gfile.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
     tf.io.gfile.makedirs(parent)
@@ -105,22 +106,21 @@ def _replace_local(new_dir: str, output_dir: str) -> None:
     tf.io.gfile.rmtree(aside)
 
 
-def _clean_stale_siblings(parent: str, name: str) -> None:
-    """Removes `.NAME.tmp-PID-*` and `.NAME.old-PID-*` left by runs whose process PID is gone; an old
-    output set aside by such a run goes back in place when the output is missing."""
+def sweep_stale(parent: str, name: str | None = None) -> None:
+    """Removes `.NAME.tmp-PID-*` and `.NAME.old-PID-*` in `parent` left by runs whose process PID is gone
+    (with `name` None: those of any name); an old output set aside by such a run goes back in place when
+    the output is missing."""
     if not os.path.isdir(parent):
         return
     for entry in sorted(os.listdir(parent)):
-        for kind in ("tmp", "old"):
-            prefix = f".{name}.{kind}-"
-            pid = entry[len(prefix):].split("-", 1)[0] if entry.startswith(prefix) else ""
-            if not pid.isdigit() or _is_running(int(pid)):
-                continue
-            path = os.path.join(parent, entry)
-            if kind == "old" and not os.path.exists(os.path.join(parent, name)):
-                os.replace(path, os.path.join(parent, name))
-            else:
-                tf.io.gfile.rmtree(path)
+        match = re.fullmatch(r"\.(.+)\.(tmp|old)-(\d+)-.*", entry)
+        if match is None or (name is not None and match.group(1) != name) or _is_running(int(match.group(3))):
+            continue
+        path, output = os.path.join(parent, entry), os.path.join(parent, match.group(1))
+        if match.group(2) == "old" and not os.path.exists(output):
+            os.replace(path, output)
+        else:
+            tf.io.gfile.rmtree(path)
 
 
 def _is_running(pid: int) -> bool:

@@ -317,8 +317,14 @@ def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] 
     """defaults -> YAML file -> overrides, validated."""
     config = RemiConfig()
     if config_file is not None:
+        if os.path.isdir(config_file):
+            raise ValueError(f"--config {config_file}: a directory; expected a YAML preset such as "
+                             "configs/amazon-cds.yaml")
         with open(config_file, encoding="utf-8") as stream:
-            values = yaml.safe_load(stream) or {}
+            try:
+                values = yaml.safe_load(stream) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(f"{config_file}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
         config = from_mapping(values, config, source=str(config_file))

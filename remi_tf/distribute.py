@@ -228,12 +228,6 @@ def variable_shards(variable: tf.Variable) -> list[dict]:
     return [{"device": shard.device, "rows": int(shard.shape[0])} for shard in getattr(variable, "variables", [variable])]
 
 
-def is_chief_task() -> bool:
-    """True in the task that writes the model directory (the only task outside a cluster)."""
-    cluster = read_cluster()
-    return cluster is None or cluster.is_chief()
-
-
 def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence[bool], chief: bool) -> list[bool]:
     """Under multi-worker training, the chief's `values` on every worker (one all-reduce); else `values`."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -138,7 +138,7 @@ def user_profiles(model: RemiModel, data_dir: str, user_ids: Sequence[str]) -> n
 
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],
-             top_ns: Sequence[int] = (20, 50), batch_size: int = 512, categories: np.ndarray | None = None,
+             top_ns: Sequence[int] = metrics.TOP_NS, batch_size: int = 512, categories: np.ndarray | None = None,
              diversity_coef: float = 0.0, user_features: np.ndarray | None = None, merge: str | None = None,
              merge_lambda: float | None = None) -> dict[str, object]:
     """Recall/NDCG/HitRate@N and per-interest routing diagnostics.

@@ -7,7 +7,10 @@ from typing import Sequence
 import numpy as np
 
 
-def ranking_metrics(retrieved: np.ndarray, targets: Sequence[np.ndarray], top_ns: Sequence[int] = (20, 50)
+TOP_NS = (20, 50)  # the paper's list lengths: Recall/NDCG/HitRate@20 and @50
+
+
+def ranking_metrics(retrieved: np.ndarray, targets: Sequence[np.ndarray], top_ns: Sequence[int] = TOP_NS
                     ) -> dict[str, float]:
     """Recall@N, NDCG@N and HitRate@N averaged over users.
 
@@ -100,7 +103,7 @@ def interest_share(interest: np.ndarray, num_interests: int) -> list[float]:
 
 
 def interest_list_coverage(interest_item_ids: np.ndarray, targets: Sequence[np.ndarray],
-                           top_ns: Sequence[int] = (20, 50)) -> dict[str, float]:
+                           top_ns: Sequence[int] = TOP_NS) -> dict[str, float]:
     """What the K per-interest lists hold, whatever the merge: per N, "oracle_recall@N" (each user's best
     single-interest top N: an upper bound of a choice of one interest, chosen knowing the targets),
     "union_recall@N" (the K top-N lists together) and "union_size@N" (their distinct items), averaged over

@@ -21,8 +21,7 @@ from remi_tf.layers import (CapsuleRouting, InterestWeights, ItemEmbedding, Self
 from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
-PADDING_INDEX = 0
-OOV_INDEX = 1
+OOV_INDEX = 1  # index 0 pads histories
 FIRST_ITEM_INDEX = 2
 DROPPED_INTEREST_LOGIT = -1e4  # the interest-weight logit of an interest a user does not keep: pi_k = 0
 

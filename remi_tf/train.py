@@ -136,7 +136,13 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             self.state = atomic.read_json(self.state_path)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_start = (time.perf_counter(), int(self.model.optimizer.iterations.numpy()))
+        step = int(self.model.optimizer.iterations.numpy())
+        if not hasattr(self, "epoch_start"):  # the run's first epoch, after BackupAndRestore restored a backup
+            evaluated = {e["step"] for e in self.state["evaluations"]}
+            at_boundary = step % self.steps_per_epoch == 0 or step == self.last_step
+            if step and at_boundary and step not in evaluated:  # killed between the backup and its evaluation
+                self._evaluate(step, None, None)
+        self.epoch_start = (time.perf_counter(), step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch
@@ -144,6 +150,10 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             step = min(step, self.last_step)
         start_time, start_step = self.epoch_start
         steps_per_s = (int(self.model.optimizer.iterations.numpy()) - start_step) / (time.perf_counter() - start_time)
+        self._evaluate(step, steps_per_s, logs)
+
+    def _evaluate(self, step: int, steps_per_s: float | None, logs: dict | None) -> None:
+        """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping."""
         report = self.evaluate_fn() if self.chief else {}
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
@@ -165,9 +175,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             if not self.chief:
                 tf.io.gfile.rmtree(os.path.dirname(prefix))
         if self.chief:
+            speed = "" if steps_per_s is None else f"; training {steps_per_s:.1f} steps/s"
             print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
-                  f"{self.state['best']:.4f} at step {self.state['best_step']}); training {steps_per_s:.1f} steps/s",
-                  flush=True)
+                  f"{self.state['best']:.4f} at step {self.state['best_step']}){speed}", flush=True)
             atomic.write_json(self.state_path, self.state)
         if stop:
             if self.chief:
@@ -276,6 +286,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     batch_hooks = not isinstance(strategy, tf.distribute.ParameterServerStrategy)
     done = finished(model_dir, config)
     if chief and done is None:  # a finished directory is left as it was
+        check_resumable(model_dir)
         config_lib.save(config, os.path.join(model_dir, "config.yaml"))
     with strategy.scope():
         steps_per_execution = compile_model(model, config)
@@ -340,6 +351,20 @@ def finished(model_dir: str, config: RemiConfig) -> str | None:
                 f"{config.max_steps}); nothing to resume, the directory is left as it was (raise max_steps to "
                 "train on)")
     return None
+
+
+def check_resumable(model_dir: str) -> None:
+    """Stops a run that would train `model_dir`'s earlier run again from step 0 (its history rows and
+    evaluations twice): validation.json records evaluations, and no backup is left to resume from (deleted
+    by hand). Called before anything is written."""
+    path = os.path.join(model_dir, "validation.json")
+    if not os.path.exists(path) or not atomic.read_json(path)["evaluations"]:
+        return
+    if tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")) is None:
+        step = atomic.read_json(path)["evaluations"][-1]["step"]
+        raise ValueError(f"{model_dir}: holds a run evaluated up to step {step} but no backup/ to continue it from, "
+                         "so it would start again at step 0: train into a new --model-dir, with --warm-start "
+                         f"{model_dir} to start from its best checkpoint")
 
 
 class TrainingGuard(tf.keras.callbacks.Callback):

@@ -39,9 +39,13 @@ class CarriedOver(NamedTuple):
     frequency_state: bool
 
 
-def check_parent(model_dir: str, config: RemiConfig) -> None:
-    """Stops a warm start from a directory that is not a finished remi model or whose shapes differ from
-    this run's (before anything is written; no TensorFlow op runs, so it may precede the strategy)."""
+def check_parent(model_dir: str, config: RemiConfig, child_dir: str | None = None) -> None:
+    """Stops a warm start from a directory that is not a finished remi model, whose shapes differ from
+    this run's, or that is the run's own `child_dir` (its best/ would be overwritten by the child's), before
+    anything is written; no TensorFlow op runs, so it may precede the strategy."""
+    if child_dir is not None and os.path.realpath(model_dir) == os.path.realpath(child_dir):
+        raise ValueError(f"--warm-start {model_dir} is this run's own --model-dir: the new run would overwrite the "
+                         "checkpoint it starts from; train into a new --model-dir")
     missing = [name for name in MODEL_FILES if not os.path.exists(os.path.join(model_dir, name))]
     if missing:
         raise ValueError(f"--warm-start {model_dir}: not a remi model directory (no {', '.join(missing)}; "

@@ -50,6 +50,9 @@ def test_the_commands_end_to_end(tmp_path, capsys):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert len(rest["item_ids"]) == len(grpc["item_ids"]) == 5
+    assert set(rest) == set(grpc) and len(rest["interest_item_ids"]) == len(grpc["interest_item_ids"])
+    # REST asked the ScaNN model, gRPC the exact one: the approximate index finds the exact results here
+    assert sorted(rest["item_ids"]) == sorted(grpc["item_ids"]), (rest["item_ids"], grpc["item_ids"])
     # the model learned the planted cluster: its other items come first, the history's are excluded
     cluster_items = {f"item{i}" for i in range(2, 12)} - set(history.split())
     assert np.mean([item in cluster_items for item in grpc["item_ids"]]) >= 0.8, grpc["item_ids"]
@@ -65,8 +68,16 @@ def test_lookup_shows_item_names_from_a_recbole_item_file(tmp_path):
                     "2\tGoldenEye\t1995\n")
     names = client_lib.read_item_names(str(path))
     assert names == {"1": "Toy Story", "2": "GoldenEye"}
-    table = client_lib.format_candidates(["1"], client_lib.Candidates(["2", "3"], [0.5, 0.25], [1, -1], [], []),
-                                         names)
+    candidates = client_lib.Candidates(["2", "3", "4"], [0.5, 0.25, 0.125], [1, -1, 1],
+                                       [["1", "4"], ["2", "4"]], [[0.3, 0.1], [0.5, 0.125]])
+    table = client_lib.format_candidates(["1"], candidates, names)
     assert table.splitlines() == [
-        "history: 1 (Toy Story)", f"{'rank':>4}  {'item':<40} {'score':>9}  interest",
-        f"{1:>4}  {'2 (GoldenEye)':<40} {0.5:>9.4f}  #1", f"{2:>4}  {'3':<40} {0.25:>9.4f}  popular"]
+        "history: 1 (Toy Story)",
+        "interest #0: no item in the merged list (its best: 1 (Toy Story))",
+        "interest #1: 2 of 3",
+        f"  {1:>4}  {'2 (GoldenEye)':<48} {0.5:>9.4f}",
+        f"  {3:>4}  {'4':<48} {0.125:>9.4f}",
+        "popular items (no known history item): 1 of 3",
+        f"  {2:>4}  {'3':<48} {0.25:>9.4f}"]
+    assert client_lib.candidate_rows(candidates, names)[0] == {"rank": 1, "item_id": "2", "name": "GoldenEye",
+                                                               "score": 0.5, "interest": 1}

@@ -242,8 +242,9 @@ def test_client_errors_say_what_to_do(server, capsys):
 
     rest = f"http://127.0.0.1:{server.port}"
     for k in ("0", "-3"):
-        assert cli.main(["lookup", "--server", rest, "--model", "remi-exact", "--history", "item2", "--k", k]) == 2
-        assert "--k must be >= 1" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["lookup", "--server", rest, "--model", "remi-exact", "--history", "item2", "--k", k])
+        assert exit_info.value.code == 2 and f"argument --k: expected an integer >= 1, got {k}" in capsys.readouterr().err
     assert cli.main(["lookup", "--server", rest, "--model", "remi-exact", "--history", "item2", "--k", "100",
                      "--json"]) == 0
     captured = capsys.readouterr()
@@ -335,3 +336,22 @@ def test_string_outputs_become_the_tensor_protos_tensorflow_makes():
     for array in (np.array([[b"a", b"bc"], [b"", b"\xff"]], dtype=object), np.array([[[b"x"], [b"y"]]], dtype=object),
                   np.array([[1.5, 2.0]], np.float32), np.array([[3, -1]], np.int32)):
         assert tensor_proto(array) == tf.make_tensor_proto(array), array
+
+
+def test_the_server_follows_models_config_and_logs_each_change(own_server, capsys):
+    """A model taken out of models.config is unloaded, one put back is loaded again, each with a log line
+    naming the version (issue 25, item 12)."""
+    export = own_server.registry.export_dir
+    config_path = os.path.join(export, "models.config")
+    assert sorted(serving_layout.configured_models(export)) == sorted(own_server.registry.served())
+    original = open(config_path).read()
+    serving_layout.write_models_config(export, ["remi", "remi-query"], "/models")
+    assert own_server.registry.refresh() == []
+    assert "unloaded remi-exact/1: no longer in " + config_path in capsys.readouterr().out
+    assert sorted(own_server.registry.served()) == ["remi", "remi-query"]
+    status, body = post(own_server, "/v1/models/remi-exact:predict", json.dumps({"instances": [["item2"]]}).encode())
+    assert status == 404 and "Servable not found" in body["error"]
+    with open(config_path, "w") as stream:
+        stream.write(original)
+    assert own_server.registry.refresh() == ["remi-exact/1"]
+    assert "loaded remi-exact/1\n" in capsys.readouterr().out and own_server.registry.served()["remi-exact"] == 1

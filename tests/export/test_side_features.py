@@ -110,6 +110,27 @@ def rest_predict(port, payload):
 
 
 def test_evaluation_reads_the_profiles_of_the_evaluated_users(featured, capsys):
+    """The report is the evaluation with each test user's own profile (read from users.csv here, not through
+    the data directory's table), and differs from the one with the profiles left out (every user in the OOV
+    bucket) or handed to the wrong users."""
+    from pipelines import input as input_lib
+    from remi_tf import evaluate as evaluate_lib
+
     assert cli.main(["evaluate", "--model-dir", str(featured / "model"), "--split", "test"]) == 0
     report = json.loads((featured / "model" / "eval-test.json").read_text())
-    assert report["num_users"] > 0 and 0.0 <= report["recall@50"] <= 1.0
+    trained = train_lib.load_trained(str(featured / "model"))
+    user_ids, histories, targets = input_lib.load_evaluation_split(str(featured / "data"), "test", trained.vocabulary,
+                                                                   trained.config.max_history)
+    rows = {line.split(",")[0]: line.split(",")[1:] for line in (featured / "users.csv").read_text().splitlines()[1:]}
+    columns = trained.model.user_features.columns
+    header = (featured / "users.csv").read_text().splitlines()[0].split(",")[1:]
+    profiles = np.array([[rows.get(user, [""] * len(header))[header.index(column)] for column in columns]
+                         for user in user_ids], dtype=object)
+
+    def recall(user_features):
+        return evaluate_lib.evaluate(trained.model, histories, targets, user_features=user_features)["recall@50"]
+
+    assert report["num_users"] == len(user_ids)
+    assert report["recall@50"] == pytest.approx(recall(profiles), abs=1e-12)
+    assert report["recall@50"] != pytest.approx(recall(np.full_like(profiles, "")), abs=1e-6)
+    assert report["recall@50"] != pytest.approx(recall(np.roll(profiles, 1, axis=0)), abs=1e-6)

@@ -22,6 +22,10 @@ def prepare(tmp_path, paths, **kwargs):
     ("u1,i1,", "line 2: field 'timestamp': missing or empty"),
     ("u1,i1,-3", "line 2: field 'timestamp': negative: -3"),
     ("u1,i1,noon", "line 2: field 'timestamp': not a number: 'noon'"),
+    ("u1,i1,1e20", "line 2: field 'timestamp': out of range: '1e20' (timestamps are int64)"),
+    ("u1,i1,9223372036854775808", "line 2: field 'timestamp': out of range"),
+    ("u1,i1,1.7", "line 2: field 'timestamp': fractional: '1.7'; timestamps are integer ticks"),
+    ("u1,i1,nan", "line 2: field 'timestamp': not a finite number: 'nan'"),
     ('u1,"i\t1",5', "line 2: field 'item_id': holds a tab or a line break"),
 ])
 def test_bad_lines_stop_the_run_by_default_and_are_skipped_when_allowed(tmp_path, row, message):
@@ -140,4 +144,64 @@ def test_a_log_with_nothing_left_after_the_filters_is_an_error_and_writes_nothin
     for runner in (local, beam):
         with pytest.raises(ValueError, match=r"log.csv'\]: no user has >= 5 interactions .* nothing to train on"):
             runner.prepare([str(tmp_path / "log.csv")], str(tmp_path / "out"), progress=False)
+        assert not os.path.exists(tmp_path / "out")
+
+
+def test_integral_decimal_timestamps_are_read_exactly(tmp_path):
+    """RecBole writes timestamps as floats: "881250949.0" and "8.8125095e8" are the integers they spell."""
+    rows = [(u, i, t) for u, i, t in planted_log()]
+    write_log(tmp_path / "ints.csv", rows)
+    write_log(tmp_path / "floats.csv", [(u, i, f"{t}.0" if n % 2 else f"{t * 10}e-1") for n, (u, i, t) in
+                                        enumerate(rows)])
+    ints = prepare(tmp_path, [tmp_path / "ints.csv"])
+    ints_files = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")
+                  if name != "manifest.json"}
+    floats = prepare(tmp_path, [tmp_path / "floats.csv"])
+    assert floats["input_events"] == ints["input_events"] == len(rows)
+    for name, content in ints_files.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    write_log(tmp_path / "log.csv", planted_log())
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "log.csv").read_bytes())
+    with_bom = prepare(tmp_path, [tmp_path / "bom.csv"])
+    assert with_bom["input_events"] == len(planted_log()) and with_bom["cleaning"]["bad_records"] == 0
+
+
+def test_csv_behavior_filter_reads_a_behavior_column_and_names_a_missing_one(tmp_path):
+    rows = planted_log()
+    write_log(tmp_path / "log.csv", [(u, i, t, "buy" if n % 3 == 0 else "pv") for n, (u, i, t) in enumerate(rows)],
+              header="user_id,item_id,timestamp,behavior")
+    manifest = prepare(tmp_path, [tmp_path / "log.csv"], behavior="pv")
+    assert manifest["cleaning"]["skipped"]["other_behavior"] == sum(n % 3 == 0 for n in range(len(rows)))
+    assert manifest["input_events"] == len(rows) - manifest["cleaning"]["skipped"]["other_behavior"]
+    write_log(tmp_path / "plain.csv", rows)
+    with pytest.raises(ValueError, match=r"plain.csv: line 1: header .* lacks column\(s\) \['behavior'\] "
+                                         r"\(--behavior keeps the events whose behavior column has that value\)"):
+        prepare(tmp_path, [tmp_path / "plain.csv"], behavior="pv")
+
+
+def test_empty_input_and_an_unknown_behavior_get_their_own_messages(tmp_path, datasets_dir):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("user_id,item_id,timestamp\n")
+    for name in ("empty.csv", "header.csv"):
+        with pytest.raises(ValueError, match=r"no events: the input is empty \(1 empty file\(s\)\)"):
+            prepare(tmp_path, [tmp_path / name])
+    path = os.path.join(datasets_dir, "taobao-userbehavior-sample", "UserBehavior.csv")
+    lines = open(path).read().splitlines()
+    for runner in (local, beam):
+        with pytest.raises(ValueError, match=rf"no event has behavior 'pvv' \({len(lines):,} events of other "
+                                             r"behaviors were skipped; Taobao's are pv, buy, cart, fav\)"):
+            runner.prepare([path], str(tmp_path / "out"), file_format="taobao", behavior="pvv", progress=False)
+        assert not os.path.exists(tmp_path / "out")
+
+
+def test_data_without_train_or_valid_users_is_refused_at_prepare(tmp_path):
+    """One user (the crash after training of issue 25, item 17) leaves two of the three splits empty."""
+    write_log(tmp_path / "one.csv", [("u0", f"i{t % 10}", t) for t in range(60)])
+    for runner in (local, beam):
+        with pytest.raises(ValueError, match=r"the user split leaves (train|valid)( and valid)? without users "
+                                             r"\(1 users kept"):
+            runner.prepare([str(tmp_path / "one.csv")], str(tmp_path / "out"), progress=False)
         assert not os.path.exists(tmp_path / "out")

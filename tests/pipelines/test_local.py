@@ -109,18 +109,22 @@ def test_logs_and_output_on_another_file_system(tmp_path):
     assert sorted(tf.io.gfile.listdir(root)) == ["data", "logs"]  # no bad/, no temporary directory
 
 
+def events_of(path):
+    return [event for batch in readers.read_event_batches(path) for event in batch]
+
+
 def test_reader_errors_name_file_line_and_field(tmp_path):
     write_log(tmp_path / "missing.csv", [("u", "i", 1)], header="user,item_id,timestamp")
     with pytest.raises(ValueError, match=r"missing.csv: line 1: header .* lacks column\(s\) \['user_id'\]"):
-        list(readers.read_events(str(tmp_path / "missing.csv")))
+        events_of(str(tmp_path / "missing.csv"))
     write_log(tmp_path / "empty_id.csv", [("u", "i", 1), ("", "i", 2)])
     with pytest.raises(ValueError, match=r"empty_id.csv: line 3: field 'user_id': missing or empty"):
-        list(readers.read_events(str(tmp_path / "empty_id.csv")))
+        events_of(str(tmp_path / "empty_id.csv"))
 
 
 def test_recbole_atomic_file(datasets_dir):
     path = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
-    events = list(readers.read_events(path))
+    events = events_of(path)
     assert len(events) == 100_000
     assert events[0][:3] == ("196", "242", 881250949)
 

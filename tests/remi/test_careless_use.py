@@ -4,6 +4,7 @@ anything is written."""
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -77,9 +78,13 @@ def test_exported_directories_are_readable_by_other_users(small_run, tmp_path):
 
 
 def test_export_version_and_evaluation_data_are_checked(small_run, tmp_path, capsys):
-    assert cli.main(["export", "--model-dir", str(small_run / "model"), "--output", str(tmp_path / "e"),
-                     "--version", "0"]) == 2
-    assert "--version must be >= 1" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    for version in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["export", "--model-dir", str(small_run / "model"), "--output", str(tmp_path / "e"),
+                      "--version", version])
+        assert exit_info.value.code == 2
+        assert f"argument --version: expected an integer >= 1, got {version}" in capsys.readouterr().err
+        assert not (tmp_path / "e").exists()
     other = synthetic.prepared_clusters(tmp_path, "other", "w", num_users=200, num_clusters=5, items_per_cluster=10,
                                         clusters_per_user=2, length=20, seed=5)
     assert cli.main(["evaluate", "--model-dir", str(small_run / "model"), "--data", other,
@@ -94,7 +99,33 @@ def test_a_diverged_run_fails_instead_of_finishing(small_run, tmp_path, capsys):
     model_dir = tmp_path / "model"
     assert cli.main(["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet",
                      "--set", "max_steps=60", "eval_every=20", "embedding_dim=8", "steps_per_execution=10",
-                     "learning_rate=1e30"]) == 2
+                     "learning_rate=1e30"]) == 1  # a failed run, not a usage error
     assert "training diverged" in capsys.readouterr().err
     state = json.load(open(model_dir / "validation.json")) if (model_dir / "validation.json").exists() else None
     assert state is None or all(e["step"] < 60 for e in state["evaluations"])
+
+
+def test_a_warm_start_from_the_runs_own_directory_is_refused(small_run, tmp_path, capsys):
+    """Its best/ would be overwritten by the child's evaluations (issue 25, item 5)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(small_run / "model", model_dir)
+    before = directory_bytes(model_dir)
+    assert cli.main(["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet",
+                     "--warm-start", str(model_dir), "--set", "max_steps=80", "embedding_dim=8",
+                     "steps_per_execution=20"]) == 2
+    assert f"--warm-start {model_dir} is this run's own --model-dir" in capsys.readouterr().err
+    assert directory_bytes(model_dir) == before
+
+
+def test_more_steps_on_a_finished_run_are_refused_with_the_way_to_continue(small_run, tmp_path, capsys):
+    """A finished run keeps no backup (Keras deletes it at the end): more steps would start again at step 0 and
+    append a second history (item 6), so the run is refused, naming --warm-start."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(small_run / "model", model_dir)
+    assert not (model_dir / "backup").exists()
+    before = directory_bytes(model_dir)
+    assert cli.main(["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet", "--set",
+                     "max_steps=80", "embedding_dim=8", "steps_per_execution=20"]) == 2
+    assert (f"holds a run evaluated up to step 60 but no backup/ to continue it from, so it would start again at "
+            f"step 0: train into a new --model-dir, with --warm-start {model_dir}") in capsys.readouterr().err
+    assert directory_bytes(model_dir) == before

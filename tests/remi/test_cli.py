@@ -81,6 +81,15 @@ def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_p
                      "--set", "eval_every=10"]) == 0
     assert json.load(open(os.path.join(model, "run.json")))["data_dir"] == data
     assert open(os.path.join(model, "items.tsv"), "rb").read() == tf.io.gfile.GFile(f"{data}/items.tsv", "rb").read()
+    manifest = json.loads(tf.io.gfile.GFile(f"{data}/manifest.json").read())
+    (evaluation,) = json.load(open(os.path.join(model, "validation.json")))["evaluations"]
+    assert evaluation["step"] == 10  # trained on the remote shards
+    assert cli.main(["evaluate", "--model-dir", model, "--split", "valid"]) == 0  # reads the remote data again
+    report = json.load(open(os.path.join(model, "eval-valid.json")))
+    assert report["num_users"] == manifest["splits"]["valid"]["users"]  # every remote valid user
+    assert report["recall@50"] == pytest.approx(evaluation["val_recall@50"], abs=1e-9)
+    assert open(os.path.join(model, "item_features.tsv")).read() == \
+        tf.io.gfile.GFile(f"{data}/item_features.tsv").read()  # the remote item features were read
 
 
 @pytest.mark.parametrize("options, named", [

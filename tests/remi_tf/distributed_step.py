@@ -94,7 +94,8 @@ def main() -> None:
     estimator = model.frequency_estimator
     state = {} if estimator is None else {f"estimator_{w.name.split('/')[-1].split(':')[0]}": w.numpy()
                                           for w in estimator.weights}
-    if distribute.is_chief_task():
+    cluster = distribute.read_cluster()
+    if cluster is None or cluster.is_chief():
         np.savez(args.output, loss=history.history["loss"][0],
                  retrieval_loss=history.history["retrieval_loss"][0], table_reads=table_reads, **state,
                  **{f"w{i}": w.numpy() for i, w in enumerate(model.trainable_weights)},

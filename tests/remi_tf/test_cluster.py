@@ -140,7 +140,7 @@ def test_a_cluster_task_that_never_comes_is_a_clear_error(planted_data, tmp_path
     done = subprocess.run([sys.executable, "-m", "remi", "train", "--data", planted_data, "--model-dir",
                            model_dir, "--set", "cluster_timeout_s=8"], capture_output=True, text=True, env=env,
                           timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 1  # a failed run (exit code 2 is for usage errors)
     assert f"no answer from ['127.0.0.1:{absent}']" in done.stderr, done.stderr[-2000:]
     assert time.monotonic() - started < 60
     assert not os.path.exists(model_dir)

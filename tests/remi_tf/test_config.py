@@ -1,8 +1,10 @@
 """Config resolution: defaults -> YAML -> --set overrides, validation naming the field."""
 
+import dataclasses
 import os
 
 import pytest
+import yaml
 
 from remi_tf import config as config_lib
 
@@ -47,4 +49,9 @@ def test_every_preset_loads():
     presets = [name for name in os.listdir(CONFIGS) if name.endswith(".yaml")]
     assert "amazon-cds.yaml" in presets
     for name in presets:
-        config_lib.load(os.path.join(CONFIGS, name))
+        values = yaml.safe_load(open(os.path.join(CONFIGS, name)))
+        loaded = config_lib.load(os.path.join(CONFIGS, name))
+        assert {key: getattr(loaded, key) for key in values} == values, name  # every key read, as written
+        defaults = config_lib.RemiConfig()
+        assert all(getattr(loaded, field.name) == getattr(defaults, field.name)
+                   for field in dataclasses.fields(loaded) if field.name not in values), name

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from pipelines.input import evaluation_examples, sequence_dataset
 from remi_tf import config as config_lib
+from remi_tf import evaluate as evaluate_lib
 from remi_tf import models, train
 from tests import synthetic
 
@@ -62,6 +63,48 @@ def test_resume_after_kill(tmp_path, monkeypatch):
     with open(os.path.join(model_dir, "validation.json")) as stream:
         assert [e["step"] for e in json.load(stream)["evaluations"]] == [100, 200]
     assert config_lib.load(os.path.join(model_dir, "config.yaml")) == config
+
+
+def test_a_kill_between_a_backup_and_its_evaluation_evaluates_on_resume(tmp_path, monkeypatch):
+    """The backup at step 100 is written at the batch's end, the evaluation at the epoch's end: killed between
+    them, the resumed run evaluates the restored weights at step 100 first (the real-kill test found the
+    evaluation missing: it resumed at the next epoch)."""
+    sequences, _ = synthetic.clustered_sequences(300, 6, 10, 2, 20, seed=1)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
+                                   checkpoint_every=100, steps_per_execution=10, patience=0)
+    histories, targets = evaluation_examples(sequences[250:], config.max_history)
+    model_dir = str(tmp_path / "model")
+    backed_up = {}
+
+    def run(extra_callbacks=()):
+        model = models.RemiModel(config, 60)
+        original_fit = model.fit
+        monkeypatch.setattr(model, "fit", lambda *a, **k: original_fit(
+            *a, **{**k, "callbacks": k["callbacks"] + list(extra_callbacks)}))
+        dataset = sequence_dataset(sequences[:250], config.batch_size, config.max_history, seed=0)
+        return train.train(model, config, dataset, histories, targets, model_dir, verbose=0), model
+
+    class KillAfterBackup(Kill):  # runs after StepBackup's batch hook: the backup at step 100 exists
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) >= self.at_step:
+                backed_up["weights"] = [w.numpy() for w in self.model.trainable_weights]
+                raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        run([KillAfterBackup(at_step=100)])
+    assert not os.path.exists(os.path.join(model_dir, "validation.json"))
+    expected = evaluate_lib.evaluate(_model_with(config, backed_up["weights"]), histories, targets)["recall@50"]
+    state, _ = run()
+    assert [e["step"] for e in state["evaluations"]] == [100, 200]
+    assert state["evaluations"][0]["val_recall@50"] == pytest.approx(expected, abs=1e-9)
+
+
+def _model_with(config, weights):
+    model = models.RemiModel(config, 60)
+    model.query_tower(tf.zeros([1, config.max_history], tf.int64))
+    for variable, value in zip(model.trainable_weights, weights):
+        variable.assign(value)
+    return model
 
 
 def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
