@@ -63,9 +63,13 @@ class RemiConfig:
         serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
         Evaluation and the exported models score as training did.
       interest_temperature: tau of "logsumexp" (> 0; small tau approaches "max").
+      served_score_weight: with interest_scoring "hard", the weight of a second in-batch softmax term in which
+        every candidate is scored as served (max_k <u_k, v_j>), added to the retrieval loss: the hard read-out
+        keeps the interests apart, the second term makes their scores comparable for the merge (0: off).
       interests_per_user: "fixed" (every user has K interests) or "log2" (MIND's K_u = max(1, min(K,
         floor(log2 n))) for n known history items; the other interests repeat the kept ones, so the lookup and
-        training see K_u: remi_tf.layers.interest_count). Not with interest_weights "distilled".
+        training see K_u: remi_tf.layers.interest_count). Not with interest_weights "distilled". It lost on every
+        Amazon set, most for short histories (BENCHMARKS.md 10.13).
       interest_weights: "none", "distilled" or "served": a small predictor outputs pi(u) over the K interests
         (remi_tf.layers.InterestWeights). "distilled" trains it by KL(p || pi) towards the teacher
         p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec); "served" by the in-batch
@@ -144,6 +148,7 @@ class RemiConfig:
     readout_power: int = 1
     interest_scoring: str = "hard"
     interest_temperature: float = 1.0
+    served_score_weight: float = 0.0
     interests_per_user: str = "fixed"
     interest_weights: str = "none"
     interest_weight_temperature: float = 0.1
@@ -244,6 +249,12 @@ class RemiConfig:
         if self.readout == "label_aware" and self.interest_scoring != "hard":
             raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
                              f"already combines the interests), got {self.interest_scoring!r}")
+        if not self.served_score_weight >= 0:
+            raise ValueError(f"config field 'served_score_weight' must be >= 0, got {self.served_score_weight!r}")
+        if self.served_score_weight and (self.interest_scoring != "hard" or self.readout != "hard"):
+            raise ValueError("config field 'served_score_weight' adds the served score to the hard read-out: it needs "
+                             f"interest_scoring 'hard' and readout 'hard' (got {self.interest_scoring!r}, "
+                             f"{self.readout!r})")
         if self.interests_per_user == "log2" and self.interest_weights == "distilled":
             raise ValueError("config field 'interests_per_user' 'log2' does not combine with interest_weights "
                              "'distilled' (its teacher would spread weight over repeated interests): use 'served'")

@@ -198,6 +198,11 @@ class RemiModel(tfrs.Model):
                                            in_batch_negatives=config.negatives != "sampled",
                                            interest_scoring=config.interest_scoring,
                                            interest_temperature=config.interest_temperature)
+        self.served_task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
+                                                  remove_accidental_hits=config.remove_accidental_hits,
+                                                  in_batch_negatives=config.negatives != "sampled",
+                                                  interest_scoring="max", name="served_score_task") \
+            if config.served_score_weight else None
         self.weight_task = InterestAwareRetrieval(temperature=config.temperature,
                                                   remove_accidental_hits=config.remove_accidental_hits,
                                                   in_batch_negatives=config.negatives != "sampled",
@@ -301,6 +306,10 @@ class RemiModel(tfrs.Model):
         retrieval_loss = self.task(queries, candidates.vectors,
                                    candidate_sampling_probability=candidates.sampling_probability,
                                    candidate_ids=candidates.ids)
+        if self.served_task is not None:  # the same candidates scored as served: max over the K interests
+            retrieval_loss += self.config.served_score_weight * self.served_task(
+                encoding.interests, candidates.vectors, candidate_sampling_probability=candidates.sampling_probability,
+                candidate_ids=candidates.ids)
         weight_loss = self.interest_weight_loss(encoding, positive_embeddings, candidates)
         mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,

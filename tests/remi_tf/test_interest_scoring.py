@@ -124,3 +124,24 @@ def test_model_objective_adds_the_distillation_and_leaves_the_interests_alone():
         else:
             assert largest == 0.0, (variable.name, largest)
     assert sum(reached) >= 3, reached  # the recency logits and the hidden layer's weights learn
+
+
+def test_served_score_weight_adds_the_max_scored_softmax_to_the_hard_readout():
+    """retrieval term = IHN(hard read-out similarities) + w * IHN(max over the interests), both on the batch's
+    candidates (logQ off, accidental hits removed), against numpy on the model's own interests and vectors."""
+    tf.keras.utils.set_random_seed(6)
+    config = config_lib.RemiConfig(embedding_dim=4, num_interests=3, max_history=5, served_score_weight=0.5,
+                                   logq_correction="none", routing_lambda=0.0)
+    model = models.RemiModel(config, 10)
+    rng = np.random.default_rng(1)
+    history = rng.integers(FIRST, 10 + FIRST, size=(6, 5))
+    target = rng.integers(FIRST, 10 + FIRST, size=6)
+    _, terms = model.objective({"history": tf.constant(history), "target": tf.constant(target)})
+    interests = model.query_tower.encode(tf.constant(history)).interests.numpy().astype(np.float64)
+    candidates = model.query_tower.candidate_vectors(tf.constant(target)).numpy().astype(np.float64)
+    ones = np.ones(len(target))
+    expected = [ihn_from_similarities(served_similarities(interests, candidates, mode), ones, target, 0.0, 1.0, True)
+                for mode in ("hard", "max")]
+    np.testing.assert_allclose(terms[0].numpy(), expected[0] + 0.5 * expected[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="served_score_weight.*needs interest_scoring 'hard'"):
+        config.replace(interest_scoring="max")
