@@ -17,6 +17,8 @@ import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from remi_tf import atomic
 from remi_tf import config as config_lib
 
+from remi import display
+
 
 IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
 
@@ -95,7 +97,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
                        + (f" ({c['cold_users']:,} cold users not evaluated)" if c.get("cold_users") else "")
                        for split, c in manifest["splits"].items())
-    print(cleaning_summary(manifest), file=sys.stderr)
+    print(display.cleaning_summary(manifest), file=sys.stderr)
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
     if feature_csvs:
         from pipelines import input as input_lib
@@ -110,19 +112,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             print(f"{kind[:-1]} features {summary['columns']}: {summary[f'{kind}_with_features']:,} {kind}, "
                   f"{summary[f'{kind}_without_features']:,} without (OOV bucket)")
     return 0
-
-
-def cleaning_summary(manifest: dict) -> str:
-    """One labelled line of what prepare read, dropped (by reason) and kept."""
-    cleaning = manifest["cleaning"]
-    dropped = {"bad records": cleaning["bad_records"], "duplicate events": cleaning["duplicate_events_removed"],
-               **{rule.replace("_", " "): count for rule, count in cleaning["skipped"].items()},
-               f"users below {manifest['filters']['min_user_count']} events": cleaning["users_below_min_count"],
-               f"items below {manifest['filters']['min_item_count']} events": cleaning["items_below_min_count"]}
-    users = sum(split["users"] for split in manifest["splits"].values())
-    dropped_text = ", ".join(f"{count:,} {what}" for what, count in dropped.items() if count) or "nothing"
-    return (f"cleaning: {manifest['input_events']:,} events read; dropped {dropped_text}; kept {users:,} users and "
-            f"{manifest['num_items']:,} items")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -269,7 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       user_features=profiles, merge=config.merge, merge_lambda=config.merge_lambda)}
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
     atomic.write_json(output, report)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if args.json else display.evaluation_summary(report, output))
     if args.plots:
         from remi_tf import plots
 
@@ -418,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
+    evaluate.add_argument("--json", action="store_true", help="print the whole report as JSON (it is always written "
+                                                               "to --output)")
     evaluate.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                           help="evaluation-time config keys: merge=score|quota|weighted, merge_lambda, diversity_coef "
                                "(the merge of the K lists), eval_batch_size")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Sequence
 
@@ -39,25 +40,41 @@ def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[s
     plt.close(figure)
 
 
-def training_curves(history_csv: str, path: str, eval_every: int) -> None:
-    """Training losses and valid metrics against the training step, from Keras's CSVLogger file (one row
-    per evaluation: epoch e ends at step (e + 1) * eval_every)."""
+def training_curves(history_csv: str, path: str, eval_every: int, validation_json: str | None = None) -> None:
+    """Training losses (Keras's CSVLogger file: epoch e ends at step (e + 1) * eval_every) and valid metrics
+    against the training step, every evaluation a point (one evaluation still shows), the best step marked.
+    With validation.json the valid panel takes its exact steps (a shorter last epoch, an evaluation made on
+    resume) and its best step."""
     with open(history_csv, encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     if not rows:
         raise ValueError(f"{history_csv} has no rows; train for at least one evaluation first")
     steps = [(int(row["epoch"]) + 1) * eval_every for row in rows]
     loss_keys = [k for k in ("loss", "retrieval_loss", "routing_regularization") if k in rows[0]]
-    metric_keys = [k for k in rows[0] if k.startswith("val_") and ("recall" in k or "ndcg" in k or "hitrate" in k)]
+    evaluations = [{"step": step, **row} for step, row in zip(steps, rows)]
+    best_step = None
+    if validation_json and os.path.exists(validation_json):
+        with open(validation_json, encoding="utf-8") as stream:
+            state = json.load(stream)
+        evaluations, best_step = state["evaluations"] or evaluations, state["best_step"]
+    metric_keys = [k for k in evaluations[0] if k.startswith("val_") and ("recall" in k or "ndcg" in k or
+                                                                           "hitrate" in k) and "union" not in k]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key in loss_keys:
-        left.plot(steps, [float(r[key]) for r in rows], label=key)
+        left.plot(steps, [float(r[key]) for r in rows], "o-", markersize=3, label=key)
     left.set_xlabel("training step")
     left.set_yscale("log")
     left.legend()
     left.set_title("training")
+    valid_steps = [e["step"] for e in evaluations]
     for key in metric_keys:
-        right.plot(steps, [float(r[key]) for r in rows], label=key.removeprefix("val_"))
+        right.plot(valid_steps, [float(e[key]) for e in evaluations], "o-", markersize=3,
+                   label=key.removeprefix("val_"))
+    if best_step is not None:
+        for axis in (left, right):
+            axis.axvline(best_step, color="grey", linestyle="--", linewidth=1)
+        right.annotate(f"best: step {best_step}", (best_step, 1.0), xycoords=("data", "axes fraction"),
+                       ha="right", va="top", fontsize=8, color="grey")
     right.set_xlabel("training step")
     right.legend(fontsize=8)
     right.set_title("valid")
@@ -75,5 +92,6 @@ def write_all(directory: str, routing: np.ndarray, mask: np.ndarray, user_ids: S
     routing_heatmaps(routing[:count], mask[:count], user_ids[:count], written[0])
     if history_csv and os.path.exists(history_csv):
         written.append(os.path.join(directory, "training_curves.png"))
-        training_curves(history_csv, written[1], eval_every)
+        training_curves(history_csv, written[1], eval_every,
+                        os.path.join(os.path.dirname(history_csv), "validation.json"))
     return written

@@ -155,6 +155,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     def _evaluate(self, step: int, steps_per_s: float | None, logs: dict | None) -> None:
         """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping."""
         report = self.evaluate_fn() if self.chief else {}
+        self.last_report = report
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
             logs.update(scalars)
@@ -183,6 +184,35 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             if self.chief:
                 print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
             self.model.stop_training = True
+
+
+class StepSummaries(tf.keras.callbacks.Callback):
+    """TensorBoard summaries at the global step (Keras's TensorBoard callback writes epoch indices): at each
+    evaluation the epoch's training and valid scalars, the learning rate, each interest's share of the merged
+    valid lists and its routing entropy (per interest: share/k, routing_entropy/k)."""
+
+    def __init__(self, log_dir: str, validation: ValidationCallback) -> None:
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.validation = validation
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        step = int(self.model.optimizer.iterations.numpy())
+        report = getattr(self.validation, "last_report", {})
+        with self.writer.as_default(step=step):
+            for key, value in (logs or {}).items():
+                tf.summary.scalar(key if key.startswith("val_") else f"train_{key}", float(value))
+            learning_rate = self.model.optimizer.learning_rate
+            if callable(learning_rate):
+                learning_rate = learning_rate(self.model.optimizer.iterations)
+            tf.summary.scalar("learning_rate", float(tf.convert_to_tensor(learning_rate)))
+            for name in ("interest_share", "routing_entropy"):
+                for interest, value in enumerate(report.get(name, [])):
+                    tf.summary.scalar(f"{name}/{interest}", float(value))
+        self.writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.writer.close()
 
 
 class StepBackup(tf.keras.callbacks.BackupAndRestore):
@@ -318,7 +348,7 @@ def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf
     ]
     if chief:
         callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-                      tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch")]
+                      StepSummaries(os.path.join(model_dir, "logs"), validation)]
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])

@@ -39,6 +39,24 @@ def test_a_shorter_last_epoch_ends_at_max_steps(small_run, tmp_path):
                      "--set", "max_steps=50", "eval_every=20", "embedding_dim=8", "steps_per_execution=10"]) == 0
     assert [e["step"] for e in json.load(open(model_dir / "validation.json"))["evaluations"]] == [20, 40, 50]
     assert sum(1 for _ in open(model_dir / "history.csv")) == 1 + 3  # one row per evaluation
+    summaries = tensorboard_scalars(model_dir / "logs")  # TensorBoard at the global step, not the epoch index
+    assert [step for step, _ in summaries["val_recall@50"]] == [20, 40, 50]
+    assert [step for step, _ in summaries["train_loss"]] == [20, 40, 50]
+    assert [value for _, value in summaries["learning_rate"]] == pytest.approx([3e-3] * 3)  # the default, constant
+    validation = json.load(open(model_dir / "validation.json"))["evaluations"]
+    assert [value for _, value in summaries["val_recall@50"]] == pytest.approx([e["val_recall@50"] for e in validation])
+
+
+def tensorboard_scalars(log_dir):
+    """{tag: [(step, value)]} of every event file under log_dir."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars
 
 
 def test_a_finished_model_directory_is_left_as_it_was(small_run, tmp_path):
