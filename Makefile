@@ -24,7 +24,7 @@ PROFILE ?= $(if $(filter $(ML100K),$(DATA)),$(ML100K_PROFILE),)
 # 3: TensorFlow's C++ errors too (a CPU machine logs a failed CUDA init); Python errors still show
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: venv demo test test-all clean
+.PHONY: venv demo test test-all lint clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,9 @@ demo: $(STAMP) $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

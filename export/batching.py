@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class Batcher:
                     for request in batch:
                         try:
                             self._run_batch([request])
-                        except Exception as single_error:  # noqa: BLE001
+                        except Exception as single_error:  # noqa: BLE001 (any failure of one request goes to its sender)
                             request.error = single_error
             for request in batch:
                 request.done.set()

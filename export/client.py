@@ -8,7 +8,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def candidate_rows(candidates: Candidates, names: dict[str, str] | None = None) 
     interest that retrieved it (-1: a popularity candidate)."""
     return [{"rank": rank + 1, "item_id": item, "name": (names or {}).get(item), "score": score, "interest": interest}
             for rank, (item, score, interest) in enumerate(zip(candidates.item_ids, candidates.scores,
-                                                               candidates.interest))]
+                                                               candidates.interest, strict=True))]
 
 
 def format_candidates(history: Sequence[str], candidates: Candidates, names: dict[str, str] | None = None) -> str:

@@ -8,8 +8,13 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
 
@@ -71,13 +76,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as error:
             context.abort(getattr(grpc.StatusCode, error.code), str(error))
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (the gRPC service's method name)
         self._not_predict(request, context, "classification", "tensorflow/serving/classify")
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (the gRPC service's method name)
         self._not_predict(request, context, "regression", "tensorflow/serving/regress")
 
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (the gRPC service's method name)
         self._not_predict(request, context, "classification", "tensorflow/serving/classify")
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
@@ -100,7 +105,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
-                         ) -> get_model_metadata_pb2.GetModelMetadataResponse:  # noqa: N802
+                         ) -> get_model_metadata_pb2.GetModelMetadataResponse:  # noqa: N802 (the gRPC service's method name)
         unsupported = [field for field in request.metadata_field if field != "signature_def"]
         if unsupported or not request.metadata_field:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field(s) {unsupported or '(none)'} not "
@@ -122,7 +127,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.registry = registry
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
-                       ) -> get_model_status_pb2.GetModelStatusResponse:  # noqa: N802
+                       ) -> get_model_status_pb2.GetModelStatusResponse:  # noqa: N802 (the gRPC service's method name)
         try:
             status = self.registry.status(request.model_spec.name, _requested_version(request.model_spec))
         except ServingError as error:
@@ -130,7 +135,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         response = get_model_status_pb2.GetModelStatusResponse()
         for entry in status:
             added = response.model_version_status.add(
-                version=int(entry["version"]), state=get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"]))
+                version=int(entry["version"]),
+                state=get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"]))
             added.status.error_code = ERROR_CODES[entry["status"]["error_code"]]
             added.status.error_message = entry["status"]["error_message"]
         return response

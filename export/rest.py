@@ -173,7 +173,7 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             self._route(predict=False)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's method name)
             self._route(predict=True)
 
         def _not_allowed(self) -> None:

@@ -10,7 +10,7 @@ no input: they live in the model with its items.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf

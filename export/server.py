@@ -62,7 +62,7 @@ class Server:
             except Exception as error:  # noqa: BLE001 (e.g. the export directory briefly unreadable)
                 print(f"polling {self.registry.export_dir} failed, retrying: {error}", flush=True)
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.grpc.start()
         self._threads = [threading.Thread(target=self.http.serve_forever, daemon=True),
                          threading.Thread(target=self._poll, daemon=True)]

@@ -20,7 +20,7 @@ renamed into place only when the pipeline succeeded (local file systems).
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from pipelines import schema
 from pipelines.sequences import MIN_CUT
-from remi_tf.config import RemiConfig
 from remi_tf import feature_tables, metrics, models
+from remi_tf.config import RemiConfig
 from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
+
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
 
@@ -84,7 +86,7 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
         try:
             for user_ids, items, history_lengths, timestamps in dataset.as_numpy_iterator():
                 for user_id, user_items, history_length, times in zip(user_ids, items, history_lengths.tolist(),
-                                                                      timestamps):
+                                                                      timestamps, strict=True):
                     yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length, times)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             reason = " ".join(error.message.split()).split("[Op:")[0].split("}} ")[-1].strip()

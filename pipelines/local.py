@@ -13,7 +13,7 @@ import datetime
 import os
 import sys
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,7 +69,7 @@ def write_vocabulary(path: str, item_counts: sequences.ItemCounts, tallies: sequ
     probability = sequences.target_probability(tallies, item_counts.items)
     with tf.io.gfile.GFile(path, "w") as stream:
         stream.write("".join(f"{item.decode('utf-8')}\t{count}\t{q!r}\n" for item, count, q in zip(
-            item_counts.items[order], item_counts.counts[order].tolist(), probability[order].tolist())))
+            item_counts.items[order], item_counts.counts[order].tolist(), probability[order].tolist(), strict=True)))
 
 
 def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> dict[str, dict[str, int]]:
@@ -133,7 +133,7 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
         "num_items": num_items,
         "splits": splits,
         "cleaning": cleaning,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -208,7 +208,8 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     summary: dict = {}
 
     def build(directory: str) -> None:
-        paths = [os.path.join(directory, schema.shard_name("events", i, num_shards, compress)) for i in range(num_shards)]
+        paths = [os.path.join(directory, schema.shard_name("events", i, num_shards, compress))
+                 for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:

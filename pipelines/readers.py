@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf

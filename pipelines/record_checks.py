@@ -3,7 +3,8 @@
 Dirty input rules (each bad record is named with its file, line or record number, and field):
 - a malformed line or record, a missing or empty user/item id, an id that is not valid UTF-8 or holds a tab or
   a line break (CSV quoting allows them; items.tsv and the feature tables could not hold them), a missing,
-  non-numeric, fractional, out-of-range (int64) or negative timestamp, a corrupt TFRecord (the rest of that file is unreadable): a bad
+  non-numeric, fractional, out-of-range (int64) or negative timestamp, a corrupt TFRecord (the rest of that file
+  is unreadable): a bad
   record. Up to `max_bad_records` (default 0) are skipped and summarised; one more stops the run.
 - an empty file (no events): skipped and counted.
 - events whose behavior is not the one asked for (`--behavior pv`; Taobao logs and TFRecord event logs

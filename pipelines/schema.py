@@ -11,7 +11,7 @@ floor(0.8 n), the user split's protocol.
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -54,7 +54,7 @@ class _EventEncoder(threading.local):
                 slots.append(slot)
             self.templates[fields] = example, slots
         example, slots = self.templates[fields]
-        for slot, value in zip(slots, values.values()):
+        for slot, value in zip(slots, values.values(), strict=True):
             slot[0] = value
         return example.SerializeToString(deterministic=True)
 

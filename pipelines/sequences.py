@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -233,7 +234,8 @@ def shard_records(sequences: UserSequences, seed: int, num_shards: int) -> dict[
     encode them without pickling)."""
     records: dict[tuple[str, int], list[UserRecord]] = {}
     items, timestamps = sequences.item_ids[sequences.item_codes].tolist(), sequences.timestamps.tolist()
-    for user, start, end in zip(sequences.users, sequences.offsets[:-1].tolist(), sequences.offsets[1:].tolist()):
+    starts, ends = sequences.offsets[:-1].tolist(), sequences.offsets[1:].tolist()
+    for user, start, end in zip(sequences.users, starts, ends, strict=True):
         key = (assign_split(user, seed), shard_of(user, num_shards))
         serialized = schema.encode_sequence(user, items[start:end], timestamps[start:end])
         records.setdefault(key, []).append((user, serialized, end - start))

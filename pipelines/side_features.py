@@ -16,7 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -95,8 +96,8 @@ def read_feature_csv(spec: str, key: str = "item_id") -> FeatureCsv:
         if row_id in values:
             raise ValueError(f"{path}: line {line}: {key} {row_id!r} repeats an earlier line")
         values[row_id] = ["|".join(row[position].split()) if sequence else row[position].strip()
-                          for position, sequence in zip(positions, multi_valued)]
-        for column, value in zip(columns, values[row_id]):
+                          for position, sequence in zip(positions, multi_valued, strict=True)]
+        for column, value in zip(columns, values[row_id], strict=True):
             if "\t" in value or "\n" in value:
                 raise ValueError(f"{path}: line {line}: field {column!r} has a tab or line break: {value!r}")
     return FeatureCsv(path, key, columns, values)

@@ -7,7 +7,7 @@ import contextlib
 import csv
 import gzip
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 import tensorflow as tf
 

@@ -4,7 +4,7 @@ several clean shards at once."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -104,7 +104,7 @@ def _valid_rows(path: str, batch: dict[str, np.ndarray], log: BadRecordLog) -> n
     records = (batch["position"] & _RECORD_MASK).tolist()
     valid = np.ones(len(records), dtype=bool)
     for row, (user_id, item_id, timestamp) in enumerate(zip(batch["user_id"], batch["item_id"],
-                                                            batch["timestamp"].tolist())):
+                                                            batch["timestamp"].tolist(), strict=True)):
         checked = validate(path, f"record {records[row]}", _decode(user_id), _decode(item_id), timestamp)
         if isinstance(checked, BadRecord):
             log.add(checked)
@@ -161,7 +161,7 @@ def read_tfrecord(path: str, file_index: int, log: BadRecordLog, behavior: str |
                      _decode(event_behavior) or None)
                for user_id, item_id, timestamp, position, category, event_behavior in zip(
                    batch["user_id"], batch["item_id"], batch["timestamp"].tolist(), positions, batch["category"],
-                   batch["behavior"])]
+                   batch["behavior"], strict=True)]
 
 
 def to_block(batch: dict[str, np.ndarray]) -> sequences.EventBlock:

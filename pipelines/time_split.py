@@ -39,7 +39,7 @@ def parse_time(text: str, option: str) -> int:
     except ValueError:
         raise ValueError(f"{option} {text!r}: expected unix seconds or an ISO date such as 2013-07-01") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp())
 
 
@@ -91,7 +91,7 @@ def split_records(users: sequences.UserSequences, vocabulary: set[bytes], bounda
         counts[split]["users"] += 1
         counts[split]["events"] += end - start
 
-    for user, start, end in zip(kept.users, kept.offsets[:-1].tolist(), kept.offsets[1:].tolist()):
+    for user, start, end in zip(kept.users, kept.offsets[:-1].tolist(), kept.offsets[1:].tolist(), strict=True):
         before_valid, before_test = np.searchsorted(kept.timestamps[start:end], boundaries).tolist()
         if before_valid >= sequences.MIN_USER_COUNT:
             add("train", user, start, start + before_valid, None)
@@ -123,6 +123,6 @@ def check_windows(report: dict, boundaries: TimeBoundaries) -> None:
 
 def _date(timestamp: int) -> str:
     try:
-        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).date().isoformat()
+        return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).date().isoformat()
     except (OverflowError, OSError, ValueError):
         return "not a date"

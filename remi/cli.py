@@ -11,14 +11,12 @@ import json
 import math
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from remi import display
 from remi_tf import atomic
 from remi_tf import config as config_lib
-
-from remi import display
-
 
 IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
 
@@ -141,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from remi_tf import train as train_lib
     from remi_tf import warm_start as warm_start_lib
 
-    config = config_lib.load(args.config, [*(args.set or ()), *([f"strategy={args.strategy}"] if args.strategy else [])])
+    strategy = [f"strategy={args.strategy}"] if args.strategy else []
+    config = config_lib.load(args.config, [*(args.set or ()), *strategy])
     done = train_lib.finished(args.model_dir, config)
     if done is not None:  # before anything is written: a finished model directory is left as it was
         print(done, file=sys.stderr)
@@ -188,7 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_lib.save_side_features(args.model_dir, inputs.item_features, user_vocabularies)
         atomic.write_json(os.path.join(args.model_dir, "run.json"),
                           {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
-                           "strategy": strategy_name, "training_input": "streaming" if inputs.streaming else "in_memory",
+                           "strategy": strategy_name,
+                           "training_input": "streaming" if inputs.streaming else "in_memory",
                            "replicas": strategy.num_replicas_in_sync,
                            "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings),
                            **warm})
@@ -232,11 +232,9 @@ def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines import input as input_lib
     from remi_tf import evaluate as evaluate_lib
-    from remi_tf.models import FIRST_ITEM_INDEX
-
-    from remi_tf import train as train_lib
-
     from remi_tf import feature_tables
+    from remi_tf import train as train_lib
+    from remi_tf.models import FIRST_ITEM_INDEX
 
     trained = train_lib.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
@@ -294,7 +292,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,
                                max_batch_size=args.max_batch_size, batcher=batcher).start()
     models = ", ".join(f"{name}/{version}" for name, version in sorted(server.registry.served().items()))
-    print(f"serving {models or f'nothing yet (waiting for `remi export --output {args.export_dir}`)'}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
+    models = models or f"nothing yet (waiting for `remi export --output {args.export_dir}`)"
+    print(f"serving {models}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
           f"{server.grpc_port}", flush=True)
     try:
         while True:

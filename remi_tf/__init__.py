@@ -10,10 +10,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-from remi_tf import config, layers, losses, metrics, models, tasks  # noqa: E402
-from remi_tf.config import RemiConfig  # noqa: E402
-from remi_tf.models import RemiModel  # noqa: E402
-from remi_tf.tasks import InterestAwareRetrieval  # noqa: E402
+from remi_tf import config, layers, losses, metrics, models, tasks  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
+from remi_tf.config import RemiConfig  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
+from remi_tf.models import RemiModel  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
+from remi_tf.tasks import InterestAwareRetrieval  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
 
 __all__ = ["RemiConfig", "RemiModel", "InterestAwareRetrieval", "config", "layers", "losses", "metrics",
            "models", "tasks"]

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -196,7 +197,7 @@ class RemiConfig:
     merge: str = "score"
     merge_lambda: float = 1.0
 
-    def validate(self) -> "RemiConfig":
+    def validate(self) -> RemiConfig:
         """Raises ValueError naming the offending field; returns self so calls can be chained."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -266,7 +267,7 @@ class RemiConfig:
             raise ValueError(f"config field 'cluster_timeout_s' must be > 0, got {self.cluster_timeout_s!r}")
         return self
 
-    def replace(self, **changes: Any) -> "RemiConfig":
+    def replace(self, **changes: Any) -> RemiConfig:
         """A validated copy with `changes` applied."""
         return dataclasses.replace(self, **changes).validate()
 

@@ -20,11 +20,13 @@ import json
 import os
 import socket
 import time
-from typing import Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from remi_tf.config import STRATEGIES
+
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 
 
@@ -81,7 +83,8 @@ def read_cluster(environ: Mapping[str, str] | None = None) -> ClusterConfig | No
             raise ValueError(f"TF_CONFIG cluster job {job!r} is not one of {TASK_TYPES}")
         if not isinstance(addresses, list) or not addresses or not all(
                 isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses):
-            raise ValueError(f"TF_CONFIG cluster job {job!r} must be a non-empty list of 'host:port', got {addresses!r}")
+            raise ValueError(f"TF_CONFIG cluster job {job!r} must be a non-empty list of 'host:port', got "
+                             f"{addresses!r}")
     if len(cluster.get("chief", [])) > 1:
         raise ValueError(f"TF_CONFIG cluster has {len(cluster['chief'])} chief tasks; at most one")
     task = value.get("task")
@@ -225,7 +228,8 @@ def serve_forever(cluster: ClusterConfig) -> None:
 
 def variable_shards(variable: tf.Variable) -> list[dict]:
     """[{"device", "rows"}] of each shard of a (possibly ShardedVariable) table, for run.json."""
-    return [{"device": shard.device, "rows": int(shard.shape[0])} for shard in getattr(variable, "variables", [variable])]
+    shards = getattr(variable, "variables", [variable])
+    return [{"device": shard.device, "rows": int(shard.shape[0])} for shard in shards]
 
 
 def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence[bool], chief: bool) -> list[bool]:
@@ -237,7 +241,8 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence[bool
     def chief_replica_only(context: tf.distribute.ValueContext) -> tf.Tensor:
         return mine if context.replica_id_in_sync_group == 0 else tf.zeros_like(mine)
 
-    shared = strategy.reduce("SUM", strategy.experimental_distribute_values_from_function(chief_replica_only), axis=None)
+    values = strategy.experimental_distribute_values_from_function(chief_replica_only)
+    shared = strategy.reduce("SUM", values, axis=None)
     return [bool(v > 0.5) for v in shared.numpy()]
 
 
@@ -307,7 +312,7 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
     """
     varying_rows = varying_rows or [False] * len(gradients)
     pieces = []
-    for gradient, varying in zip(gradients, varying_rows):
+    for gradient, varying in zip(gradients, varying_rows, strict=True):
         if isinstance(gradient, tf.IndexedSlices) and varying:
             rows = tf.cast(gradient.dense_shape[0], tf.int32)
             dense = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)  # [rows, d]
@@ -323,7 +328,7 @@ def sum_gradients(context: tf.distribute.ReplicaContext, gradients: Sequence[tf.
     per_replica = tf.split(tf.reshape(gathered, [context.num_replicas_in_sync, -1]),
                            [tf.size(piece) for piece in pieces], axis=1)  # each [R, size]
     summed, parts = [], iter(per_replica)
-    for gradient, varying in zip(gradients, varying_rows):
+    for gradient, varying in zip(gradients, varying_rows, strict=True):
         if isinstance(gradient, tf.IndexedSlices) and varying:
             rows = tf.cast(gradient.dense_shape[0], tf.int32)
             total = tf.reduce_sum(next(parts), axis=0)  # [rows * d + rows]

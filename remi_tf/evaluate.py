@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +12,6 @@ import tensorflow as tf
 from remi_tf import config as config_lib
 from remi_tf import diversity, feature_tables, merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
-
 
 SCORE_CHUNK_BYTES = 256 << 20  # the [users, K, rows] scores of one candidate chunk
 CANDIDATE_CHUNK_BYTES = 64 << 20  # the [rows, d] embeddings of one candidate chunk
@@ -96,7 +96,7 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
     results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge_fn,
                                None if user_features is None else user_features[start:start + block])
                for start in range(0, len(histories), block)]
-    return Retrieval(*(np.concatenate(parts) for parts in zip(*results)))
+    return Retrieval(*(np.concatenate(parts) for parts in zip(*results, strict=True)))
 
 
 def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
@@ -113,9 +113,9 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
         candidates = tf.constant(rows.numpy())  # one copy here, wherever the table's shard lives
         first_index = tf.constant(first_item + FIRST_ITEM_INDEX, tf.int32)
         best = [_update_interest_topk(interests, candidates, first_index, *batch_best)
-                for (interests, _, _), batch_best in zip(batches, best)]
+                for (interests, _, _), batch_best in zip(batches, best, strict=True)]
     ids, scores, interest = [], [], []
-    for (interests, _, weights), (best_scores, best_ids) in zip(batches, best):
+    for (interests, _, weights), (best_scores, best_ids) in zip(batches, best, strict=True):
         merged_scores, merged_ids, merged_interest = merge(best_scores, best_ids, interests, weights, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)

@@ -7,7 +7,8 @@ features' OOV bucket); items in items.tsv's order, users by id. `remi prepare` w
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
@@ -85,7 +86,7 @@ class LocalCluster:
     def chief(self) -> tuple[str, int]:
         return tasks_of(self.cluster)[0]
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         for task in tasks_of(self.cluster):
             self.start_task(task)
         return self

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 
 TOP_NS = (20, 50)  # the paper's list lengths: Recall/NDCG/HitRate@20 and @50
 
@@ -33,7 +32,7 @@ def ranking_metrics(retrieved: np.ndarray, targets: Sequence[np.ndarray], top_ns
     report: dict[str, float] = {}
     for top_n in top_ns:
         recall = ndcg = hitrate = 0.0
-        for user_retrieved, user_targets in zip(retrieved[:, :top_n], targets):
+        for user_retrieved, user_targets in zip(retrieved[:, :top_n], targets, strict=True):
             target_set = set(int(item) for item in user_targets)
             hits = np.array([int(item) in target_set for item in user_retrieved])
             num_hits = int(hits.sum())
@@ -117,7 +116,7 @@ def interest_list_coverage(interest_item_ids: np.ndarray, targets: Sequence[np.n
     num_users = max(len(targets), 1)
     for top_n in top_ns:
         oracle = union = size = 0.0
-        for lists, user_targets in zip(interest_item_ids[:, :, :top_n], targets):
+        for lists, user_targets in zip(interest_item_ids[:, :, :top_n], targets, strict=True):
             wanted = set(int(item) for item in user_targets)
             sets = [set(row[row >= 0].tolist()) for row in lists]
             together = set().union(*sets)

@@ -7,7 +7,8 @@ Item indices: 0 is padding, 1 is the out-of-vocabulary bucket, 2.. are the vocab
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +17,15 @@ import tensorflow_recommenders as tfrs
 from remi_tf import distribute, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
-from remi_tf.layers import (CapsuleRouting, InterestWeights, ItemEmbedding, SelfAttentiveRouting, interests_per_user,
-                            keep_interests, label_aware_readout)
+from remi_tf.layers import (
+    CapsuleRouting,
+    InterestWeights,
+    ItemEmbedding,
+    SelfAttentiveRouting,
+    interests_per_user,
+    keep_interests,
+    label_aware_readout,
+)
 from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
@@ -379,7 +387,7 @@ class RemiModel(tfrs.Model):
         """Records [4] (retrieval loss, routing regularization, loss, the interest weights' term) of a
         training batch."""
         for tracker, value in zip((self.retrieval_loss_tracker, self.routing_regularization_tracker,
-                                   self.loss_tracker, self.interest_weight_tracker), tf.unstack(terms)):
+                                   self.loss_tracker, self.interest_weight_tracker), tf.unstack(terms), strict=True):
             tracker.update_state(value)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -395,14 +403,15 @@ class RemiModel(tfrs.Model):
         gradients = tape.gradient(loss, self.trainable_variables)
         replica = tf.distribute.get_replica_context()
         if not distribute.gathers_candidates(replica):
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
             self._track(terms)
             return {metric.name: metric.result() for metric in self.metrics}
         varying = {weight.ref() for layer in (self.item_features, self.user_features) if layer is not None
                    for weight in layer.trainable_weights}  # rows per batch row: its number of feature values
         gradients, terms = distribute.sum_gradients(
             replica, gradients, terms, [variable.ref() in varying for variable in self.trainable_variables])
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables), skip_gradients_aggregation=True)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True),
+                                       skip_gradients_aggregation=True)
         self._track(terms)
         # Every replica's trackers hold the same values: read this replica's (Metric.result() would
         # all-reduce each tracker's total and count, two collectives per metric per step).

@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 (after matplotlib.use("Agg"))
+import numpy as np  # noqa: E402 (after matplotlib.use("Agg"))
+from matplotlib.ticker import MaxNLocator  # noqa: E402 (after matplotlib.use("Agg"))
 
 
 def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[str], path: str) -> None:
@@ -51,7 +51,7 @@ def training_curves(history_csv: str, path: str, eval_every: int, validation_jso
         raise ValueError(f"{history_csv} has no rows; train for at least one evaluation first")
     steps = [(int(row["epoch"]) + 1) * eval_every for row in rows]
     loss_keys = [k for k in ("loss", "retrieval_loss", "routing_regularization") if k in rows[0]]
-    evaluations = [{"step": step, **row} for step, row in zip(steps, rows)]
+    evaluations = [{"step": step, **row} for step, row in zip(steps, rows, strict=True)]
     best_step = None
     if validation_json and os.path.exists(validation_json):
         with open(validation_json, encoding="utf-8") as stream:

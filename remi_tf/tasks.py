@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -42,10 +42,10 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
                  in_batch_negatives: bool = True, interest_scoring: str = "hard", interest_temperature: float = 1.0,
-                 metrics: Optional[tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized]] = None,
-                 batch_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
-                 loss_metrics: Optional[Sequence[tf.keras.metrics.Metric]] = None,
-                 name: Optional[str] = None) -> None:
+                 metrics: tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized] | None = None,
+                 batch_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
+                 loss_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
+                 name: str | None = None) -> None:
         super().__init__(name=name, autocast=False)  # keep the inputs' dtype (float64 in tests)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
@@ -66,8 +66,8 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         self.loss_metrics = list(loss_metrics or [])
 
     def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor,
-             sample_weight: Optional[tf.Tensor] = None, candidate_sampling_probability: Optional[tf.Tensor] = None,
-             candidate_ids: Optional[tf.Tensor] = None, compute_metrics: bool = True,
+             sample_weight: tf.Tensor | None = None, candidate_sampling_probability: tf.Tensor | None = None,
+             candidate_ids: tf.Tensor | None = None, compute_metrics: bool = True,
              compute_batch_metrics: bool = True) -> tf.Tensor:
         """The IHN loss, sum_b w_b l_b / batch (the mean over the batch without weights).
 

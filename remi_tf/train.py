@@ -20,16 +20,15 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import atomic
+from remi_tf import atomic, distribute, feature_tables
 from remi_tf import config as config_lib
-from remi_tf import distribute
 from remi_tf import evaluate as evaluate_lib
-from remi_tf import feature_tables
 from remi_tf.config import RemiConfig
 from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
@@ -289,7 +288,8 @@ def _unreadable(prefix: str) -> str | None:
     return None
 
 
-def train(model: RemiModel, config: RemiConfig, train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
+def train(model: RemiModel, config: RemiConfig,
+          train_data: tf.data.Dataset | tf.keras.utils.experimental.DatasetCreator,
           valid_histories: np.ndarray, valid_targets: Sequence[np.ndarray], model_dir: str, verbose: int = 1,
           strategy: tf.distribute.Strategy | None = None, chief: bool = True,
           valid_user_features: np.ndarray | None = None) -> dict:

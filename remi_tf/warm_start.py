@@ -13,7 +13,8 @@ starts fresh.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -88,7 +89,8 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
         tf.constant(tokens + list(parent.vocabulary)), tf.constant(tokens + list(vocabulary)), parent_table,
         tf.keras.initializers.RandomNormal(stddev=scale))
     model.item_embedding.embeddings.assign(table * model.config.warm_start_shrink)
-    for weight, parent_weight in zip(model.query_tower.routing.weights, parent.model.query_tower.routing.weights):
+    routing_weights = zip(model.query_tower.routing.weights, parent.model.query_tower.routing.weights, strict=True)
+    for weight, parent_weight in routing_weights:
         weight.assign(parent_weight)
     for kind in ("item_features", "user_features"):
         layer, parent_layer = getattr(model, kind), getattr(parent.model, kind)
@@ -97,7 +99,9 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
     carries_state = (model.frequency_estimator is not None and parent.model.frequency_estimator is not None
                      and all(getattr(model.config, key) == getattr(parent.config, key) for key in ESTIMATOR_KEYS))
     if carries_state:
-        for weight, parent_weight in zip(model.frequency_estimator.weights, parent.model.frequency_estimator.weights):
+        estimator, parent_estimator = model.frequency_estimator, parent.model.frequency_estimator
+        estimator_weights = zip(estimator.weights, parent_estimator.weights, strict=True)
+        for weight, parent_weight in estimator_weights:
             weight.assign(parent_weight)
     kept = len(set(vocabulary) & set(parent.vocabulary))
     return CarriedOver(kept, len(vocabulary) - kept, len(parent.vocabulary) - kept, carries_state)

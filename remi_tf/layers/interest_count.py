@@ -13,7 +13,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-
 def interests_per_user(mask: tf.Tensor, num_interests: int) -> tf.Tensor:
     """mask [B, L] bool (known history items) -> K_u [B] int32 = max(1, min(K, floor(log2 n)))."""
     count = tf.reduce_sum(tf.cast(mask, tf.int32), axis=-1)
