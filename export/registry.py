@@ -4,6 +4,7 @@ the REST and gRPC front ends)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -16,6 +17,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from export import serving_layout
 from export.batching import Batcher
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_REQUEST_VALUES = 1 << 24  # items in one request's history tensor (REST rows x columns, gRPC shape)
@@ -61,8 +64,7 @@ class ModelRegistry:
             for name in sorted(set(self.served()) - set(configured)):
                 with self._lock:
                     version, _ = self._models.pop(name)
-                print(f"unloaded {name}/{version}: no longer in {os.path.join(self.export_dir, 'models.config')}",
-                      flush=True)
+                logger.info(f"unloaded {name}/{version}: no longer in {os.path.join(self.export_dir, 'models.config')}")
         for name, available in available_versions.items():
             served = self._models.get(name, (0, None))[0]
             for version in reversed(available):
@@ -75,13 +77,12 @@ class ModelRegistry:
                 except Exception as error:  # noqa: BLE001 (any load failure: report it and try older ones)
                     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                     self.failures[(name, version)] = f"{type(error).__name__}: {reason}"
-                    print(f"{name}/{version} failed to load and is skipped: {self.failures[(name, version)]}",
-                          flush=True)
+                    logger.warning(f"{name}/{version} failed to load and is skipped: {self.failures[(name, version)]}")
                     continue
                 with self._lock:
                     self._models[name] = (version, module)
                 loaded.append(f"{name}/{version}")
-                print(f"loaded {name}/{version}" + (f" (unloaded {name}/{served})" if served else ""), flush=True)
+                logger.info(f"loaded {name}/{version}" + (f" (unloaded {name}/{served})" if served else ""))
                 break
         return loaded
 

@@ -15,6 +15,7 @@ Concurrent predictions run in batches when a Batcher is given (`remi serve` does
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent import futures
 
@@ -25,6 +26,8 @@ from export.batching import Batcher
 from export.grpc_services import ModelService, PredictionService
 from export.registry import ModelRegistry
 from export.rest import REQUEST_TIMEOUT_S, HTTPServer, make_rest_handler
+
+logger = logging.getLogger(__name__)
 
 
 class Server:
@@ -60,7 +63,7 @@ class Server:
             try:
                 self.registry.refresh()  # logs each load, unload and failure
             except Exception as error:  # noqa: BLE001 (e.g. the export directory briefly unreadable)
-                print(f"polling {self.registry.export_dir} failed, retrying: {error}", flush=True)
+                logger.warning(f"polling {self.registry.export_dir} failed, retrying: {error}")
 
     def start(self) -> Server:
         self.grpc.start()

@@ -5,8 +5,8 @@ Item ids become the model's indices here, once (padding 0, unknown 1, items 2..;
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -18,6 +18,8 @@ from pipelines.sequences import MIN_CUT
 from remi_tf import feature_tables, metrics, models
 from remi_tf.config import RemiConfig
 from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
+
+logger = logging.getLogger(__name__)
 
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
@@ -355,8 +357,8 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         raise ValueError("warm_start_recent_fraction needs the in-memory training input (training_input=in_memory)")
     probability = read_target_probability(data_dir, len(vocabulary))
     if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
-        print(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
-              "computing q from the train split", file=sys.stderr)
+        logger.warning(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
+              "computing q from the train split")
         probability = target_probability((record.items for record in read_indexed_sequences(files, vocabulary)),
                                           len(vocabulary), MIN_CUT)
     valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,

@@ -10,8 +10,8 @@ expands the inputs.
 from __future__ import annotations
 
 import glob
+import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from pipelines import sequences, text_logs, tfrecord_logs
 from pipelines.record_checks import BadRecordLog, Event
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("csv", "tsv", "recbole", "taobao", "tfrecord")
 
@@ -53,8 +55,8 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
             matched = sorted(tf.io.gfile.glob(pattern))
             skipped = [path for path in matched if _is_side_file(path)]
             if skipped:
-                print(f"{pattern}: skipping {len(skipped)} file(s) that are not event data: "
-                      f"{', '.join(os.path.basename(path) for path in skipped)}", file=sys.stderr)
+                logger.warning(f"{pattern}: skipping {len(skipped)} file(s) that are not event data: "
+                      f"{', '.join(os.path.basename(path) for path in skipped)}")
             matched = [path for path in matched if not _is_side_file(path)]
         else:
             matched = [pattern]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -461,7 +462,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIBRARY_LOGGERS = ("remi_tf", "pipelines", "export")
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a handler made once keeps working when the
+    stream is replaced, as test captures do)."""
+
+    @property
+    def stream(self):  # type: ignore[override]  (a property in place of StreamHandler's attribute)
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """The libraries' log records (loads, refusals, fallbacks) as plain lines on stderr, INFO and above."""
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        if not library.handlers:
+            library.addHandler(handler)
+        library.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "prepare":

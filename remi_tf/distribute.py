@@ -17,6 +17,7 @@ Strategies (config key `strategy`):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -26,6 +27,8 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from remi_tf.config import STRATEGIES
+
+logger = logging.getLogger(__name__)
 
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 
@@ -222,7 +225,7 @@ def serve_forever(cluster: ClusterConfig) -> None:
     """A `worker` or `ps` task of parameter-server training: serves the chief's requests until stopped."""
     server = tf.distribute.Server(tf.train.ClusterSpec(cluster.cluster), job_name=cluster.task_type,
                                   task_index=cluster.task_index, protocol="grpc", start=True)
-    print(f"{cluster.task_type}:{cluster.task_index} serving at {cluster.address} until stopped", flush=True)
+    logger.info("%s:%s serving at %s until stopped", cluster.task_type, cluster.task_index, cluster.address)
     server.join()
 
 

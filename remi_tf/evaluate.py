@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -12,6 +12,8 @@ import tensorflow as tf
 from remi_tf import config as config_lib
 from remi_tf import diversity, feature_tables, merging, metrics
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
+
+logger = logging.getLogger(__name__)
 
 SCORE_CHUNK_BYTES = 256 << 20  # the [users, K, rows] scores of one candidate chunk
 CANDIDATE_CHUNK_BYTES = 64 << 20  # the [rows, d] embeddings of one candidate chunk
@@ -133,7 +135,7 @@ def user_profiles(model: RemiModel, data_dir: str, user_ids: Sequence[str]) -> n
         return None
     table = feature_tables.read_user_table(data_dir)
     if table is None:
-        print(f"{data_dir} has no user features: every user gets the OOV bucket", file=sys.stderr)
+        logger.warning("%s has no user features: every user gets the OOV bucket", data_dir)
     return feature_tables.values_of(table, user_ids, model.user_features.columns)
 
 

@@ -12,6 +12,7 @@ Clusters: `workers=N` (no ps) -> N multi-worker tasks, worker 0 is the chief;
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
+
+logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
@@ -175,7 +178,7 @@ def shared_cores_env(num_tasks: int, env: Mapping[str, str] | None = None) -> di
 def run(shape: ClusterShape, command: Sequence[str], timeout_s: float) -> int:
     """Runs `command` as every task of a local cluster of `shape` until the chief ends; returns its status."""
     cluster = cluster_spec(shape)
-    print(f"[local-cluster] {json.dumps(cluster)}", flush=True)
+    logger.info("[local-cluster] %s", json.dumps(cluster))
     env = dict(os.environ) if shape.ps else shared_cores_env(len(tasks_of(cluster)))
     with LocalCluster(cluster, command, env=env) as local:
         return local.wait(timeout_s)

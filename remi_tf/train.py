@@ -17,6 +17,7 @@ conventions have them write (backups to temporary directories) and follow the ch
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -32,6 +33,8 @@ from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
 from remi_tf.models import RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
+
+logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@50"
 USER_VOCABULARIES_FILE = "user_vocabularies.json"
@@ -269,8 +272,8 @@ def check_backup(backup_dir: str) -> None:
             tf.io.gfile.rename(path, os.path.join(chief_dir, os.path.basename(path)), overwrite=True)
         restored = os.path.join(chief_dir, os.path.basename(prefix))
         tf.compat.v1.train.update_checkpoint_state(chief_dir, restored)
-        print(f"{latest}: the latest backup cannot be read ({reason}); resuming from the previous one, "
-              f"{restored}", flush=True)
+        logger.warning(f"{latest}: the latest backup cannot be read ({reason}); resuming from the previous one, "
+              f"{restored}")
         return
     raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}), nor a previous "
                        f"one; move {backup_dir} aside to train from the start (the best checkpoint in best/ is "
@@ -321,7 +324,7 @@ def train(model: RemiModel, config: RemiConfig,
     with strategy.scope():
         steps_per_execution = compile_model(model, config)
     if done is not None:
-        print(done, flush=True)
+        logger.info(done)
         return atomic.read_json(os.path.join(model_dir, "validation.json"))
 
     def evaluate_valid() -> dict:

@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -338,20 +339,21 @@ def test_string_outputs_become_the_tensor_protos_tensorflow_makes():
         assert tensor_proto(array) == tf.make_tensor_proto(array), array
 
 
-def test_the_server_follows_models_config_and_logs_each_change(own_server, capsys):
+def test_the_server_follows_models_config_and_logs_each_change(own_server, caplog):
     """A model taken out of models.config is unloaded, one put back is loaded again, each with a log line
     naming the version (issue 25, item 12)."""
     export = own_server.registry.export_dir
     config_path = os.path.join(export, "models.config")
     assert sorted(serving_layout.configured_models(export)) == sorted(own_server.registry.served())
     original = open(config_path).read()
+    caplog.set_level(logging.INFO, logger="export")
     serving_layout.write_models_config(export, ["remi", "remi-query"], "/models")
     assert own_server.registry.refresh() == []
-    assert "unloaded remi-exact/1: no longer in " + config_path in capsys.readouterr().out
+    assert "unloaded remi-exact/1: no longer in " + config_path in caplog.text
     assert sorted(own_server.registry.served()) == ["remi", "remi-query"]
     status, body = post(own_server, "/v1/models/remi-exact:predict", json.dumps({"instances": [["item2"]]}).encode())
     assert status == 404 and "Servable not found" in body["error"]
     with open(config_path, "w") as stream:
         stream.write(original)
     assert own_server.registry.refresh() == ["remi-exact/1"]
-    assert "loaded remi-exact/1\n" in capsys.readouterr().out and own_server.registry.served()["remi-exact"] == 1
+    assert caplog.records[-1].getMessage() == "loaded remi-exact/1" and own_server.registry.served()["remi-exact"] == 1

@@ -2,6 +2,7 @@
 
 import glob
 import json
+import logging
 import os
 
 import numpy as np
@@ -123,7 +124,8 @@ def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
         np.testing.assert_array_equal(trained.numpy(), loaded.numpy())
 
 
-def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_path, capsys):
+def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="remi_tf")
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=3)
     config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=20, checkpoint_every=20,
                                    steps_per_execution=10, patience=0)
@@ -139,7 +141,7 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
     assert run(config) == 40
     files = {name: open(os.path.join(model_dir, name), "rb").read() for name in ("validation.json", "history.csv")}
     assert run(config) == 0  # the same command again: nothing trained, nothing appended
-    assert "training already finished at step 40" in capsys.readouterr().out
+    assert "training already finished at step 40" in caplog.text
     assert files == {name: open(os.path.join(model_dir, name), "rb").read() for name in files}
 
     def truncate(prefix):
@@ -150,7 +152,7 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
     truncate(latest)  # the latest backup (step 40) is broken: training on falls back to the previous (step 20)
     assert run(config.replace(max_steps=60)) == 60
-    assert "the latest backup cannot be read" in capsys.readouterr().out
+    assert "the latest backup cannot be read" in caplog.text
     with open(os.path.join(model_dir, "validation.json")) as stream:
         assert [e["step"] for e in json.load(stream)["evaluations"]] == [20, 40, 60]
 
