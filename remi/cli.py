@@ -14,9 +14,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+# TensorFlow's and ScaNN's start-up lines (cuInit, CPU features) only with --verbose; before TensorFlow loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in sys.argv else "3")
+
+import remi_tf  # noqa: E402, F401 (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow; imports none)
 from remi import display
-from remi_tf import atomic
 from remi_tf import config as config_lib
 
 IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
@@ -65,6 +67,7 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from pipelines import side_features, time_split
+    from remi_tf import atomic
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
@@ -124,7 +127,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from remi_tf import distribute
+    from remi_tf import atomic, distribute
 
     if args.local_cluster:
         from remi_tf import local_cluster
@@ -232,8 +235,8 @@ def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines import input as input_lib
+    from remi_tf import atomic, feature_tables
     from remi_tf import evaluate as evaluate_lib
-    from remi_tf import feature_tables
     from remi_tf import train as train_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
@@ -329,11 +332,13 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.",
                                      allow_abbrev=False)  # a misspelt --overwrit must not mean --overwrite
+    parser.add_argument("--version", action="version", version=f"remi-tf {remi_tf.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
         command = commands.add_parser(name, allow_abbrev=False, **kwargs)
         command.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+        command.add_argument("--verbose", action="store_true", help="show TensorFlow's and ScaNN's log lines")
         return command
 
     def add_input_options(command: argparse.ArgumentParser) -> None:

@@ -10,10 +10,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-from remi_tf import config, layers, losses, metrics, models, tasks  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
-from remi_tf.config import RemiConfig  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
-from remi_tf.models import RemiModel  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
-from remi_tf.tasks import InterestAwareRetrieval  # noqa: E402 (after TF_USE_LEGACY_KERAS is set)
+# The public names load on first use (PEP 562), so that `import remi_tf` (and `remi --help`) does not import
+# TensorFlow.
+_PUBLIC = {"RemiConfig": "remi_tf.config", "RemiModel": "remi_tf.models", "InterestAwareRetrieval": "remi_tf.tasks"}
+_SUBMODULES = ("config", "layers", "losses", "metrics", "models", "tasks")
 
-__all__ = ["RemiConfig", "RemiModel", "InterestAwareRetrieval", "config", "layers", "losses", "metrics",
-           "models", "tasks"]
+__all__ = ["RemiConfig", "RemiModel", "InterestAwareRetrieval", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"remi_tf.{name}")
+    raise AttributeError(f"module 'remi_tf' has no attribute {name!r}")

@@ -15,8 +15,6 @@ from typing import Any
 
 import yaml
 
-from remi_tf import atomic
-
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -345,4 +343,6 @@ def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] 
 
 def save(config: RemiConfig, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML, atomically."""
+    from remi_tf import atomic  # TensorFlow's file systems: imported when needed, so the config loads quickly
+
     atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

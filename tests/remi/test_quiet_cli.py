@@ -1,0 +1,50 @@
+"""A quiet, fast command line (issue 27): --help and --version without TensorFlow, and no TensorFlow or
+ScaNN log lines in a command's default output (--verbose brings them back)."""
+
+import os
+import subprocess
+import sys
+
+from tests import synthetic
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def environment():
+    values = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # as a user has it
+    return {**values, "PYTHONPATH": REPOSITORY}
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    probe = ("import sys; from remi import cli; import contextlib, io\n"
+             "for argv in (['--help'], ['prepare', '--help'], ['--version']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "        try: cli.main(argv)\n"
+             "        except SystemExit: pass\n"
+             "    assert out.getvalue(), argv\n"
+             "print('tensorflow' in sys.modules, out.getvalue().strip())")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env=environment(), cwd=REPOSITORY)
+    assert done.returncode == 0, done.stderr
+    from remi_tf import __version__
+
+    assert done.stdout.split() == ["False", "remi-tf", __version__]
+
+
+def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
+    sequences, _ = synthetic.clustered_sequences(num_users=120, num_clusters=6, items_per_cluster=10,
+                                                 clusters_per_user=2, length=10, seed=3)
+    synthetic.write_log(tmp_path / "log.csv", sequences)
+
+    def prepare(*extra):
+        done = subprocess.run([sys.executable, "-m", "remi", "prepare", "--input", str(tmp_path / "log.csv"),
+                               "--output", str(tmp_path / f"out{len(extra)}"), *extra], capture_output=True,
+                              text=True, timeout=120, env=environment(), cwd=REPOSITORY)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    quiet = prepare()
+    assert [line for line in quiet.splitlines() if line.split(":")[0] not in (
+        "runner", "events read", "users written", "cleaning")] == [], quiet
+    verbose = prepare("--verbose")
+    assert "cpu_feature_guard" in verbose or "cuda" in verbose.lower(), verbose
