@@ -20,7 +20,7 @@ renamed into place only when the pipeline succeeded (local file systems).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -40,8 +40,10 @@ class ReadBuckets(beam.DoFn):
     """(file index, path) -> (bucket, EventBlock) per user bucket with events in the file; the counts of
     events read, bad records and rule skips go to the REPORT output."""
 
-    def __init__(self, file_format: str, behavior: str | None, num_buckets: int, progress: bool) -> None:
+    def __init__(self, file_format: str, behavior: str | None, num_buckets: int, progress: bool,
+                 columns: Mapping[str, str] | None = None) -> None:
         self.file_format, self.behavior, self.num_buckets, self.progress = file_format, behavior, num_buckets, progress
+        self.columns = dict(columns) if columns else None
 
     def setup(self) -> None:
         self.reading = local.ProgressLine("events read", enabled=self.progress)
@@ -50,7 +52,7 @@ class ReadBuckets(beam.DoFn):
         file_index, path = element
         log = record_checks.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
         blocks, buffered, events = [], 0, 0
-        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior):
+        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior, self.columns):
             blocks.append(block)
             buffered += len(block.users)
             self.reading.update(len(block.users))
@@ -136,7 +138,8 @@ def unknown_pipeline_options(pipeline_args: Sequence[str]) -> list[str]:
 def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, max_bad_records: int = 0,
             behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,
-            progress: bool = True, boundaries: time_split.TimeBoundaries | None = None) -> dict:
+            progress: bool = True, boundaries: time_split.TimeBoundaries | None = None,
+            columns: Mapping[str, str] | None = None) -> dict:
     """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
     local runner); `boundaries`: the time split, None: the user split. Returns the manifest."""
     input_paths = readers.expand_inputs(list(inputs))
@@ -157,7 +160,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
                     | "SpreadFiles" >> beam.Reshuffle()  # one file per worker, not all files on one
-                    | "Read" >> beam.ParDo(ReadBuckets(file_format, behavior, num_buckets, progress))
+                    | "Read" >> beam.ParDo(ReadBuckets(file_format, behavior, num_buckets, progress, columns))
                     .with_outputs(REPORT, main="buckets"))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
                        | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))

@@ -13,7 +13,7 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -82,10 +82,11 @@ def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> 
 
 
 def read_columns(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
-                 behavior: str | None, progress: bool) -> sequences.EventBlock:
+                 behavior: str | None, progress: bool, columns: Mapping[str, str] | None = None
+                 ) -> sequences.EventBlock:
     """Every input file's events as one block of columns."""
     reading = ProgressLine("events read", enabled=progress)
-    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update)
+    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update, columns=columns)
     reading.done()
     return sequences.concatenate(blocks)
 
@@ -154,7 +155,7 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
             max_bad_records: int = 0, behavior: str | None = None,
-            boundaries: time_split.TimeBoundaries | None = None) -> dict:
+            boundaries: time_split.TimeBoundaries | None = None, columns: Mapping[str, str] | None = None) -> dict:
     """Builds the training data set from raw logs in one process (the fast path for one machine), with
     the per-record logic of pipelines.sequences that the Beam pipeline uses. `boundaries`: the time split
     (pipelines.time_split); None: the user split.
@@ -165,7 +166,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     log = record_checks.BadRecordLog(max_bad_records)
-    events = read_columns(input_paths, file_format, log, behavior, progress)
+    events = read_columns(input_paths, file_format, log, behavior, progress, columns)
     ordered, duplicates = sequences.order_users(events)
     # The user split filters every event; the time split only the events before T1 (the training log).
     training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
@@ -198,7 +199,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
 
 def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = None, num_shards: int = 1,
             compress: bool = False, overwrite: bool = False, max_bad_records: int = 0, behavior: str | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, columns: Mapping[str, str] | None = None) -> dict:
     """Raw logs -> sharded TFRecord event logs (`events-00000-of-0000N.tfrecord[.gz]`, a user's events in one
     shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
     input_paths = readers.expand_inputs(list(inputs))
@@ -213,7 +214,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:
-            for batch in readers.read_all(input_paths, file_format, log, behavior):
+            for batch in readers.read_all(input_paths, file_format, log, behavior, columns):
                 for event in batch:
                     writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(schema.encode_event(
                         event.user_id, event.item_id, event.timestamp, event.category, event.behavior))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -84,15 +84,21 @@ def guess_format(path: str) -> str:
 
 
 def read_event_batches(path: str, file_format: str | None = None, log: BadRecordLog | None = None,
-                       file_index: int = 0, behavior: str | None = None) -> Iterator[list[Event]]:
-    """Events of one file in file order, in batches; bad records go to `log` (default: none allowed)."""
+                       file_index: int = 0, behavior: str | None = None, columns: Mapping[str, str] | None = None
+                       ) -> Iterator[list[Event]]:
+    """Events of one file in file order, in batches; bad records go to `log` (default: none allowed).
+    `columns`: CSV/TSV header names of the fields (user_id, item_id, timestamp, behavior) where they differ
+    from the field names (parse_columns)."""
     log = log if log is not None else BadRecordLog()
     file_format = file_format or guess_format(path)
+    if columns and file_format not in ("csv", "tsv"):
+        raise ValueError(f"--columns names the header columns of CSV/TSV logs; {path} is {file_format}")
     plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
     if file_format == "tfrecord":
         return tfrecord_logs.read_tfrecord(path, file_index, log, behavior)
     if behavior is not None:  # a column named behavior (behavior:token in RecBole files)
         plain["behavior"] = "behavior"
+    plain.update(columns or {})
     if file_format == "csv":
         return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior))
     if file_format == "tsv":
@@ -107,14 +113,15 @@ def read_event_batches(path: str, file_format: str | None = None, log: BadRecord
 
 
 def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
-                behavior: str | None = None) -> Iterator[sequences.EventBlock]:
+                behavior: str | None = None, columns: Mapping[str, str] | None = None
+                ) -> Iterator[sequences.EventBlock]:
     """The user, item, timestamp and position columns of one file's events, in file order, in blocks."""
     log = log if log is not None else BadRecordLog()
     if (file_format or guess_format(path)) == "tfrecord":
         for batch in tfrecord_logs.tfrecord_columns(path, file_index, log, tfrecord_logs.FIELDS[:3], behavior):
             yield tfrecord_logs.to_block(batch)
         return
-    for events in read_event_batches(path, file_format, log, file_index, behavior):
+    for events in read_event_batches(path, file_format, log, file_index, behavior, columns):
         yield sequences.EventBlock(
             sequences.object_array([event.user_id.encode("utf-8") for event in events]),
             sequences.object_array([event.item_id.encode("utf-8") for event in events]),
@@ -124,7 +131,8 @@ def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | N
 
 
 def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
-                    on_block: Callable[[int], None] = lambda size: None) -> list[sequences.EventBlock]:
+                    on_block: Callable[[int], None] = lambda size: None, columns: Mapping[str, str] | None = None
+                    ) -> list[sequences.EventBlock]:
     """Every file's events as blocks of columns (`on_block(size)` after each, for progress).
 
     Several TFRecord shards are first read in parallel, assuming clean input; at the first bad record
@@ -147,14 +155,31 @@ def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecor
             on_block(-sum(len(block.users) for block in blocks))
     blocks = []
     for file_index, path in enumerate(paths):
-        for block in read_blocks(path, file_format, log, file_index, behavior):
+        for block in read_blocks(path, file_format, log, file_index, behavior, columns):
             blocks.append(block)
             on_block(len(block.users))
     return blocks
 
 
-def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None
-             ) -> Iterator[list[Event]]:
+def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
+             columns: Mapping[str, str] | None = None) -> Iterator[list[Event]]:
     """Event batches of every file, in order."""
     for file_index, path in enumerate(paths):
-        yield from read_event_batches(path, file_format, log, file_index, behavior)
+        yield from read_event_batches(path, file_format, log, file_index, behavior, columns)
+
+
+FIELD_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "behavior": "behavior"}
+
+
+def parse_columns(spec: str | None) -> dict[str, str] | None:
+    """`--columns user=uid,item=sku,timestamp=ts[,behavior=action]` -> {field: header name}."""
+    if not spec:
+        return None
+    columns = {}
+    for part in spec.split(","):
+        field, separator, header = part.partition("=")
+        if not separator or field.strip() not in FIELD_NAMES or not header.strip():
+            raise ValueError(f"--columns {spec!r}: expected FIELD=HEADER pairs separated by commas, FIELD one of "
+                             f"{', '.join(FIELD_NAMES)} (e.g. user=uid,item=sku,timestamp=ts)")
+        columns[FIELD_NAMES[field.strip()]] = header.strip()
+    return columns

@@ -14,6 +14,7 @@ Duplicate events and short users are handled later, by the sequence rules (pipel
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections import Counter
 from typing import NamedTuple
@@ -102,10 +103,24 @@ def validate(path: str, position: str, user_id: str, item_id: str, timestamp: st
     return user_id, item_id, timestamp
 
 
+def iso_seconds(text: str) -> float | None:
+    """Unix seconds of an ISO 8601 date or time (UTC when it has no offset), or None when it is not one."""
+    if not text[:4].isdigit() or "-" not in text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
 def parse_timestamp(text: str) -> int | str:
-    """A timestamp field -> its integer value, or the reason it is bad. Integers and integral decimals
-    ("978300760", "978300760.0", "1.2e9") are read; a fractional value is refused rather than truncated
-    (events at 1.2 and 1.7 would become one time, and duplicates), as is one outside int64."""
+    """A timestamp field -> its integer value, or the reason it is bad. Integers, integral decimals
+    ("978300760", "978300760.0", "1.2e9") and ISO 8601 times ("2024-05-01T10:00:00Z", "2024-05-01": unix
+    seconds, UTC unless the time names its offset) are read; a fractional value is refused rather than
+    truncated (events at 1.2 and 1.7 would become one time, and duplicates), as is one outside int64."""
     text = text.strip()
     try:
         value = int(text)
@@ -113,7 +128,9 @@ def parse_timestamp(text: str) -> int | str:
         try:
             number = float(text)
         except ValueError:
-            return f"not a number: {text!r}"
+            number = iso_seconds(text)
+            if number is None:
+                return f"not a number or an ISO 8601 time: {text!r}"
         if not math.isfinite(number):
             return f"not a finite number: {text!r}"
         if not number.is_integer():

@@ -72,9 +72,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
     boundaries = time_split.parse_boundaries(args.valid_from, args.test_from) if args.split == "time" else None
+    from pipelines import readers
+
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
-                   boundaries=boundaries)
+                   boundaries=boundaries, columns=readers.parse_columns(args.columns))
     # A malformed file fails before anything is written.
     feature_csvs = [side_features.read_feature_csv(spec, key) for spec, key in
                     ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
@@ -117,11 +119,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from pipelines import local
+    from pipelines import local, readers
 
     summary = local.convert(args.input, args.output, file_format=args.format, num_shards=args.num_shards,
                             compress=args.compress, overwrite=args.overwrite, max_bad_records=args.max_bad_records,
-                            behavior=args.behavior)
+                            behavior=args.behavior, columns=readers.parse_columns(args.columns))
     print(f"wrote {args.output}: {summary['events']:,} events in {args.num_shards} shard(s)")
     return 0
 
@@ -350,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--behavior", help="keep only this behavior (pv, buy, cart, fav): Taobao logs, "
                                                 "TFRecord event logs with a behavior field, CSV/TSV files with a "
                                                 "behavior column")
+        command.add_argument("--columns", metavar="user=COL,item=COL,timestamp=COL[,behavior=COL]",
+                             help="CSV/TSV header names of the fields when they differ from user_id, item_id, "
+                                  "timestamp (and behavior)")
         command.add_argument("--num-shards", type=POSITIVE, default=1, help="output shards (per split)")
         command.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
         command.add_argument("--max-bad-records", type=NON_NEGATIVE, default=0,

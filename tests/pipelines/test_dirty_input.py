@@ -7,7 +7,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from pipelines import beam, local, schema
+from pipelines import beam, local, readers, schema
 from tests.pipelines.test_local import planted_log, write_log
 
 
@@ -21,7 +21,7 @@ def prepare(tmp_path, paths, **kwargs):
     ("u1,,5", "line 2: field 'item_id': missing or empty"),
     ("u1,i1,", "line 2: field 'timestamp': missing or empty"),
     ("u1,i1,-3", "line 2: field 'timestamp': negative: -3"),
-    ("u1,i1,noon", "line 2: field 'timestamp': not a number: 'noon'"),
+    ("u1,i1,noon", "line 2: field 'timestamp': not a number or an ISO 8601 time: 'noon'"),
     ("u1,i1,1e20", "line 2: field 'timestamp': out of range: '1e20' (timestamps are int64)"),
     ("u1,i1,9223372036854775808", "line 2: field 'timestamp': out of range"),
     ("u1,i1,1.7", "line 2: field 'timestamp': fractional: '1.7'; timestamps are integer ticks"),
@@ -205,3 +205,27 @@ def test_data_without_train_or_valid_users_is_refused_at_prepare(tmp_path):
                                              r"\(1 users kept"):
             runner.prepare([str(tmp_path / "one.csv")], str(tmp_path / "out"), progress=False)
         assert not os.path.exists(tmp_path / "out")
+
+
+def test_other_column_names_and_iso_timestamps_read_as_the_plain_log(tmp_path):
+    """`--columns user=uid,item=sku,timestamp=ts` and ISO 8601 times (UTC, or with an offset) give the bytes
+    of the same log with the default header and unix seconds."""
+    import datetime
+
+    rows = planted_log()
+    base = datetime.datetime(2024, 5, 1, tzinfo=datetime.timezone.utc)
+    seconds = [(u, i, int(base.timestamp()) + 3600 * t) for u, i, t in rows]
+    write_log(tmp_path / "plain.csv", seconds)
+    iso = [(i, u, (base + datetime.timedelta(hours=t)).isoformat().replace("+00:00", "Z") if n % 2 else
+            (base + datetime.timedelta(hours=t)).astimezone(datetime.timezone(datetime.timedelta(hours=2))).isoformat())
+           for n, (u, i, t) in enumerate(rows)]
+    write_log(tmp_path / "own.csv", iso, header="sku,uid,ts")
+    plain = prepare(tmp_path, [tmp_path / "plain.csv"])
+    expected = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")
+                if name != "manifest.json"}
+    own = prepare(tmp_path, [tmp_path / "own.csv"], columns=readers.parse_columns("user=uid,item=sku,timestamp=ts"))
+    assert own["input_events"] == plain["input_events"] == len(rows)
+    for name, content in expected.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+    with pytest.raises(ValueError, match=r"--columns 'user=uid,thing=x': expected FIELD=HEADER pairs"):
+        readers.parse_columns("user=uid,thing=x")
