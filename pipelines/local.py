@@ -32,7 +32,7 @@ class ProgressLine:
     def __init__(self, what: str, every: int = 100_000, enabled: bool = True) -> None:
         self.what, self.every, self.enabled = what, every, enabled
         self.count, self.start = 0, time.monotonic()
-        self.printed_at = self.start
+        self.printed_at, self.printed_count = self.start, None
 
     def update(self, increment: int = 1) -> None:
         self.count += increment
@@ -45,11 +45,11 @@ class ProgressLine:
             self._print(end="\n")
 
     def done(self) -> None:
-        if self.enabled:
+        if self.enabled and (sys.stderr.isatty() or self.count != self.printed_count):
             self._print(end="\n")
 
     def _print(self, end: str) -> None:
-        self.printed_at = time.monotonic()
+        self.printed_at, self.printed_count = time.monotonic(), self.count
         rate = self.count / max(self.printed_at - self.start, 1e-9)
         print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
 

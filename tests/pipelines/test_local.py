@@ -129,15 +129,21 @@ def test_recbole_atomic_file(datasets_dir):
     assert events[0][:3] == ("196", "242", 881250949)
 
 
-def test_progress_lines_are_whole_lines_when_not_on_a_terminal(capsys):
+def test_progress_lines_are_whole_lines_when_not_on_a_terminal(capsys, monkeypatch):
+    """In a pipe: a whole line at most every PIPE_INTERVAL_S (a clock that moves 4 s per update here), and the
+    final count once (issue 27: each progress line was printed twice)."""
+    clock = iter(range(0, 1000, 4))
+    monkeypatch.setattr(local.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(local.ProgressLine, "PIPE_INTERVAL_S", 10.0)
     progress = local.ProgressLine("events read", every=10)
-    for _ in range(3):
+    for _ in range(7):
         progress.update(10)
     progress.done()
+    progress.done()  # the count did not change: nothing more
     err = capsys.readouterr().err  # pytest's capture is not a terminal
     assert "\r" not in err
-    assert [line.split(" (")[0] for line in err.splitlines()] == [
-        "events read: 10", "events read: 20", "events read: 30", "events read: 30"]
+    assert [line.split(" (")[0] for line in err.splitlines()] == ["events read: 30", "events read: 60",
+                                                                 "events read: 70"]
 
 
 def test_prepare_reads_a_convert_output_as_a_directory_or_a_glob(tmp_path, capsys):
