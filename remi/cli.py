@@ -331,6 +331,16 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help when it has a default worth showing (not None, False or a
+    default its help already states)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = all(action.default is not value for value in (None, False, argparse.SUPPRESS)) and "default" not in text
+        return f"{text} (default: {action.default})".lstrip() if shown and action.option_strings else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.",
                                      allow_abbrev=False)  # a misspelt --overwrit must not mean --overwrite
@@ -338,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, allow_abbrev=False, **kwargs)
+        command = commands.add_parser(name, allow_abbrev=False, formatter_class=DefaultsHelpFormatter, **kwargs)
         command.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
         command.add_argument("--verbose", action="store_true", help="show TensorFlow's and ScaNN's log lines")
         return command
@@ -412,8 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = add_command("evaluate", help="Recall/NDCG/HitRate@20/50 of the best checkpoint")
-    evaluate.add_argument("--model-dir", required=True)
-    evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--model-dir", required=True, help="a directory written by `remi train`")
+    evaluate.add_argument("--split", choices=("valid", "test"), default="test", help="the users evaluated")
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
@@ -425,11 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = add_command("export", help="SavedModels + ScaNN index in TF Serving's layout")
-    export.add_argument("--model-dir", required=True)
+    export.add_argument("--model-dir", required=True, help="a directory written by `remi train`")
     export.add_argument("--output", required=True, help="export directory: <output>/<name>/<version>/")
     export.add_argument("--name", default="remi", help="served name of the retrieval model")
     export.add_argument("--version", type=POSITIVE, help="default: one more than the newest exported")
-    export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both")
+    export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both",
+                        help="the retrieval models: <name> with ScaNN, <name> exact, or both (<name>-exact)")
     export.add_argument("--k", type=POSITIVE, default=50, help="candidates per interest and merged")
     export.add_argument("--diversity-coef", type=non_negative_float, default=0.0,
                         help="> 0: merge the K lists with ComiRec's category-aware merge (needs item features)")
@@ -441,10 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     serve = add_command("serve", help="local server with TF Serving's REST and gRPC APIs")
-    serve.add_argument("--export-dir", required=True)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--export-dir", required=True, help="the --output of `remi export`")
+    serve.add_argument("--host", default="127.0.0.1", help="the address both servers bind")
     serve.add_argument("--port", type=PORT, default=8501, help="REST port")
-    serve.add_argument("--grpc-port", type=PORT, default=8500)
+    serve.add_argument("--grpc-port", type=PORT, default=8500, help="gRPC port")
     serve.add_argument("--max-batch-size", type=POSITIVE, default=1024, help="most histories in one request")
     serve.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
                        help="run concurrent requests in batches (TF Serving's batching)")
@@ -456,14 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lookup = add_command("lookup", help="candidates for a history from TF Serving or `remi serve`")
     lookup.add_argument("--server", required=True, help="http://HOST:PORT (REST) or HOST:PORT with --grpc")
-    lookup.add_argument("--grpc", action="store_true")
-    lookup.add_argument("--model", default="remi")
+    lookup.add_argument("--grpc", action="store_true", help="use TF Serving's gRPC API (--server HOST:PORT)")
+    lookup.add_argument("--model", default="remi", help="the served model name")
     lookup.add_argument("--history", required=True, help="space-separated item ids, oldest first")
-    lookup.add_argument("--k", type=POSITIVE, default=20)
+    lookup.add_argument("--k", type=POSITIVE, default=20, help="candidates to show")
     lookup.add_argument("--user-feature", action="append", metavar="COLUMN=VALUE",
                         help="a user profile feature, for a model trained with --user-features (repeat per column)")
     lookup.add_argument("--include-history", action="store_true", help="allow the history's items")
-    lookup.add_argument("--json", action="store_true")
+    lookup.add_argument("--json", action="store_true", help="print JSON: the outputs and the rows shown")
     lookup.add_argument("--item-names", metavar="FILE",
                         help="CSV/TSV with a header, item id then name (e.g. ml-100k.item): show names")
     lookup.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS",

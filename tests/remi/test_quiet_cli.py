@@ -1,6 +1,7 @@
 """A quiet, fast command line (issue 27): --help and --version without TensorFlow, and no TensorFlow or
 ScaNN log lines in a command's default output (--verbose brings them back)."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -48,3 +49,16 @@ def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
         "runner", "events read", "users written", "cleaning")] == [], quiet
     verbose = prepare("--verbose")
     assert "cpu_feature_guard" in verbose or "cuda" in verbose.lower(), verbose
+
+
+def test_every_option_has_a_help_line_with_its_default():
+    from remi import cli
+
+    formatter = cli.DefaultsHelpFormatter("remi")
+    for name, command in cli.build_parser()._subparsers._group_actions[0].choices.items():
+        for action in command._actions:
+            if not action.option_strings:
+                continue
+            assert action.help, (name, action.option_strings)
+            if isinstance(action.default, (int, float, str)) and action.default not in (False, argparse.SUPPRESS):
+                assert "default" in formatter._get_help_string(action), (name, action.option_strings)
