@@ -147,22 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     strategy = [f"strategy={args.strategy}"] if args.strategy else []
     config = config_lib.load(args.config, [*(args.set or ()), *strategy])
+    cluster = distribute.read_cluster()
+    strategy_name = distribute.resolve_strategy(config.strategy, cluster)
+    if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
+        distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks; they own nothing
+        return 0
     done = train_lib.finished(args.model_dir, config)
     if done is not None:  # before anything is written: a finished model directory is left as it was
         print(done, file=sys.stderr)
         return 0
-    cluster = distribute.read_cluster()
-    strategy_name = distribute.resolve_strategy(config.strategy, cluster)
     recent_from = None
     if args.warm_start:
         warm_start_lib.check_parent(args.warm_start, config, args.model_dir)
         if config.warm_start_recent_fraction:
             recent_from = warm_start_lib.parent_cutoff(args.warm_start)
-    train_lib.check_resumable(args.model_dir)
-    if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
-        distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks
-        return 0
     chief = cluster is None or cluster.is_chief()
+    if chief:  # the chief owns the model directory (a restarted worker joins whatever the chief runs)
+        train_lib.check_resumable(args.model_dir)
     print(f"strategy: {strategy_name}" + ("" if cluster is None else f" ({cluster.task_type}:{cluster.task_index} "
                                           f"of {cluster.cluster})"), file=sys.stderr, flush=True)
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
