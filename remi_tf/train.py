@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -31,7 +32,7 @@ from remi_tf import atomic, distribute, feature_tables
 from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
-from remi_tf.models import RemiModel, read_vocabulary
+from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, read_vocabulary
 from remi_tf.optimizers import LazyAdam
 
 logger = logging.getLogger(__name__)
@@ -191,12 +192,30 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 class StepSummaries(tf.keras.callbacks.Callback):
     """TensorBoard summaries at the global step (Keras's TensorBoard callback writes epoch indices): at each
     evaluation the epoch's training and valid scalars, the learning rate, each interest's share of the merged
-    valid lists and its routing entropy (per interest: share/k, routing_entropy/k)."""
+    valid lists and its routing entropy (per interest: share/k, routing_entropy/k), and the routing heatmaps
+    of the first valid users (image `routing`)."""
 
-    def __init__(self, log_dir: str, validation: ValidationCallback) -> None:
+    HEATMAP_USERS = 4
+
+    def __init__(self, log_dir: str, validation: ValidationCallback, valid_histories: np.ndarray | None = None,
+                 valid_user_features: np.ndarray | None = None) -> None:
         super().__init__()
         self.writer = tf.summary.create_file_writer(log_dir)
         self.validation = validation
+        self.histories = None if valid_histories is None else valid_histories[:self.HEATMAP_USERS]
+        self.user_features = None if valid_user_features is None else valid_user_features[:self.HEATMAP_USERS]
+
+    def routing_image(self) -> tf.Tensor:
+        """[1, height, width, 4] the routing heatmaps (remi_tf.plots) of the first valid users, as an image."""
+        from remi_tf import plots
+
+        features = None if self.user_features is None else tf.constant(self.user_features)
+        _, routing, _ = self.model.encode(tf.constant(self.histories), features)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "routing.png")
+            plots.routing_heatmaps(routing.numpy(), self.histories >= FIRST_ITEM_INDEX,
+                                   [f"valid #{row}" for row in range(len(self.histories))], path)
+            return tf.image.decode_png(tf.io.read_file(path))[tf.newaxis]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
@@ -211,6 +230,8 @@ class StepSummaries(tf.keras.callbacks.Callback):
             for name in ("interest_share", "routing_entropy"):
                 for interest, value in enumerate(report.get(name, [])):
                     tf.summary.scalar(f"{name}/{interest}", float(value))
+            if self.histories is not None and len(self.histories):
+                tf.summary.image("routing", self.routing_image())
         self.writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -351,7 +372,7 @@ def train(model: RemiModel, config: RemiConfig,
     ]
     if chief:
         callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-                      StepSummaries(os.path.join(model_dir, "logs"), validation)]
+                      StepSummaries(os.path.join(model_dir, "logs"), validation, valid_histories, valid_user_features)]
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])

@@ -43,19 +43,23 @@ def test_a_shorter_last_epoch_ends_at_max_steps(small_run, tmp_path):
     assert [step for step, _ in summaries["val_recall@50"]] == [20, 40, 50]
     assert [step for step, _ in summaries["train_loss"]] == [20, 40, 50]
     assert [value for _, value in summaries["learning_rate"]] == pytest.approx([3e-3] * 3)  # the default, constant
+    assert [step for step, _ in summaries["routing"]] == [20, 40, 50]  # the routing heatmaps, a PNG each
+    assert all(value[:8] == b"\x89PNG\r\n\x1a\n" for _, value in summaries["routing"])
     validation = json.load(open(model_dir / "validation.json"))["evaluations"]
     assert [value for _, value in summaries["val_recall@50"]] == pytest.approx([e["val_recall@50"] for e in validation])
 
 
 def tensorboard_scalars(log_dir):
-    """{tag: [(step, value)]} of every event file under log_dir."""
+    """{tag: [(step, value)]} of every event file under log_dir (an image's value: its encoded bytes)."""
     import tensorflow as tf
 
     scalars = {}
     for path in sorted(log_dir.rglob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+                tensor = tf.make_ndarray(value.tensor)
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, tensor.flat[2] if tensor.dtype == object else float(tensor)))  # image: [w, h, png]
     return scalars
 
 
