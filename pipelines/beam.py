@@ -84,8 +84,9 @@ def _user_split_records(users: sequences.UserSequences, seed: int, num_shards: i
 
 
 def _time_split_records(users: sequences.UserSequences, vocabulary: sequences.ItemCounts,
-                        boundaries: time_split.TimeBoundaries, num_shards: int) -> Iterator:
-    records, report = time_split.split_records(users, set(vocabulary.items.tolist()), boundaries, num_shards)
+                        boundaries: time_split.TimeBoundaries, num_shards: int, min_user_count: int) -> Iterator:
+    records, report = time_split.split_records(users, set(vocabulary.items.tolist()), boundaries, num_shards,
+                                               min_user_count)
     yield from records.items()
     yield beam.pvalue.TaggedOutput(REPORT, {"time_split": report})
 
@@ -139,11 +140,13 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, max_bad_records: int = 0,
             behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,
             progress: bool = True, boundaries: time_split.TimeBoundaries | None = None,
-            columns: Mapping[str, str] | None = None) -> dict:
+            columns: Mapping[str, str] | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
+            min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
     """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
     local runner); `boundaries`: the time split, None: the user split. Returns the manifest."""
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
+    local.check_min_counts(min_item_count, min_user_count)
     manifest: dict = {}
 
     def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
@@ -169,8 +172,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                 ordered.users | "EventsBefore" >> beam.Map(time_split.events_before, boundaries.valid_from))
             item_counts = (training | "ItemCounts" >> beam.Map(sequences.item_counts)
                            | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items)
-            kept = training | "FilterUsers" >> beam.Map(sequences.filter_users,
+            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items, min_item_count)
+            kept = training | "FilterUsers" >> beam.Map(sequences.filter_users, min_length=min_user_count,
                                                         kept_items=beam.pvalue.AsSingleton(frequent))
             vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
                           | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
@@ -180,7 +183,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             else:
                 split = ordered.users | "SplitRecords" >> beam.FlatMap(
                     _time_split_records, vocabulary=beam.pvalue.AsSingleton(vocabulary), boundaries=boundaries,
-                    num_shards=num_shards).with_outputs(REPORT, main="records")
+                    num_shards=num_shards, min_user_count=min_user_count).with_outputs(REPORT, main="records")
             written = (split.records | "GroupByShard" >> beam.GroupByKey()
                        | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
             tallies = (kept | "TargetTallies" >> beam.Map(sequences.target_tallies,
@@ -196,7 +199,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         results = atomic.read_json(results_path)
         tf.io.gfile.remove(results_path)
         manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records,
-                                  boundaries, behavior))
+                                  boundaries, behavior, min_item_count, min_user_count))
         atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
 
     atomic.publish_directory(build, output_dir, overwrite)
@@ -205,7 +208,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,
               compress: bool, max_bad_records: int, boundaries: time_split.TimeBoundaries | None,
-              behavior: str | None = None) -> dict:
+              behavior: str | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
+              min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
     bad_by_reason = results.get("bad_by_reason", {})
     examples = sorted(results.get("bad_examples", []))
     bad_total = sum(bad_by_reason.values())
@@ -221,12 +225,13 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
         splits = results["time_split"]["splits"]
         kept_users = splits["train"]["users"]
     local.require_items(results["num_items"], input_paths, results.get("input_events", 0), results.get("skipped", {}),
-                        behavior, splits if boundaries is None else None)
+                        behavior, splits if boundaries is None else None, min_item_count, min_user_count)
     cleaning = {"bad_records": bad_total, "bad_by_reason": bad_by_reason, "bad_examples": examples[:10],
                 "skipped": results.get("skipped", {}), "duplicate_events_removed": results.get("duplicates", 0),
                 "users_below_min_count": results.get("users", 0) - kept_users,
                 "items_below_min_count": results["items"] - results["kept_items"]}
     manifest = local.make_manifest(input_paths, file_format, seed, num_shards, compress,
-                                   results.get("input_events", 0), splits, results["num_items"], cleaning, boundaries)
+                                   results.get("input_events", 0), splits, results["num_items"], cleaning, boundaries,
+                                   min_item_count, min_user_count)
     manifest["runner"] = "beam"
     return manifest

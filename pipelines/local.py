@@ -92,7 +92,8 @@ def read_columns(input_paths: Sequence[str], file_format: str, log: record_check
 
 
 def require_items(num_items: int, input_paths: Sequence[str], input_events: int, skipped: dict,
-                  behavior: str | None, splits: dict | None = None) -> None:
+                  behavior: str | None, splits: dict | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
+                  min_user_count: int = sequences.MIN_USER_COUNT) -> None:
     """Stops a run that has nothing to train on, saying why: empty input, a --behavior no event has, the
     count filters, or (user split) no train or valid users (an empty test split is written: evaluating it
     then says so)."""
@@ -103,8 +104,8 @@ def require_items(num_items: int, input_paths: Sequence[str], input_events: int,
         raise ValueError(f"{list(input_paths)}: no events: the input is empty"
                          + (f" ({skipped['empty_files']} empty file(s))" if skipped.get("empty_files") else ""))
     if not num_items:
-        raise ValueError(f"{list(input_paths)}: no user has >= {sequences.MIN_USER_COUNT} interactions with items "
-                         f"seen >= {sequences.MIN_ITEM_COUNT} times; nothing to train on")
+        raise ValueError(f"{list(input_paths)}: no user has >= {min_user_count} interactions with items "
+                         f"seen >= {min_item_count} times; nothing to train on")
     empty = [split for split in ("train", "valid") if splits is not None and not splits[split]["users"]]
     if empty:
         users = sum(counts["users"] for counts in splits.values())
@@ -113,9 +114,20 @@ def require_items(num_items: int, input_paths: Sequence[str], input_events: int,
                          "learns from train users and selects checkpoints on valid users; use more users")
 
 
+def check_min_counts(min_item_count: int, min_user_count: int) -> None:
+    """The count filters' bounds: an item kept at least once; a user with a training example (the random-cut
+    sampler needs sequences.MIN_CUT items before a target)."""
+    if min_item_count < 1:
+        raise ValueError(f"--min-item-interactions must be >= 1, got {min_item_count}")
+    if min_user_count < sequences.MIN_CUT + 1:
+        raise ValueError(f"--min-user-interactions must be >= {sequences.MIN_CUT + 1} (a training example needs "
+                         f"{sequences.MIN_CUT} items before its target), got {min_user_count}")
+
+
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
                   input_events: int, splits: dict, num_items: int, cleaning: dict,
-                  boundaries: time_split.TimeBoundaries | None = None) -> dict:
+                  boundaries: time_split.TimeBoundaries | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
+                  min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
     """The manifest; `split` says how users and events were split: "users" (hash of the user id with
     `seed`, `split_fractions`) or "time" (`valid_from`/`test_from`, the boundaries)."""
     split = {"split": "users", "split_fractions": dict(sequences.SPLIT_FRACTIONS)} if boundaries is None else {
@@ -123,7 +135,7 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
     return {
         "source": [atomic.absolute(path) for path in input_paths],
         "format": file_format,
-        "filters": {"min_item_count": sequences.MIN_ITEM_COUNT, "min_user_count": sequences.MIN_USER_COUNT,
+        "filters": {"min_item_count": min_item_count, "min_user_count": min_user_count,
                     "passes": 1},
         "seed": seed,
         **split,
@@ -155,7 +167,8 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
             max_bad_records: int = 0, behavior: str | None = None,
-            boundaries: time_split.TimeBoundaries | None = None, columns: Mapping[str, str] | None = None) -> dict:
+            boundaries: time_split.TimeBoundaries | None = None, columns: Mapping[str, str] | None = None,
+            min_item_count: int = sequences.MIN_ITEM_COUNT, min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
     """Builds the training data set from raw logs in one process (the fast path for one machine), with
     the per-record logic of pipelines.sequences that the Beam pipeline uses. `boundaries`: the time split
     (pipelines.time_split); None: the user split.
@@ -171,8 +184,9 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     # The user split filters every event; the time split only the events before T1 (the training log).
     training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
     all_item_counts = sequences.item_counts(training)
-    frequent = sequences.frequent_items(all_item_counts)
-    kept = sequences.filter_users(training, frequent)
+    check_min_counts(min_item_count, min_user_count)
+    frequent = sequences.frequent_items(all_item_counts, min_item_count)
+    kept = sequences.filter_users(training, frequent, min_user_count)
     vocabulary_counts = sequences.item_counts(kept)
     if boundaries is None:
         records = sequences.shard_records(kept, seed, num_shards)
@@ -180,17 +194,17 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         tallies = sequences.target_tallies(kept, seed)
     else:
         records, report = time_split.split_records(ordered, set(vocabulary_counts.items.tolist()), boundaries,
-                                                   num_shards)
+                                                   num_shards, min_user_count)
         time_split.check_windows(report, boundaries)
         splits = report["splits"]
         tallies = sequences.target_tallies(kept, seed=None)
     require_items(len(vocabulary_counts.items), input_paths, len(events.users), log.skipped, behavior,
-                  splits if boundaries is None else None)
+                  splits if boundaries is None else None, min_item_count, min_user_count)
     cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                 "users_below_min_count": len(ordered.users) - len(kept.users),
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
-                             splits, len(vocabulary_counts.items), cleaning, boundaries)
+                             splits, len(vocabulary_counts.items), cleaning, boundaries, min_item_count, min_user_count)
     atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
                                                               manifest, num_shards, compress, progress),
                              output_dir, overwrite)

@@ -60,7 +60,8 @@ def events_before(users: sequences.UserSequences, time: int) -> sequences.UserSe
 
 
 def split_records(users: sequences.UserSequences, vocabulary: set[bytes], boundaries: TimeBoundaries,
-                  num_shards: int) -> tuple[dict[tuple[str, int], list[sequences.UserRecord]], dict]:
+                  num_shards: int, min_user_count: int = sequences.MIN_USER_COUNT
+                  ) -> tuple[dict[tuple[str, int], list[sequences.UserRecord]], dict]:
     """The sequence records of every split, and their counts.
 
     Args:
@@ -93,7 +94,7 @@ def split_records(users: sequences.UserSequences, vocabulary: set[bytes], bounda
 
     for user, start, end in zip(kept.users, kept.offsets[:-1].tolist(), kept.offsets[1:].tolist(), strict=True):
         before_valid, before_test = np.searchsorted(kept.timestamps[start:end], boundaries).tolist()
-        if before_valid >= sequences.MIN_USER_COUNT:
+        if before_valid >= min_user_count:
             add("train", user, start, start + before_valid, None)
         for split, history, window_end in (("valid", before_valid, before_test), ("test", before_test, end - start)):
             if window_end > history:

@@ -76,7 +76,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
-                   boundaries=boundaries, columns=readers.parse_columns(args.columns))
+                   boundaries=boundaries, columns=readers.parse_columns(args.columns),
+                   min_item_count=args.min_item_interactions, min_user_count=args.min_user_interactions)
     # A malformed file fails before anything is written.
     feature_csvs = [side_features.read_feature_csv(spec, key) for spec, key in
                     ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
@@ -379,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = add_command("prepare", help="logs -> sequence TFRecords, items.tsv, manifest.json")
     add_input_options(prepare)
     prepare.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the hash-based user split")
+    prepare.add_argument("--min-item-interactions", type=POSITIVE, default=5,
+                         help="the count filter: items with fewer interactions are dropped")
+    prepare.add_argument("--min-user-interactions", type=bounded_int(5), default=5,
+                         help="then users with fewer kept interactions are dropped (at least 5: a training "
+                              "example needs 4 items before its target)")
     prepare.add_argument("--split", choices=("users", "time"), default="users",
                          help="users: held-out users 80/10/10 (the paper's protocol, default); time: train on "
                               "events before --valid-from, valid on [valid-from, test-from), test from test-from")

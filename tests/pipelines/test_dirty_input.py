@@ -3,7 +3,9 @@ and field; --max-bad-records decides when to stop; the summary lands in the mani
 
 import json
 import os
+from collections import Counter
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -229,3 +231,26 @@ def test_other_column_names_and_iso_timestamps_read_as_the_plain_log(tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == content, name
     with pytest.raises(ValueError, match=r"--columns 'user=uid,thing=x': expected FIELD=HEADER pairs"):
         readers.parse_columns("user=uid,thing=x")
+
+
+def test_the_count_filters_take_other_thresholds_in_process_and_on_beam(tmp_path):
+    """--min-item-interactions 3 --min-user-interactions 6: items seen >= 3 times, then users with >= 6 kept
+    events (one pass), against a count by hand; Beam writes the same bytes."""
+    rng = np.random.default_rng(4)
+    rows = [(f"u{u}", f"i{rng.integers(40)}", t) for u in range(120) for t in range(int(rng.integers(4, 10)))]
+    write_log(tmp_path / "log.csv", rows)
+    item_counts = Counter(item for _, item, _ in rows)
+    kept_items = {item for item, count in item_counts.items() if count >= 3}
+    user_counts = Counter(user for user, item, _ in rows if item in kept_items)
+    kept_users = {user for user, count in user_counts.items() if count >= 6}
+    manifest = local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "a"), progress=False, min_item_count=3,
+                             min_user_count=6)
+    assert sum(split["users"] for split in manifest["splits"].values()) == len(kept_users)
+    assert manifest["filters"]["min_item_count"] == 3 and manifest["filters"]["min_user_count"] == 6
+    assert manifest["num_items"] == len({item for user, item, _ in rows if user in kept_users and item in kept_items})
+    beam.prepare([str(tmp_path / "log.csv")], str(tmp_path / "b"), progress=False, min_item_count=3, min_user_count=6)
+    for name in os.listdir(tmp_path / "a"):
+        if name != "manifest.json":
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    with pytest.raises(ValueError, match=r"--min-user-interactions must be >= 5"):
+        local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "c"), progress=False, min_user_count=3)
