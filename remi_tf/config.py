@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,6 +58,7 @@ class RemiConfig:
       readout: which user vector scores a training example's candidates: "hard" (the K interests score
         them as `interest_scoring` says) or "label_aware" (MIND's attention over the interests, softmax of
         (v_k . e)^readout_power; with interest_scoring "hard" only).
+      readout_power: the power of "label_aware" (1: a softmax of the affinities; larger: closer to the max).
       interest_scoring: how the K interests score every candidate in training (remi_tf.scoring): "hard"
         (the interest closest to the positive, as ComiRec and REMI), "max" (max_k <u_k, v_j>, the score
         serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
@@ -75,6 +77,8 @@ class RemiConfig:
         softmax of the weighted merge's score max_k(<u_k, v_j> + log pi_k) (RemiModel.interest_weight_loss).
         Either term has weight interest_weight_lambda and trains the predictor only. The merges "quota" and
         "weighted" read pi.
+      interest_weight_temperature: T of the "distilled" teacher (> 0).
+      interest_weight_lambda: the weight of the interest weights' training term (>= 0).
       use_item_features: when the data has item features (`remi prepare --item-features`), an item's
         embedding is its id row plus, per feature column, the mean embedding of its values.
       use_user_features: when the data has user features (`--user-features`), the user's profile embedding
@@ -95,8 +99,9 @@ class RemiConfig:
         item as a random-cut target, written by prepare; `true` means this), "streaming" (q estimated
         from the training stream itself, remi_tf.frequency: for logs whose popularity drifts and
         warm-started models) or "none" (`false`).
-      logq_buckets, logq_hashes, logq_alpha: the streaming estimator's hash buckets per hash function,
-        number of hash functions and moving-average rate.
+      logq_buckets: the streaming estimator's hash buckets per hash function.
+      logq_hashes: the streaming estimator's number of hash functions.
+      logq_alpha: the streaming estimator's moving-average rate, in (0, 1].
       logq_weight: the share of the correction to apply, in [0, 1]: the logits lose logq_weight * log q_j
         (1 = the full correction; 0.5 leaves part of the popularity in the scores; 0 is the same as "none").
       remove_accidental_hits: drop negatives whose item equals the row's positive.
@@ -105,10 +110,14 @@ class RemiConfig:
         faster on CPU with a large item table) or "adam" (stock Adam, the reference's).
       learning_rate_schedule: "constant" (learning_rate throughout) or "cosine" (cosine decay from
         learning_rate to 0 over max_steps).
-      batch_size, learning_rate (Adam), max_steps, eval_every (steps between valid evaluations,
-      also one Keras "epoch"), patience (evaluations without valid Recall@50 improvement before
-      stopping; 0 disables early stopping), checkpoint_every (steps between resumable checkpoints),
-      steps_per_execution (training steps per tf.function call; larger is faster), seed.
+      batch_size: examples per training step (the global batch).
+      learning_rate: Adam's learning rate (the start of "cosine").
+      max_steps: training steps, exactly (an evaluation at the end).
+      eval_every: steps between valid evaluations (one Keras "epoch").
+      patience: evaluations without valid Recall@50 improvement before stopping (0: no early stopping).
+      checkpoint_every: steps between resumable backups.
+      steps_per_execution: training steps per tf.function call (larger is faster).
+      seed: the initial weights, the sampler's passes and the user split's hash start from it.
     Distribution and input:
       strategy: "auto" (from TF_CONFIG: ps tasks -> parameter-server, several workers -> multi-worker,
         else one-device), "one-device", "mirrored", "multi-worker" or "parameter-server" (remi_tf.distribute).
@@ -117,6 +126,7 @@ class RemiConfig:
         (each worker reads its share of the shards, users shuffled in a buffer) or "auto": streaming when
         the train shards exceed in_memory_max_bytes.
       shuffle_buffer: users in the streaming shuffle buffer.
+      in_memory_max_bytes: the train shards' size up to which "auto" reads them into memory.
       cluster_timeout_s: how long a task waits for the rest of its cluster before failing.
     Warm start:
       warm_start_shrink: `remi train --warm-start` multiplies the carried item table by it (1 = as it was).
@@ -323,6 +333,34 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     return parsed
 
 
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md): every key with its default and its description,
+    from RemiConfig's docstring, by section."""
+    entries: dict[str, tuple[str, str]] = {}
+    section, current = "", ""
+    for line in (RemiConfig.__doc__ or "").splitlines():
+        heading = re.fullmatch(r"    (\w[\w ]*):", line)
+        entry = re.fullmatch(r"      (\w+): (.*)", line)
+        if heading:
+            section, current = heading.group(1), ""
+        elif entry:
+            current = entry.group(1)
+            entries[current] = (section, entry.group(2))
+        elif current and line.startswith("        "):
+            entries[current] = (section, f"{entries[current][1]} {line.strip()}")
+    lines = ["# Configuration reference", "",
+             "Every key of `RemiConfig` (remi_tf/config.py): a YAML preset (`--config`) and `--set key=value` "
+             "override the defaults. Generated from the class's docstring (`python -m remi_tf.config`); a test "
+             "keeps this page equal to it."]
+    for heading in dict.fromkeys(section for section, _ in entries.values()):
+        lines += ["", f"## {heading}", "", "| key | default | meaning |", "|---|---|---|"]
+        for field in dataclasses.fields(RemiConfig):
+            if entries.get(field.name, ("",))[0] == heading:
+                text = entries[field.name][1].replace("|", "\\|")
+                lines.append(f"| `{field.name}` | `{field.default!r}` | {text} |")
+    return "\n".join(lines) + "\n"
+
+
 def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> RemiConfig:
     """defaults -> YAML file -> overrides, validated."""
     config = RemiConfig()
@@ -346,3 +384,7 @@ def save(config: RemiConfig, path: str | os.PathLike) -> None:
     from remi_tf import atomic  # TensorFlow's file systems: imported when needed, so the config loads quickly
 
     atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

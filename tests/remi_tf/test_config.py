@@ -55,3 +55,11 @@ def test_every_preset_loads():
         defaults = config_lib.RemiConfig()
         assert all(getattr(loaded, field.name) == getattr(defaults, field.name)
                    for field in dataclasses.fields(loaded) if field.name not in values), name
+
+
+def test_the_configuration_reference_lists_every_key_and_is_up_to_date():
+    reference = open(os.path.join(os.path.dirname(CONFIGS), "docs", "configuration.md"), encoding="utf-8").read()
+    assert reference == config_lib.reference_markdown(), "docs/configuration.md is stale: python -m remi_tf.config"
+    for field in dataclasses.fields(config_lib.RemiConfig):
+        rows = [line for line in reference.splitlines() if line.startswith(f"| `{field.name}` |")]
+        assert len(rows) == 1 and rows[0].split(" | ")[2].strip(), field.name  # one row, with a meaning
