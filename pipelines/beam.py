@@ -41,9 +41,9 @@ class ReadBuckets(beam.DoFn):
     events read, bad records and rule skips go to the REPORT output."""
 
     def __init__(self, file_format: str, behavior: str | None, num_buckets: int, progress: bool,
-                 columns: Mapping[str, str] | None = None) -> None:
+                 columns: Mapping[str, str] | None = None, min_rating: float | None = None) -> None:
         self.file_format, self.behavior, self.num_buckets, self.progress = file_format, behavior, num_buckets, progress
-        self.columns = dict(columns) if columns else None
+        self.columns, self.min_rating = (dict(columns) if columns else None), min_rating
 
     def setup(self) -> None:
         self.reading = local.ProgressLine("events read", enabled=self.progress)
@@ -52,7 +52,8 @@ class ReadBuckets(beam.DoFn):
         file_index, path = element
         log = record_checks.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
         blocks, buffered, events = [], 0, 0
-        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior, self.columns):
+        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior, self.columns,
+                                         self.min_rating):
             blocks.append(block)
             buffered += len(block.users)
             self.reading.update(len(block.users))
@@ -141,7 +142,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             behavior: str | None = None, pipeline_args: Sequence[str] = (), num_buckets: int = DEFAULT_BUCKETS,
             progress: bool = True, boundaries: time_split.TimeBoundaries | None = None,
             columns: Mapping[str, str] | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
-            min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
+            min_user_count: int = sequences.MIN_USER_COUNT, min_rating: float | None = None) -> dict:
     """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
     local runner); `boundaries`: the time split, None: the user split. Returns the manifest."""
     input_paths = readers.expand_inputs(list(inputs))
@@ -161,10 +162,10 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
                 local.write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)),
                                   [], compress)
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
+            reader = ReadBuckets(file_format, behavior, num_buckets, progress, columns, min_rating)
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
                     | "SpreadFiles" >> beam.Reshuffle()  # one file per worker, not all files on one
-                    | "Read" >> beam.ParDo(ReadBuckets(file_format, behavior, num_buckets, progress, columns))
-                    .with_outputs(REPORT, main="buckets"))
+                    | "Read" >> beam.ParDo(reader).with_outputs(REPORT, main="buckets"))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
                        | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))
             # The user split filters every event; the time split only the events before T1 (the training log).

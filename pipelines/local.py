@@ -82,11 +82,12 @@ def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> 
 
 
 def read_columns(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
-                 behavior: str | None, progress: bool, columns: Mapping[str, str] | None = None
-                 ) -> sequences.EventBlock:
+                 behavior: str | None, progress: bool, columns: Mapping[str, str] | None = None,
+                 min_rating: float | None = None) -> sequences.EventBlock:
     """Every input file's events as one block of columns."""
     reading = ProgressLine("events read", enabled=progress)
-    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update, columns=columns)
+    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update, columns=columns,
+                                     min_rating=min_rating)
     reading.done()
     return sequences.concatenate(blocks)
 
@@ -168,7 +169,8 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
             num_shards: int = 1, compress: bool = False, overwrite: bool = False, progress: bool = True,
             max_bad_records: int = 0, behavior: str | None = None,
             boundaries: time_split.TimeBoundaries | None = None, columns: Mapping[str, str] | None = None,
-            min_item_count: int = sequences.MIN_ITEM_COUNT, min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
+            min_item_count: int = sequences.MIN_ITEM_COUNT, min_user_count: int = sequences.MIN_USER_COUNT,
+            min_rating: float | None = None) -> dict:
     """Builds the training data set from raw logs in one process (the fast path for one machine), with
     the per-record logic of pipelines.sequences that the Beam pipeline uses. `boundaries`: the time split
     (pipelines.time_split); None: the user split.
@@ -179,7 +181,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     log = record_checks.BadRecordLog(max_bad_records)
-    events = read_columns(input_paths, file_format, log, behavior, progress, columns)
+    events = read_columns(input_paths, file_format, log, behavior, progress, columns, min_rating)
     ordered, duplicates = sequences.order_users(events)
     # The user split filters every event; the time split only the events before T1 (the training log).
     training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
@@ -213,7 +215,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
 
 def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = None, num_shards: int = 1,
             compress: bool = False, overwrite: bool = False, max_bad_records: int = 0, behavior: str | None = None,
-            progress: bool = True, columns: Mapping[str, str] | None = None) -> dict:
+            progress: bool = True, columns: Mapping[str, str] | None = None, min_rating: float | None = None) -> dict:
     """Raw logs -> sharded TFRecord event logs (`events-00000-of-0000N.tfrecord[.gz]`, a user's events in one
     shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
     input_paths = readers.expand_inputs(list(inputs))
@@ -228,7 +230,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:
-            for batch in readers.read_all(input_paths, file_format, log, behavior, columns):
+            for batch in readers.read_all(input_paths, file_format, log, behavior, columns, min_rating):
                 for event in batch:
                     writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(schema.encode_event(
                         event.user_id, event.item_id, event.timestamp, event.category, event.behavior))

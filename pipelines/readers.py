@@ -84,44 +84,50 @@ def guess_format(path: str) -> str:
 
 
 def read_event_batches(path: str, file_format: str | None = None, log: BadRecordLog | None = None,
-                       file_index: int = 0, behavior: str | None = None, columns: Mapping[str, str] | None = None
-                       ) -> Iterator[list[Event]]:
+                       file_index: int = 0, behavior: str | None = None, columns: Mapping[str, str] | None = None,
+                       min_rating: float | None = None) -> Iterator[list[Event]]:
     """Events of one file in file order, in batches; bad records go to `log` (default: none allowed).
     `columns`: CSV/TSV header names of the fields (user_id, item_id, timestamp, behavior) where they differ
-    from the field names (parse_columns)."""
+    from the field names (parse_columns). `min_rating`: keep events whose rating column is at least it
+    (CSV/TSV `rating`, RecBole `rating:float`)."""
     log = log if log is not None else BadRecordLog()
     file_format = file_format or guess_format(path)
     if columns and file_format not in ("csv", "tsv"):
         raise ValueError(f"--columns names the header columns of CSV/TSV logs; {path} is {file_format}")
+    if min_rating is not None and file_format not in ("csv", "tsv", "recbole"):
+        raise ValueError(f"--min-rating reads the rating column of CSV/TSV or RecBole logs; {path} is {file_format}")
     plain = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp"}
     if file_format == "tfrecord":
         return tfrecord_logs.read_tfrecord(path, file_index, log, behavior)
     if behavior is not None:  # a column named behavior (behavior:token in RecBole files)
         plain["behavior"] = "behavior"
+    if min_rating is not None:
+        plain["rating"] = "rating"
     plain.update(columns or {})
     if file_format == "csv":
-        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior))
+        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior, min_rating))
     if file_format == "tsv":
-        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log, behavior))
+        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log, behavior, min_rating))
     if file_format == "recbole":
         return _batched(text_logs.read_delimited(path, file_index, "\t", {
             "user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float",
-            **({"behavior": "behavior:token"} if behavior is not None else {})}, log, behavior))
+            **({"behavior": "behavior:token"} if behavior is not None else {}),
+            **({"rating": "rating:float"} if min_rating is not None else {})}, log, behavior, min_rating))
     if file_format == "taobao":
         return _batched(text_logs.read_delimited(path, file_index, ",", None, log, behavior))
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
 
 
 def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
-                behavior: str | None = None, columns: Mapping[str, str] | None = None
-                ) -> Iterator[sequences.EventBlock]:
+                behavior: str | None = None, columns: Mapping[str, str] | None = None,
+                min_rating: float | None = None) -> Iterator[sequences.EventBlock]:
     """The user, item, timestamp and position columns of one file's events, in file order, in blocks."""
     log = log if log is not None else BadRecordLog()
     if (file_format or guess_format(path)) == "tfrecord":
         for batch in tfrecord_logs.tfrecord_columns(path, file_index, log, tfrecord_logs.FIELDS[:3], behavior):
             yield tfrecord_logs.to_block(batch)
         return
-    for events in read_event_batches(path, file_format, log, file_index, behavior, columns):
+    for events in read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating):
         yield sequences.EventBlock(
             sequences.object_array([event.user_id.encode("utf-8") for event in events]),
             sequences.object_array([event.item_id.encode("utf-8") for event in events]),
@@ -131,8 +137,8 @@ def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | N
 
 
 def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
-                    on_block: Callable[[int], None] = lambda size: None, columns: Mapping[str, str] | None = None
-                    ) -> list[sequences.EventBlock]:
+                    on_block: Callable[[int], None] = lambda size: None, columns: Mapping[str, str] | None = None,
+                    min_rating: float | None = None) -> list[sequences.EventBlock]:
     """Every file's events as blocks of columns (`on_block(size)` after each, for progress).
 
     Several TFRecord shards are first read in parallel, assuming clean input; at the first bad record
@@ -155,20 +161,21 @@ def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecor
             on_block(-sum(len(block.users) for block in blocks))
     blocks = []
     for file_index, path in enumerate(paths):
-        for block in read_blocks(path, file_format, log, file_index, behavior, columns):
+        for block in read_blocks(path, file_format, log, file_index, behavior, columns, min_rating):
             blocks.append(block)
             on_block(len(block.users))
     return blocks
 
 
 def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
-             columns: Mapping[str, str] | None = None) -> Iterator[list[Event]]:
+             columns: Mapping[str, str] | None = None, min_rating: float | None = None) -> Iterator[list[Event]]:
     """Event batches of every file, in order."""
     for file_index, path in enumerate(paths):
-        yield from read_event_batches(path, file_format, log, file_index, behavior, columns)
+        yield from read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating)
 
 
-FIELD_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "behavior": "behavior"}
+FIELD_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "behavior": "behavior",
+               "rating": "rating"}
 
 
 def parse_columns(spec: str | None) -> dict[str, str] | None:

@@ -48,8 +48,10 @@ def _open_text(path: str) -> Iterator[io.TextIOBase]:
 
 
 def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,
-                    log: BadRecordLog, behavior: str | None = None) -> Iterator[Event]:
-    """A delimited file; `columns` maps our field names to header names (None: Taobao's fixed columns)."""
+                    log: BadRecordLog, behavior: str | None = None, min_rating: float | None = None
+                    ) -> Iterator[Event]:
+    """A delimited file; `columns` maps our field names to header names (None: Taobao's fixed columns).
+    With `min_rating`, events whose `rating` column is below it are skipped (counted)."""
     with _open_text(path) as stream:
         reader = csv.reader(stream, delimiter=delimiter)
         if columns is None:
@@ -65,7 +67,9 @@ def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str
             if missing:
                 raise ValueError(f"{path}: line 1: header {header} lacks column(s) {missing}"
                                  + (" (--behavior keeps the events whose behavior column has that value)"
-                                    if "behavior" in columns and columns["behavior"] in missing else ""))
+                                    if "behavior" in columns and columns["behavior"] in missing else "")
+                                 + (" (--min-rating reads a rating column)"
+                                    if "rating" in columns and columns["rating"] in missing else ""))
             index = {field: header.index(name) for field, name in columns.items()}
             first_line = 2
         width = max(index.values()) + 1
@@ -81,6 +85,15 @@ def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str
             if behavior is not None and row[index["behavior"]].strip() != behavior:
                 log.skipped["other_behavior"] += 1
                 continue
+            if min_rating is not None:
+                try:
+                    rating = float(row[index["rating"]])
+                except ValueError:
+                    log.add(BadRecord(path, position, "rating", f"not a number: {row[index['rating']]!r}"))
+                    continue
+                if rating < min_rating:
+                    log.skipped["below_min_rating"] += 1
+                    continue
             checked = validate(path, position, row[index["user_id"]].strip(), row[index["item_id"]].strip(),
                                row[index["timestamp"]])
             if isinstance(checked, BadRecord):

@@ -77,7 +77,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
                    boundaries=boundaries, columns=readers.parse_columns(args.columns),
-                   min_item_count=args.min_item_interactions, min_user_count=args.min_user_interactions)
+                   min_item_count=args.min_item_interactions, min_user_count=args.min_user_interactions,
+                   min_rating=args.min_rating)
     # A malformed file fails before anything is written.
     feature_csvs = [side_features.read_feature_csv(spec, key) for spec, key in
                     ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
@@ -124,7 +125,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     summary = local.convert(args.input, args.output, file_format=args.format, num_shards=args.num_shards,
                             compress=args.compress, overwrite=args.overwrite, max_bad_records=args.max_bad_records,
-                            behavior=args.behavior, columns=readers.parse_columns(args.columns))
+                            behavior=args.behavior, columns=readers.parse_columns(args.columns),
+                            min_rating=args.min_rating)
     print(f"wrote {args.output}: {summary['events']:,} events in {args.num_shards} shard(s)")
     return 0
 
@@ -364,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--behavior", help="keep only this behavior (pv, buy, cart, fav): Taobao logs, "
                                                 "TFRecord event logs with a behavior field, CSV/TSV files with a "
                                                 "behavior column")
-        command.add_argument("--columns", metavar="user=COL,item=COL,timestamp=COL[,behavior=COL]",
+        command.add_argument("--columns", metavar="user=COL,item=COL,timestamp=COL[,behavior=COL][,rating=COL]",
                              help="CSV/TSV header names of the fields when they differ from user_id, item_id, "
                                   "timestamp (and behavior)")
+        command.add_argument("--min-rating", type=float, metavar="R",
+                             help="keep events whose rating column is >= R (CSV/TSV `rating`, or --columns "
+                                  "rating=COL; RecBole `rating:float`)")
         command.add_argument("--num-shards", type=POSITIVE, default=1, help="output shards (per split)")
         command.add_argument("--compress", action="store_true", help="GZIP-compress the shards")
         command.add_argument("--max-bad-records", type=NON_NEGATIVE, default=0,

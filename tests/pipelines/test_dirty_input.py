@@ -254,3 +254,26 @@ def test_the_count_filters_take_other_thresholds_in_process_and_on_beam(tmp_path
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     with pytest.raises(ValueError, match=r"--min-user-interactions must be >= 5"):
         local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "c"), progress=False, min_user_count=3)
+
+
+def test_min_rating_keeps_the_events_rated_at_least_r(tmp_path, datasets_dir):
+    """A CSV's rating column (named by --columns) and RecBole's rating:float: events below R are skipped and
+    counted, the rest read as without the filter; a non-numeric rating is a bad record."""
+    rows = planted_log()
+    write_log(tmp_path / "rated.csv", [(u, i, t, 1 + n % 5) for n, (u, i, t) in enumerate(rows)],
+              header="user_id,item_id,timestamp,stars")
+    write_log(tmp_path / "kept.csv", [(u, i, t) for n, (u, i, t) in enumerate(rows) if 1 + n % 5 >= 2])
+    expected = prepare(tmp_path, [tmp_path / "kept.csv"])
+    files = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(tmp_path / "out")
+             if name != "manifest.json"}
+    rated = prepare(tmp_path, [tmp_path / "rated.csv"], columns=readers.parse_columns("rating=stars"), min_rating=2)
+    assert rated["cleaning"]["skipped"]["below_min_rating"] == len(rows) - expected["input_events"]
+    for name, content in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+    inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
+    lines = open(inter).read().splitlines()[1:]
+    recbole = local.prepare([inter], str(tmp_path / "ml"), progress=False, min_rating=4)
+    assert recbole["input_events"] == sum(float(line.split("\t")[2]) >= 4 for line in lines)
+    (tmp_path / "bad.csv").write_text("user_id,item_id,timestamp,rating\nu1,i1,5,good\n")
+    with pytest.raises(ValueError, match=r"bad.csv: line 2: field 'rating': not a number: 'good'"):
+        prepare(tmp_path, [tmp_path / "bad.csv"], min_rating=4)
