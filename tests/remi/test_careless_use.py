@@ -139,9 +139,9 @@ def test_a_warm_start_from_the_runs_own_directory_is_refused(small_run, tmp_path
     assert directory_bytes(model_dir) == before
 
 
-def test_more_steps_on_a_finished_run_are_refused_with_the_way_to_continue(small_run, tmp_path, capsys):
-    """A finished run keeps no backup (Keras deletes it at the end): more steps would start again at step 0 and
-    append a second history (item 6), so the run is refused, naming --warm-start."""
+def test_more_steps_on_a_run_without_a_backup_are_refused_with_the_way_to_continue(small_run, tmp_path, capsys):
+    """small_run (60 steps, checkpoint_every 1,000) never wrote a backup: more steps would start again at step 0
+    and append a second history (item 6), so the run is refused, naming --warm-start."""
     model_dir = tmp_path / "model"
     shutil.copytree(small_run / "model", model_dir)
     assert not (model_dir / "backup").exists()
@@ -151,3 +151,17 @@ def test_more_steps_on_a_finished_run_are_refused_with_the_way_to_continue(small
     assert (f"holds a run evaluated up to step 60 but no backup/ to continue it from, so it would start again at "
             f"step 0: train into a new --model-dir, with --warm-start {model_dir}") in capsys.readouterr().err
     assert directory_bytes(model_dir) == before
+
+
+def test_more_steps_on_a_run_with_its_backup_continue_from_it(small_run, tmp_path):
+    """With a backup at its last step, raising max_steps trains on from there: each evaluation and each
+    history row once."""
+    model_dir = tmp_path / "model"
+    arguments = ["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet", "--set",
+                 "eval_every=20", "checkpoint_every=20", "embedding_dim=8", "steps_per_execution=10"]
+    assert cli.main([*arguments, "max_steps=40"]) == 0
+    assert (model_dir / "backup" / "chief" / "checkpoint").exists()
+    assert cli.main([*arguments, "max_steps=60"]) == 0
+    assert [e["step"] for e in json.load(open(model_dir / "validation.json"))["evaluations"]] == [20, 40, 60]
+    epochs = [row.split(",")[0] for row in open(model_dir / "history.csv").read().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]
