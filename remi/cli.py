@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 # TensorFlow's and ScaNN's start-up lines (cuInit, CPU features) only with --verbose; before TensorFlow loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in sys.argv else "3")
 
-import remi_tf  # noqa: E402, F401 (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow; imports none)
+import remi_tf  # noqa: E402 (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow; imports none)
 from remi import display
 from remi_tf import config as config_lib
 
@@ -66,13 +66,12 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipelines import side_features, time_split
+    from pipelines import readers, side_features, time_split
     from remi_tf import atomic
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
     boundaries = time_split.parse_boundaries(args.valid_from, args.test_from) if args.split == "time" else None
-    from pipelines import readers
 
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
@@ -284,7 +283,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = evaluation_overrides(args.set)
     published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
                                 index=args.index, k=args.k, serving_base_path=args.serving_base_path,
-                                diversity_coef=args.diversity_coef, settings=settings)
+                                settings=settings)
     for served, path in published.items():
         print(f"{served}: {path}")
     print(f"models.config: {os.path.join(args.output, 'models.config')}")
@@ -454,11 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both",
                         help="the retrieval models: <name> with ScaNN, <name> exact, or both (<name>-exact)")
     export.add_argument("--k", type=POSITIVE, default=50, help="candidates per interest and merged")
-    export.add_argument("--diversity-coef", type=non_negative_float, default=0.0,
-                        help="> 0: merge the K lists with ComiRec's category-aware merge (needs item features)")
     export.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                         help="how the served model merges the K lists: merge=score|quota|weighted, merge_lambda, "
-                             "diversity_coef (default: the model's config)")
+                             "diversity_coef (> 0: ComiRec's category-aware merge, needs item features); default: "
+                             "the model's config")
     export.add_argument("--serving-base-path", default="/models", help="where models.config says the "
                         "export directory is mounted (TF Serving's docker image: /models)")
     export.set_defaults(run=cmd_export)

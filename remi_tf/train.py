@@ -294,7 +294,7 @@ def check_backup(backup_dir: str) -> None:
         restored = os.path.join(chief_dir, os.path.basename(prefix))
         tf.compat.v1.train.update_checkpoint_state(chief_dir, restored)
         logger.warning(f"{latest}: the latest backup cannot be read ({reason}); resuming from the previous one, "
-              f"{restored}")
+                       f"{restored}")
         return
     raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}), nor a previous "
                        f"one; move {backup_dir} aside to train from the start (the best checkpoint in best/ is "
@@ -412,10 +412,9 @@ def check_resumable(model_dir: str) -> None:
     evaluations twice): validation.json records evaluations, and no backup is left to resume from (deleted
     by hand). Called before anything is written."""
     path = os.path.join(model_dir, "validation.json")
-    if not os.path.exists(path) or not atomic.read_json(path)["evaluations"]:
-        return
-    if tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")) is None:
-        step = atomic.read_json(path)["evaluations"][-1]["step"]
+    evaluations = atomic.read_json(path)["evaluations"] if os.path.exists(path) else []
+    if evaluations and tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")) is None:
+        step = evaluations[-1]["step"]
         raise ValueError(f"{model_dir}: holds a run evaluated up to step {step} but no backup/ to continue it from, "
                          "so it would start again at step 0: train into a new --model-dir, with --warm-start "
                          f"{model_dir} to start from its best checkpoint")
