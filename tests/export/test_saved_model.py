@@ -216,7 +216,7 @@ def test_retrieval_module_merges_with_the_diversity_coefficient(tmp_path):
 
 def test_serving_default_excludes_the_history_items_the_model_reads(export_dir, vocabulary):
     """A history longer than max_history (20): its last 20 known items never come back; what is excluded is
-    exactly what the model reads (the README and the signature's docstring say so)."""
+    exactly what the model reads (docs/serving.md and the signature's docstring say so)."""
     model = tf.saved_model.load(os.path.join(export_dir, "remi-exact", "1"))
     history = vocabulary[:30]  # the 30 most frequent items
     served = model.signatures["serving_default"](history=tf.constant([history]))

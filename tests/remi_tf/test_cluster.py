@@ -54,7 +54,7 @@ def test_parameter_servers_train_to_the_one_process_recall(planted_data, tmp_pat
     steps = ["max_steps=600", "eval_every=300", "steps_per_execution=25"]
     one, cluster = str(tmp_path / "one"), str(tmp_path / "cluster")
     assert cli.main(["train", "--data", planted_data, "--model-dir", one, "--quiet", "--set", *SETTINGS, *steps]) == 0
-    # Without --quiet, as the README runs it (Keras allows no per-step progress bar under parameter servers).
+    # Without --quiet, as docs/distributed.md runs it (Keras allows no per-step progress bar under parameter servers).
     status, output = remi("train", "--data", planted_data, "--model-dir", cluster, "--set", *SETTINGS, *steps,
                           "--local-cluster", "workers=2,ps=2")
     assert status == 0, output

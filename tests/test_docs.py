@@ -1,0 +1,35 @@
+"""The README is one screen to start and links every page of docs/; every relative link in the README and the
+docs resolves to a file of the repository."""
+
+import os
+import re
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(REPOSITORY, "docs")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def markdown_pages():
+    return [os.path.join(REPOSITORY, "README.md")] + sorted(
+        os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md"))
+
+
+def relative_links(path):
+    text = open(path, encoding="utf-8").read()
+    return [target for target in LINK.findall(text) if "://" not in target]
+
+
+def test_every_relative_link_resolves():
+    broken = [f"{os.path.relpath(page, REPOSITORY)} -> {target}" for page in markdown_pages()
+              for target in relative_links(page)
+              if not os.path.exists(os.path.normpath(os.path.join(os.path.dirname(page), target)))]
+    assert not broken, broken
+
+
+def test_the_readme_links_every_docs_page_and_stays_short():
+    readme = os.path.join(REPOSITORY, "README.md")
+    linked = {os.path.normpath(os.path.join(REPOSITORY, target)) for target in relative_links(readme)}
+    pages = {os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md")}
+    assert pages <= linked, sorted(os.path.basename(page) for page in pages - linked)
+    words = len(open(readme, encoding="utf-8").read().split())
+    assert words < 1200, words  # the rest belongs in docs/
