@@ -44,13 +44,13 @@ def model_names(name: str, index: str) -> dict[str, str]:
 
 def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
            k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None,
-           diversity_coef: float = 0.0, settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+           settings: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
 
-    diversity_coef > 0: the retrieval models merge with ComiRec's category-aware merge, over the item
-    categories of the model's data directory (`remi prepare --item-features`). settings: evaluation-time config
-    keys over the model's config (config.EVALUATION_KEYS: merge, merge_lambda, diversity_coef), how the retrieval
-    models merge the K lists; validated against the model (a merge by interest weights needs a model with them).
+    settings: evaluation-time config keys over the model's config (config.EVALUATION_KEYS: merge, merge_lambda,
+    diversity_coef), how the retrieval models merge the K lists; validated against the model (a merge by interest
+    weights needs a model with them). diversity_coef > 0: ComiRec's category-aware merge, over the item
+    categories of the model's data directory (`remi prepare --item-features`).
 
     Returns:
       served name -> the published version directory.
@@ -60,13 +60,13 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     trained = train_lib.load_trained(model_dir)
     vocabulary = trained.vocabulary
     merge_config = config_lib.from_mapping(settings or {}, trained.config, source="--set")  # before anything is written
-    diversity_coef = merge_config.diversity_coef if "diversity_coef" in (settings or {}) else diversity_coef
+    diversity_coef = merge_config.diversity_coef
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
     categories = feature_tables.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
         if diversity_coef > 0 else None
     if diversity_coef > 0 and categories is None:
-        raise ValueError(f"--diversity-coef needs item categories, and {trained.data_dir} has none: prepare it with "
+        raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
     names = model_names(name, index)
     if version is None:

@@ -39,6 +39,23 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
     assert report["category_diversity@50"] < diverse["category_diversity@50"] and \
         diverse["category_diversity@50"] > 0.81, (diverse, report)
     assert len(diverse["interest_share"]) == 4 and 0.0 <= diverse["interest_overlap"] <= 1.0
+    # The exported model merges the same way with `export --set diversity_coef=C` (the one spelling of the key).
+    import tensorflow as tf
+
+    vocabulary = [line.split("\t")[0] for line in open(os.path.join(data, "items.tsv"))]
+    histories = tf.constant([vocabulary[start:start + 10] for start in range(0, 200, 10)])
+
+    def served_diversity(name, *options):
+        assert cli.main(["export", "--model-dir", model, "--output", str(tmp_path / "export"), "--name", name,
+                         "--index", "brute-force", *options]) == 0
+        served = tf.saved_model.load(str(tmp_path / "export" / name / "1")).signatures["serving_default"]
+        lists = served(history=histories)["item_ids"].numpy().astype(str)
+        genres = np.array([[int(item) % 5 for item in row] for row in lists])
+        pairs = genres.shape[1] * (genres.shape[1] - 1)
+        return np.mean([(row[:, None] != row[None, :]).sum() / pairs for row in genres])
+
+    plain, diverse_served = served_diversity("plain"), served_diversity("diverse", "--set", "diversity_coef=1.0")
+    assert plain < diverse_served and diverse_served > 0.81, (plain, diverse_served)
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):
