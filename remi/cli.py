@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in sys.argv else "3")
 
 import remi_tf  # noqa: E402 (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow; imports none)
-from remi import display
+from remi import display, native_logs
 from remi_tf import config as config_lib
 
 IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
@@ -281,9 +281,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from export import exporter
 
     settings = evaluation_overrides(args.set)
-    published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
-                                index=args.index, k=args.k, serving_base_path=args.serving_base_path,
-                                settings=settings)
+    with native_logs.absl_lines_dropped(enabled=not args.verbose):  # ScaNN's index build logs through absl
+        published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
+                                    index=args.index, k=args.k, serving_base_path=args.serving_base_path,
+                                    settings=settings)
     for served, path in published.items():
         print(f"{served}: {path}")
     print(f"models.config: {os.path.join(args.output, 'models.config')}")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from remi import native_logs
 from tests import synthetic
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,18 +38,32 @@ def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
                                                  clusters_per_user=2, length=10, seed=3)
     synthetic.write_log(tmp_path / "log.csv", sequences)
 
-    def prepare(*extra):
-        done = subprocess.run([sys.executable, "-m", "remi", "prepare", "--input", str(tmp_path / "log.csv"),
-                               "--output", str(tmp_path / f"out{len(extra)}"), *extra], capture_output=True,
-                              text=True, timeout=120, env=environment(), cwd=REPOSITORY)
+    def remi(*argv):
+        done = subprocess.run([sys.executable, "-m", "remi", *argv], capture_output=True, text=True, timeout=180,
+                              env=environment(), cwd=REPOSITORY)
         assert done.returncode == 0, done.stderr
         return done.stderr
+
+    def prepare(*extra):
+        return remi("prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / f"out{len(extra)}"),
+                    *extra)
 
     quiet = prepare()
     assert [line for line in quiet.splitlines() if line.split(":")[0] not in (
         "runner", "events read", "users written", "cleaning")] == [], quiet
     verbose = prepare("--verbose")
     assert "cpu_feature_guard" in verbose or "cuda" in verbose.lower(), verbose
+    # ScaNN's index build logs through its own absl (no environment variable reaches it): dropped from export
+    model = str(tmp_path / "model")
+    remi("train", "--data", str(tmp_path / "out0"), "--model-dir", model, "--quiet", "--set", "max_steps=20",
+         "--set", "batch_size=32", "--set", "eval_every=20")
+
+    def export(*extra):
+        return remi("export", "--model-dir", model, "--output", str(tmp_path / "export"), "--index", "scann",
+                    "--k", "10", *extra)
+
+    assert not any(native_logs.ABSL_LINE.match(line) for line in export().splitlines())
+    assert any(native_logs.ABSL_LINE.match(line) for line in export("--verbose").splitlines())
 
 
 def test_every_option_has_a_help_line_with_its_default():
