@@ -24,7 +24,7 @@ PROFILE ?= $(if $(filter $(ML100K),$(DATA)),$(ML100K_PROFILE),)
 # 3: TensorFlow's C++ errors too (a CPU machine logs a failed CUDA init); Python errors still show
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo test test-all lint wheel-check clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,17 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check
+
+# `pip install .` as a user does it: build the wheel, install it into a fresh venv outside the checkout, run it.
+wheel-check: $(STAMP)
+	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv $$tmp/venv && $$tmp/venv/bin/pip install --quiet dist/remi_tf-*.whl && \
+	cd $$tmp && ./venv/bin/remi --version && ./venv/bin/remi prepare --help > /dev/null && \
+	printf 'user_id,item_id,timestamp\n%s' "$$(for u in 1 2 3 4 5 6; do for i in 1 2 3 4 5 6; do \
+	    echo "$$u,$$i,$$i"; done; done)" > log.csv && \
+	./venv/bin/remi prepare --input log.csv --output data > /dev/null && test -f data/manifest.json && \
+	./venv/bin/python -c "import remi_tf, export, pipelines; print('installed:', remi_tf.__file__)"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
