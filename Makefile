@@ -64,6 +64,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check
+	$(BIN)/mypy
 
 # `pip install .` as a user does it: build the wheel, install it into a fresh venv outside the checkout, run it.
 wheel-check: $(STAMP)

@@ -75,6 +75,7 @@ class Batcher:
         request.done.wait()
         if request.error is not None:
             raise request.error
+        assert request.outputs is not None  # set with the error unset, before `done`
         return request.outputs
 
     def stop(self) -> None:

@@ -76,7 +76,7 @@ class RemiClient:
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         width = max([len(h) for h in histories] + [1])
-        inputs = {"history": [list(h) + [""] * (width - len(h)) for h in histories]}
+        inputs: dict[str, list] = {"history": [list(h) + [""] * (width - len(h)) for h in histories]}
         for column, values in (user_features or {}).items():
             if len(values) != len(histories):
                 raise ValueError(f"user feature {column!r}: {len(values)} values for {len(histories)} histories")

@@ -100,7 +100,7 @@ def read_user_ids(data_dir: str) -> list[str]:
     """The distinct user ids of every split's sequence records, sorted."""
     files = [path for split in schema.SPLITS for path in split_files(data_dir, split)]
     dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files)).batch(4096)
-    user_ids = set()
+    user_ids: set[str] = set()
     for batch in dataset.map(lambda serialized: schema.parse_sequences(serialized)["user_id"]).as_numpy_iterator():
         user_ids.update(user_id.decode("utf-8") for user_id in batch)
     return sorted(user_ids)
@@ -185,7 +185,7 @@ def sequence_dataset(sequences: Sequence[np.ndarray], batch_size: int, max_histo
     profiles = None if user_features is None else tf.constant(user_features.astype(str))  # [users, C]
     recent_rows = round(recent_fraction * batch_size) if recent_starts is not None else 0
     streams = [(np.flatnonzero(lengths > MIN_CUT), np.full(len(sequences), MIN_CUT), batch_size - recent_rows)]
-    if recent_rows:
+    if recent_starts is not None and recent_rows:
         first_cuts = np.maximum(recent_starts, MIN_CUT)
         streams.append((np.flatnonzero(first_cuts < lengths), first_cuts, recent_rows))
     datasets = []
@@ -358,7 +358,7 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     probability = read_target_probability(data_dir, len(vocabulary))
     if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
         logger.warning(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
-              "computing q from the train split")
+                       "computing q from the train split")
         probability = target_probability((record.items for record in read_indexed_sequences(files, vocabulary)),
                                           len(vocabulary), MIN_CUT)
     valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
@@ -375,14 +375,14 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         seed = None if parameter_server else config.seed + 1_000_003 * pipeline
         shard = shard_for_input_pipeline(files, input_context)
         if streaming:
-            profiles = None if user_table is None else user_features_lookup(
+            profile_lookup = None if user_table is None else user_features_lookup(
                 os.path.join(data_dir, feature_tables.USER_FEATURES_FILE), len(user_table.values))
             return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
-                                     config.shuffle_buffer, profiles)
+                                     config.shuffle_buffer, profile_lookup)
         records = list(read_indexed_sequences(shard, vocabulary))
         profiles = None if user_table is None else feature_tables.values_of(
             user_table, [record.user_id for record in records], list(user_table.values))
-        recent_starts = None if not recent_fraction else np.array(
+        recent_starts = None if recent_from is None or not recent_fraction else np.array(
             [np.searchsorted(record.timestamps, recent_from) for record in records])
         return sequence_dataset([record.items for record in records], batch_size, config.max_history, seed, profiles,
                                 recent_starts, recent_fraction)

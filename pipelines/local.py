@@ -32,7 +32,7 @@ class ProgressLine:
     def __init__(self, what: str, every: int = 100_000, enabled: bool = True) -> None:
         self.what, self.every, self.enabled = what, every, enabled
         self.count, self.start = 0, time.monotonic()
-        self.printed_at, self.printed_count = self.start, None
+        self.printed_at, self.printed_count = self.start, -1  # -1: nothing printed yet
 
     def update(self, increment: int = 1) -> None:
         self.count += increment
@@ -108,7 +108,7 @@ def require_items(num_items: int, input_paths: Sequence[str], input_events: int,
         raise ValueError(f"{list(input_paths)}: no user has >= {min_user_count} interactions with items "
                          f"seen >= {min_item_count} times; nothing to train on")
     empty = [split for split in ("train", "valid") if splits is not None and not splits[split]["users"]]
-    if empty:
+    if empty and splits is not None:
         users = sum(counts["users"] for counts in splits.values())
         raise ValueError(f"{list(input_paths)}: the user split leaves {' and '.join(empty)} without users ({users:,} "
                          f"users kept, split {dict(sequences.SPLIT_FRACTIONS)} by a hash of the user id): training "

@@ -128,9 +128,10 @@ def parse_timestamp(text: str) -> int | str:
         try:
             number = float(text)
         except ValueError:
-            number = iso_seconds(text)
-            if number is None:
+            iso = iso_seconds(text)
+            if iso is None:
                 return f"not a number or an ISO 8601 time: {text!r}"
+            number = iso
         if not math.isfinite(number):
             return f"not a finite number: {text!r}"
         if not number.is_integer():

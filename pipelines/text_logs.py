@@ -7,6 +7,7 @@ import contextlib
 import csv
 import gzip
 import io
+import typing
 from collections.abc import Iterator
 
 import tensorflow as tf
@@ -25,7 +26,7 @@ class _GFileReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # typeshed: Buffer (3.12)
         data = self._file.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
@@ -40,11 +41,13 @@ def _open_text(path: str) -> Iterator[io.TextIOBase]:
     """A text log (gzipped when named .gz), local or on a TensorFlow file system; a UTF-8 byte order mark is
     skipped, undecodable bytes are kept as surrogates for `validate` to reject."""
     with contextlib.ExitStack() as stack:
-        raw = stack.enter_context(io.BufferedReader(_GFileReader(path)) if atomic.is_remote(path) else open(path, "rb"))
+        opened: io.BufferedIOBase = io.BufferedReader(_GFileReader(path)) if atomic.is_remote(path) \
+            else open(path, "rb")
+        raw = stack.enter_context(opened)
         if path.endswith(".gz"):
             raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-        yield stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
-                                                       newline=""))
+        binary = typing.cast(typing.BinaryIO, raw)  # typeshed's TextIOWrapper takes no BufferedIOBase
+        yield stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=""))
 
 
 def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,

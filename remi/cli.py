@@ -151,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_lib.load(args.config, [*(args.set or ()), *strategy])
     cluster = distribute.read_cluster()
     strategy_name = distribute.resolve_strategy(config.strategy, cluster)
-    if strategy_name == "parameter-server" and cluster.task_type in ("worker", "ps"):
+    if strategy_name == "parameter-server" and cluster is not None and cluster.task_type in ("worker", "ps"):
         distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks; they own nothing
         return 0
     done = train_lib.finished(args.model_dir, config)
@@ -502,7 +502,7 @@ class StderrHandler(logging.StreamHandler):
     stream is replaced, as test captures do)."""
 
     @property
-    def stream(self):  # type: ignore[override]  (a property in place of StreamHandler's attribute)
+    def stream(self):  # a property in place of StreamHandler's attribute
         return sys.stderr
 
     @stream.setter

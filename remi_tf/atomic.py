@@ -14,6 +14,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -44,7 +45,8 @@ def write_json(path: str | os.PathLike, value: object) -> None:
     write_text(path, json.dumps(value, indent=2))
 
 
-def read_json(path: str) -> object:
+def read_json(path: str) -> Any:
+    """A JSON file's value (dicts, lists, str, numbers: the caller knows which shape it wrote)."""
     with tf.io.gfile.GFile(path) as stream:
         return json.load(stream)
 

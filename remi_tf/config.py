@@ -352,10 +352,10 @@ def reference_markdown() -> str:
              "Every key of `RemiConfig` (remi_tf/config.py): a YAML preset (`--config`) and `--set key=value` "
              "override the defaults. Generated from the class's docstring (`python -m remi_tf.config`); a test "
              "keeps this page equal to it."]
-    for heading in dict.fromkeys(section for section, _ in entries.values()):
-        lines += ["", f"## {heading}", "", "| key | default | meaning |", "|---|---|---|"]
+    for title in dict.fromkeys(section for section, _ in entries.values()):
+        lines += ["", f"## {title}", "", "| key | default | meaning |", "|---|---|---|"]
         for field in dataclasses.fields(RemiConfig):
-            if entries.get(field.name, ("",))[0] == heading:
+            if entries.get(field.name, ("",))[0] == title:
                 text = entries[field.name][1].replace("|", "\\|")
                 lines.append(f"| `{field.name}` | `{field.default!r}` | {text} |")
     return "\n".join(lines) + "\n"

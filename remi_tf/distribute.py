@@ -210,6 +210,8 @@ def make_strategy(name: str, cluster: ClusterConfig | None, item_table_rows: int
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if cluster is None:
+        raise ValueError(f"strategy {name!r} needs a cluster: set TF_CONFIG (or run `remi train --local-cluster`)")
     if name == "multi-worker":
         rendezvous(cluster, timeout_s)
         # No CommunicationOptions timeout: TensorFlow keeps a thread per collective op for its duration,

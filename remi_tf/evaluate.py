@@ -106,7 +106,7 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
     batches = [model.encode(tf.constant(histories[start:start + batch_size], tf.int64),
-                            None if model.user_features is None else
+                            None if model.user_features is None or user_features is None else
                             tf.constant(user_features[start:start + batch_size].astype(str)))
                for start in range(0, len(histories), batch_size)]
     best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),

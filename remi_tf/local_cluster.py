@@ -36,7 +36,7 @@ class ClusterShape(NamedTuple):
 
 def parse_shape(text: str) -> ClusterShape:
     """`workers=2,ps=2` -> ClusterShape(2, 2); ps defaults to 0."""
-    values = {"workers": None, "ps": 0}
+    values = {"workers": 0, "ps": 0}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in values or not value.strip().isdigit():
@@ -111,6 +111,7 @@ class LocalCluster:
         return process
 
     def _pump(self, prefix: str, process: subprocess.Popen) -> None:
+        assert process.stdout is not None  # started with stdout=PIPE
         for line in iter(process.stdout.readline, b""):
             text = line.decode("utf-8", "replace").rstrip("\r\n").split("\r")[-1]
             with self._lock:

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -134,7 +134,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.chief = chief
         self.strategy = strategy or tf.distribute.get_strategy()
         self.state_path = os.path.join(model_dir, "validation.json")
-        self.state = {"evaluations": [], "best": None, "best_step": None, "evaluations_without_improvement": 0}
+        self.state: dict[str, Any] = {"evaluations": [], "best": None, "best_step": None,
+                                      "evaluations_without_improvement": 0}
         if os.path.exists(self.state_path):
             self.state = atomic.read_json(self.state_path)
 
@@ -205,16 +206,16 @@ class StepSummaries(tf.keras.callbacks.Callback):
         self.histories = None if valid_histories is None else valid_histories[:self.HEATMAP_USERS]
         self.user_features = None if valid_user_features is None else valid_user_features[:self.HEATMAP_USERS]
 
-    def routing_image(self) -> tf.Tensor:
-        """[1, height, width, 4] the routing heatmaps (remi_tf.plots) of the first valid users, as an image."""
+    def routing_image(self, histories: np.ndarray) -> tf.Tensor:
+        """[1, height, width, 4] the routing heatmaps (remi_tf.plots) of `histories` [users, L], as an image."""
         from remi_tf import plots
 
         features = None if self.user_features is None else tf.constant(self.user_features)
-        _, routing, _ = self.model.encode(tf.constant(self.histories), features)
+        _, routing, _ = self.model.encode(tf.constant(histories), features)
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "routing.png")
-            plots.routing_heatmaps(routing.numpy(), self.histories >= FIRST_ITEM_INDEX,
-                                   [f"valid #{row}" for row in range(len(self.histories))], path)
+            plots.routing_heatmaps(routing.numpy(), np.asarray(histories >= FIRST_ITEM_INDEX),
+                                   [f"valid #{row}" for row in range(len(histories))], path)
             return tf.image.decode_png(tf.io.read_file(path))[tf.newaxis]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -231,7 +232,7 @@ class StepSummaries(tf.keras.callbacks.Callback):
                 for interest, value in enumerate(report.get(name, [])):
                     tf.summary.scalar(f"{name}/{interest}", float(value))
             if self.histories is not None and len(self.histories):
-                tf.summary.image("routing", self.routing_image())
+                tf.summary.image("routing", self.routing_image(self.histories))
         self.writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:

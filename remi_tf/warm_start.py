@@ -96,12 +96,12 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
         layer, parent_layer = getattr(model, kind), getattr(parent.model, kind)
         if layer is not None and parent_layer is not None:
             carry_feature_tables(layer, parent_layer)
-    carries_state = (model.frequency_estimator is not None and parent.model.frequency_estimator is not None
-                     and all(getattr(model.config, key) == getattr(parent.config, key) for key in ESTIMATOR_KEYS))
-    if carries_state:
-        estimator, parent_estimator = model.frequency_estimator, parent.model.frequency_estimator
-        estimator_weights = zip(estimator.weights, parent_estimator.weights, strict=True)
-        for weight, parent_weight in estimator_weights:
+    estimator, parent_estimator = model.frequency_estimator, parent.model.frequency_estimator
+    carries_state = False
+    if estimator is not None and parent_estimator is not None and all(
+            getattr(model.config, key) == getattr(parent.config, key) for key in ESTIMATOR_KEYS):
+        carries_state = True
+        for weight, parent_weight in zip(estimator.weights, parent_estimator.weights, strict=True):
             weight.assign(parent_weight)
     kept = len(set(vocabulary) & set(parent.vocabulary))
     return CarriedOver(kept, len(vocabulary) - kept, len(parent.vocabulary) - kept, carries_state)

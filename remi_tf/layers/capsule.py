@@ -62,11 +62,13 @@ class CapsuleRouting(tf.keras.layers.Layer):
         dim = int(tf.TensorShape(input_shape)[-1])
         per_position = self.bilinear_map == "per_position"
         map_shape = (self.max_length, self.num_interests, dim, dim) if per_position else (dim, dim)
+        initializer: Any  # a callable or a Keras initializer's name
         if self.initial_maps == "identity":
             noise = tf.keras.initializers.RandomNormal(stddev=0.1 / math.sqrt(dim))
 
-            def initializer(shape: Any, dtype: Any = None) -> tf.Tensor:
+            def identity_plus_noise(shape: Any, dtype: Any = None) -> tf.Tensor:
                 return tf.eye(dim, batch_shape=shape[:-2], dtype=dtype) + noise(shape, dtype)
+            initializer = identity_plus_noise
         elif per_position:
             initializer = tf.keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / dim))  # He's scale, fan-in d
         else:
