@@ -26,7 +26,6 @@ import threading
 import time
 
 import numpy as np
-
 from cli_runs import remi, resident_gib
 
 
@@ -95,7 +94,7 @@ def synthetic_catalogue(directory: str, num_items: int, num_users: int, length: 
     and `num_users` users of random items; q uniform over the items that occur."""
     import tensorflow as tf
 
-    from pipelines import schema
+    from remi_tf import data_directory
 
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -104,10 +103,10 @@ def synthetic_catalogue(directory: str, num_items: int, num_users: int, length: 
             stop = min(start + 1_000_000, num_items)
             stream.write("".join(f"item{i}\t5\t{1.0 / num_items!r}\n" for i in range(start, stop)))
     for split, users in (("train", num_users), ("valid", 16), ("test", 16)):
-        with tf.io.TFRecordWriter(os.path.join(directory, schema.shard_name(split, 0, 1))) as writer:
+        with tf.io.TFRecordWriter(os.path.join(directory, data_directory.shard_name(split, 0, 1))) as writer:
             for user in range(users):
                 items = rng.integers(0, num_items, size=length)
-                writer.write(schema.encode_sequence(f"{split}{user}".encode(), [f"item{i}".encode() for i in items],
+                writer.write(data_directory.encode_sequence(f"{split}{user}".encode(), [f"item{i}".encode() for i in items],
                                                     list(range(length))))
     with open(os.path.join(directory, "manifest.json"), "w") as stream:
         json.dump({"num_items": num_items, "synthetic": True}, stream)

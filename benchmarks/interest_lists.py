@@ -69,12 +69,11 @@ def round_robin(lists: np.ndarray, top_n: int) -> list[list[int]]:
 def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
     """The table's row for the model in `model_dir` (see the module docstring)."""
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-    from pipelines import input as input_lib
-    from remi_tf import evaluate
-    from remi_tf import train as train_lib
+    from remi_tf import evaluate, model_directory
+    from remi_tf import input as input_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
-    trained = train_lib.load_trained(model_dir)
+    trained = model_directory.load_trained(model_dir)
     user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, split, trained.vocabulary,
                                                                    trained.config.max_history)
     profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)

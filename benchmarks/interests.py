@@ -24,6 +24,7 @@ import os
 import statistics
 
 from ablation import add_run_arguments, run_dir, run_variant, seeds_to_run, spread
+
 from remi_tf.atomic import write_json
 
 SHORT_HISTORY, LONG_HISTORY = 10, 50
@@ -42,11 +43,10 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
     import numpy as np
 
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-    from pipelines import input as input_lib
-    from remi_tf import evaluate, metrics
-    from remi_tf import train as train_lib
+    from remi_tf import data_directory, evaluate, metrics, model_directory
+    from remi_tf import input as input_lib
 
-    trained = train_lib.load_trained(model_dir)
+    trained = model_directory.load_trained(model_dir)
     weighted = trained.model.query_tower.interest_weights is not None
     specs = [spec for spec in merges if weighted or spec == "score"]
     results = {}
@@ -57,7 +57,7 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
         if missing:
             user_ids, histories, targets = input_lib.load_evaluation_split(
                 trained.data_dir, split, trained.vocabulary, trained.config.max_history)
-            records = input_lib.read_indexed_sequences(input_lib.split_files(trained.data_dir, split),
+            records = input_lib.read_indexed_sequences(data_directory.split_files(trained.data_dir, split),
                                                        trained.vocabulary)
             prefix = np.array([int(len(r.items) * input_lib.EVAL_CUT_FRACTION) if r.history_length < 0
                                else r.history_length for r in records])

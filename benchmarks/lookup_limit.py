@@ -26,16 +26,18 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (the ScaNN ops of the exported model)
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
+import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from export import exporter  # noqa: E402
-from pipelines import input as input_lib  # noqa: E402
-from remi_tf import merging  # noqa: E402
-from remi_tf import train as train_lib  # noqa: E402
+from remi_tf import input as input_lib  # noqa: E402
+from remi_tf import (
+    merging,  # noqa: E402
+    model_directory,  # noqa: E402
+)
 from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
 
 
@@ -58,7 +60,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
 
-    trained = train_lib.load_trained(args.model_dir)
+    trained = model_directory.load_trained(args.model_dir)
     model, config, vocabulary = trained.model, trained.config, trained.vocabulary
     table = model.candidate_embeddings()  # [N, d]
     _, histories, _ = input_lib.load_evaluation_split(trained.data_dir, "valid", vocabulary, config.max_history)

@@ -20,13 +20,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
 
+import remi_tf  # noqa: E402,F401
 from export import exporter  # noqa: E402
-from remi_tf import train as train_lib  # noqa: E402
+from remi_tf import model_directory  # noqa: E402
 
 HISTORY_LENGTH = 20
 
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="timed calls per merge and index at batch 1")
     parser.add_argument("--k", type=int, default=50)
     args = parser.parse_args()
-    trained = train_lib.load_trained(args.model_dir)
+    trained = model_directory.load_trained(args.model_dir)
     merges = ["score", "quota", "weighted"] if trained.model.query_tower.interest_weights is not None else ["score"]
     rng = np.random.default_rng(0)
     vocabulary = np.array(trained.vocabulary)

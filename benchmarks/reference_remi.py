@@ -24,8 +24,8 @@ import shutil
 import subprocess
 
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from pipelines.input import load_sequences, read_vocabulary
 from remi_tf.atomic import write_json
+from remi_tf.input import load_sequences, read_vocabulary
 from remi_tf.models import FIRST_ITEM_INDEX
 
 DATASET = "remitf"

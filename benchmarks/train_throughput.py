@@ -17,11 +17,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from pipelines import input as input_lib  # noqa: E402
+import remi_tf  # noqa: E402,F401
 from remi_tf import config as config_lib  # noqa: E402
+from remi_tf import input as input_lib  # noqa: E402
 from remi_tf import models  # noqa: E402
 from remi_tf import train as train_lib  # noqa: E402
 

@@ -17,8 +17,7 @@ from typing import Any
 
 from export import saved_model, serving_layout
 from remi_tf import config as config_lib
-from remi_tf import feature_tables
-from remi_tf import train as train_lib
+from remi_tf import feature_tables, model_directory
 from remi_tf.models import FIRST_ITEM_INDEX
 
 INDEXES = ("scann", "brute-force", "both")
@@ -57,7 +56,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     """
     if index not in INDEXES:
         raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
-    trained = train_lib.load_trained(model_dir)
+    trained = model_directory.load_trained(model_dir)
     vocabulary = trained.vocabulary
     merge_config = config_lib.from_mapping(settings or {}, trained.config, source="--set")  # before anything is written
     diversity_coef = merge_config.diversity_coef

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from remi_tf import atomic
+from remi_tf import atomic, model_directory
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -78,7 +78,7 @@ def check_export_dir(export_dir: str) -> None:
     if not os.path.isdir(export_dir):
         raise FileNotFoundError(f"--export-dir {export_dir}: no such directory; expected the --output of "
                                 "`remi export`")
-    if os.path.exists(os.path.join(export_dir, "config.yaml")) and os.path.isdir(os.path.join(export_dir, "best")):
+    if model_directory.is_model_directory(export_dir):
         raise ValueError(f"--export-dir {export_dir} is a model directory (`remi train`'s --model-dir), not an "
                          f"export: run `remi export --model-dir {export_dir} --output EXPORT_DIR`, then serve "
                          "EXPORT_DIR")

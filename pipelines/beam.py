@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import local, readers, record_checks, schema, sequences, time_split
-from remi_tf import atomic
+from pipelines import local, readers, record_checks, sequences, time_split
+from remi_tf import atomic, data_directory
 
 REPORT = "report"
 RESULTS = ".pipeline-results.json"  # written by the last step, read into the manifest, removed
@@ -102,8 +102,8 @@ class WriteShard(beam.DoFn):
     def process(self, element: tuple[tuple[str, int], Iterable[list[sequences.UserRecord]]]) -> Iterator[dict]:
         (split, shard), parts = element
         records = sorted(record for part in parts for record in part)  # user ids are unique: sorted by user
-        local.write_shard(os.path.join(self.directory, schema.shard_name(split, shard, self.num_shards, self.compress)),
-                          records, self.compress)
+        name = data_directory.shard_name(split, shard, self.num_shards, self.compress)
+        local.write_shard(os.path.join(self.directory, name), records, self.compress)
         yield {"split_users": {split: len(records)}, "split_events": {split: sum(r[2] for r in records)}}
 
 
@@ -152,15 +152,15 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
     def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
                vocabulary: sequences.ItemCounts, tallies: sequences.TargetTallies, directory: str) -> None:
-        local.write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary, tallies)
+        local.write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
         atomic.write_json(os.path.join(directory, RESULTS), {
             **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items)})
 
     def build(directory: str) -> None:
-        for split in schema.SPLITS:  # every shard exists, even one that no user hashes to
+        for split in data_directory.SPLITS:  # every shard exists, even one that no user hashes to
             for shard in range(num_shards):
-                local.write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)),
-                                  [], compress)
+                name = data_directory.shard_name(split, shard, num_shards, compress)
+                local.write_shard(os.path.join(directory, name), [], compress)
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
             reader = ReadBuckets(file_format, behavior, num_buckets, progress, columns, min_rating)
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
@@ -201,9 +201,9 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
         tf.io.gfile.remove(results_path)
         manifest.update(_manifest(results, input_paths, file_format, seed, num_shards, compress, max_bad_records,
                                   boundaries, behavior, min_item_count, min_user_count))
-        atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
+        data_directory.write_manifest(directory, manifest)
 
-    atomic.publish_directory(build, output_dir, overwrite)
+    data_directory.publish(build, output_dir, overwrite)
     return manifest
 
 
@@ -219,7 +219,7 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
                          "it to skip such records)")
     if boundaries is None:
         splits = {split: {"users": results.get("split_users", {}).get(split, 0),
-                          "events": results.get("split_events", {}).get(split, 0)} for split in schema.SPLITS}
+                          "events": results.get("split_events", {}).get(split, 0)} for split in data_directory.SPLITS}
         kept_users = sum(s["users"] for s in splits.values())
     else:
         time_split.check_windows(results["time_split"], boundaries)

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import readers, record_checks, schema, sequences, time_split
-from remi_tf import atomic
+from pipelines import readers, record_checks, sequences, time_split
+from remi_tf import atomic, data_directory
 
 
 class ProgressLine:
@@ -74,7 +74,7 @@ def write_vocabulary(path: str, item_counts: sequences.ItemCounts, tallies: sequ
 
 def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> dict[str, dict[str, int]]:
     """split -> {users, events}."""
-    counts = {split: {"users": 0, "events": 0} for split in schema.SPLITS}
+    counts = {split: {"users": 0, "events": 0} for split in data_directory.SPLITS}
     for (split, _), shard in records.items():
         counts[split]["users"] += len(shard)
         counts[split]["events"] += sum(num_events for _, _, num_events in shard)
@@ -142,7 +142,7 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
         **split,
         "num_shards": num_shards,
         "compression": "GZIP" if compress else "",
-        "schema_version": schema.SCHEMA_VERSION,
+        "schema_version": data_directory.SCHEMA_VERSION,
         "input_events": input_events,
         "num_items": num_items,
         "splits": splits,
@@ -155,14 +155,15 @@ def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences
                    vocabulary_counts: sequences.ItemCounts, tallies: sequences.TargetTallies, manifest: dict,
                    num_shards: int, compress: bool, progress: bool = True) -> None:
     written = ProgressLine("users written", every=1, enabled=progress)
-    for split in schema.SPLITS:
+    for split in data_directory.SPLITS:
         for shard in range(num_shards):  # every shard exists, even one that no user hashes to
             users = records.get((split, shard), [])
-            write_shard(os.path.join(directory, schema.shard_name(split, shard, num_shards, compress)), users, compress)
+            name = data_directory.shard_name(split, shard, num_shards, compress)
+            write_shard(os.path.join(directory, name), users, compress)
             written.update(len(users))
     written.done()
-    write_vocabulary(os.path.join(directory, "items.tsv"), vocabulary_counts, tallies)
-    atomic.write_json(os.path.join(directory, "manifest.json"), manifest)
+    write_vocabulary(data_directory.items_path(directory), vocabulary_counts, tallies)
+    data_directory.write_manifest(directory, manifest)
 
 
 def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = None, seed: int = 0,
@@ -207,7 +208,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
                              splits, len(vocabulary_counts.items), cleaning, boundaries, min_item_count, min_user_count)
-    atomic.publish_directory(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
+    data_directory.publish(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
                                                               manifest, num_shards, compress, progress),
                              output_dir, overwrite)
     return manifest
@@ -225,15 +226,16 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     summary: dict = {}
 
     def build(directory: str) -> None:
-        paths = [os.path.join(directory, schema.shard_name("events", i, num_shards, compress))
+        paths = [os.path.join(directory, data_directory.shard_name("events", i, num_shards, compress))
                  for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:
             for batch in readers.read_all(input_paths, file_format, log, behavior, columns, min_rating):
                 for event in batch:
-                    writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(schema.encode_event(
-                        event.user_id, event.item_id, event.timestamp, event.category, event.behavior))
+                    writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(
+                        data_directory.encode_event(event.user_id, event.item_id, event.timestamp, event.category,
+                                                    event.behavior))
                 written.update(len(batch))
         finally:
             for writer in writers:
@@ -241,9 +243,9 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         written.done()
         summary.update({"source": [atomic.absolute(p) for p in input_paths], "format": file_format,
                         "behavior": behavior, "events": written.count, "num_shards": num_shards,
-                        "compression": "GZIP" if compress else "", "schema_version": schema.SCHEMA_VERSION,
+                        "compression": "GZIP" if compress else "", "schema_version": data_directory.SCHEMA_VERSION,
                         "cleaning": log.summary()})
-        atomic.write_json(os.path.join(directory, "manifest.json"), summary)
+        data_directory.write_manifest(directory, summary)
 
-    atomic.publish_directory(build, output_dir, overwrite)
+    data_directory.publish(build, output_dir, overwrite)
     return summary

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipelines import sequences, text_logs, tfrecord_logs
 from pipelines.record_checks import BadRecordLog, Event
+from remi_tf import data_directory
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _batched(events: Iterator[Event], size: int = tfrecord_logs.TFRECORD_BATCH) 
 
 
 CONVERTED_SHARDS = "events-*-of-*.tfrecord*"  # the event log shards of a `remi convert` output
-NOT_DATA = ("manifest.json",)  # side files of a prepared or converted directory
+NOT_DATA = (data_directory.MANIFEST_FILE,)  # side files of a prepared or converted directory
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:

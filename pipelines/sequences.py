@@ -15,12 +15,12 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from pipelines import schema
+from remi_tf import data_directory
+from remi_tf.data_directory import MIN_CUT
 
 MIN_ITEM_COUNT = 5
 MIN_USER_COUNT = 5
 SPLIT_FRACTIONS = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
-MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code
 POSITION_FILE_SHIFT = 40  # position = file index << 40 | record index: ties in time keep file order
 
 
@@ -237,6 +237,6 @@ def shard_records(sequences: UserSequences, seed: int, num_shards: int) -> dict[
     starts, ends = sequences.offsets[:-1].tolist(), sequences.offsets[1:].tolist()
     for user, start, end in zip(sequences.users, starts, ends, strict=True):
         key = (assign_split(user, seed), shard_of(user, num_shards))
-        serialized = schema.encode_sequence(user, items[start:end], timestamps[start:end])
+        serialized = data_directory.encode_sequence(user, items[start:end], timestamps[start:end])
         records.setdefault(key, []).append((user, serialized, end - start))
     return records

@@ -9,8 +9,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import schema, sequences
+from pipelines import sequences
 from pipelines.record_checks import MISSING_TIMESTAMP, BadRecord, BadRecordLog, Event, validate
+from remi_tf import data_directory
 
 TFRECORD_BATCH = 4096
 READ_BUFFER_BYTES = 8 << 20  # larger reads: ~12% faster GZIP shards than the default
@@ -23,7 +24,7 @@ def _decode(value: bytes) -> str:
 # Parsing with defaults for the required fields, so that a record missing one does not fail its whole
 # batch: `validate` then reports the default as that record's missing field.
 _LENIENT_EVENT_FEATURES = {
-    **schema.EVENT_FEATURES,
+    **data_directory.EVENT_FEATURES,
     "user_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "item_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "timestamp": tf.io.FixedLenFeature([], tf.int64, default_value=MISSING_TIMESTAMP),

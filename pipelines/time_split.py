@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipelines import schema, sequences
+from pipelines import sequences
+from remi_tf import data_directory
 
 
 class TimeBoundaries(NamedTuple):
@@ -87,7 +88,7 @@ def split_records(users: sequences.UserSequences, vocabulary: set[bytes], bounda
     records: dict[tuple[str, int], list[sequences.UserRecord]] = {}
 
     def add(split: str, user: bytes, start: int, end: int, history_length: int | None) -> None:
-        serialized = schema.encode_sequence(user, items[start:end], timestamps[start:end], history_length)
+        serialized = data_directory.encode_sequence(user, items[start:end], timestamps[start:end], history_length)
         records.setdefault((split, sequences.shard_of(user, num_shards)), []).append((user, serialized, end - start))
         counts[split]["users"] += 1
         counts[split]["events"] += end - start

@@ -66,8 +66,7 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipelines import readers, side_features, time_split
-    from remi_tf import atomic
+    from pipelines import feature_csvs, readers, time_split
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
@@ -79,7 +78,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                    min_item_count=args.min_item_interactions, min_user_count=args.min_user_interactions,
                    min_rating=args.min_rating)
     # A malformed file fails before anything is written.
-    feature_csvs = [side_features.read_feature_csv(spec, key) for spec, key in
+    read_features = [feature_csvs.read_feature_csv(spec, key) for spec, key in
                     ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
     runner = choose_runner(args.runner, args.input, args.pipeline_args)
     print(f"runner: {runner}", file=sys.stderr)
@@ -104,16 +103,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        for split, c in manifest["splits"].items())
     print(display.cleaning_summary(manifest), file=sys.stderr)
     print(f"wrote {args.output}: {manifest['num_items']:,} items; {counts}")
-    if feature_csvs:
-        from pipelines import input as input_lib
+    if read_features:
+        from remi_tf import data_directory
+        from remi_tf import input as input_lib
 
-        manifest_path = os.path.join(args.output, "manifest.json")
-        for features in feature_csvs:
+        for features in read_features:
             items = features.key == "item_id"
             ids = input_lib.read_vocabulary(args.output) if items else input_lib.read_user_ids(args.output)
-            summary = side_features.write_feature_table(features, args.output, ids)
+            summary = feature_csvs.write_feature_table(features, args.output, ids)
             kind = "items" if items else "users"
-            atomic.write_json(manifest_path, {**atomic.read_json(manifest_path), f"{kind[:-1]}_features": summary})
+            data_directory.write_manifest(args.output, {**(data_directory.read_manifest(args.output) or {}),
+                                                        f"{kind[:-1]}_features": summary})
             print(f"{kind[:-1]} features {summary['columns']}: {summary[f'{kind}_with_features']:,} {kind}, "
                   f"{summary[f'{kind}_without_features']:,} without (OOV bucket)")
     return 0
@@ -131,80 +131,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from remi_tf import atomic, distribute
-
-    if args.local_cluster:
+    if args.local_cluster:  # this command once per task of a cluster of local processes
         from remi_tf import local_cluster
 
-        shape = local_cluster.parse_shape(args.local_cluster)
         command = [sys.executable, "-m", "remi", *_without_option(args.argv, "--local-cluster")]
-        return local_cluster.run(shape, command, timeout_s=args.local_cluster_timeout)
-
-    import tensorflow as tf
-
-    from pipelines import input as input_lib
-    from remi_tf import models
+        return local_cluster.run(local_cluster.parse_shape(args.local_cluster), command,
+                                 timeout_s=args.local_cluster_timeout)
     from remi_tf import train as train_lib
-    from remi_tf import warm_start as warm_start_lib
+    from remi_tf import training_run
 
     strategy = [f"strategy={args.strategy}"] if args.strategy else []
     config = config_lib.load(args.config, [*(args.set or ()), *strategy])
-    cluster = distribute.read_cluster()
-    strategy_name = distribute.resolve_strategy(config.strategy, cluster)
-    if strategy_name == "parameter-server" and cluster is not None and cluster.task_type in ("worker", "ps"):
-        distribute.serve_forever(cluster)  # the chief runs the training loop on these tasks; they own nothing
-        return 0
-    done = train_lib.finished(args.model_dir, config)
-    if done is not None:  # before anything is written: a finished model directory is left as it was
-        print(done, file=sys.stderr)
-        return 0
-    recent_from = None
-    if args.warm_start:
-        warm_start_lib.check_parent(args.warm_start, config, args.model_dir)
-        if config.warm_start_recent_fraction:
-            recent_from = warm_start_lib.parent_cutoff(args.warm_start)
-    chief = cluster is None or cluster.is_chief()
-    if chief:  # the chief owns the model directory (a restarted worker joins whatever the chief runs)
-        train_lib.check_resumable(args.model_dir)
-    print(f"strategy: {strategy_name}" + ("" if cluster is None else f" ({cluster.task_type}:{cluster.task_index} "
-                                          f"of {cluster.cluster})"), file=sys.stderr, flush=True)
-    # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
-    vocabulary = input_lib.read_vocabulary(args.data)
-    strategy = distribute.make_strategy(strategy_name, cluster, len(vocabulary) + models.FIRST_ITEM_INDEX,
-                                        config.cluster_timeout_s)
-    inputs = input_lib.training_inputs(args.data, config, parameter_server=strategy_name == "parameter-server",
-                                       vocabulary=vocabulary, recent_from=recent_from)
-    tf.keras.utils.set_random_seed(config.seed)  # the initial weights and the sampler's passes (train docstring)
-    with strategy.scope():
-        user_vocabularies = None if inputs.user_features is None else models.user_vocabularies(inputs.user_features)
-        model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary,
-                                 inputs.item_features, user_vocabularies)
-    warm = {}
-    if args.warm_start:
-        carried = warm_start_lib.warm_start(model, inputs.vocabulary, args.warm_start)
-        warm = {"warm_start_from": atomic.absolute(args.warm_start), "warm_start": carried._asdict()}
-        print(f"warm start from {args.warm_start}: {carried.kept_items:,} item rows carried, {carried.new_items:,} "
-              f"new, {carried.dropped_items:,} dropped" + ("; streaming logQ state carried"
-                                                          if carried.frequency_state else ""), file=sys.stderr)
-    # One process reads its training records now, so that a corrupt shard stops the run before anything is written.
-    train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
-        tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
-    os.makedirs(args.model_dir, exist_ok=True)
-    if chief:
-        tf.io.gfile.copy(os.path.join(args.data, "items.tsv"), os.path.join(args.model_dir, "items.tsv"),
-                         overwrite=True)  # the data directory may be on gs://, hdfs://, ...
-        train_lib.save_side_features(args.model_dir, inputs.item_features, user_vocabularies)
-        atomic.write_json(os.path.join(args.model_dir, "run.json"),
-                          {"data_dir": atomic.absolute(args.data), "vocabulary_size": len(inputs.vocabulary),
-                           "strategy": strategy_name,
-                           "training_input": "streaming" if inputs.streaming else "in_memory",
-                           "replicas": strategy.num_replicas_in_sync,
-                           "item_table_shards": distribute.variable_shards(model.item_embedding.embeddings),
-                           **warm})
-    state = train_lib.train(model, config, train_data, inputs.valid_histories, inputs.valid_targets,
-                            args.model_dir, verbose=0 if args.quiet else 1, strategy=strategy, chief=chief,
-                            valid_user_features=inputs.valid_user_features)
-    if chief:
+    state = training_run.run(args.data, args.model_dir, config, args.warm_start, verbose=0 if args.quiet else 1)
+    if state is not None:
         print(f"best valid {train_lib.SELECTION_METRIC} = {state['best']:.4f} at step {state['best_step']}")
     return 0
 
@@ -239,13 +178,12 @@ def evaluation_config(config: config_lib.RemiConfig, overrides: Sequence[str] | 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipelines import input as input_lib
-    from remi_tf import atomic, feature_tables
+    from remi_tf import atomic, feature_tables, model_directory
     from remi_tf import evaluate as evaluate_lib
-    from remi_tf import train as train_lib
+    from remi_tf import input as input_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
-    trained = train_lib.load_trained(args.model_dir)
+    trained = model_directory.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
     config = evaluation_config(config, args.set)
     data_dir = args.data or trained.data_dir
@@ -272,7 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         routing = evaluate_lib.retrieve(model, histories[:6], top_n=1,
                                         user_features=None if profiles is None else profiles[:6]).routing
         written = plots.write_all(args.plots, routing, histories[:6] >= FIRST_ITEM_INDEX, user_ids[:6],
-                                  os.path.join(args.model_dir, "history.csv"), config.eval_every)
+                                  model_directory.path(args.model_dir, model_directory.HISTORY_FILE), config.eval_every)
         print("plots: " + ", ".join(written))
     return 0
 

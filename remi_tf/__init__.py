@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 # The public names load on first use (PEP 562), so that `import remi_tf` (and `remi --help`) does not import
 # TensorFlow.
 _PUBLIC = {"RemiConfig": "remi_tf.config", "RemiModel": "remi_tf.models", "InterestAwareRetrieval": "remi_tf.tasks"}
-_SUBMODULES = ("config", "layers", "losses", "metrics", "models", "tasks")
+_SUBMODULES = ("config", "layers", "losses", "metrics", "models", "tasks", "input", "train", "training_run",
+               "evaluate", "data_directory", "model_directory")
 
 __all__ = ["RemiConfig", "RemiModel", "InterestAwareRetrieval", *_SUBMODULES]
 

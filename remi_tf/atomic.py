@@ -2,8 +2,8 @@
 
 Paths may be local or on any TensorFlow file system (`gs://`, `hdfs://`, ...; through tf.io.gfile). A
 local directory is renamed into place in one step. Object stores cannot rename a directory at once, so
-there the files are moved one by one with the completion marker (`manifest.json`) last: a directory
-without it is incomplete.
+there the files are moved one by one with the caller's completion markers last (a data directory's
+`manifest.json`, remi_tf.data_directory.publish): a directory without them is incomplete.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
-
-COMPLETION_MARKERS = ("manifest.json",)
 
 
 def is_remote(path: str) -> bool:
@@ -59,12 +57,13 @@ def current_umask() -> int:
 
 
 def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: bool = False,
-                      last: Sequence[str] = COMPLETION_MARKERS) -> str:
+                      last: Sequence[str] = ()) -> str:
     """Runs `build(tmp_dir)` in a hidden sibling of `output_dir` and moves it to `output_dir` only if it
     succeeds; a failure leaves neither a partial output nor the temporary directory. With `overwrite`, a
     local output is replaced by renames (old aside, new in, then the old deleted), so a kill at any point
     leaves the old or the new data set whole. Temporaries of earlier runs of the same output whose
-    process is gone are removed first (and an old output set aside by a killed run is put back).
+    process is gone are removed first (and an old output set aside by a killed run is put back). `last`:
+    top-level file names moved after all others on an object store (the directory's completion markers).
 
     Returns:
       The absolute output directory.

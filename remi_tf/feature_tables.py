@@ -1,7 +1,7 @@
 """Side-feature tables of a data or model directory (`item_features.tsv`, `user_features.tsv`): a header
 (the id column and the feature columns), then one line per id with the raw values ("" = unknown, the
 features' OOV bucket); items in items.tsv's order, users by id. `remi prepare` writes them
-(pipelines/side_features.py); training, evaluation and export read them here.
+(pipelines/feature_csvs.py); training, evaluation and export read them here.
 """
 
 from __future__ import annotations

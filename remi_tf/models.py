@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import distribute, frequency, losses
+from remi_tf import collectives, frequency, losses
 from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.layers import (
@@ -26,7 +26,7 @@ from remi_tf.layers import (
     keep_interests,
     label_aware_readout,
 )
-from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
+from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.tasks import InterestAwareRetrieval
 
 OOV_INDEX = 1  # index 0 pads histories
@@ -155,7 +155,7 @@ class RemiModel(tfrs.Model):
     Args:
       config: the resolved run configuration.
       vocabulary_size: number of real items (the table has vocabulary_size + 2 rows).
-      candidate_probability: [vocabulary_size + 2] sampling probability q of each index as a training
+      target_probability: [vocabulary_size + 2] sampling probability q of each index as a training
         target, for logq_correction "counts" (None: uniform).
       vocabulary: the item ids (index i + 2 is vocabulary[i]); needed for logq_correction "streaming",
         whose estimator hashes the ids.
@@ -164,7 +164,7 @@ class RemiModel(tfrs.Model):
         takes the columns' raw values as features["user_features"] [batch, C], in this order.
     """
 
-    def __init__(self, config: RemiConfig, vocabulary_size: int, candidate_probability: np.ndarray | None = None,
+    def __init__(self, config: RemiConfig, vocabulary_size: int, target_probability: np.ndarray | None = None,
                  vocabulary: Sequence[str] | None = None, item_features: FeatureTable | None = None,
                  user_vocabularies: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__()
@@ -186,12 +186,12 @@ class RemiModel(tfrs.Model):
             user_vocabularies, config.embedding_dim, name="user_features")
         self.query_tower = QueryTower(self.item_embedding, config, self.item_features, self.user_features,
                                       name="query_tower")
-        if candidate_probability is None:
-            candidate_probability = np.full([num_rows], 1.0 / vocabulary_size)
-        if len(candidate_probability) != num_rows:
-            raise ValueError(f"candidate_probability has {len(candidate_probability)} entries, expected "
+        if target_probability is None:
+            target_probability = np.full([num_rows], 1.0 / vocabulary_size)
+        if len(target_probability) != num_rows:
+            raise ValueError(f"target_probability has {len(target_probability)} entries, expected "
                              f"vocabulary_size + 2 = {num_rows}")
-        self.candidate_probability = tf.constant(candidate_probability, tf.float32)
+        self.target_probability = tf.constant(target_probability, tf.float32)
         self.frequency_estimator = None
         if config.logq_correction == "streaming":
             if vocabulary is None or len(vocabulary) != vocabulary_size:
@@ -323,7 +323,7 @@ class RemiModel(tfrs.Model):
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
                                                        self.config.routing_regularization_mode, mask)
         replica = tf.distribute.get_replica_context()
-        if distribute.gathers_candidates(replica):  # both terms are means over this replica's rows
+        if collectives.gathers_candidates(replica):  # both terms are means over this replica's rows
             rows = tf.cast(tf.shape(target)[0], retrieval_loss.dtype)
             share = rows / (tf.cast(candidates.num_positives, retrieval_loss.dtype)
                             if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)
@@ -365,8 +365,8 @@ class RemiModel(tfrs.Model):
         candidate_ids = tf.cast(target, tf.int64)
         vectors = positive_embeddings
         replica = tf.distribute.get_replica_context()
-        if distribute.gathers_candidates(replica) and self.config.negatives != "sampled":
-            candidate_ids = distribute.gather_candidate_ids(replica, candidate_ids)
+        if collectives.gathers_candidates(replica) and self.config.negatives != "sampled":
+            candidate_ids = collectives.gather_candidate_ids(replica, candidate_ids)
             vectors = self.query_tower.candidate_vectors(candidate_ids)
         num_positives = tf.shape(candidate_ids)[0]
         if self.config.negatives != "in_batch":
@@ -394,7 +394,7 @@ class RemiModel(tfrs.Model):
         """One optimizer step (TFRS's), logging the trackers' results.
 
         Under a synchronous strategy the gradients and the trackers' terms are summed over the replicas
-        in one collective (`distribute.sum_gradients`), so every replica's trackers hold the global
+        in one collective (`collectives.sum_gradients`), so every replica's trackers hold the global
         batch's values, and the step reports this replica's and Keras the first replica's
         (`distribute_reduction_method = "first"`) instead of all-reducing each metric every step.
         """
@@ -402,13 +402,13 @@ class RemiModel(tfrs.Model):
             loss, terms = self.objective(inputs, training=True)
         gradients = tape.gradient(loss, self.trainable_variables)
         replica = tf.distribute.get_replica_context()
-        if not distribute.gathers_candidates(replica):
+        if not collectives.gathers_candidates(replica):
             self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
             self._track(terms)
             return {metric.name: metric.result() for metric in self.metrics}
         varying = {weight.ref() for layer in (self.item_features, self.user_features) if layer is not None
                    for weight in layer.trainable_weights}  # rows per batch row: its number of feature values
-        gradients, terms = distribute.sum_gradients(
+        gradients, terms = collectives.sum_gradients(
             replica, gradients, terms, [variable.ref() in varying for variable in self.trainable_variables])
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True),
                                        skip_gradients_aggregation=True)
@@ -429,13 +429,13 @@ class RemiModel(tfrs.Model):
             return tf.fill(tf.shape(candidate_ids), uniform)
         in_batch = candidate_ids[:batch_size]
         if self.frequency_estimator is None:
-            target_frequency = tf.gather(self.candidate_probability, in_batch)
+            q = tf.gather(self.target_probability, in_batch)
         else:  # occurrences per step / examples per step: the per-example q, on the uniform columns' scale
             occurrences = self.frequency_estimator(tf.gather(self.item_buckets, in_batch, axis=1), training)
-            target_frequency = occurrences / tf.cast(batch_size, occurrences.dtype)
+            q = occurrences / tf.cast(batch_size, occurrences.dtype)
         if self.config.negatives == "in_batch":
-            return target_frequency
-        return tf.concat([target_frequency, tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
+            return q
+        return tf.concat([q, tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from remi_tf import distribute
+from remi_tf import collectives
 
 
 @tf.keras.utils.register_keras_serializable(package="remi_tf")
@@ -41,8 +41,8 @@ class LazyAdam(tf.keras.optimizers.Adam):
         index = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[index], self._velocities[index]
         indices = gradient.indices
-        m_rows = beta_1 * tf.gather(distribute.replica_local(m), indices) + (1 - beta_1) * gradient.values
-        v_rows = beta_2 * tf.gather(distribute.replica_local(v), indices) + (1 - beta_2) * tf.square(gradient.values)
+        m_rows = beta_1 * tf.gather(collectives.replica_local(m), indices) + (1 - beta_1) * gradient.values
+        v_rows = beta_2 * tf.gather(collectives.replica_local(v), indices) + (1 - beta_2) * tf.square(gradient.values)
         m.scatter_update(tf.IndexedSlices(m_rows, indices))
         v.scatter_update(tf.IndexedSlices(v_rows, indices))
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), indices))

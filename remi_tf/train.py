@@ -1,18 +1,8 @@
 """Training with Keras fit: resumable checkpoints, valid Recall@50 model selection, early stopping.
 
-Model directory layout:
-  config.yaml            the resolved configuration
-  run.json               the data directory and vocabulary size the model was trained on
-  items.tsv              the vocabulary (index i + 2 of the embedding table is line i)
-  item_features.tsv      the items' side features, when the model embeds them (as in the data directory)
-  user_vocabularies.json the user profile features' vocabularies, when the model embeds them
-  backup/                resumable training state (model, optimizer, step), every `checkpoint_every` steps
-  best/                  weights of the best valid Recall@50 (what evaluate and export load)
-  validation.json        the history of valid evaluations and the early-stopping state
-  history.csv, logs/     training curves (CSV) and TensorBoard logs
-
-In a cluster the chief writes the model directory; other workers write what Keras's multi-worker
-conventions have them write (backups to temporary directories) and follow the chief's model selection.
+It writes the model directory (remi_tf.model_directory has its layout). In a cluster the chief writes it;
+other workers write what Keras's multi-worker conventions have them write (backups to temporary
+directories) and follow the chief's model selection.
 """
 
 from __future__ import annotations
@@ -23,85 +13,20 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import atomic, distribute, feature_tables
-from remi_tf import config as config_lib
+from remi_tf import collectives, distribute, model_directory
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, read_vocabulary
+from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 from remi_tf.optimizers import LazyAdam
 
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@50"
-USER_VOCABULARIES_FILE = "user_vocabularies.json"
-PREVIOUS_BACKUP = "previous"  # <model_dir>/backup/previous/: the backup before the latest
-BEST_DIR = "best"
-
-
-def best_checkpoint_prefix(model_dir: str) -> str:
-    return os.path.join(model_dir, BEST_DIR, "ckpt")
-
-
-def weights_checkpoint(model: RemiModel) -> tf.train.Checkpoint:
-    """The model's weights (and the streaming logQ state) without the optimizer's slots (two more tables'
-    worth), under the object paths of `tf.train.Checkpoint(model=model)`, so that either restores the other."""
-    parts = {"item_embedding": model.item_embedding, "query_tower": model.query_tower}
-    if model.frequency_estimator is not None:
-        parts["frequency_estimator"] = model.frequency_estimator
-    return tf.train.Checkpoint(model=tf.train.Checkpoint(**parts))
-
-
-def restore_best(model: RemiModel, model_dir: str) -> None:
-    """Loads the best (by valid Recall@50) weights into `model`."""
-    prefix = best_checkpoint_prefix(model_dir)
-    if not os.path.exists(prefix + ".index"):
-        raise FileNotFoundError(f"no best checkpoint at {prefix}; train first (`remi train --model-dir ...`)")
-    status = weights_checkpoint(model).read(prefix)
-    status.expect_partial().assert_nontrivial_match()
-
-
-class TrainedModel(NamedTuple):
-    """A model directory's config, model (best weights), vocabulary and training data directory."""
-
-    config: RemiConfig
-    model: RemiModel
-    vocabulary: list[str]
-    data_dir: str
-
-
-def load_trained(model_dir: str) -> TrainedModel:
-    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
-    for name in ("config.yaml", "items.tsv", "run.json"):
-        if not os.path.exists(os.path.join(model_dir, name)):
-            raise FileNotFoundError(f"{os.path.join(model_dir, name)} not found: is {model_dir!r} a directory "
-                                    "written by `remi train`?")
-    config = config_lib.load(os.path.join(model_dir, "config.yaml"))
-    vocabulary = read_vocabulary(os.path.join(model_dir, "items.tsv"))
-    data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
-    user_vocabularies_path = os.path.join(model_dir, USER_VOCABULARIES_FILE)
-    model = RemiModel(config, len(vocabulary), vocabulary=vocabulary,
-                      item_features=feature_tables.read_item_table(model_dir, vocabulary),
-                      user_vocabularies=atomic.read_json(user_vocabularies_path)
-                      if os.path.exists(user_vocabularies_path) else None)
-    restore_best(model, model_dir)
-    return TrainedModel(config, model, vocabulary, data_dir)
-
-
-def save_side_features(model_dir: str, item_features: feature_tables.FeatureTable | None,
-                       user_vocabularies: dict[str, list[str]] | None) -> None:
-    """Writes what the model's feature layers are built from into the model directory (load_trained
-    rebuilds them from there)."""
-    if item_features is not None:
-        feature_tables.write_table(os.path.join(model_dir, feature_tables.ITEM_FEATURES_FILE), "item_id", item_features)
-    if user_vocabularies is not None:
-        atomic.write_json(os.path.join(model_dir, USER_VOCABULARIES_FILE), user_vocabularies)
-
-
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of the steps between evaluations)."""
     steps_per_execution = math.gcd(math.gcd(config.steps_per_execution, epoch_steps(config)), config.max_steps)
@@ -133,11 +58,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.chief = chief
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.state_path = os.path.join(model_dir, "validation.json")
         self.state: dict[str, Any] = {"evaluations": [], "best": None, "best_step": None,
                                       "evaluations_without_improvement": 0}
-        if os.path.exists(self.state_path):
-            self.state = atomic.read_json(self.state_path)
+        self.state = model_directory.read_validation(model_dir) or self.state
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
@@ -172,21 +95,21 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             else:
                 self.state["evaluations_without_improvement"] += 1
         stop = bool(self.patience) and self.state["evaluations_without_improvement"] >= self.patience
-        improved, stop = distribute.broadcast_from_chief(self.strategy, [improved, stop], self.chief)
+        improved, stop = collectives.broadcast_from_chief(self.strategy, [improved, stop], self.chief)
         if improved:
-            prefix = best_checkpoint_prefix(self.model_dir) if self.chief else \
+            prefix = model_directory.best_checkpoint_prefix(self.model_dir) if self.chief else \
                 os.path.join(distribute.worker_temp_dir(self.model_dir), "ckpt")
-            weights_checkpoint(self.model).write(prefix)
+            model_directory.weights_checkpoint(self.model).write(prefix)
             if not self.chief:
                 tf.io.gfile.rmtree(os.path.dirname(prefix))
         if self.chief:
             speed = "" if steps_per_s is None else f"; training {steps_per_s:.1f} steps/s"
             print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
                   f"{self.state['best']:.4f} at step {self.state['best_step']}){speed}", flush=True)
-            atomic.write_json(self.state_path, self.state)
+            model_directory.write_validation(self.model_dir, self.state)
         if stop:
             if self.chief:
-                print(f"early stopping: no improvement in {self.patience} evaluations", flush=True)
+                logger.info(f"early stopping: no improvement in {self.patience} evaluations")
             self.model.stop_training = True
 
 
@@ -258,7 +181,7 @@ class StepBackup(tf.keras.callbacks.BackupAndRestore):
     def _backup(self, epoch: int, batch: int = 0) -> None:
         manager = self._training_state.write_checkpoint_manager
         if manager is self._training_state.read_checkpoint_manager and manager.latest_checkpoint:  # the chief
-            previous_dir = os.path.join(self.backup_dir, PREVIOUS_BACKUP)
+            previous_dir = os.path.join(self.backup_dir, model_directory.PREVIOUS_BACKUP)
             if tf.io.gfile.exists(previous_dir):
                 tf.io.gfile.rmtree(previous_dir)
             tf.io.gfile.makedirs(previous_dir)
@@ -273,21 +196,21 @@ class ResumeNotice(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         if step:
-            print(f"resumed from the backup at step {step}", flush=True)
+            logger.info(f"resumed from the backup at step {step}")
 
 
 def check_backup(backup_dir: str) -> None:
     """Reads every tensor of the chief's latest backup (Keras's BackupAndRestore layout). An unreadable
     one (truncated, corrupted) is replaced by the previous backup when that one reads; otherwise the run
     stops with what to do instead of a raw error mid-restore."""
-    chief_dir = os.path.join(backup_dir, "chief")
+    chief_dir = os.path.join(backup_dir, model_directory.CHIEF_BACKUP)
     latest = tf.train.latest_checkpoint(chief_dir)
     if latest is None:
         return
     reason = _unreadable(latest)
     if reason is None:
         return
-    previous = sorted(tf.io.gfile.glob(os.path.join(backup_dir, PREVIOUS_BACKUP, "*.index")))
+    previous = sorted(tf.io.gfile.glob(os.path.join(backup_dir, model_directory.PREVIOUS_BACKUP, "*.index")))
     if previous and _unreadable(previous[-1].removesuffix(".index")) is None:
         prefix = previous[-1].removesuffix(".index")
         for path in tf.io.gfile.glob(prefix + ".*"):
@@ -342,12 +265,12 @@ def train(model: RemiModel, config: RemiConfig,
     done = finished(model_dir, config)
     if chief and done is None:  # a finished directory is left as it was
         check_resumable(model_dir)
-        config_lib.save(config, os.path.join(model_dir, "config.yaml"))
+        model_directory.write_config(model_dir, config)
     with strategy.scope():
         steps_per_execution = compile_model(model, config)
     if done is not None:
         logger.info(done)
-        return atomic.read_json(os.path.join(model_dir, "validation.json"))
+        return model_directory.read_validation(model_dir) or {}
 
     def evaluate_valid() -> dict:
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
@@ -355,7 +278,7 @@ def train(model: RemiModel, config: RemiConfig,
 
     validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
                                     config.max_steps if batch_hooks else None)
-    backup_dir = os.path.join(model_dir, "backup")
+    backup_dir = model_directory.backup_dir(model_dir)
     if chief:
         check_backup(backup_dir)
     guard = TrainingGuard(config.max_steps)
@@ -372,16 +295,18 @@ def train(model: RemiModel, config: RemiConfig,
         ResumeNotice(),
     ]
     if chief:
-        callbacks += [tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-                      StepSummaries(os.path.join(model_dir, "logs"), validation, valid_histories, valid_user_features)]
+        history_csv = model_directory.path(model_dir, model_directory.HISTORY_FILE)
+        logs_dir = model_directory.path(model_dir, model_directory.LOGS_DIR)
+        callbacks += [tf.keras.callbacks.CSVLogger(history_csv, append=True),
+                      StepSummaries(logs_dir, validation, valid_histories, valid_user_features)]
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])
     if guard.diverged or not all(math.isfinite(value) for value in losses):
         raise RuntimeError(f"{model_dir}: training diverged (the loss is not finite) after step "
                            f"{int(model.optimizer.iterations.numpy())}; the best checkpoint of an earlier evaluation, "
-                           f"if any, stays in {os.path.join(model_dir, BEST_DIR)}. Lower learning_rate (now "
-                           f"{config.learning_rate}) and train into a new --model-dir")
+                           f"if any, stays in {model_directory.path(model_dir, model_directory.BEST_DIR)}. Lower "
+                           f"learning_rate (now {config.learning_rate}) and train into a new --model-dir")
     return validation.state
 
 
@@ -394,10 +319,9 @@ def epoch_steps(config: RemiConfig) -> int:
 def finished(model_dir: str, config: RemiConfig) -> str | None:
     """Why the run in `model_dir` has nothing left to train (stopped early, or max_steps reached), or None.
     `remi train` checks this before writing anything into the directory."""
-    path = os.path.join(model_dir, "validation.json")
-    if not os.path.exists(path):
+    state = model_directory.read_validation(model_dir)
+    if state is None:
         return None
-    state = atomic.read_json(path)
     if config.patience and state["evaluations_without_improvement"] >= config.patience:
         return f"{model_dir}: training already stopped early; nothing to resume (the directory is left as it was)"
     evaluations = state["evaluations"]
@@ -412,9 +336,8 @@ def check_resumable(model_dir: str) -> None:
     """Stops a run that would train `model_dir`'s earlier run again from step 0 (its history rows and
     evaluations twice): validation.json records evaluations, and no backup is left to resume from (deleted
     by hand). Called before anything is written."""
-    path = os.path.join(model_dir, "validation.json")
-    evaluations = atomic.read_json(path)["evaluations"] if os.path.exists(path) else []
-    if evaluations and tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")) is None:
+    evaluations = (model_directory.read_validation(model_dir) or {"evaluations": []})["evaluations"]
+    if evaluations and model_directory.latest_backup(model_dir) is None:
         step = evaluations[-1]["step"]
         raise ValueError(f"{model_dir}: holds a run evaluated up to step {step} but no backup/ to continue it from, "
                          "so it would start again at step 0: train into a new --model-dir, with --warm-start "

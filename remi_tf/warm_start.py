@@ -18,16 +18,13 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from remi_tf import atomic
-from remi_tf import config as config_lib
-from remi_tf import train as train_lib
+from remi_tf import data_directory, model_directory
 from remi_tf.config import RemiConfig
-from remi_tf.layers.side_features import ItemFeatureEmbedding, UserFeatureEmbedding
+from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding
 from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
 
 SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing")
 ESTIMATOR_KEYS = ("logq_buckets", "logq_hashes")
-MODEL_FILES = ("config.yaml", "items.tsv", "run.json", os.path.join("best", "ckpt.index"))
 
 
 class CarriedOver(NamedTuple):
@@ -47,11 +44,11 @@ def check_parent(model_dir: str, config: RemiConfig, child_dir: str | None = Non
     if child_dir is not None and os.path.realpath(model_dir) == os.path.realpath(child_dir):
         raise ValueError(f"--warm-start {model_dir} is this run's own --model-dir: the new run would overwrite the "
                          "checkpoint it starts from; train into a new --model-dir")
-    missing = [name for name in MODEL_FILES if not os.path.exists(os.path.join(model_dir, name))]
+    missing = model_directory.missing_files(model_dir)
     if missing:
         raise ValueError(f"--warm-start {model_dir}: not a remi model directory (no {', '.join(missing)}; "
                          "expected the --model-dir of a finished `remi train`)")
-    parent = config_lib.load(os.path.join(model_dir, "config.yaml"))
+    parent = model_directory.read_config(model_dir)
     different = [f"{key} {getattr(parent, key)!r} (this run: {getattr(config, key)!r})"
                  for key in SHAPE_KEYS if getattr(parent, key) != getattr(config, key)]
     if different:
@@ -66,9 +63,9 @@ def parent_cutoff(model_dir: str) -> int:
     Raises:
       ValueError when the parent's data is not a time split (or its manifest is gone).
     """
-    data_dir = atomic.read_json(os.path.join(model_dir, "run.json"))["data_dir"]
-    manifest_path = os.path.join(data_dir, "manifest.json")
-    manifest = atomic.read_json(manifest_path) if tf.io.gfile.exists(manifest_path) else {}
+    data_dir = model_directory.read_run(model_dir)["data_dir"]
+    manifest_path = os.path.join(data_dir, data_directory.MANIFEST_FILE)
+    manifest = data_directory.read_manifest(data_dir) or {}
     if manifest.get("split") != "time":
         raise ValueError(f"--warm-start {model_dir}: warm_start_recent_fraction needs a parent trained on a time "
                          f"split (`remi prepare --split time`), so that its newest training event is known; "
@@ -79,7 +76,7 @@ def parent_cutoff(model_dir: str) -> int:
 def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> CarriedOver:
     """Copies the best weights of the model in `parent_dir` into `model` (built for `vocabulary`), item
     rows by item id, the item table times model.config.warm_start_shrink."""
-    parent = train_lib.load_trained(parent_dir)
+    parent = model_directory.load_trained(parent_dir)
     tokens = ["", "[UNK]"]  # the padding and OOV rows (models.item_lookup's layout) carry over too
     parent_table = parent.model.item_embedding.embeddings
     # New rows at the trained rows' scale: at the initial scale (norms ~3x smaller after training) a new

@@ -33,3 +33,18 @@ def test_the_readme_links_every_docs_page_and_stays_short():
     assert pages <= linked, sorted(os.path.basename(page) for page in pages - linked)
     words = len(open(readme, encoding="utf-8").read().split())
     assert words < 1200, words  # the rest belongs in docs/
+
+
+def test_the_module_map_names_every_module_of_each_package():
+    """docs/layout.md (DESIGN.md's module map) lists each package's modules under the package's line."""
+    text = open(os.path.join(DOCS, "layout.md"), encoding="utf-8").read()
+    block = text.split("```")[1]
+    packages = ("remi_tf", "remi", "pipelines", "export")
+    starts = {package: re.search(rf"^{package}/", block, re.M).start() for package in packages}
+    for package in packages:
+        later = [start for start in starts.values() if start > starts[package]]
+        entry = block[starts[package]:min(later + [len(block)])]
+        modules = [name[:-3] for name in os.listdir(os.path.join(REPOSITORY, package))
+                   if name.endswith(".py") and not name.startswith("__")]
+        missing = [module for module in modules if not re.search(rf"\b{module}\b", entry)]
+        assert not missing, (package, missing)

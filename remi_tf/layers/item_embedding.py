@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from remi_tf import distribute
+from remi_tf import collectives
 
 
 @tf.keras.utils.register_keras_serializable(package="remi_tf")
@@ -23,4 +23,4 @@ class ItemEmbedding(tf.keras.layers.Embedding):
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         if inputs.dtype not in (tf.int32, tf.int64):
             inputs = tf.cast(inputs, tf.int32)
-        return tf.nn.embedding_lookup(distribute.replica_local(self.embeddings), inputs)
+        return tf.nn.embedding_lookup(collectives.replica_local(self.embeddings), inputs)

@@ -12,8 +12,7 @@ import yaml
 
 from export import exporter
 from remi import cli
-from remi_tf import evaluate, merging
-from remi_tf import train as train_lib
+from remi_tf import evaluate, merging, model_directory
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests import numpy_reference, synthetic
 
@@ -46,7 +45,7 @@ def test_exported_weights_and_merge_match_the_model(weighted_model_dir, tmp_path
     output = str(tmp_path / "export")
     assert cli.main(["export", "--model-dir", weighted_model_dir, "--output", output, "--index", "brute-force",
                      "--k", str(K), "--set", f"merge={merge}", "merge_lambda=1.0"]) == 0
-    trained = train_lib.load_trained(weighted_model_dir)
+    trained = model_directory.load_trained(weighted_model_dir)
     model, vocabulary = trained.model, trained.vocabulary
     rows = model_rows(model, vocabulary, HISTORIES)
     interests, _, weights = (x.numpy() for x in model.encode(tf.constant(rows)))
@@ -76,7 +75,7 @@ def test_exported_weights_and_merge_match_the_model(weighted_model_dir, tmp_path
 
 
 def test_evaluation_report_names_the_weights(weighted_model_dir):
-    trained = train_lib.load_trained(weighted_model_dir)
+    trained = model_directory.load_trained(weighted_model_dir)
     rows = model_rows(trained.model, trained.vocabulary, HISTORIES)
     report = evaluate.evaluate(trained.model, rows, [np.array([FIRST_ITEM_INDEX + 5])] * 3, top_ns=(5,), merge="quota")
     weights = trained.model.encode(tf.constant(rows))[2].numpy()
@@ -116,7 +115,7 @@ def test_a_model_directory_from_before_the_new_keys_loads_and_evaluates_alike(tr
         del config[key]
     with open(os.path.join(old, "config.yaml"), "w") as stream:
         yaml.safe_dump(config, stream)
-    before, after = train_lib.load_trained(trained_model_dir), train_lib.load_trained(old)
+    before, after = model_directory.load_trained(trained_model_dir), model_directory.load_trained(old)
     rows = model_rows(before.model, before.vocabulary, HISTORIES)
     a = evaluate.retrieve(before.model, rows, 10)
     b = evaluate.retrieve(after.model, rows, 10)

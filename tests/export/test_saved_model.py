@@ -11,14 +11,14 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from export import exporter, saved_model, serving_layout
-from tests.numpy_reference import merge_interest_topk
-from remi_tf import train as train_lib
+from remi_tf import model_directory
 from remi_tf.models import FIRST_ITEM_INDEX
+from tests.numpy_reference import merge_interest_topk
 
 
 def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history=True):
     """Independent reference: interests from the in-memory model, exact scores, numpy merge."""
-    model = train_lib.load_trained(trained_model_dir).model
+    model = model_directory.load_trained(trained_model_dir).model
     index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
     rows = np.zeros((len(histories), model.config.max_history), np.int64)
     for r, history in enumerate(histories):
@@ -90,7 +90,7 @@ def test_scann_recall_against_exact_on_real_embeddings(datasets_dir, tmp_path):
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"), "--quiet",
                      "--set", "max_steps=500", "--set", "eval_every=500", "--set", "max_history=50"]) == 0
     exporter.export(str(tmp_path / "model"), str(tmp_path / "export"), index="both", k=50)
-    vocabulary = train_lib.load_trained(str(tmp_path / "model")).vocabulary
+    vocabulary = model_directory.load_trained(str(tmp_path / "model")).vocabulary
     rng = np.random.default_rng(0)
     batch = tf.constant([[vocabulary[i] for i in rng.choice(len(vocabulary), 20, replace=False)] for _ in range(64)])
     scann = tf.saved_model.load(str(tmp_path / "export" / "remi" / "1")).signatures["serving_default"](history=batch)
@@ -167,7 +167,7 @@ def test_capsule_routed_models_export_their_interests(routing, tmp_path):
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", model_dir, "--quiet", "--set",
                      f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8", "max_history=6"]) == 0
     exporter.export(model_dir, str(tmp_path / "export"), name="remi", index="brute-force", k=5)
-    trained = train_lib.load_trained(model_dir)
+    trained = model_directory.load_trained(model_dir)
     histories = [["item2", "item3", "item4"], ["item50", "unknown-id", "item51", "item52"]]
     index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(trained.vocabulary)}
     rows = np.zeros((len(histories), 6), np.int64)

@@ -9,9 +9,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import tensorflow as tf
 
-from pipelines import beam, local, schema
-from pipelines import input as input_lib
-from remi_tf import models
+from pipelines import beam, local
+from remi_tf import data_directory, models
+from remi_tf import input as input_lib
 from tests.pipelines.test_dirty_input import write_events
 from tests.pipelines.test_local import planted_log, read_split, write_log
 
@@ -69,7 +69,7 @@ def test_beam_records_equal_a_plain_python_reference_on_a_real_sample(tmp_path, 
     beam.prepare([inter], str(tmp_path / "beam"), seed=5, num_shards=2, num_buckets=5, progress=False,
                             pipeline_args=["--runner=DirectRunner"])
     written = {}
-    for split in schema.SPLITS:
+    for split in data_directory.SPLITS:
         records = read_split(tmp_path / "beam", split)
         for user, items, timestamps in records:
             assert reference_split(user, 5) == split
@@ -123,6 +123,6 @@ def test_split_is_the_same_across_runs_and_shard_counts(tmp_path):
     for run, shards in enumerate((1, 4, 4)):
         out = tmp_path / f"out{run}"
         local.prepare([str(tmp_path / "events.tfrecord")], str(out), num_shards=shards, progress=False)
-        assignments.append({split: sorted(user for user, _, _ in read_split(out, split)) for split in schema.SPLITS})
+        assignments.append({split: sorted(user for user, _, _ in read_split(out, split)) for split in data_directory.SPLITS})
     assert assignments[0] == assignments[1] == assignments[2]
     assert sum(len(users) for users in assignments[0].values()) == 120

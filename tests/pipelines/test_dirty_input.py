@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import beam, local, readers, schema
+from pipelines import beam, local, readers
+from remi_tf import data_directory
 from tests.pipelines.test_local import planted_log, write_log
 
 
@@ -66,7 +67,7 @@ def write_events(path, events, compress=False):
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
     with tf.io.TFRecordWriter(str(path), options) as writer:
         for event in events:
-            writer.write(event if isinstance(event, bytes) else schema.encode_event(*event))
+            writer.write(event if isinstance(event, bytes) else data_directory.encode_event(*event))
 
 
 def test_tfrecord_event_logs_plain_and_gzip_match_csv(tmp_path):
@@ -118,7 +119,7 @@ def test_taobao_raw_format_with_behavior_filter(tmp_path, datasets_dir):
     lines = open(path).read().splitlines()
     pv = [line.split(",") for line in lines if line.split(",")[3] == "pv"]
     assert summary["events"] == len(pv) and summary["cleaning"]["skipped"]["other_behavior"] == len(lines) - len(pv)
-    records = [tf.io.parse_single_example(r, schema.EVENT_FEATURES) for r in tf.data.TFRecordDataset(
+    records = [tf.io.parse_single_example(r, data_directory.EVENT_FEATURES) for r in tf.data.TFRecordDataset(
         sorted(str(p) for p in (tmp_path / "events").glob("events-*.tfrecord.gz")), compression_type="GZIP")]
     assert sorted((r["user_id"].numpy().decode(), r["item_id"].numpy().decode(), int(r["timestamp"]),
                    r["category"].numpy().decode(), r["behavior"].numpy().decode()) for r in records) == \

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import input as input_lib
-from pipelines import local, readers, schema, sequences
+from pipelines import local, readers, sequences
+from remi_tf import data_directory
+from remi_tf import input as input_lib
 
 
 def write_log(path, rows, header="user_id,item_id,timestamp"):
@@ -37,7 +38,7 @@ def read_split(directory, split):
     records = []
     for name in files:
         for raw in tf.data.TFRecordDataset(os.path.join(directory, name)):
-            parsed = tf.io.parse_single_example(raw, schema.SEQUENCE_FEATURES)
+            parsed = tf.io.parse_single_example(raw, data_directory.SEQUENCE_FEATURES)
             records.append((parsed["user_id"].numpy().decode(), [x.decode() for x in parsed["item_ids"].numpy()],
                             parsed["timestamps"].numpy().tolist()))
     return records
@@ -50,7 +51,7 @@ def test_prepare_writes_sorted_filtered_split_sequences(tmp_path):
                              progress=False)
     out = tmp_path / "out"
     all_users = {}
-    for split in schema.SPLITS:
+    for split in data_directory.SPLITS:
         records = read_split(out, split)
         assert manifest["splits"][split]["users"] == len(records)
         for user, items, timestamps in records:
@@ -100,7 +101,7 @@ def test_logs_and_output_on_another_file_system(tmp_path):
             assert tf.io.gfile.GFile(f"{root}/data/{name}", "rb").read() == (tmp_path / "data" / name).read_bytes()
     assert manifest["source"] == [f"{root}/logs/log.csv.gz"]
     assert input_lib.read_vocabulary(f"{root}/data") == input_lib.read_vocabulary(str(tmp_path / "data"))
-    assert [path.rsplit("/", 1)[1] for path in input_lib.split_files(f"{root}/data", "train")] == \
+    assert [path.rsplit("/", 1)[1] for path in data_directory.split_files(f"{root}/data", "train")] == \
         ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
     write_log(tmp_path / "bad.csv", planted_log() + [("u1", "i1", "-5")])
     tf.io.gfile.copy(str(tmp_path / "bad.csv"), f"{root}/logs/bad.csv")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import beam, local, schema, time_split
-from pipelines import input as input_lib
+from pipelines import beam, local, time_split
 from remi import cli
-from remi_tf import models
+from remi_tf import data_directory, models
+from remi_tf import input as input_lib
 from tests.pipelines.test_local import write_log
 
 T1, T2 = 100, 200
@@ -36,7 +36,7 @@ def read_records(directory, split):
     records = {}
     for name in sorted(f for f in os.listdir(directory) if f.startswith(split + "-")):
         for raw in tf.data.TFRecordDataset(os.path.join(directory, name)):
-            parsed = tf.io.parse_single_example(raw, schema.SEQUENCE_FEATURES)
+            parsed = tf.io.parse_single_example(raw, data_directory.SEQUENCE_FEATURES)
             records[parsed["user_id"].numpy().decode()] = (
                 [x.decode() for x in parsed["item_ids"].numpy()], parsed["timestamps"].numpy().tolist(),
                 int(parsed["history_length"]))

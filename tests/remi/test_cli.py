@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from remi import cli
-from remi_tf import train as train_lib
+from remi_tf import model_directory
 
 
 def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
@@ -133,7 +133,7 @@ def test_the_same_command_trains_the_same_model_and_another_seed_another(tmp_pat
         assert cli.main(["train", "--data", data, "--model-dir", model_dir, "--quiet", "--set", "embedding_dim=8",
                          "max_steps=20", "eval_every=20", "batch_size=16", "steps_per_execution=5",
                          f"seed={seed}"]) == 0
-        return train_lib.load_trained(model_dir).model.get_weights(), open(os.path.join(model_dir, "history.csv")).read()
+        return model_directory.load_trained(model_dir).model.get_weights(), open(os.path.join(model_dir, "history.csv")).read()
 
     first, again, other = final_weights("a", 1), final_weights("b", 1), final_weights("c", 2)
     assert first[1] == again[1] and first[1] != other[1]  # the logged losses and validation metrics

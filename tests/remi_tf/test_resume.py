@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.input import evaluation_examples, sequence_dataset
 from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
-from remi_tf import models, train
+from remi_tf import model_directory, models, train
+from remi_tf.input import evaluation_examples, sequence_dataset
 from tests import synthetic
 
 
@@ -116,10 +116,10 @@ def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
     model = models.RemiModel(config, 60)
     dataset = sequence_dataset(sequences[:150], config.batch_size, config.max_history, seed=0)
     train.train(model, config, dataset, histories, targets, str(tmp_path), verbose=0)
-    saved = tf.train.load_checkpoint(train.best_checkpoint_prefix(str(tmp_path))).get_variable_to_shape_map()
+    saved = tf.train.load_checkpoint(model_directory.best_checkpoint_prefix(str(tmp_path))).get_variable_to_shape_map()
     assert not [name for name in saved if "optimizer" in name]
     restored = models.RemiModel(config, 60)
-    train.restore_best(restored, str(tmp_path))
+    model_directory.restore_best(restored, str(tmp_path))
     for trained, loaded in zip(model.trainable_weights, restored.trainable_weights):
         np.testing.assert_array_equal(trained.numpy(), loaded.numpy())
 
@@ -186,7 +186,7 @@ def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
     assert [e["step"] for e in state["evaluations"]] == [10, 20, 30, 40]
     assert (state["best"], state["best_step"], state["evaluations_without_improvement"]) == (0.3, 20, 2)
     restored = models.RemiModel(config, 60)
-    train.restore_best(restored, str(tmp_path))
+    model_directory.restore_best(restored, str(tmp_path))
     for best, loaded in zip(weights_at[20], restored.trainable_weights):  # the weights of step 20, not 40
         np.testing.assert_array_equal(best, loaded.numpy())
     assert not np.array_equal(weights_at[20][0], weights_at[40][0])

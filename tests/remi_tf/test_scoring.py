@@ -6,9 +6,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from pipelines.input import sequence_dataset
 from remi_tf import config as config_lib
 from remi_tf import models, train
+from remi_tf.input import sequence_dataset
 from remi_tf.models import FIRST_ITEM_INDEX as FIRST
 from tests.numpy_reference import ihn_numpy
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.input import evaluation_examples, sequence_dataset
 from remi_tf import config as config_lib
 from remi_tf import evaluate, models, train
+from remi_tf.input import evaluation_examples, sequence_dataset
 from tests import synthetic
 
 NUM_CLUSTERS, ITEMS_PER_CLUSTER = 24, 10

@@ -9,9 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from pipelines import input as input_lib
 from remi import cli
-from remi_tf import config as config_lib, models, train as train_lib, warm_start
+from remi_tf import config as config_lib
+from remi_tf import input as input_lib
+from remi_tf import model_directory, models, warm_start
 from tests.pipelines.test_local import write_log
 
 SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
@@ -43,7 +44,7 @@ def fresh_model(data: str, *overrides: str) -> tuple[models.RemiModel, list[str]
 
 def test_same_vocabulary_scores_exactly_like_the_parent(parent):
     root, parent_dir = parent
-    trained = train_lib.load_trained(parent_dir)
+    trained = model_directory.load_trained(parent_dir)
     model, vocabulary = fresh_model(str(root / "old"))
     carried = warm_start.warm_start(model, vocabulary, parent_dir)
     assert carried == warm_start.CarriedOver(len(vocabulary), 0, 0, True)
@@ -61,7 +62,7 @@ def test_same_vocabulary_scores_exactly_like_the_parent(parent):
 @pytest.mark.parametrize("shrink", [1.0, 0.3])
 def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path, shrink):
     root, parent_dir = parent
-    trained = train_lib.load_trained(parent_dir)
+    trained = model_directory.load_trained(parent_dir)
     data = prepared(tmp_path, "new", range(15, 75), seed=1)  # i0..i14 left, i60..i74 are new
     model, vocabulary = fresh_model(data, f"warm_start_shrink={shrink}")
     carried = warm_start.warm_start(model, vocabulary, parent_dir)
@@ -105,7 +106,7 @@ def test_cli_records_the_parent_and_refuses_bad_parents(parent, tmp_path, capsys
 
 
 def test_feature_embeddings_are_carried_by_value():
-    from remi_tf.layers.side_features import UserFeatureEmbedding
+    from remi_tf.layers.feature_embeddings import UserFeatureEmbedding
 
     parent = UserFeatureEmbedding({"genre": ["a", "b", "c"], "decade": ["1990"]}, dim=4)
     child = UserFeatureEmbedding({"genre": ["c", "d", "a"], "age": ["30"]}, dim=4)

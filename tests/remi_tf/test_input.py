@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import input as input_lib
 from pipelines import local
-from remi_tf import models
+from remi_tf import data_directory, models
+from remi_tf import input as input_lib
 from remi_tf.config import RemiConfig
 from tests.pipelines.test_local import write_log
 
@@ -77,7 +77,7 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
     inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
                                                             training_input=training_input))
     assert inputs.streaming == (training_input == "streaming")
-    shards = input_lib.split_files(data_dir, "train")
+    shards = data_directory.split_files(data_dir, "train")
     shard_targets = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id,
@@ -94,7 +94,7 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
 
 @pytest.mark.parametrize("training_input", ["in_memory", "streaming"])
 def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input):
-    from pipelines import side_features
+    from pipelines import feature_csvs
 
     write_log(tmp_path / "log.csv", [(f"u{u}", f"own{u}", t) for u in range(120) for t in range(6)])
     local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), num_shards=2, progress=False)
@@ -103,7 +103,7 @@ def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input
         f"u{u},s{u}|x,{u % 7}\n" for u in range(120) if u % 10))  # u0, u10, ...: no row
     user_ids = input_lib.read_user_ids(data_dir)
     assert user_ids == sorted(f"u{u}" for u in range(120))
-    side_features.write_feature_table(side_features.read_feature_csv(str(tmp_path / "users.csv"), "user_id"),
+    feature_csvs.write_feature_table(feature_csvs.read_feature_csv(str(tmp_path / "users.csv"), "user_id"),
                                       data_dir, user_ids)
     inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
                                                             training_input=training_input))
@@ -119,17 +119,16 @@ def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input
 def write_sequence_shards(directory, sequences, vocabulary, num_shards):
     """Sequence shards of users u0.. with the given item-index sequences (index i + 2 is vocabulary[i]),
     and items.tsv."""
-    from pipelines import schema
 
     (directory / "items.tsv").write_text("".join(f"{item}\t1\n" for item in vocabulary))
     records = [[] for _ in range(num_shards)]
     for user, items in enumerate(sequences):
-        record = schema.encode_sequence(f"u{user}".encode(), [vocabulary[i - 2].encode() for i in items],
+        record = data_directory.encode_sequence(f"u{user}".encode(), [vocabulary[i - 2].encode() for i in items],
                                         list(range(len(items))))
         records[user % num_shards].append(record)
     paths = []
     for shard, shard_records in enumerate(records):
-        paths.append(str(directory / schema.shard_name("train", shard, num_shards)))
+        paths.append(str(directory / data_directory.shard_name("train", shard, num_shards)))
         with tf.io.TFRecordWriter(paths[-1]) as writer:
             for record in shard_records:
                 writer.write(record)

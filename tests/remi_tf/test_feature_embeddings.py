@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.input import sequence_dataset
-from remi_tf.feature_tables import FeatureTable
 from remi_tf import config as config_lib
 from remi_tf import models, train
-from remi_tf.layers.side_features import (ItemFeatureEmbedding, UserFeatureEmbedding, encode_values,
-                                          feature_vocabulary)
+from remi_tf.feature_tables import FeatureTable
+from remi_tf.input import sequence_dataset
+from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding, encode_values, feature_vocabulary
 
 FIRST = models.FIRST_ITEM_INDEX
 

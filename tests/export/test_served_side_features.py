@@ -14,8 +14,7 @@ from export import client as client_lib
 from export import exporter
 from export.server import Server
 from remi import cli
-from remi_tf import feature_tables
-from remi_tf import train as train_lib
+from remi_tf import feature_tables, model_directory
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests import synthetic
 
@@ -51,7 +50,7 @@ def test_prepare_writes_the_user_table_and_training_keeps_the_vocabularies(featu
     manifest = json.loads((featured / "data" / "manifest.json").read_text())
     assert manifest["user_features"]["users_with_features"] == 299
     assert manifest["user_features"]["users_without_features"] == 1
-    vocabularies = json.loads((featured / "model" / train_lib.USER_VOCABULARIES_FILE).read_text())
+    vocabularies = json.loads((featured / "model" / model_directory.USER_VOCABULARIES_FILE).read_text())
     assert sorted(vocabularies) == ["age", "segment"] and sorted(vocabularies["age"]) == ["30", "31", "32"]
     assert sorted(vocabularies["segment"]) == sorted(f"s{c}" for c in range(10))
     assert (featured / "model" / feature_tables.ITEM_FEATURES_FILE).read_text() == \
@@ -59,7 +58,7 @@ def test_prepare_writes_the_user_table_and_training_keeps_the_vocabularies(featu
 
 
 def test_the_saved_models_take_raw_profile_values(featured):
-    trained = train_lib.load_trained(str(featured / "model"))
+    trained = model_directory.load_trained(str(featured / "model"))
     assert trained.model.item_features is not None and trained.model.user_features.columns == ["segment", "age"]
     histories = [["item3", "item4", "item5"], ["item50", "unknown-id", "item51"], ["item2"]]
     segment, age = ["s0", "s4|s5", "never-seen"], ["30", "", "99"]
@@ -113,12 +112,12 @@ def test_evaluation_reads_the_profiles_of_the_evaluated_users(featured, capsys):
     """The report is the evaluation with each test user's own profile (read from users.csv here, not through
     the data directory's table), and differs from the one with the profiles left out (every user in the OOV
     bucket) or handed to the wrong users."""
-    from pipelines import input as input_lib
     from remi_tf import evaluate as evaluate_lib
+    from remi_tf import input as input_lib
 
     assert cli.main(["evaluate", "--model-dir", str(featured / "model"), "--split", "test"]) == 0
     report = json.loads((featured / "model" / "eval-test.json").read_text())
-    trained = train_lib.load_trained(str(featured / "model"))
+    trained = model_directory.load_trained(str(featured / "model"))
     user_ids, histories, targets = input_lib.load_evaluation_split(str(featured / "data"), "test", trained.vocabulary,
                                                                    trained.config.max_history)
     rows = {line.split(",")[0]: line.split(",")[1:] for line in (featured / "users.csv").read_text().splitlines()[1:]}

@@ -6,11 +6,10 @@ import os
 
 import pytest
 
-from pipelines import input as input_lib
-from pipelines import side_features
-from remi_tf import feature_tables
+from pipelines import feature_csvs
 from remi import cli
-from remi_tf import models
+from remi_tf import feature_tables, models
+from remi_tf import input as input_lib
 from tests.pipelines.test_local import write_log
 
 
@@ -48,9 +47,9 @@ def test_prepare_writes_the_features_of_the_log_items_in_items_tsv_order(prepare
 
 
 def test_spec_names_columns_or_takes_all():
-    assert side_features.parse_spec("items.csv:categories,brand") == ("items.csv", ["categories", "brand"])
-    assert side_features.parse_spec("items.csv") == ("items.csv", None)
-    assert side_features.parse_spec("gs://bucket/items.csv") == ("gs://bucket/items.csv", None)
+    assert feature_csvs.parse_spec("items.csv:categories,brand") == ("items.csv", ["categories", "brand"])
+    assert feature_csvs.parse_spec("items.csv") == ("items.csv", None)
+    assert feature_csvs.parse_spec("gs://bucket/items.csv") == ("gs://bucket/items.csv", None)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -63,7 +62,7 @@ def test_spec_names_columns_or_takes_all():
 def test_bad_feature_files_are_named_with_line_and_field(tmp_path, text, message):
     path = write_csv(tmp_path / "bad.csv", text)
     with pytest.raises(ValueError, match="bad.csv") as error:
-        side_features.write_feature_table(side_features.read_feature_csv(f"{path}:categories"), str(tmp_path),
+        feature_csvs.write_feature_table(feature_csvs.read_feature_csv(f"{path}:categories"), str(tmp_path),
                                            ["a", "b"])
     assert message in str(error.value)
     assert not os.path.exists(tmp_path / feature_tables.ITEM_FEATURES_FILE)
@@ -75,9 +74,9 @@ def test_recbole_atomic_files_are_read_by_column_name_with_sequences_as_lists(tm
     items = write_csv(tmp_path / "ml.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
                                             "1\tToy Story\t1995\tAnimation Children's Comedy\n"
                                             "2\tGoldenEye\t1995\tAction\n3\tUnknown\t\t\n")
-    features = side_features.read_feature_csv(f"{items}:class,release_year")
+    features = feature_csvs.read_feature_csv(f"{items}:class,release_year")
     assert features.columns == ["class", "release_year"]
     assert features.values == {"1": ["Animation|Children's|Comedy", "1995"], "2": ["Action", "1995"], "3": ["", ""]}
     users = write_csv(tmp_path / "ml.user", "user_id:token\tage:token\tgender:token\n1\t24\tM\n2\t53\n")
     with pytest.raises(ValueError, match=r"ml.user: line 3: 2 fields, expected 3 \(user_id, age, gender\)"):
-        side_features.read_feature_csv(users, key="user_id")
+        feature_csvs.read_feature_csv(users, key="user_id")

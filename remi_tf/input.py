@@ -13,10 +13,9 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from pipelines import schema
-from pipelines.sequences import MIN_CUT
-from remi_tf import feature_tables, metrics, models
+from remi_tf import data_directory, feature_tables, metrics, models
 from remi_tf.config import RemiConfig
+from remi_tf.data_directory import MIN_CUT
 from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
 
 logger = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ PREFETCH_BATCHES = 16
 
 def read_vocabulary(data_dir: str) -> list[str]:
     """Item ids of `items.tsv` in file order (most frequent first)."""
-    path = os.path.join(data_dir, "items.tsv")
+    path = data_directory.items_path(data_dir)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir!r} a directory written by `remi prepare`?")
     return models.read_vocabulary(path)
@@ -37,7 +36,7 @@ def read_target_probability(data_dir: str, vocabulary_size: int) -> np.ndarray |
     """q from items.tsv's third column (written by `remi prepare`), as [vocabulary_size + 2] by model index
     (0 for padding and OOV); None for a two-column items.tsv of an older prepare."""
     probability = np.zeros(vocabulary_size + FIRST_ITEM_INDEX, np.float64)
-    path = os.path.join(data_dir, "items.tsv")
+    path = data_directory.items_path(data_dir)
     with tf.io.gfile.GFile(path) as stream:
         for line_number, line in enumerate(line for line in stream if line.strip()):
             fields = line.rstrip("\n").split("\t")
@@ -49,18 +48,6 @@ def read_target_probability(data_dir: str, vocabulary_size: int) -> np.ndarray |
                 raise ValueError(f"{path}, line {line_number + 1}: target_probability {fields[2]!r} is not a "
                                  "number") from None
     return probability
-
-
-def split_files(data_dir: str, split: str) -> list[str]:
-    """The sequence shards of one split, sorted."""
-    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord*")))
-    if not files:
-        raise FileNotFoundError(f"no {split}-*-of-*.tfrecord[.gz] shards in {data_dir!r}; run `remi prepare`")
-    return files
-
-
-def _compression(files: Sequence[str]) -> str:
-    return "GZIP" if files[0].endswith(".gz") else ""
 
 
 class IndexedSequence(NamedTuple):
@@ -81,8 +68,8 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
     """
     lookup = item_lookup(vocabulary)
     for path in files:
-        dataset = tf.data.TFRecordDataset([path], compression_type=_compression([path]))
-        dataset = dataset.batch(1024).map(schema.parse_sequences)
+        dataset = tf.data.TFRecordDataset([path], compression_type=data_directory.compression_type([path]))
+        dataset = dataset.batch(1024).map(data_directory.parse_sequences)
         dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]),
                                               record["history_length"], record["timestamps"]))
         try:
@@ -98,24 +85,25 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
 
 def read_user_ids(data_dir: str) -> list[str]:
     """The distinct user ids of every split's sequence records, sorted."""
-    files = [path for split in schema.SPLITS for path in split_files(data_dir, split)]
-    dataset = tf.data.TFRecordDataset(files, compression_type=_compression(files)).batch(4096)
+    files = [path for split in data_directory.SPLITS for path in data_directory.split_files(data_dir, split)]
+    dataset = tf.data.TFRecordDataset(files, compression_type=data_directory.compression_type(files)).batch(4096)
     user_ids: set[str] = set()
-    for batch in dataset.map(lambda serialized: schema.parse_sequences(serialized)["user_id"]).as_numpy_iterator():
+    user_id_batches = dataset.map(lambda serialized: data_directory.parse_sequences(serialized)["user_id"])
+    for batch in user_id_batches.as_numpy_iterator():
         user_ids.update(user_id.decode("utf-8") for user_id in batch)
     return sorted(user_ids)
 
 
 def load_sequences(data_dir: str, split: str, vocabulary: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
     """(user ids, item-index arrays) of one split, in memory."""
-    records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
+    records = list(read_indexed_sequences(data_directory.split_files(data_dir, split), vocabulary))
     return [record.user_id for record in records], [record.items for record in records]
 
 
 def load_evaluation_split(data_dir: str, split: str, vocabulary: Sequence[str], max_history: int
                           ) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
     """(user ids, histories [users, L], targets per user) of a valid or test split (evaluation_examples)."""
-    records = list(read_indexed_sequences(split_files(data_dir, split), vocabulary))
+    records = list(read_indexed_sequences(data_directory.split_files(data_dir, split), vocabulary))
     if not records:
         raise ValueError(f"{data_dir}: the {split} split holds no users (manifest.json's splits); nothing to evaluate "
                          "on: prepare data with more users")
@@ -255,14 +243,14 @@ def streaming_dataset(files: Sequence[str], items_tsv: str, batch_size: int, max
       Dataset of {"history": [batch, L] int64, "target": [batch] int64} (and "user_features" [batch, C]).
     """
     lookup = items_tsv_lookup(items_tsv)
-    compression = _compression(files)
+    compression = data_directory.compression_type(files)
     paths = tf.data.Dataset.from_tensor_slices(list(files)).shuffle(len(files), seed=seed,
                                                                     reshuffle_each_iteration=True)
     records = paths.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
                                cycle_length=min(len(files), 4))
 
     def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        record = schema.parse_sequences(serialized)
+        record = data_directory.parse_sequences(serialized)
         parsed = {"items": tf.ragged.map_flat_values(lookup.lookup, record["item_ids"])}
         if user_features is not None:
             parsed["user_features"] = user_features(record["user_id"])
@@ -347,10 +335,10 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     """
     vocabulary = read_vocabulary(data_dir) if vocabulary is None else vocabulary
     if len(vocabulary) < max(metrics.TOP_NS):
-        raise ValueError(f"{os.path.join(data_dir, 'items.tsv')}: {len(vocabulary)} items, fewer than the "
+        raise ValueError(f"{data_directory.items_path(data_dir)}: {len(vocabulary)} items, fewer than the "
                          f"{max(metrics.TOP_NS)} that evaluation ranks (Recall/NDCG/HitRate@{max(metrics.TOP_NS)} over "
                          "the whole catalogue): prepare data with more items")
-    files = split_files(data_dir, "train")
+    files = data_directory.split_files(data_dir, "train")
     streaming = parameter_server or use_streaming(config, files)
     recent_fraction = config.warm_start_recent_fraction if recent_from is not None else 0.0
     if recent_fraction and streaming:
@@ -377,7 +365,7 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
         if streaming:
             profile_lookup = None if user_table is None else user_features_lookup(
                 os.path.join(data_dir, feature_tables.USER_FEATURES_FILE), len(user_table.values))
-            return streaming_dataset(shard, os.path.join(data_dir, "items.tsv"), batch_size, config.max_history, seed,
+            return streaming_dataset(shard, data_directory.items_path(data_dir), batch_size, config.max_history, seed,
                                      config.shuffle_buffer, profile_lookup)
         records = list(read_indexed_sequences(shard, vocabulary))
         profiles = None if user_table is None else feature_tables.values_of(

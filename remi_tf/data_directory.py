@@ -1,4 +1,14 @@
-"""The TFRecord schemas, defined once: writers, parsers and serving signatures share these specs.
+"""The data directory (`remi prepare --output`, `remi convert --output`): its files, their TFRecord
+schemas (defined once: writers, parsers and serving signatures share these specs) and their readers.
+
+  {train,valid,test}-NNNNN-of-NNNNN.tfrecord[.gz]  sequence records, one per user (below)
+  items.tsv            item_id, count, q (the item's probability of being a training target under the
+                       random-cut sampler, for logQ); most frequent first; model index of line i is i + 2
+  item_features.tsv, user_features.tsv   side features (remi_tf.feature_tables)
+  manifest.json        source, filters, seed, counts per split, schema version, cleaning summary; written
+                       last (remi_tf.atomic): a directory without it is incomplete
+A converted event log holds events-NNNNN-of-NNNNN.tfrecord[.gz] shards (event records) and manifest.json.
+pipelines/ writes these files; remi_tf reads them. docs/data-directory.md describes them for users.
 
 Event log record (one tf.train.Example per interaction): user_id bytes, item_id bytes, timestamp int64,
 optional category bytes and behavior bytes.
@@ -10,12 +20,19 @@ floor(0.8 n), the user split's protocol.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
+from remi_tf import atomic
+
 SCHEMA_VERSION = 1
+ITEMS_FILE = "items.tsv"
+MANIFEST_FILE = "manifest.json"
+MIN_CUT = 4  # the first cut position of a training example (0-based), as the reference code; items.tsv's q assumes it
 
 EVENT_FEATURES = {
     "user_id": tf.io.FixedLenFeature([], tf.string),
@@ -95,11 +112,42 @@ def parse_sequences(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return tf.io.parse_example(serialized, SEQUENCE_FEATURES)
 
 
-def parse_events(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parses a batch [batch] of serialized event records."""
-    return tf.io.parse_example(serialized, EVENT_FEATURES)
-
-
 def shard_name(split: str, index: int, num_shards: int, compressed: bool = False) -> str:
     """`<split>-00000-of-00004.tfrecord[.gz]`."""
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" + (".gz" if compressed else "")
+
+
+def shard_pattern(data_dir: str, split: str) -> str:
+    return os.path.join(data_dir, f"{split}-*-of-*.tfrecord*")
+
+
+def split_files(data_dir: str, split: str) -> list[str]:
+    """The sequence shards of one split, sorted."""
+    files = sorted(tf.io.gfile.glob(shard_pattern(data_dir, split)))
+    if not files:
+        raise FileNotFoundError(f"no {split}-*-of-*.tfrecord[.gz] shards in {data_dir!r}; run `remi prepare`")
+    return files
+
+
+def compression_type(files: Sequence[str]) -> str:
+    """TFRecordDataset's compression_type for shards named like `files` (GZIP for .gz)."""
+    return "GZIP" if files and files[0].endswith(".gz") else ""
+
+
+def items_path(data_dir: str) -> str:
+    return os.path.join(data_dir, ITEMS_FILE)
+
+
+def read_manifest(data_dir: str) -> dict[str, Any] | None:
+    """manifest.json, or None when the directory has none (an incomplete or foreign directory)."""
+    path = os.path.join(data_dir, MANIFEST_FILE)
+    return atomic.read_json(path) if tf.io.gfile.exists(path) else None
+
+
+def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
+    atomic.write_json(os.path.join(directory, MANIFEST_FILE), manifest)
+
+
+def publish(build: Any, output_dir: str, overwrite: bool = False) -> str:
+    """atomic.publish_directory with manifest.json moved last (the directory's completion marker)."""
+    return atomic.publish_directory(build, output_dir, overwrite, last=(MANIFEST_FILE,))

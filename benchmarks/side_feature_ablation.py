@@ -1,7 +1,7 @@
 """Side features on and off (issue 10): test Recall@50 overall, on tail items and for users with short
 histories, per variant over seeds.
 
-    python benchmarks/side_features.py --data runs/bench/ml-1m-features --config configs/ml-1m.yaml \
+    python benchmarks/side_feature_ablation.py --data runs/bench/ml-1m-features --config configs/ml-1m.yaml \
         --output runs/side-features-ml-1m --seeds 0 1 2
 
 The data directory is prepared with the features (`remi prepare ... --item-features ITEMS.csv[:COL]
@@ -25,7 +25,6 @@ import statistics
 import time
 
 import numpy as np
-
 from ablation import mean_spread
 from cli_runs import remi
 
@@ -36,12 +35,11 @@ HEAD_FRACTION = 0.2
 def subset_recalls(model_dir: str, short_history: int) -> dict:
     """Test Recall@50 overall, on tail targets and for short-history users, of the model in `model_dir`."""
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-    from pipelines import input as input_lib
-    from remi_tf import evaluate
-    from remi_tf import train as train_lib
+    from remi_tf import evaluate, model_directory
+    from remi_tf import input as input_lib
     from remi_tf.models import FIRST_ITEM_INDEX
 
-    trained = train_lib.load_trained(model_dir)
+    trained = model_directory.load_trained(model_dir)
     user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, "test", trained.vocabulary,
                                                                    trained.config.max_history)
     profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
