@@ -75,7 +75,8 @@ wheel-check: $(STAMP)
 	printf 'user_id,item_id,timestamp\n%s' "$$(for u in 1 2 3 4 5 6; do for i in 1 2 3 4 5 6; do \
 	    echo "$$u,$$i,$$i"; done; done)" > log.csv && \
 	./venv/bin/remi prepare --input log.csv --output data > /dev/null && test -f data/manifest.json && \
-	./venv/bin/python -c "import remi_tf, export, pipelines; print('installed:', remi_tf.__file__)"
+	./venv/bin/python -c "import remi_tf.export, remi_tf.pipelines; print('installed:', remi_tf.__file__)" && \
+	! ./venv/bin/python -c "import export" 2>/dev/null && ! ./venv/bin/python -c "import pipelines" 2>/dev/null
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

@@ -21,14 +21,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from cli_runs import remi_serve, resident_gib  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from cli_runs import remi_serve, resident_gib  # noqa: E402
-from export.client import RemiClient  # noqa: E402
+import remi_tf  # noqa: E402,F401
+from remi_tf.export.client import RemiClient  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
 WAIT_S = 10.0

@@ -25,15 +25,15 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
+from cli_runs import remi_serve  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from cli_runs import remi_serve  # noqa: E402
-from export.client import RemiClient  # noqa: E402
+import remi_tf  # noqa: E402,F401
+from remi_tf.export.client import RemiClient  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
 REQUEST_TIMEOUT_S = 10.0

@@ -26,18 +26,16 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import remi_tf  # noqa: E402,F401  (first: sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (the ScaNN ops of the exported model)
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from export import exporter  # noqa: E402
 from remi_tf import input as input_lib  # noqa: E402
-from remi_tf import (
-    merging,  # noqa: E402
-    model_directory,  # noqa: E402
-)
+from remi_tf import merging, model_directory  # noqa: E402
+from remi_tf.export import exporter  # noqa: E402
 from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
 
 

@@ -25,8 +25,8 @@ import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
 
 import remi_tf  # noqa: E402,F401
-from export import exporter  # noqa: E402
 from remi_tf import model_directory  # noqa: E402
+from remi_tf.export import exporter  # noqa: E402
 
 HISTORY_LENGTH = 20
 

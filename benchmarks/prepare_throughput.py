@@ -21,9 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import remi_tf  # noqa: E402,F401
-
-from pipelines import beam, local  # noqa: E402
 from remi import cli  # noqa: E402
+from remi_tf.pipelines import beam, local  # noqa: E402
 
 
 def main() -> None:

@@ -18,12 +18,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401
+import remi_tf  # noqa: E402,F401  (first: sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-from export import exporter  # noqa: E402
+from remi_tf.export import exporter  # noqa: E402
 
 
 def clustered_corpus(num_items: int, dim: int, num_centres: int, rng: np.random.Generator) -> np.ndarray:

@@ -24,15 +24,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
-
 from cli_runs import remi_serve  # noqa: E402
-from export.client import RemiClient  # noqa: E402
 from lookup_latency import concurrent_load, grpc_caller, load_arguments, measure, rest_caller  # noqa: E402
+
+import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from remi import cli  # noqa: E402
+from remi_tf.export.client import RemiClient  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
 

@@ -54,6 +54,7 @@ class Batcher:
             raise ValueError(f"batching needs max_batch_rows >= 1, batch_timeout_s >= 0 and num_batch_threads >= 1, "
                              f"got {max_batch_rows}, {batch_timeout_s}, {num_batch_threads}")
         self.max_batch_rows, self.batch_timeout_s = max_batch_rows, batch_timeout_s
+        self.batches_run = 0  # batch calls made (for tests and benchmarks: requests / batches = mean batch)
         self._waiting: collections.deque[_Request] = collections.deque()
         self._condition = threading.Condition()
         self._stopped = False
@@ -112,6 +113,7 @@ class Batcher:
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
+            self.batches_run += 1
             try:
                 self._run_batch(batch)
             except Exception as error:  # noqa: BLE001 (delivered to the requests, which raise it)

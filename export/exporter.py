@@ -15,9 +15,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from export import saved_model, serving_layout
 from remi_tf import config as config_lib
 from remi_tf import feature_tables, model_directory
+from remi_tf.export import saved_model, serving_layout
 from remi_tf.models import FIRST_ITEM_INDEX
 
 INDEXES = ("scann", "brute-force", "both")

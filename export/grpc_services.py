@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
+from remi_tf.export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
 
 ERROR_CODES = {"OK": 0, "UNKNOWN": 2}  # tensorflow.error.Code values of a model version's status
 

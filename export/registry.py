@@ -15,8 +15,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from export import serving_layout
-from export.batching import Batcher
+from remi_tf.export import serving_layout
+from remi_tf.export.batching import Batcher
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
-from export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
+from remi_tf.export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, ModelRegistry, ServingError
 
 MAX_BODY_BYTES = 64 << 20  # a REST request body larger than this is refused before it is read
 REQUEST_TIMEOUT_S = 30.0  # a REST connection that sends nothing for this long is closed

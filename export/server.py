@@ -22,10 +22,10 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from export.batching import Batcher
-from export.grpc_services import ModelService, PredictionService
-from export.registry import ModelRegistry
-from export.rest import REQUEST_TIMEOUT_S, HTTPServer, make_rest_handler
+from remi_tf.export.batching import Batcher
+from remi_tf.export.grpc_services import ModelService, PredictionService
+from remi_tf.export.registry import ModelRegistry
+from remi_tf.export.rest import REQUEST_TIMEOUT_S, HTTPServer, make_rest_handler
 
 logger = logging.getLogger(__name__)
 

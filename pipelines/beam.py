@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import local, readers, record_checks, sequences, time_split
 from remi_tf import atomic, data_directory
+from remi_tf.pipelines import local, readers, record_checks, sequences, time_split
 
 REPORT = "report"
 RESULTS = ".pipeline-results.json"  # written by the last step, read into the manifest, removed

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import readers, record_checks, sequences, time_split
 from remi_tf import atomic, data_directory
+from remi_tf.pipelines import readers, record_checks, sequences, time_split
 
 
 class ProgressLine:

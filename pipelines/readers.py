@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import sequences, text_logs, tfrecord_logs
-from pipelines.record_checks import BadRecordLog, Event
 from remi_tf import data_directory
+from remi_tf.pipelines import sequences, text_logs, tfrecord_logs
+from remi_tf.pipelines.record_checks import BadRecordLog, Event
 
 logger = logging.getLogger(__name__)
 

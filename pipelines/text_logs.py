@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from pipelines.record_checks import BadRecord, BadRecordLog, Event, validate
 from remi_tf import atomic
+from remi_tf.pipelines.record_checks import BadRecord, BadRecordLog, Event, validate
 
 
 class _GFileReader(io.RawIOBase):

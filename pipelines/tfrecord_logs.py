@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipelines import sequences
-from pipelines.record_checks import MISSING_TIMESTAMP, BadRecord, BadRecordLog, Event, validate
 from remi_tf import data_directory
+from remi_tf.pipelines import sequences
+from remi_tf.pipelines.record_checks import MISSING_TIMESTAMP, BadRecord, BadRecordLog, Event, validate
 
 TFRECORD_BATCH = 4096
 READ_BUFFER_BYTES = 8 << 20  # larger reads: ~12% faster GZIP shards than the default

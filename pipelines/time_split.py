@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipelines import sequences
 from remi_tf import data_directory
+from remi_tf.pipelines import sequences
 
 
 class TimeBoundaries(NamedTuple):

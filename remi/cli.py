@@ -59,14 +59,14 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
         return runner
     import tensorflow as tf
 
-    from pipelines import readers
+    from remi_tf.pipelines import readers
 
     size = sum(tf.io.gfile.stat(path).length for path in readers.expand_inputs(list(inputs)))
     return "in-process" if not pipeline_args and size <= IN_PROCESS_MAX_BYTES else "DirectRunner"
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipelines import feature_csvs, readers, time_split
+    from remi_tf.pipelines import feature_csvs, readers, time_split
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
@@ -86,11 +86,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if args.pipeline_args:
             raise ValueError(f"unrecognized arguments {args.pipeline_args}: Beam pipeline options need a Beam "
                              "--runner")
-        from pipelines import local
+        from remi_tf.pipelines import local
 
         manifest = local.prepare(args.input, args.output, **options)
     else:
-        from pipelines import beam
+        from remi_tf.pipelines import beam
 
         unknown = beam.unknown_pipeline_options(args.pipeline_args)
         if unknown:
@@ -120,7 +120,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from pipelines import local, readers
+    from remi_tf.pipelines import local, readers
 
     summary = local.convert(args.input, args.output, file_format=args.format, num_shards=args.num_shards,
                             compress=args.compress, overwrite=args.overwrite, max_bad_records=args.max_bad_records,
@@ -216,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export import exporter
+    from remi_tf.export import exporter
 
     settings = evaluation_overrides(args.set)
     with native_logs.absl_lines_dropped(enabled=not args.verbose):  # ScaNN's index build logs through absl
@@ -232,8 +232,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import time
 
-    from export import server as server_lib
-    from export.batching import Batcher
+    from remi_tf.export import server as server_lib
+    from remi_tf.export.batching import Batcher
 
     batcher = Batcher(args.batching_max_rows, args.batching_timeout_micros / 1e6, args.batching_threads) \
         if args.batching else None
@@ -252,7 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    from export import client as client_lib
+    from remi_tf.export import client as client_lib
 
     client = client_lib.RemiClient(args.server, model=args.model, use_grpc=args.grpc,
                                    signature_name="include_history" if args.include_history else "serving_default")
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIBRARY_LOGGERS = ("remi_tf", "pipelines", "export")
+LIBRARY_LOGGERS = ("remi_tf",)  # remi_tf.pipelines and remi_tf.export log under it
 
 
 class StderrHandler(logging.StreamHandler):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from export import exporter
 from remi import cli
+from remi_tf.export import exporter
 from remi_tf.models import read_vocabulary
 from tests import synthetic
 

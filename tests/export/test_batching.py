@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import client as client_lib
-from export.batching import Batcher
-from export.server import Server
+from remi_tf.export import client as client_lib
+from remi_tf.export.batching import Batcher
+from remi_tf.export.server import Server
 
 WAIT_S = 30
 

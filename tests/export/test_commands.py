@@ -61,7 +61,7 @@ def test_the_commands_end_to_end(tmp_path, capsys):
 
 
 def test_lookup_shows_item_names_from_a_recbole_item_file(tmp_path):
-    from export import client as client_lib
+    from remi_tf.export import client as client_lib
 
     path = tmp_path / "ml-100k.item"
     path.write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\n1\tToy Story\t1995\n"

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from export import exporter
 from remi import cli
 from remi_tf import evaluate, merging, model_directory
+from remi_tf.export import exporter
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests import numpy_reference, synthetic
 

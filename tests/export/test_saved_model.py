@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from export import exporter, saved_model, serving_layout
 from remi_tf import model_directory
+from remi_tf.export import exporter, saved_model, serving_layout
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests.numpy_reference import merge_interest_topk
 

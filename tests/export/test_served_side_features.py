@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import client as client_lib
-from export import exporter
-from export.server import Server
 from remi import cli
 from remi_tf import feature_tables, model_directory
+from remi_tf.export import client as client_lib
+from remi_tf.export import exporter
+from remi_tf.export.server import Server
 from remi_tf.models import FIRST_ITEM_INDEX
 from tests import synthetic
 

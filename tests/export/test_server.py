@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import client as client_lib
-from export import exporter, serving_layout
-from export.server import Server
-
+from remi_tf.export import client as client_lib
+from remi_tf.export import exporter, serving_layout
+from remi_tf.export.server import Server
 
 REQUEST_TIMEOUT_S = 30
 
@@ -287,8 +286,13 @@ def test_model_metadata_over_rest_and_grpc_lists_the_signatures(server, export_d
 
 def test_classify_regress_and_version_labels_are_answered_in_tf_servings_words(server):
     import grpc
-    from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2, prediction_service_pb2_grpc,
-                                         regression_pb2)
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        inference_pb2,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
 
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -332,7 +336,7 @@ def test_a_half_published_export_is_not_served_and_an_existing_version_is_refuse
 
 
 def test_string_outputs_become_the_tensor_protos_tensorflow_makes():
-    from export.grpc_services import tensor_proto
+    from remi_tf.export.grpc_services import tensor_proto
 
     for array in (np.array([[b"a", b"bc"], [b"", b"\xff"]], dtype=object), np.array([[[b"x"], [b"y"]]], dtype=object),
                   np.array([[1.5, 2.0]], np.float32), np.array([[3, -1]], np.int32)):

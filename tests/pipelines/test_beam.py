@@ -9,9 +9,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import tensorflow as tf
 
-from pipelines import beam, local
 from remi_tf import data_directory, models
 from remi_tf import input as input_lib
+from remi_tf.pipelines import beam, local
 from tests.pipelines.test_dirty_input import write_events
 from tests.pipelines.test_local import planted_log, read_split, write_log
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import beam, local, readers
 from remi_tf import data_directory
+from remi_tf.pipelines import beam, local, readers
 from tests.pipelines.test_local import planted_log, write_log
 
 

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from pipelines import feature_csvs
 from remi import cli
 from remi_tf import feature_tables, models
 from remi_tf import input as input_lib
+from remi_tf.pipelines import feature_csvs
 from tests.pipelines.test_local import write_log
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import local, readers, sequences
 from remi_tf import data_directory
 from remi_tf import input as input_lib
+from remi_tf.pipelines import local, readers, sequences
 
 
 def write_log(path, rows, header="user_id,item_id,timestamp"):

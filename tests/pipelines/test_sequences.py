@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from pipelines import sequences
+from remi_tf.pipelines import sequences
 
 
 def block(events: list[tuple[str, str, int, int]]) -> sequences.EventBlock:

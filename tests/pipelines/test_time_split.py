@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import beam, local, time_split
 from remi import cli
 from remi_tf import data_directory, models
 from remi_tf import input as input_lib
+from remi_tf.pipelines import beam, local, time_split
 from tests.pipelines.test_local import write_log
 
 T1, T2 = 100, 200

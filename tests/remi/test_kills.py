@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from export import serving_layout
+from remi_tf.export import serving_layout
 from tests import synthetic
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

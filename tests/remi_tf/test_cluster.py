@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pipelines import local
 from remi_tf import local_cluster
+from remi_tf.pipelines import local
 from tests import synthetic
 from tests.pipelines.test_local import write_log
 

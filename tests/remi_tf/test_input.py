@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import local
 from remi_tf import data_directory, models
 from remi_tf import input as input_lib
 from remi_tf.config import RemiConfig
+from remi_tf.pipelines import local
 from tests.pipelines.test_local import write_log
 
 
@@ -94,7 +94,7 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
 
 @pytest.mark.parametrize("training_input", ["in_memory", "streaming"])
 def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input):
-    from pipelines import feature_csvs
+    from remi_tf.pipelines import feature_csvs
 
     write_log(tmp_path / "log.csv", [(f"u{u}", f"own{u}", t) for u in range(120) for t in range(6)])
     local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), num_shards=2, progress=False)
