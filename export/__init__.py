@@ -1,1 +1,2 @@
-"""Export of trained REMI models (SavedModel, ScaNN index, TF Serving layout), server and client."""
+"""Export of trained REMI models (installed as remi_tf.export): SavedModels, ScaNN index, TF Serving layout,
+server and client."""
