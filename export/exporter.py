@@ -4,8 +4,10 @@ Models written under `<output>/` (one version each):
   <name>         end-to-end retrieval: ScaNN when the index is "scann" or "both", else exact
   <name>-exact   exact brute-force retrieval, when the index is "both" (stock TF Serving loads it)
   <name>-query   the query tower: history -> K interest embeddings
-plus `<output>/models.config` listing them and `<output>/<name>.export.json`, the set `remi serve`
-serves at one version (TF Serving itself loads each model's versions on their own).
+plus `<output>/models.config` listing the models stock TF Serving loads (all but the ScaNN one),
+`<output>/models.scann.config` listing every model (what `remi serve`, which has ScaNN's ops, follows; written
+when there is a ScaNN model) and `<output>/<name>.export.json`, the set `remi serve` serves at one version
+(TF Serving itself loads each model's versions on their own).
 """
 
 from __future__ import annotations
@@ -93,7 +95,20 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
                                                  feature_columns=[c for c in module.input_specs() if c != "history"])
 
         published[served] = serving_layout.publish_version(os.path.join(output, served), version, write)
-    configured = serving_layout.configured_models(output) or []  # earlier exports' models stay served
-    serving_layout.write_models_config(output, [*configured, *(n for n in names if n not in configured)],
-                                       serving_base_path)
+    write_model_configs(output, names, serving_base_path)
     return published
+
+
+def write_model_configs(output: str, kinds: Mapping[str, str], base_path: str) -> None:
+    """models.config (earlier exports' models, then this export's except its ScaNN models) and, where any
+    model is ScaNN, models.scann.config (every model); `kinds`: this export's served name -> kind."""
+    scann_path = os.path.join(output, serving_layout.SCANN_MODELS_CONFIG)
+    every = serving_layout.configured_models(output, serving_layout.SCANN_MODELS_CONFIG) \
+        or serving_layout.configured_models(output, serving_layout.MODELS_CONFIG) or []
+    every += [name for name in kinds if name not in every]
+    stock = [name for name in serving_layout.configured_models(output, serving_layout.MODELS_CONFIG) or []
+             if kinds.get(name) != "scann"]
+    stock += [name for name, kind in kinds.items() if kind != "scann" and name not in stock]
+    if os.path.exists(scann_path) or "scann" in kinds.values():  # first: remi serve then follows it at once
+        serving_layout.write_models_config(output, every, base_path, serving_layout.SCANN_MODELS_CONFIG)
+    serving_layout.write_models_config(output, stock, base_path, serving_layout.MODELS_CONFIG)

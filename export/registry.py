@@ -34,7 +34,8 @@ class ServingError(Exception):
 
 class ModelRegistry:
     """The newest loadable version of each model under `export_dir`, reloaded when a newer one appears;
-    with a models.config there, only the models it lists (one removed from it is unloaded, logged).
+    with a model config there (serving_layout.served_config_path: models.scann.config, else models.config),
+    only the models it lists (one removed from it is unloaded, logged).
 
     The models of one `remi export` (an export set) are served at versions all of them have, so that a
     killed export never mixes versions. A version that fails to load is reported (in its status, state
@@ -59,12 +60,13 @@ class ModelRegistry:
         loaded = []
         available_versions = serving_layout.complete_versions(self.export_dir)
         configured = serving_layout.configured_models(self.export_dir)
-        if configured is not None:  # models.config says what is served, as for TF Serving
+        if configured is not None:  # the model config says what is served, as for TF Serving
             available_versions = {name: found for name, found in available_versions.items() if name in configured}
             for name in sorted(set(self.served()) - set(configured)):
                 with self._lock:
                     version, _ = self._models.pop(name)
-                logger.info(f"unloaded {name}/{version}: no longer in {os.path.join(self.export_dir, 'models.config')}")
+                logger.info(f"unloaded {name}/{version}: no longer in "
+                            f"{serving_layout.served_config_path(self.export_dir)}")
         for name, available in available_versions.items():
             served = self._models.get(name, (0, None))[0]
             for version in reversed(available):

@@ -1,4 +1,4 @@
-"""TF Serving's on-disk layout: `<export_dir>/<model_name>/<version>/`, warmup requests, models.config.
+"""TF Serving's on-disk layout: `<export_dir>/<model_name>/<version>/`, warmup requests, the model configs.
 
 A version directory appears atomically: it is written under a hidden temporary name in the same
 model directory and renamed when complete, so a polling server never loads half a model (TF Serving
@@ -16,6 +16,10 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from remi_tf import atomic, model_directory
 
+# What stock TF Serving loads (no custom ops: the exact and query models), and every model (for remi serve and
+# a TF Serving build with ScaNN's ops)
+MODELS_CONFIG = "models.config"
+SCANN_MODELS_CONFIG = "models.scann.config"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -63,9 +67,17 @@ def complete_versions(export_dir: str) -> dict[str, list[int]]:
     return complete
 
 
-def configured_models(export_dir: str) -> list[str] | None:
-    """The model names that `<export_dir>/models.config` lists (what TF Serving serves), or None without one."""
-    path = os.path.join(export_dir, "models.config")
+def served_config_path(export_dir: str) -> str:
+    """The model config `remi serve` follows: models.scann.config where the export has one (remi serve has
+    ScaNN's ops), else models.config."""
+    scann = os.path.join(export_dir, SCANN_MODELS_CONFIG)
+    return scann if os.path.exists(scann) else os.path.join(export_dir, MODELS_CONFIG)
+
+
+def configured_models(export_dir: str, config_file: str | None = None) -> list[str] | None:
+    """The model names that `<export_dir>/<config_file>` lists (default: the config remi serve follows), or
+    None without one."""
+    path = os.path.join(export_dir, config_file) if config_file else served_config_path(export_dir)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as stream:
@@ -103,12 +115,13 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, histories: Sequ
             writer.write(log.SerializeToString())
 
 
-def write_models_config(export_dir: str, model_names: Sequence[str], base_path: str) -> str:
-    """models.config for `tensorflow_model_server --model_config_file`, with base paths under `base_path`
+def write_models_config(export_dir: str, model_names: Sequence[str], base_path: str,
+                        config_file: str = MODELS_CONFIG) -> str:
+    """A model config for `tensorflow_model_server --model_config_file`, with base paths under `base_path`
     (where the export directory is mounted for the server, e.g. /models in the docker image)."""
     entries = "".join(
         f'  config {{\n    name: "{name}"\n    base_path: "{base_path.rstrip("/")}/{name}"\n'
         f'    model_platform: "tensorflow"\n  }}\n' for name in model_names)
-    path = os.path.join(export_dir, "models.config")
+    path = os.path.join(export_dir, config_file)
     atomic.write_text(path, "model_config_list {\n" + entries + "}\n")
     return path

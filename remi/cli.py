@@ -216,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from remi_tf.export import exporter
+    from remi_tf.export import exporter, serving_layout
 
     settings = evaluation_overrides(args.set)
     with native_logs.absl_lines_dropped(enabled=not args.verbose):  # ScaNN's index build logs through absl
@@ -225,7 +225,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                                     settings=settings)
     for served, path in published.items():
         print(f"{served}: {path}")
-    print(f"models.config: {os.path.join(args.output, 'models.config')}")
+    for config_file in (serving_layout.MODELS_CONFIG, serving_layout.SCANN_MODELS_CONFIG):
+        if os.path.exists(os.path.join(args.output, config_file)):
+            print(f"{config_file}: {os.path.join(args.output, config_file)}")
     return 0
 
 

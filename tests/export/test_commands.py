@@ -30,8 +30,8 @@ def test_the_commands_end_to_end(tmp_path, capsys):
     assert cli.main(["evaluate", "--model-dir", paths["model"], "--split", "test"]) == 0
     assert cli.main(["export", "--model-dir", paths["model"], "--output", paths["export"], "--index", "both",
                      "--k", "10"]) == 0
-    assert sorted(os.listdir(paths["export"])) == ["models.config", "remi", "remi-exact", "remi-query",
-                                                   "remi.export.json"]
+    assert sorted(os.listdir(paths["export"])) == ["models.config", "models.scann.config", "remi", "remi-exact",
+                                                   "remi-query", "remi.export.json"]
 
     port, grpc_port = local_cluster.free_ports(2)
     server = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", paths["export"],

@@ -118,9 +118,12 @@ def test_warmup_records_parse_as_prediction_logs(export_dir):
     assert len(logs) == 2
     assert logs[0].predict_log.request.model_spec.name == "remi-exact"
     assert tf.make_ndarray(logs[1].predict_log.request.inputs["history"]).shape[0] == 2
-    config = open(os.path.join(export_dir, "models.config")).read()
+    # models.config: what stock TF Serving loads (not the ScaNN model); models.scann.config: every model
+    stock = serving_layout.configured_models(export_dir, serving_layout.MODELS_CONFIG)
+    assert sorted(stock) == ["remi-exact", "remi-query"]
+    every = open(os.path.join(export_dir, serving_layout.SCANN_MODELS_CONFIG)).read()
     for name in ("remi", "remi-exact", "remi-query"):
-        assert f'name: "{name}"\n    base_path: "/models/{name}"' in config
+        assert f'name: "{name}"\n    base_path: "/models/{name}"' in every
 
 
 def test_interrupted_export_leaves_no_visible_version(trained_model_dir, tmp_path, monkeypatch):

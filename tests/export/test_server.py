@@ -347,11 +347,12 @@ def test_the_server_follows_models_config_and_logs_each_change(own_server, caplo
     """A model taken out of models.config is unloaded, one put back is loaded again, each with a log line
     naming the version (issue 25, item 12)."""
     export = own_server.registry.export_dir
-    config_path = os.path.join(export, "models.config")
+    config_path = serving_layout.served_config_path(export)  # models.scann.config: the export has ScaNN
+    assert config_path == os.path.join(export, serving_layout.SCANN_MODELS_CONFIG)
     assert sorted(serving_layout.configured_models(export)) == sorted(own_server.registry.served())
     original = open(config_path).read()
-    caplog.set_level(logging.INFO, logger="export")
-    serving_layout.write_models_config(export, ["remi", "remi-query"], "/models")
+    caplog.set_level(logging.INFO, logger="remi_tf.export")
+    serving_layout.write_models_config(export, ["remi", "remi-query"], "/models", os.path.basename(config_path))
     assert own_server.registry.refresh() == []
     assert "unloaded remi-exact/1: no longer in " + config_path in caplog.text
     assert sorted(own_server.registry.served()) == ["remi", "remi-query"]
