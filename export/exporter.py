@@ -12,17 +12,22 @@ when there is a ScaNN model) and `<output>/<name>.export.json`, the set `remi se
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from remi_tf import atomic, feature_tables, model_directory
 from remi_tf import config as config_lib
-from remi_tf import feature_tables, model_directory
-from remi_tf.export import saved_model, serving_layout
+from remi_tf.export import saved_model, scann_tuning, serving_layout
 from remi_tf.models import FIRST_ITEM_INDEX
 
+logger = logging.getLogger(__name__)
+
 INDEXES = ("scann", "brute-force", "both")
+DEFAULT_TARGET_RECALL = 0.95
+TUNING_FILE = os.path.join("assets.extra", "scann_tuning.json")
 
 
 def scann_options(num_items: int) -> dict:
@@ -35,6 +40,22 @@ def scann_options(num_items: int) -> dict:
             "num_reordering_candidates": 1000}
 
 
+def scann_index_options(trained: model_directory.TrainedModel, k: int, target_recall: float) -> scann_tuning.Tuned:
+    """scann_options for the model's catalogue, its leaves searched tuned for `target_recall` (0: as they are)
+    of the per-interest lists the retrieval model asks for (k + max_history)."""
+    options = scann_options(len(trained.vocabulary))
+    if not target_recall:
+        return scann_tuning.Tuned(options, float("nan"), 0)
+    candidates = trained.model.candidate_embeddings().numpy()
+    queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, trained.vocabulary)
+    per_interest = min(k + trained.config.max_history, len(trained.vocabulary))
+    tuned = scann_tuning.tune(candidates, queries, per_interest, target_recall, options)
+    logger.info(f"ScaNN: {tuned.options['num_leaves_to_search']} of {tuned.options['num_leaves']} leaves searched: "
+                f"recall@{per_interest} {tuned.recall:.3f} of exact on {tuned.num_queries} held-out queries "
+                f"(target {target_recall})")
+    return tuned
+
+
 def model_names(name: str, index: str) -> dict[str, str]:
     """Served name -> what it is, for the chosen index."""
     names = {name: "scann" if index in ("scann", "both") else "brute-force", f"{name}-query": "query"}
@@ -45,8 +66,12 @@ def model_names(name: str, index: str) -> dict[str, str]:
 
 def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
            k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None,
-           settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+           settings: Mapping[str, Any] | None = None, target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
+
+    target_recall > 0: the ScaNN model searches as many leaves as reach that recall of the exact per-interest
+    lists on held-out queries (export/scann_tuning.py; written to `assets.extra/scann_tuning.json` of its
+    version); 0: scann_options as they are.
 
     settings: evaluation-time config keys over the model's config (config.EVALUATION_KEYS: merge, merge_lambda,
     diversity_coef), how the retrieval models merge the K lists; validated against the model (a merge by interest
@@ -80,17 +105,20 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     serving_layout.write_export_set(output, name, list(names))
     warmup = warmup_histories or [vocabulary[:3], vocabulary[3:8]]
     published = {}
+    options = scann_index_options(trained, k, target_recall) if "scann" in names.values() else None
     for served, kind in names.items():
         if kind == "query":
             module = saved_model.QueryModule(trained.model, vocabulary)
         else:
             module = saved_model.RetrievalModule(trained.model, vocabulary, kind, k,
-                                                 scann_options(len(vocabulary)) if kind == "scann" else None,
+                                                 options.options if kind == "scann" and options else None,
                                                  categories, diversity_coef, merge_config.merge,
                                                  merge_config.merge_lambda)
 
-        def write(directory: str, module=module, served=served) -> None:
+        def write(directory: str, module=module, served=served, kind=kind) -> None:
             saved_model.save(module, directory)
+            if kind == "scann" and options is not None and options.num_queries:
+                atomic.write_json(os.path.join(directory, TUNING_FILE), options._asdict())
             serving_layout.write_warmup_requests(directory, served, warmup,
                                                  feature_columns=[c for c in module.input_specs() if c != "history"])
 

@@ -49,6 +49,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def recall_fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 POSITIVE, NON_NEGATIVE, PORT = bounded_int(1), bounded_int(0), bounded_int(0, 65535)
 
 
@@ -222,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with native_logs.absl_lines_dropped(enabled=not args.verbose):  # ScaNN's index build logs through absl
         published = exporter.export(args.model_dir, args.output, name=args.name, version=args.version,
                                     index=args.index, k=args.k, serving_base_path=args.serving_base_path,
-                                    settings=settings)
+                                    settings=settings, target_recall=args.target_recall)
     for served, path in published.items():
         print(f"{served}: {path}")
     for config_file in (serving_layout.MODELS_CONFIG, serving_layout.SCANN_MODELS_CONFIG):
@@ -394,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both",
                         help="the retrieval models: <name> with ScaNN, <name> exact, or both (<name>-exact)")
     export.add_argument("--k", type=POSITIVE, default=50, help="candidates per interest and merged")
+    export.add_argument("--target-recall", type=recall_fraction, default=0.95,
+                        help="the ScaNN model searches as many leaves as reach this recall of exact search on "
+                             "held-out queries (0: the fixed options)")
     export.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                         help="how the served model merges the K lists: merge=score|quota|weighted, merge_lambda, "
                              "diversity_coef (> 0: ComiRec's category-aware merge, needs item features); default: "

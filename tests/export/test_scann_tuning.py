@@ -1,0 +1,45 @@
+"""ScaNN's leaves searched chosen for a target recall (export/scann_tuning.py), on a planted clustered
+catalogue where the export's fixed options fall short, checked against an exact search done here."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from remi_tf.export import exporter, scann_tuning
+
+
+def clustered(num_items, dim, num_centres, rng):
+    centres = rng.normal(size=(num_centres, dim))
+    items = centres[rng.integers(num_centres, size=num_items)] + 0.3 * rng.normal(size=(num_items, dim))
+    return (items * rng.uniform(0.5, 1.5, size=(num_items, 1))).astype(np.float32)
+
+
+def scann_recall(candidates, queries, k, options):
+    index = tfrs.layers.factorized_top_k.ScaNN(k=k, **options)
+    index.index(tf.constant(candidates))
+    _, found = index(tf.constant(queries))
+    exact = np.argsort(-(queries @ candidates.T), axis=1)[:, :k]  # a full sort, not the module's argpartition
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(found.numpy(), exact, strict=True)])
+
+
+def test_tuning_searches_the_fewest_leaves_that_reach_the_target_recall():
+    rng = np.random.default_rng(0)
+    candidates = clustered(20_000, 32, 2_000, rng)
+    queries = candidates[rng.choice(len(candidates), 200, replace=False)] + 0.1 * rng.normal(size=(200, 32))
+    queries = queries.astype(np.float32)
+    fixed = exporter.scann_options(len(candidates))
+    assert scann_recall(candidates, queries, 50, fixed) < 0.95  # the fixed options fall short here
+    tuned = scann_tuning.tune(candidates, queries, 50, 0.95, fixed)
+    leaves = tuned.options["num_leaves_to_search"]
+    assert tuned.options["num_leaves"] == fixed["num_leaves"] and leaves > fixed["num_leaves_to_search"]
+    assert tuned.recall >= 0.95 and tuned.num_queries == 200
+    # a rebuild with the chosen options (as the export's own index is) varies by a few thousandths (k-means)
+    assert scann_recall(candidates, queries, 50, tuned.options) >= 0.95 - 0.01
+    if leaves // 2 >= fixed["num_leaves_to_search"]:  # one step fewer would not have reached it
+        assert scann_recall(candidates, queries, 50, {**tuned.options, "num_leaves_to_search": leaves // 2}) < 0.95
+
+
+def test_recall_against_a_hand_worked_example():
+    found = np.array([[1, 2, 3], [4, 5, 6]])
+    exact = np.array([[3, 2, 9], [7, 8, 9]])
+    assert scann_tuning.recall(found, exact) == (2 / 3 + 0) / 2
