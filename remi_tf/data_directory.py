@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -148,6 +148,6 @@ def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
     atomic.write_json(os.path.join(directory, MANIFEST_FILE), manifest)
 
 
-def publish(build: Any, output_dir: str, overwrite: bool = False) -> str:
+def publish(build: Callable[[str], None], output_dir: str, overwrite: bool = False) -> str:
     """atomic.publish_directory with manifest.json moved last (the directory's completion marker)."""
     return atomic.publish_directory(build, output_dir, overwrite, last=(MANIFEST_FILE,))

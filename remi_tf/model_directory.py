@@ -24,14 +24,14 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from remi_tf import atomic, feature_tables
+from remi_tf import atomic, data_directory, feature_tables
 from remi_tf import config as config_lib
 from remi_tf.config import RemiConfig
 from remi_tf.models import RemiModel, read_vocabulary
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-VOCABULARY_FILE = "items.tsv"
+VOCABULARY_FILE = data_directory.ITEMS_FILE  # the data directory's items.tsv, copied
 USER_VOCABULARIES_FILE = "user_vocabularies.json"
 VALIDATION_FILE = "validation.json"
 HISTORY_FILE = "history.csv"
@@ -79,7 +79,7 @@ def write_run(model_dir: str, run: dict[str, Any]) -> None:
 
 def copy_vocabulary(data_dir: str, model_dir: str) -> None:
     """The data directory's items.tsv into the model directory (either may be on gs://, hdfs://, ...)."""
-    tf.io.gfile.copy(os.path.join(data_dir, VOCABULARY_FILE), path(model_dir, VOCABULARY_FILE), overwrite=True)
+    tf.io.gfile.copy(data_directory.items_path(data_dir), path(model_dir, VOCABULARY_FILE), overwrite=True)
 
 
 def read_validation(model_dir: str) -> dict[str, Any] | None:
