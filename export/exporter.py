@@ -3,6 +3,7 @@
 Models written under `<output>/` (one version each):
   <name>         end-to-end retrieval: ScaNN when the index is "scann" or "both", else exact
   <name>-exact   exact brute-force retrieval, when the index is "both" (stock TF Serving loads it)
+The index "auto" (the default) is "brute-force" below AUTO_SCANN_MIN_ITEMS items and "both" from there.
   <name>-query   the query tower: history -> K interest embeddings
 plus `<output>/models.config` listing the models stock TF Serving loads (all but the ScaNN one),
 `<output>/models.scann.config` listing every model (what `remi serve`, which has ScaNN's ops, follows; written
@@ -25,7 +26,10 @@ from remi_tf.models import FIRST_ITEM_INDEX
 
 logger = logging.getLogger(__name__)
 
-INDEXES = ("scann", "brute-force", "both")
+INDEXES = ("auto", "scann", "brute-force", "both")
+# From this many items ScaNN at recall >= 0.95 is faster than exact brute force at batch 1 and at batch 64 on a
+# 2-CPU x86_64 machine; below it brute force is faster at batch 64 (benchmarks/scann_vs_exact.py, BENCHMARKS.md 6.2).
+AUTO_SCANN_MIN_ITEMS = 25_000
 DEFAULT_TARGET_RECALL = 0.95
 TUNING_FILE = os.path.join("assets.extra", "scann_tuning.json")
 
@@ -56,6 +60,11 @@ def scann_index_options(trained: model_directory.TrainedModel, k: int, target_re
     return tuned
 
 
+def choose_index(num_items: int) -> str:
+    """--index auto: "brute-force" below AUTO_SCANN_MIN_ITEMS items, "both" (ScaNN, and exact beside it) from there."""
+    return "brute-force" if num_items < AUTO_SCANN_MIN_ITEMS else "both"
+
+
 def model_names(name: str, index: str) -> dict[str, str]:
     """Served name -> what it is, for the chosen index."""
     names = {name: "scann" if index in ("scann", "both") else "brute-force", f"{name}-query": "query"}
@@ -64,11 +73,13 @@ def model_names(name: str, index: str) -> dict[str, str]:
     return names
 
 
-def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "both",
+def export(model_dir: str, output: str, name: str = "remi", version: int | None = None, index: str = "auto",
            k: int = 50, serving_base_path: str = "/models", warmup_histories: Sequence[Sequence[str]] | None = None,
            settings: Mapping[str, Any] | None = None, target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
 
+    index: "auto" (choose_index: exact below AUTO_SCANN_MIN_ITEMS items, else ScaNN with the exact model beside),
+    "scann", "brute-force" or "both" (ScaNN as <name>, exact as <name>-exact).
     target_recall > 0: the ScaNN model searches as many leaves as reach that recall of the exact per-interest
     lists on held-out queries (export/scann_tuning.py; written to `assets.extra/scann_tuning.json` of its
     version); 0: scann_options as they are.
@@ -94,6 +105,9 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     if diversity_coef > 0 and categories is None:
         raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
+    if index == "auto":
+        index = choose_index(len(vocabulary))
+        logger.info(f"--index auto: {index} for {len(vocabulary):,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
     names = model_names(name, index)
     if version is None:
         version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])

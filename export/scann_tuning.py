@@ -1,9 +1,10 @@
 """ScaNN's search options chosen for a target recall, measured at export time against exact search.
 
 The export's tree (~sqrt(N) leaves, remi_tf.export.exporter.scann_options) keeps its size; the number of
-leaves searched doubles from the default until ScaNN's top-k over held-out queries recalls `target_recall`
-of the exact top-k (or every leaf is searched). BENCHMARKS.md 6.1: fixed options recall 0.80-0.86 on some
-catalogues, 0.98 on others. The export builds its index again with the chosen options; ScaNN's k-means
+leaves searched starts from the default and is halved while ScaNN's top-k over held-out queries still recalls
+`target_recall` of the exact top-k, or doubled until it does (or every leaf is searched). BENCHMARKS.md 6.1:
+fixed options recall 0.80-0.86 on some catalogues, 0.98 on others; 6.2: 1 M items need half the default's
+leaves for 0.95. The export builds its index again with the chosen options; ScaNN's k-means
 sampling makes a rebuild's recall differ by a few thousandths (tests/export/test_scann_tuning.py).
 """
 
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
+from scann import scann_ops
 
 from remi_tf import input as input_lib
 from remi_tf.models import RemiModel
@@ -44,21 +45,38 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
                                                                                              strict=True)]))
 
 
+def searcher(candidates: np.ndarray, k: int, options: dict[str, Any]) -> Any:
+    """A ScaNN searcher built as tfrs.layers.factorized_top_k.ScaNN builds the export's (dot product, the tree
+    of `options`, asymmetric hashing with 2 dimensions per block, 12 k-means iterations, its re-ranking)."""
+    builder = scann_ops.builder(db=tf.constant(candidates, tf.float32), num_neighbors=k, distance_measure="dot_product")
+    builder = builder.tree(num_leaves=options["num_leaves"], num_leaves_to_search=options["num_leaves_to_search"],
+                           training_iterations=12).score_ah(dimensions_per_block=2)
+    return builder.reorder(options["num_reordering_candidates"]).build()
+
+
 def tune(candidates: np.ndarray, queries: np.ndarray, k: int, target_recall: float,
          options: dict[str, Any]) -> Tuned:
-    """The fewest leaves searched (doubling from options') at which ScaNN recalls `target_recall` of the
-    exact top-k of `queries` [Q, d] over `candidates` [N, d]; all leaves when none reaches it."""
+    """The fewest leaves searched at which ScaNN recalls `target_recall` of the exact top-k of `queries` [Q, d]
+    over `candidates` [N, d]: from options' number, halved while the target is still reached, else doubled
+    until it is (all leaves when none reaches it). One index, searched at each number of leaves."""
     exact = exact_top_k(candidates, queries, k)
-    leaves = options["num_leaves_to_search"]
-    while True:
-        trial = {**options, "num_leaves_to_search": leaves}
-        index = tfrs.layers.factorized_top_k.ScaNN(k=k, **trial)
-        index.index(tf.constant(candidates, tf.float32))
-        _, found = index(tf.constant(queries, tf.float32))
-        reached = recall(found.numpy(), exact)
-        if reached >= target_recall or leaves >= options["num_leaves"]:
-            return Tuned(trial, reached, len(queries))
-        leaves = min(options["num_leaves"], 2 * leaves)
+    index = searcher(candidates, k, options)
+    query_tensor = tf.constant(queries, tf.float32)
+
+    def reached(leaves: int) -> float:
+        found = index.search_batched(query_tensor, final_num_neighbors=k, leaves_to_search=leaves).indices
+        return recall(found.numpy(), exact)
+
+    leaves, total = options["num_leaves_to_search"], options["num_leaves"]
+    at = reached(leaves)
+    if at >= target_recall:
+        while leaves > 1 and (fewer := reached(leaves // 2)) >= target_recall:
+            leaves, at = leaves // 2, fewer
+    else:
+        while at < target_recall and leaves < total:
+            leaves = min(total, 2 * leaves)
+            at = reached(leaves)
+    return Tuned({**options, "num_leaves_to_search": leaves}, at, len(queries))
 
 
 def held_out_queries(model: RemiModel, data_dir: str, vocabulary: list[str], limit: int = HELD_OUT_QUERIES,

@@ -399,8 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="export directory: <output>/<name>/<version>/")
     export.add_argument("--name", default="remi", help="served name of the retrieval model")
     export.add_argument("--version", type=POSITIVE, help="default: one more than the newest exported")
-    export.add_argument("--index", choices=("scann", "brute-force", "both"), default="both",
-                        help="the retrieval models: <name> with ScaNN, <name> exact, or both (<name>-exact)")
+    export.add_argument("--index", choices=("auto", "scann", "brute-force", "both"),
+                        default="auto", help="the retrieval models: <name> with ScaNN, <name> exact, or both "
+                        "(<name>-exact); auto: exact below the catalogue size where ScaNN starts to pay on a "
+                        "2-CPU machine (25,000 items), both from there")
     export.add_argument("--k", type=POSITIVE, default=50, help="candidates per interest and merged")
     export.add_argument("--target-recall", type=recall_fraction, default=0.95,
                         help="the ScaNN model searches as many leaves as reach this recall of exact search on "

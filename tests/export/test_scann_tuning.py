@@ -43,3 +43,20 @@ def test_recall_against_a_hand_worked_example():
     found = np.array([[1, 2, 3], [4, 5, 6]])
     exact = np.array([[3, 2, 9], [7, 8, 9]])
     assert scann_tuning.recall(found, exact) == (2 / 3 + 0) / 2
+
+
+def test_tuning_searches_fewer_leaves_where_the_fixed_options_exceed_the_target():
+    rng = np.random.default_rng(1)
+    candidates = clustered(20_000, 32, 200, rng)  # few, wide clusters: the fixed 40 leaves are more than enough
+    queries = candidates[rng.choice(len(candidates), 200, replace=False)] + 0.1 * rng.normal(size=(200, 32))
+    queries = queries.astype(np.float32)
+    fixed = exporter.scann_options(len(candidates))
+    tuned = scann_tuning.tune(candidates, queries, 50, 0.9, fixed)
+    leaves = tuned.options["num_leaves_to_search"]
+    assert leaves < fixed["num_leaves_to_search"] and tuned.recall >= 0.9
+    assert scann_recall(candidates, queries, 50, tuned.options) >= 0.9 - 0.01  # a rebuild, as the export's
+    if leaves > 1:  # half as many leaves falls short (on the tuning's own index: the same tree)
+        index = scann_tuning.searcher(candidates, 50, fixed)
+        found = index.search_batched(tf.constant(queries), final_num_neighbors=50, leaves_to_search=leaves // 2)
+        assert scann_tuning.recall(found.indices.numpy(), scann_tuning.exact_top_k(candidates, queries, 50)) < 0.9 \
+            or leaves // 2 < 1
