@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import time
@@ -24,17 +25,18 @@ def remi(*args: str, timeout: float = 7200) -> float:
 
 
 @contextlib.contextmanager
-def remi_serve(export_dir: str, *options: str, program: Sequence[str] | None = None
+def remi_serve(export_dir: str, *options: str, program: Sequence[str] | None = None, stdout: int = subprocess.DEVNULL
                ) -> Iterator[tuple[subprocess.Popen, int, int]]:
     """`remi serve --export-dir EXPORT_DIR OPTIONS` on free 127.0.0.1 ports, as a subprocess:
     (process, REST port, gRPC port), not yet necessarily answering; stopped by pid on exit, also on failure.
-    `program`: what runs instead of `-m remi serve` (a script and its arguments taking remi serve's flags)."""
+    `program`: what runs instead of `-m remi serve` (a script and its arguments taking remi serve's flags);
+    `stdout`: subprocess.PIPE to read its lines (serving_lines)."""
     from remi_tf.local_cluster import free_ports
 
     port, grpc_port = free_ports(2)
     server = subprocess.Popen([sys.executable, *(program or ("-m", "remi", "serve")), "--export-dir", export_dir,
                                "--port", str(port), "--grpc-port", str(grpc_port), *options], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=stdout, stderr=subprocess.DEVNULL, text=True)
     try:
         yield server, port, grpc_port
     finally:
@@ -44,6 +46,19 @@ def remi_serve(export_dir: str, *options: str, program: Sequence[str] | None = N
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
+
+
+def serving_lines(server: subprocess.Popen, count: int, timeout_s: float = 300.0) -> None:
+    """Waits until `server` (started with stdout=PIPE) has printed `count` lines starting "serving" (one per
+    process of `remi serve --workers N`: each has loaded its models); raises after `timeout_s`."""
+    deadline, seen = time.monotonic() + timeout_s, 0
+    while seen < count:
+        ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = server.stdout.readline() if ready else None
+        if not line:
+            raise TimeoutError(f"remi serve printed {seen} of {count} 'serving' lines in {timeout_s:g} s "
+                               f"(exit status {server.poll()})")
+        seen += line.startswith("serving")
 
 
 def resident_gib(pid: int) -> float | None:

@@ -62,8 +62,11 @@ class StoredAnswerModule:
 
 def serve_with_stored_answers(argv: list[str]) -> int:
     """`remi serve ARGV` in this process, every loaded model wrapped in StoredAnswerModule."""
+    from remi_tf.export import server_processes
+
     load = tf.saved_model.load
     tf.saved_model.load = lambda path, *args, **kwargs: StoredAnswerModule(load(path, *args, **kwargs))
+    server_processes.SERVE_COMMAND = (sys.executable, os.path.abspath(__file__), "serve")  # --workers N: these too
     return cli.main(["serve", *argv])
 
 

@@ -36,15 +36,24 @@ class Server:
     def __init__(self, export_dir: str, host: str = "127.0.0.1", port: int = 8501, grpc_port: int = 8500,
                  poll_seconds: float = 2.0, max_batch_size: int = 1024,
                  request_timeout_s: float = REQUEST_TIMEOUT_S, batcher: Batcher | None = None,
-                 grpc_threads: int = 64) -> None:
+                 grpc_threads: int = 64, reuse_port: bool = False) -> None:
+        """reuse_port: bind both ports with SO_REUSEPORT, so that several server processes share them (the
+        kernel spreads connections over them: `remi serve --workers N`); without it a port in use is an error."""
         self.batcher = batcher
         self.registry = ModelRegistry(export_dir, max_batch_size, batcher)
+        self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s),
+                               bind_and_activate=False)
+        self.http.allow_reuse_port = reuse_port
         try:
-            self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s))
+            self.http.server_bind()
+            self.http.server_activate()
         except OSError as error:
+            self.http.server_close()
             raise OSError(f"REST port {host}:{port}: {error.strerror or error}; choose another with --port") from None
-        # A thread per request in flight: requests waiting for their batch hold one.
-        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_threads))
+        # A thread per request in flight: requests waiting for their batch hold one. gRPC sets SO_REUSEPORT by
+        # default on Linux, which would let a second server share a port in use without an error.
+        self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_threads),
+                                options=[("grpc.so_reuseport", int(reuse_port))])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.registry), self.grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), self.grpc)
         try:

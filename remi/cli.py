@@ -245,10 +245,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from remi_tf.export import server as server_lib
     from remi_tf.export.batching import Batcher
 
+    if args.workers > 1:
+        from remi_tf.export import server_processes
+
+        return server_processes.run(
+            ["--export-dir", args.export_dir, "--host", args.host, "--max-batch-size", str(args.max_batch_size),
+             "--batching" if args.batching else "--no-batching", "--batching-max-rows", str(args.batching_max_rows),
+             "--batching-timeout-micros", str(args.batching_timeout_micros),
+             "--batching-threads", str(args.batching_threads)], args.workers, args.host, args.port, args.grpc_port)
     batcher = Batcher(args.batching_max_rows, args.batching_timeout_micros / 1e6, args.batching_threads) \
         if args.batching else None
     server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,
-                               max_batch_size=args.max_batch_size, batcher=batcher).start()
+                               max_batch_size=args.max_batch_size, batcher=batcher, reuse_port=args.reuse_port).start()
     models = ", ".join(f"{name}/{version}" for name, version in sorted(server.registry.served().items()))
     models = models or f"nothing yet (waiting for `remi export --output {args.export_dir}`)"
     print(f"serving {models}: REST http://{args.host}:{server.port}, gRPC {args.host}:"
@@ -427,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batching-timeout-micros", type=NON_NEGATIVE, default=0,
                        help="how long a batch that is not full waits for more requests")
     serve.add_argument("--batching-threads", type=POSITIVE, default=1, help="batches run at the same time")
+    serve.add_argument("--workers", type=POSITIVE, default=1,
+                       help="server processes sharing both ports (each loads the models and batches its own "
+                            "requests): more answer more requests where cores are free")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers' processes
     serve.set_defaults(run=cmd_serve)
 
     lookup = add_command("lookup", help="candidates for a history from TF Serving or `remi serve`")
