@@ -1,12 +1,14 @@
 """Server-side batching for `remi serve`, as TF Serving's batching does it: requests for the same
 signature of the same model version that wait at the same time run as one call.
 
-A batch thread takes the oldest waiting request and every other waiting request with the same key, up
-to `max_batch_rows` history rows (a longer request runs alone), waits up to `batch_timeout_s` for more
-when the batch is not full (0: no wait, so a lone request is not delayed), runs them as one batch and
-hands each request its rows of the outputs. Under load, requests that arrive while a batch runs form
-the next one. String inputs of different widths are padded on the right with "" (the served
-signatures skip "": see export/saved_model.py). When a batch of several requests fails, each of them
+When one of `num_batch_threads` batch slots is free, a waiting request's own thread takes the slot and the
+oldest waiting request and every other waiting request with the same key, up to `max_batch_rows` history rows
+(a longer request runs alone), waits up to `batch_timeout_s` for more when the batch is not full (0: no wait,
+so a lone request is not delayed), runs them as one batch and hands each request its rows of the outputs.
+Under load, requests that arrive while a batch runs form the next one. The requests' threads run the batches
+(no batch thread of its own), so a lone request is not handed between threads: BENCHMARKS.md 7.5.
+String inputs of different widths are padded on the right with "" (the served signatures skip "": see
+export/saved_model.py). When a batch of several requests fails, each of them
 is rerun alone, so that an error reaches the request that caused it and no other.
 """
 
@@ -41,7 +43,7 @@ def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 class Batcher:
-    """Runs requests in batches on `num_batch_threads` threads (see the module docstring).
+    """Runs requests in batches, at most `num_batch_threads` at a time (see the module docstring).
 
     Args:
       max_batch_rows: most history rows in one batch (TF Serving's max_batch_size).
@@ -57,29 +59,41 @@ class Batcher:
         self.batches_run = 0  # batch calls made (for tests and benchmarks: requests / batches = mean batch)
         self._waiting: collections.deque[_Request] = collections.deque()
         self._condition = threading.Condition()
+        self._free_slots = num_batch_threads
         self._stopped = False
-        self._threads = [threading.Thread(target=self._serve, daemon=True, name=f"batch-{i}")
-                         for i in range(num_batch_threads)]
-        for thread in self._threads:
-            thread.start()
 
     def run(self, key: Hashable, run: RunFn, feeds: Feeds) -> Feeds:
         """Runs `run(feeds)` within a batch of waiting requests with the same `key` (requests with one key
-        must have the same `run`); returns this request's rows of the outputs, or raises its error."""
+        must have the same `run`); returns this request's rows of the outputs, or raises its error. The calling
+        thread may run other requests' batches (its own among them) while it waits."""
         request = _Request(key, run, feeds)
         with self._condition:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
             self._waiting.append(request)
-            self._condition.notify()
-        request.done.wait()
+            if self.batch_timeout_s:
+                self._condition.notify_all()  # a batch waiting for more requests may now be full
+        while not request.done.is_set():
+            with self._condition:
+                while not request.done.is_set() and not (self._free_slots and self._waiting):
+                    self._condition.wait()
+                if request.done.is_set():
+                    break
+                self._free_slots -= 1
+                batch = self._take_batch()
+            try:
+                self._run(batch)
+            finally:
+                with self._condition:
+                    self._free_slots += 1
+                    self._condition.notify_all()  # the batch's requests are done; a slot is free
         if request.error is not None:
             raise request.error
         assert request.outputs is not None  # set with the error unset, before `done`
         return request.outputs
 
     def stop(self) -> None:
-        """Fails the requests still waiting and ends the batch threads."""
+        """Fails the requests still waiting; batches running finish."""
         with self._condition:
             self._stopped = True
             for request in self._waiting:
@@ -87,46 +101,40 @@ class Batcher:
                 request.done.set()
             self._waiting.clear()
             self._condition.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=10)
 
-    def _next_batch(self) -> list[_Request] | None:
-        """Waits for a request, then takes it and the waiting requests of its key (see the docstring)."""
-        with self._condition:
-            while not self._waiting and not self._stopped:
-                self._condition.wait()
-            if self._stopped:
-                return None
-            first = self._waiting.popleft()
-            batch, rows = [first], first.rows
-            deadline = time.monotonic() + self.batch_timeout_s
-            while True:
-                for request in list(self._waiting):
-                    if request.key == first.key and rows + request.rows <= self.max_batch_rows:
-                        self._waiting.remove(request)
-                        batch.append(request)
-                        rows += request.rows
-                remaining = deadline - time.monotonic()
-                if rows >= self.max_batch_rows or remaining <= 0 or self._stopped:
-                    return batch
-                self._condition.wait(remaining)
+    def _take_batch(self) -> list[_Request]:
+        """The oldest waiting request and the waiting requests of its key (see the docstring); called holding
+        the condition, with a request waiting."""
+        first = self._waiting.popleft()
+        batch, rows = [first], first.rows
+        deadline = time.monotonic() + self.batch_timeout_s
+        while True:
+            for request in list(self._waiting):
+                if request.key == first.key and rows + request.rows <= self.max_batch_rows:
+                    self._waiting.remove(request)
+                    batch.append(request)
+                    rows += request.rows
+            remaining = deadline - time.monotonic()
+            if rows >= self.max_batch_rows or remaining <= 0 or self._stopped:
+                return batch
+            self._condition.wait(remaining)
 
-    def _serve(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self.batches_run += 1
-            try:
-                self._run_batch(batch)
-            except Exception as error:  # noqa: BLE001 (delivered to the requests, which raise it)
-                if len(batch) == 1:
-                    batch[0].error = error
-                else:  # rerun one by one: the error goes to the request that caused it
-                    for request in batch:
-                        try:
-                            self._run_batch([request])
-                        except Exception as single_error:  # noqa: BLE001 (any failure of one request goes to its sender)
-                            request.error = single_error
-            for request in batch:
-                request.done.set()
+    def _run(self, batch: list[_Request]) -> None:
+        """Runs `batch` and marks each of its requests done, with its outputs or its error."""
+        self.batches_run += 1
+        try:
+            self._run_batch(batch)
+        except Exception as error:  # noqa: BLE001 (delivered to the requests, which raise it)
+            if len(batch) == 1:
+                batch[0].error = error
+            else:  # rerun one by one: the error goes to the request that caused it
+                for request in batch:
+                    try:
+                        self._run_batch([request])
+                    except Exception as single_error:  # noqa: BLE001 (any failure of one request goes to its sender)
+                        request.error = single_error
+        for request in batch:
+            request.done.set()
 
     @staticmethod
     def _run_batch(batch: list[_Request]) -> None:

@@ -19,11 +19,16 @@ STOP_TIMEOUT_S = 30.0
 SERVE_COMMAND = (sys.executable, "-m", "remi", "serve")  # what each process runs (a benchmark may replace it)
 
 
-def free_port(host: str) -> int:
-    """A port on `host` that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` different ports on `host` that were free a moment ago (bound together, so that they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _stop(processes: Sequence[subprocess.Popen]) -> None:
@@ -47,8 +52,8 @@ def run(serve_arguments: Sequence[str], workers: int, host: str, port: int, grpc
     """Runs `workers` processes of `remi serve SERVE_ARGUMENTS --port P --grpc-port G --reuse-port` (ports 0:
     free ones, chosen here) until one of them ends (its exit status is returned) or this process gets
     SIGTERM / Ctrl-C (0); the others are then stopped by pid, killed after STOP_TIMEOUT_S."""
-    port = port or free_port(host)
-    grpc_port = grpc_port or free_port(host)
+    spare = iter(free_ports(host, 2))  # both at once: two picks one after the other may return the same port
+    port, grpc_port = port or next(spare), grpc_port or next(spare)
     command = [*SERVE_COMMAND, *serve_arguments, "--port", str(port),
                "--grpc-port", str(grpc_port), "--reuse-port"]
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
