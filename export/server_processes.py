@@ -9,26 +9,15 @@ over the processes. This process only starts them, and stops them all when one e
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from remi_tf import local_cluster
+
 STOP_TIMEOUT_S = 30.0
 SERVE_COMMAND = (sys.executable, "-m", "remi", "serve")  # what each process runs (a benchmark may replace it)
-
-
-def free_ports(host: str, count: int) -> list[int]:
-    """`count` different ports on `host` that were free a moment ago (bound together, so that they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _stop(processes: Sequence[subprocess.Popen]) -> None:
@@ -52,7 +41,7 @@ def run(serve_arguments: Sequence[str], workers: int, host: str, port: int, grpc
     """Runs `workers` processes of `remi serve SERVE_ARGUMENTS --port P --grpc-port G --reuse-port` (ports 0:
     free ones, chosen here) until one of them ends (its exit status is returned) or this process gets
     SIGTERM / Ctrl-C (0); the others are then stopped by pid, killed after STOP_TIMEOUT_S."""
-    spare = iter(free_ports(host, 2))  # both at once: two picks one after the other may return the same port
+    spare = iter(local_cluster.free_ports(2, host))  # together: two picks in turn may return one port
     port, grpc_port = port or next(spare), grpc_port or next(spare)
     command = [*SERVE_COMMAND, *serve_arguments, "--port", str(port),
                "--grpc-port", str(grpc_port), "--reuse-port"]

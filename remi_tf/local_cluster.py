@@ -47,12 +47,12 @@ def parse_shape(text: str) -> ClusterShape:
     return ClusterShape(values["workers"], values["ps"])
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports on 127.0.0.1 that were free a moment ago (bound together, so they differ)."""
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """Ports on `host` that were free a moment ago (bound together, so they differ)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:
-            sock.bind((HOST, 0))
+            sock.bind((host, 0))
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
