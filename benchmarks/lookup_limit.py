@@ -5,7 +5,7 @@
 One run, the model's own item vectors and the same K x (k + L) retrievals as the export, at batch 1 and 64,
 p50 over --calls calls after a warm-up, each part a tf.function called as a server calls it:
 - the bare limit: tf.matmul + tf.math.top_k (exact), and TFRS's ScaNN layer built with the export's options
-  (remi export's scann_options), on the K interests of the batch as one [B*K, d] query; numpy/BLAS (matmul
+  (its assets.extra/scann_tuning.json, else remi export's fixed scann_options), on the K interests of the batch as one [B*K, d] query; numpy/BLAS (matmul
   + argpartition) for comparison;
 - the parts of the signature: the query tower alone (the `<name>-query` SavedModel's signature), the history
   exclusion and the merge alone (on the retrieval's [B, K, k + L] results);
@@ -17,6 +17,7 @@ overhead over query tower + bare search.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -67,7 +68,9 @@ def main() -> None:
               for name in (args.name, f"{args.name}-exact", f"{args.name}-query")}
     k = int(loaded[f"{args.name}-exact"].structured_outputs["item_ids"].shape[-1] or 50)
     per_interest = min(k + config.max_history, int(table.shape[0]))
-    scann_layer = tfrs.layers.factorized_top_k.ScaNN(k=per_interest, **exporter.scann_options(len(vocabulary)))
+    tuning = os.path.join(args.export_dir, args.name, str(version), exporter.TUNING_FILE)
+    options = json.load(open(tuning))["options"] if os.path.exists(tuning) else exporter.scann_options(len(vocabulary))
+    scann_layer = tfrs.layers.factorized_top_k.ScaNN(k=per_interest, **options)  # the exported model's options
     scann_layer.index(table)
     table_numpy = table.numpy()
 
