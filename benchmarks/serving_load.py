@@ -39,10 +39,9 @@ import numpy as np  # noqa: E402
 import scann  # noqa: E402,F401  (ScaNN ops for the ScaNN model)
 import tensorflow as tf  # noqa: E402
 from cli_runs import remi_serve, serving_lines  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
 
 from remi_tf.export import serving_layout  # noqa: E402
-from remi_tf.export.client import RemiClient  # noqa: E402
+from remi_tf.export.client import RemiClient, predict_request  # noqa: E402
 
 GENERATORS = {"wrk": "wrk", "h2load": "nghttp2-client"}  # program -> Debian package
 RUN_TIMEOUT_S = 120  # on top of --seconds, for one load generator run
@@ -56,11 +55,7 @@ def rest_body(history: list[str]) -> bytes:
 def grpc_body(name: str, history: list[str]) -> bytes:
     """gRPC's wire form of a PredictRequest: a 0 byte (not compressed), the length (4 bytes, big-endian), the
     message."""
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = "serving_default"
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto([history], dtype=tf.string))
-    message = request.SerializeToString()
+    message = predict_request(name, "serving_default", {"history": [history]}).SerializeToString()
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 

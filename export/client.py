@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -114,20 +114,28 @@ class RemiClient:
     def _grpc(self, inputs: dict[str, list]) -> dict:
         import grpc
         import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model
-        request.model_spec.signature_name = self.signature_name
-        for name, values in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
         try:
-            response = self._stub.Predict(request, timeout=self.timeout)
+            response = self._stub.Predict(predict_request(self.model, self.signature_name, inputs),
+                                          timeout=self.timeout)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 raise ServerUnavailable(f"no server at {self.target}: {error.details()}") from None
             raise LookupFailed(f"{self.target} answered {error.code().name}: {error.details()}") from None
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+
+
+def predict_request(model: str, signature_name: str, inputs: dict[str, list]) -> Any:
+    """TF Serving's gRPC PredictRequest for `model`'s `signature_name`, string tensors from `inputs`."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature_name
+    for name, values in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+    return request
 
 
 def candidate_rows(candidates: Candidates, names: dict[str, str] | None = None) -> list[dict]:

@@ -3,12 +3,12 @@
 Models written under `<output>/` (one version each):
   <name>         end-to-end retrieval: ScaNN when the index is "scann" or "both", else exact
   <name>-exact   exact brute-force retrieval, when the index is "both" (stock TF Serving loads it)
-The index "auto" (the default) is "brute-force" below AUTO_SCANN_MIN_ITEMS items and "both" from there.
   <name>-query   the query tower: history -> K interest embeddings
 plus `<output>/models.config` listing the models stock TF Serving loads (all but the ScaNN one),
 `<output>/models.scann.config` listing every model (what `remi serve`, which has ScaNN's ops, follows; written
 when there is a ScaNN model) and `<output>/<name>.export.json`, the set `remi serve` serves at one version
-(TF Serving itself loads each model's versions on their own).
+(TF Serving itself loads each model's versions on their own). The index "auto" (the default) is "brute-force"
+below AUTO_SCANN_MIN_ITEMS items and "both" from there.
 """
 
 from __future__ import annotations
