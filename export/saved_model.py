@@ -104,9 +104,10 @@ class RetrievalModule(tf.Module):
         self.num_interests = model.config.num_interests
         self.scoring = model.config.interest_scoring
         self.interest_temperature = model.config.interest_temperature
-        # logsumexp re-scores each retrieved item over all K interests: their vectors by item index
-        self.item_vectors = None if self.scoring != "logsumexp" else tf.Variable(
+        # logsumexp and mixture re-score each retrieved item over all K interests: their vectors by item index
+        self.item_vectors = None if self.scoring not in merging.RESCORED else tf.Variable(
             model.vectors_by_index(), trainable=False, name="item_vectors")
+        self.interest_mixture = model.interest_mixture
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         return self.query.input_specs()
@@ -126,7 +127,7 @@ class RetrievalModule(tf.Module):
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
         if self.item_vectors is not None:
             scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring,
-                                     self.interest_temperature)
+                                     self.interest_temperature, self.interest_mixture)
         merged_scores, merged_indices, interest = merging.merge_interests(
             scores, found, weights, self.k, self.merge, self.merge_lambda, self.categories, self.diversity_coef)
 

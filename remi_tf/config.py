@@ -27,7 +27,7 @@ TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
 CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
-INTEREST_SCORINGS = ("hard", "max", "logsumexp")  # remi_tf.scoring
+INTEREST_SCORINGS = ("hard", "max", "logsumexp", "mixture")  # remi_tf.scoring
 INTEREST_WEIGHTS = ("none", "distilled", "served")
 INTERESTS_PER_USER = ("fixed", "log2")  # remi_tf.layers.interest_count
 MERGES = ("score", "quota", "weighted")  # remi_tf.merging
@@ -61,9 +61,12 @@ class RemiConfig:
       readout_power: the power of "label_aware" (1: a softmax of the affinities; larger: closer to the max).
       interest_scoring: how the K interests score every candidate in training (remi_tf.scoring): "hard"
         (the interest closest to the positive, as ComiRec and REMI), "max" (max_k <u_k, v_j>, the score
-        serving ranks by) or "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)).
+        serving ranks by), "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)) or "mixture"
+        (sum_k pi_k(u, j) <u_k, v_j> with a learned item-dependent gate: remi_tf.layers.InterestMixture).
         Evaluation and the exported models score as training did.
-      interest_temperature: tau of "logsumexp" (> 0; small tau approaches "max").
+      interest_temperature: tau of "logsumexp" and of the "mixture" gate's soft max (> 0; small tau approaches
+        "max").
+      mixture_gate_dim: the rank m of the "mixture" gate's bilinear affinity <P u_k, Q v_j>.
       served_score_weight: with interest_scoring "hard", the weight of a second in-batch softmax term in which
         every candidate is scored as served (max_k <u_k, v_j>), added to the retrieval loss: the hard read-out
         keeps the interests apart, the second term makes their scores comparable for the merge (0: off).
@@ -157,6 +160,7 @@ class RemiConfig:
     readout_power: int = 1
     interest_scoring: str = "hard"
     interest_temperature: float = 1.0
+    mixture_gate_dim: int = 16
     served_score_weight: float = 0.0
     interests_per_user: str = "fixed"
     interest_weights: str = "none"
@@ -213,7 +217,7 @@ class RemiConfig:
                 raise ValueError(f"config field {field.name!r} must be a finite number, got {value!r}")
         positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
                          "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
-                         "in_memory_max_bytes", "logq_buckets", "logq_hashes", "routing_iterations")
+                         "in_memory_max_bytes", "logq_buckets", "logq_hashes", "routing_iterations", "mixture_gate_dim")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")

@@ -84,11 +84,12 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
                          "--item-features ITEMS.csv[:COLUMN]`")
     category_table = None if diversity_coef <= 0 else tf.constant(categories, tf.int32)  # made once
     scoring = model.config.interest_scoring
-    item_vectors = model.vectors_by_index() if scoring == "logsumexp" else None
+    item_vectors = model.vectors_by_index() if scoring in merging.RESCORED else None
 
     def merge_fn(scores: tf.Tensor, ids: tf.Tensor, interests: tf.Tensor, weights: tf.Tensor, k: int):
         if item_vectors is not None:
-            scores = _rescore(interests, ids, item_vectors, scores, scoring, model.config.interest_temperature)
+            scores = _rescore(interests, ids, item_vectors, scores, scoring, model.config.interest_temperature,
+                              model.interest_mixture)
         return _merge_interests(scores, ids, weights, k, merge, merge_lambda, category_table, diversity_coef)
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))

@@ -183,21 +183,30 @@ def weighted_scores(scores: tf.Tensor, weights: tf.Tensor, merge_lambda: float) 
     return scores + merge_lambda * log_weights[:, :, tf.newaxis]
 
 
+RESCORED = ("logsumexp", "mixture")  # the interest scorings whose lookups re-score the retrieved items
+
+
 def rescore(interests: tf.Tensor, indices: tf.Tensor, item_vectors: tf.Tensor, scores: tf.Tensor, mode: str,
-            temperature: float) -> tf.Tensor:
+            temperature: float, mixture: tf.keras.layers.Layer | None = None) -> tf.Tensor:
     """The per-interest results re-scored by the score training used (remi_tf.scoring): every retrieved item
-    gets its score over all K interests (removed results stay -inf). Needed for "logsumexp" only: for "hard"
+    gets its score over all K interests (removed results stay -inf). Needed for RESCORED only: for "hard"
     and "max" the merge by score already ranks an item by its best interest.
 
     Args:
       interests: [batch, K, d]; indices: [batch, K, n] item indices; item_vectors: [rows, d] the candidate
-        vector of each item index; scores: [batch, K, n].
+        vector of each item index; scores: [batch, K, n]; mixture: the gate of "mixture"
+        (remi_tf.layers.InterestMixture).
     """
-    if mode != "logsumexp":
+    if mode not in RESCORED:
         return scores
     vectors = tf.gather(item_vectors, indices)  # [B, K, n, d]
-    per_interest = tf.einsum("bjd,bknd->bknj", interests, vectors)  # [B, K, n, K]: interest j on each result
-    combined = temperature * tf.reduce_logsumexp(per_interest / temperature, axis=-1)
+    if mode == "mixture":
+        if mixture is None:
+            raise ValueError("rescore 'mixture' needs the model's gate (RemiModel.interest_mixture)")
+        combined = mixture.rescore(interests, vectors)
+    else:
+        per_interest = tf.einsum("bjd,bknd->bknj", interests, vectors)  # [B, K, n, K]: interest j on each result
+        combined = temperature * tf.reduce_logsumexp(per_interest / temperature, axis=-1)
     return tf.where(scores > -np.inf, tf.cast(combined, scores.dtype), scores)
 
 

@@ -121,6 +121,8 @@ def weights_checkpoint(model: RemiModel) -> tf.train.Checkpoint:
     parts = {"item_embedding": model.item_embedding, "query_tower": model.query_tower}
     if model.frequency_estimator is not None:
         parts["frequency_estimator"] = model.frequency_estimator
+    if model.interest_mixture is not None:
+        parts["interest_mixture"] = model.interest_mixture
     return tf.train.Checkpoint(model=tf.train.Checkpoint(**parts))
 
 

@@ -19,6 +19,7 @@ from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.layers import (
     CapsuleRouting,
+    InterestMixture,
     InterestWeights,
     ItemEmbedding,
     SelfAttentiveRouting,
@@ -201,11 +202,15 @@ class RemiModel(tfrs.Model):
                                                                    config.logq_hashes))
             self.frequency_estimator = frequency.StreamingFrequencyEstimator(
                 config.logq_buckets, config.logq_hashes, config.logq_alpha, name="frequency_estimator")
+        self.interest_mixture = InterestMixture(config.mixture_gate_dim, config.interest_temperature,
+                                                name="interest_mixture") \
+            if config.interest_scoring == "mixture" else None
         self.task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
                                            remove_accidental_hits=config.remove_accidental_hits,
                                            in_batch_negatives=config.negatives != "sampled",
                                            interest_scoring=config.interest_scoring,
-                                           interest_temperature=config.interest_temperature)
+                                           interest_temperature=config.interest_temperature,
+                                           interest_mixture=self.interest_mixture)
         self.served_task = InterestAwareRetrieval(beta=config.beta, temperature=config.temperature,
                                                   remove_accidental_hits=config.remove_accidental_hits,
                                                   in_batch_negatives=config.negatives != "sampled",
@@ -230,7 +235,9 @@ class RemiModel(tfrs.Model):
         """Creates every weight now, so that checkpoints restore before the first batch (Keras's
         BackupAndRestore only restores into a built model)."""
         profile = None if self.user_features is None else tf.fill([1, len(self.user_features.columns)], "")
-        self.interests(tf.zeros([1, self.config.max_history], tf.int64), profile)
+        interests, _ = self.interests(tf.zeros([1, self.config.max_history], tf.int64), profile)
+        if self.interest_mixture is not None:
+            self.interest_mixture(interests, interests[0])
         self.built = True
 
     @tf.function(reduce_retracing=True)

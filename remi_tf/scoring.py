@@ -7,15 +7,18 @@
   flows into its best interest.
 - logsumexp: s(u, j) = tau * log sum_k exp(<u_k, v_j> / tau), a smooth max (tau -> 0 approaches max);
   every interest receives gradient in proportion to softmax_k(<u_k, v_j> / tau).
+- mixture: s(u, j) = sum_k pi_k(u, j) <u_k, v_j> with a learned item-dependent gate
+  (remi_tf.layers.InterestMixture, mixture of logits).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from remi_tf.layers.interest_mixture import InterestMixture
 from remi_tf.layers.readout import hard_readout
 
-INTEREST_SCORINGS = ("hard", "max", "logsumexp")
+INTEREST_SCORINGS = ("hard", "max", "logsumexp", "mixture")
 
 
 def combine_interest_scores(per_interest: tf.Tensor, mode: str, temperature: float = 1.0) -> tf.Tensor:
@@ -27,21 +30,26 @@ def combine_interest_scores(per_interest: tf.Tensor, mode: str, temperature: flo
     raise ValueError(f"combine_interest_scores: mode must be 'max' or 'logsumexp', got {mode!r}")
 
 
-def interest_similarities(interests: tf.Tensor, candidates: tf.Tensor, mode: str, temperature: float = 1.0
-                          ) -> tf.Tensor:
+def interest_similarities(interests: tf.Tensor, candidates: tf.Tensor, mode: str, temperature: float = 1.0,
+                          mixture: InterestMixture | None = None) -> tf.Tensor:
     """Similarity of each row's user with each candidate.
 
     Args:
       interests: [batch, K, d]; row b's positive is candidate column b (the task's layout).
       candidates: [C, d], C >= batch.
-      mode: "hard", "max" or "logsumexp" (module docstring).
+      mode: "hard", "max", "logsumexp" or "mixture" (module docstring).
       temperature: tau of "logsumexp" (> 0).
+      mixture: the gate of "mixture".
 
     Returns:
       [batch, C] similarities.
     """
     if mode not in INTEREST_SCORINGS:
         raise ValueError(f"interest scoring must be one of {INTEREST_SCORINGS}, got {mode!r}")
+    if mode == "mixture":
+        if mixture is None:
+            raise ValueError("interest scoring 'mixture' needs its gate (an InterestMixture layer)")
+        return mixture(interests, candidates)
     per_interest = tf.einsum("bkd,cd->bkc", interests, candidates)  # [B, K, C]
     if mode == "hard":
         _, selection = hard_readout(interests, candidates[:tf.shape(interests)[0]])  # [B] k*_b

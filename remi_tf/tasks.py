@@ -38,10 +38,12 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         not negatives, and only the extra columns are: the reference code's sampled softmax.
       interest_scoring: "hard", "max" or "logsumexp": how [batch, K, d] queries score a candidate.
       interest_temperature: tau of "logsumexp" (> 0).
+      interest_mixture: the gate of interest_scoring "mixture" (its weights belong to the model that passes it).
     """
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
                  in_batch_negatives: bool = True, interest_scoring: str = "hard", interest_temperature: float = 1.0,
+                 interest_mixture: tf.keras.layers.Layer | None = None,
                  metrics: tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized] | None = None,
                  batch_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
                  loss_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
@@ -55,7 +57,10 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             raise ValueError(f"interest_scoring must be one of {scoring.INTEREST_SCORINGS}, got {interest_scoring!r}")
         if not interest_temperature > 0:
             raise ValueError(f"interest_temperature must be > 0, got {interest_temperature}")
+        if interest_scoring == "mixture" and interest_mixture is None:
+            raise ValueError("interest_scoring 'mixture' needs interest_mixture (remi_tf.layers.InterestMixture)")
         self.interest_scoring = interest_scoring
+        self.interest_mixture = interest_mixture
         self.interest_temperature = float(interest_temperature)
         self.beta = float(beta)
         self.temperature = float(temperature)
@@ -89,7 +94,7 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             raise ValueError("factorized metrics take one query vector per row; pass [batch, d] queries")
         if multi_interest:
             similarities = scoring.interest_similarities(query_embeddings, candidate_embeddings, self.interest_scoring,
-                                                         self.interest_temperature)  # [B, C]
+                                                         self.interest_temperature, self.interest_mixture)  # [B, C]
         else:
             similarities = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # [B, C]
         similarities = similarities / self.temperature

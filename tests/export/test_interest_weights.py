@@ -14,30 +14,16 @@ from remi import cli
 from remi_tf import evaluate, merging, model_directory
 from remi_tf.export import exporter
 from remi_tf.models import FIRST_ITEM_INDEX
-from tests import numpy_reference, synthetic
+from tests import numpy_reference
+from tests.export.small_models import HISTORIES, model_rows, train_on_clusters
 
-HISTORIES = [["item2", "item3", "item4", "item60", "item61"], ["item500", "item501", "item90"], ["item7"]]
 K = 12
 
 
 @pytest.fixture(scope="module")
 def weighted_model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("weighted")
-    data = synthetic.prepared_clusters(root, user_prefix="user", num_users=800, num_clusters=20, items_per_cluster=30,
-                                       clusters_per_user=3, length=30, seed=1)
-    assert cli.main(["train", "--data", data, "--model-dir", str(root / "model"), "--quiet",
-                     "--set", "max_steps=200", "eval_every=100", "embedding_dim=8", "num_interests=3",
-                     "interest_scoring=logsumexp", "interest_temperature=0.5", "interest_weights=served"]) == 0
-    return str(root / "model")
-
-
-def model_rows(model, vocabulary, histories):
-    index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
-    rows = np.zeros((len(histories), model.config.max_history), np.int64)
-    for r, history in enumerate(histories):
-        known = [index[i] for i in history if i in index][-model.config.max_history:]
-        rows[r, :len(known)] = known
-    return rows
+    return train_on_clusters(tmp_path_factory.mktemp("weighted"), 1, "interest_scoring=logsumexp",
+                             "interest_temperature=0.5", "interest_weights=served")
 
 
 @pytest.mark.parametrize("merge", ["quota", "weighted"])

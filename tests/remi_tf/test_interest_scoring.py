@@ -1,4 +1,4 @@
-"""Scoring with the K interests in training (hard, max, logsumexp) and the interest weights' distillation,
+"""Scoring with the K interests in training (hard, max, logsumexp, mixture) and the interest weights' distillation,
 against numpy transcriptions: the loss, which interest each candidate's gradient reaches, the KL term."""
 
 import numpy as np
@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from remi_tf import config as config_lib
 from remi_tf import losses, models
+from remi_tf.layers import InterestMixture
 from remi_tf.models import FIRST_ITEM_INDEX as FIRST
 from remi_tf.tasks import InterestAwareRetrieval
-from tests.numpy_reference import ihn_from_similarities, ihn_numpy, served_similarities
+from tests.numpy_reference import ihn_from_similarities, ihn_numpy, mixture_of_logits, served_similarities
 
 
 def multi_interest_batch(seed, batch=6, extra=4, interests=3, dim=5, vocabulary=7):
@@ -145,3 +146,66 @@ def test_served_score_weight_adds_the_max_scored_softmax_to_the_hard_readout():
     np.testing.assert_allclose(terms[0].numpy(), expected[0] + 0.5 * expected[1], rtol=1e-5)
     with pytest.raises(ValueError, match="served_score_weight.*needs interest_scoring 'hard'"):
         config.replace(interest_scoring="max")
+
+
+def mixture_layer(dim, gate_dim=3, tau=0.5, seed=0):
+    """An InterestMixture in float64 (the tests' dtype) with random gate maps."""
+    layer = InterestMixture(gate_dim, tau, dtype="float64")
+    layer.build(tf.TensorShape([None, dim]))
+    rng = np.random.default_rng(seed)
+    for dense in (layer.interest_gate, layer.item_gate):
+        dense.kernel.assign(rng.normal(size=(dim, gate_dim)))
+    return layer
+
+
+def numpy_mixture(layer, interests, candidates):
+    """[B, K, d], [C, d] -> [B, C] the mixture of logits (tests/numpy_reference), from the layer's gate maps."""
+    interest_map, item_map = layer.interest_gate.kernel.numpy(), layer.item_gate.kernel.numpy()
+    per_interest = np.einsum("bkd,cd->bck", interests, candidates)
+    return mixture_of_logits(per_interest, (interests @ interest_map)[:, np.newaxis], candidates @ item_map,
+                             layer.temperature)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixture_loss_matches_numpy(seed):
+    interests, candidates, probability, ids = multi_interest_batch(seed)
+    layer = mixture_layer(interests.shape[-1], seed=seed)
+    task = InterestAwareRetrieval(beta=0.7, temperature=0.5, interest_scoring="mixture", interest_mixture=layer)
+    expected = ihn_from_similarities(numpy_mixture(layer, interests, candidates), probability, ids,
+                                     beta=0.7, temperature=0.5, remove_hits=True)
+    np.testing.assert_allclose(task_loss(task, interests, candidates, probability, ids).numpy(), expected, rtol=1e-8)
+
+
+def test_mixture_gradient_reaches_interests_and_gate_as_numpy_differences():
+    """The mixture's gradient with respect to the interests and to both gate maps equals central differences of
+    the numpy loss; every interest receives gradient (the gate is a softmax, not an argmax)."""
+    interests, candidates, probability, ids = multi_interest_batch(6)
+    ids = np.arange(len(candidates))
+    layer = mixture_layer(interests.shape[-1], seed=6)
+    task = InterestAwareRetrieval(interest_scoring="mixture", interest_mixture=layer)
+    queries = tf.Variable(interests)
+    with tf.GradientTape() as tape:
+        loss = task(queries, tf.constant(candidates), candidate_sampling_probability=tf.constant(probability),
+                    candidate_ids=tf.constant(ids))
+    gradients = tape.gradient(loss, [queries, layer.interest_gate.kernel, layer.item_gate.kernel])
+
+    def numpy_loss():
+        return ihn_from_similarities(numpy_mixture(layer, queries.numpy(), candidates), probability, ids, beta=0.0,
+                                     temperature=1.0, remove_hits=True)
+
+    for variable, gradient in zip([queries, layer.interest_gate.kernel, layer.item_gate.kernel], gradients):
+        value, expected = variable.numpy(), np.zeros(variable.shape)
+        for position in np.ndindex(*value.shape):
+            for sign in (1, -1):
+                shifted = value.copy()
+                shifted[position] += sign * 1e-6
+                variable.assign(shifted)
+                expected[position] += sign * numpy_loss() / 2e-6
+            variable.assign(value)
+        np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-5, atol=1e-8)
+    assert np.all(np.abs(gradients[0].numpy()).sum(axis=-1) > 0)
+
+
+def test_mixture_scoring_needs_its_gate():
+    with pytest.raises(ValueError, match="interest_mixture"):
+        InterestAwareRetrieval(interest_scoring="mixture")

@@ -1,4 +1,4 @@
-"""The quota and weighted merges of the K lists and the logsumexp re-scoring, against hand-worked examples
+"""The quota and weighted merges of the K lists and the logsumexp and mixture re-scorings, against hand-worked examples
 and the numpy twins of tests/numpy_reference.py."""
 
 import numpy as np
@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 from remi_tf import merging
+from remi_tf.layers import InterestMixture
 from tests import numpy_reference
+from tests.numpy_reference import mixture_of_logits
 
 NEG = -np.inf
 
@@ -123,3 +125,22 @@ def test_rescore_by_logsumexp_over_all_interests():
     unchanged = merging.rescore(tf.constant(interests), tf.constant(ids), tf.constant(table), tf.constant(scores),
                                 "max", 0.5)
     np.testing.assert_array_equal(unchanged.numpy(), scores)
+
+
+def test_rescore_by_the_mixture_over_all_interests():
+    """Each retrieved item's score becomes sum_k pi_k <u_k, v_item> with the gate of remi_tf.layers.InterestMixture
+    (numpy twin: tests/numpy_reference.mixture_of_logits); removed results stay -inf."""
+    rng = np.random.default_rng(5)
+    interests, table = rng.normal(size=(2, 3, 4)), rng.normal(size=(9, 4))
+    ids = rng.integers(2, 9, size=(2, 3, 5))
+    scores = np.einsum("bkd,bknd->bkn", interests, table[ids])
+    scores[1, 0, 4] = NEG
+    mixture = InterestMixture(2, 0.7, dtype="float64")
+    mixture.build(tf.TensorShape([None, 4]))
+    got = merging.rescore(tf.constant(interests), tf.constant(ids), tf.constant(table), tf.constant(scores),
+                          "mixture", 0.7, mixture).numpy()
+    per_interest = np.einsum("bjd,bknd->bknj", interests, table[ids])
+    interest_gates = (interests @ mixture.interest_gate.kernel.numpy())[:, np.newaxis, np.newaxis]  # [B, 1, 1, K, m]
+    expected = mixture_of_logits(per_interest, interest_gates, table[ids] @ mixture.item_gate.kernel.numpy(), 0.7)
+    expected[1, 0, 4] = NEG
+    np.testing.assert_allclose(got, expected, rtol=1e-10)

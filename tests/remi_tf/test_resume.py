@@ -108,10 +108,12 @@ def _model_with(config, weights):
     return model
 
 
-def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
+@pytest.mark.parametrize("changes", [{}, {"interest_scoring": "mixture", "interest_weights": "served"}])
+def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path, changes):
+    """Every trained weight (the interest weights' predictor and the mixture's gate too) is restored."""
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=2)
     config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=40, steps_per_execution=10,
-                                   patience=0)
+                                   patience=0, **changes)
     histories, targets = evaluation_examples(sequences[150:], config.max_history)
     model = models.RemiModel(config, 60)
     dataset = sequence_dataset(sequences[:150], config.batch_size, config.max_history, seed=0)
@@ -120,8 +122,9 @@ def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path):
     assert not [name for name in saved if "optimizer" in name]
     restored = models.RemiModel(config, 60)
     model_directory.restore_best(restored, str(tmp_path))
-    for trained, loaded in zip(model.trainable_weights, restored.trainable_weights):
-        np.testing.assert_array_equal(trained.numpy(), loaded.numpy())
+    assert len(model.trainable_weights) == len(restored.trainable_weights)
+    for trained, loaded in zip(model.trainable_weights, restored.trainable_weights, strict=True):
+        np.testing.assert_array_equal(trained.numpy(), loaded.numpy(), err_msg=trained.name)
 
 
 def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_path, caplog):
