@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import subprocess
 import sys
 import time
@@ -51,14 +50,13 @@ def remi_serve(export_dir: str, *options: str, program: Sequence[str] | None = N
 def serving_lines(server: subprocess.Popen, count: int, timeout_s: float = 300.0) -> None:
     """Waits until `server` (started with stdout=PIPE) has printed `count` lines starting "serving" (one per
     process of `remi serve --workers N`: each has loaded its models); raises after `timeout_s`."""
-    deadline, seen = time.monotonic() + timeout_s, 0
-    while seen < count:
-        ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = server.stdout.readline() if ready else None
-        if not line:
-            raise TimeoutError(f"remi serve printed {seen} of {count} 'serving' lines in {timeout_s:g} s "
-                               f"(exit status {server.poll()})")
-        seen += line.startswith("serving")
+    from remi_tf.process_output import read_lines
+
+    try:
+        read_lines(server.stdout, lambda lines: sum(line.startswith("serving") for line in lines) >= count, timeout_s)
+    except TimeoutError as error:
+        raise TimeoutError(f"remi serve printed fewer than {count} 'serving' lines (exit status {server.poll()}): "
+                           f"{error}") from None
 
 
 def resident_gib(pid: int) -> float | None:

@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import tensorflow_recommenders as tfrs
+
 from remi_tf import atomic, feature_tables, model_directory
 from remi_tf import config as config_lib
 from remi_tf.export import saved_model, scann_tuning, serving_layout
@@ -44,20 +46,24 @@ def scann_options(num_items: int) -> dict:
             "num_reordering_candidates": 1000}
 
 
-def scann_index_options(trained: model_directory.TrainedModel, k: int, target_recall: float) -> scann_tuning.Tuned:
-    """scann_options for the model's catalogue, its leaves searched tuned for `target_recall` (0: as they are)
-    of the per-interest lists the retrieval model asks for (k + max_history)."""
+def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: float
+                ) -> tuple[tfrs.layers.factorized_top_k.TopK, scann_tuning.Tuned]:
+    """The ScaNN item index to serve (saved_model.item_index) with scann_options for the model's catalogue, its
+    leaves searched tuned for `target_recall` (0: as they are) of the per-interest lists the retrieval model asks
+    for, and the recall that index reached on held-out queries (export/scann_tuning.py)."""
     options = scann_options(len(trained.vocabulary))
     if not target_recall:
-        return scann_tuning.Tuned(options, float("nan"), 0)
+        return saved_model.item_index(trained.model, "scann", k, options), scann_tuning.Tuned(options, float("nan"), 0)
     candidates = trained.model.candidate_embeddings().numpy()
     queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, trained.vocabulary)
-    per_interest = min(k + trained.config.max_history, len(trained.vocabulary))
-    tuned = scann_tuning.tune(candidates, queries, per_interest, target_recall, options)
+    depth = saved_model.per_interest_depth(k, trained.config.max_history, len(trained.vocabulary))
+    tuned = scann_tuning.tune(candidates, queries, depth, target_recall, options)
+    index, tuned = scann_tuning.served(lambda chosen: saved_model.item_index(trained.model, "scann", k, chosen),
+                                       candidates, queries, depth, target_recall, tuned, FIRST_ITEM_INDEX)
     logger.info(f"ScaNN: {tuned.options['num_leaves_to_search']} of {tuned.options['num_leaves']} leaves searched: "
-                f"recall@{per_interest} {tuned.recall:.3f} of exact on {tuned.num_queries} held-out queries "
+                f"recall@{depth} {tuned.recall:.3f} of exact on {tuned.num_queries} held-out queries "
                 f"(target {target_recall})")
-    return tuned
+    return index, tuned
 
 
 def choose_index(num_items: int) -> str:
@@ -119,20 +125,19 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     serving_layout.write_export_set(output, name, list(names))
     warmup = warmup_histories or [vocabulary[:3], vocabulary[3:8]]
     published = {}
-    options = scann_index_options(trained, k, target_recall) if "scann" in names.values() else None
+    scann, tuned = scann_index(trained, k, target_recall) if "scann" in names.values() else (None, None)
     for served, kind in names.items():
         if kind == "query":
             module = saved_model.QueryModule(trained.model, vocabulary)
         else:
-            module = saved_model.RetrievalModule(trained.model, vocabulary, kind, k,
-                                                 options.options if kind == "scann" and options else None,
-                                                 categories, diversity_coef, merge_config.merge,
+            module = saved_model.RetrievalModule(trained.model, vocabulary, scann if kind == "scann" else kind, k,
+                                                 None, categories, diversity_coef, merge_config.merge,
                                                  merge_config.merge_lambda)
 
         def write(directory: str, module=module, served=served, kind=kind) -> None:
             saved_model.save(module, directory)
-            if kind == "scann" and options is not None and options.num_queries:
-                atomic.write_json(os.path.join(directory, TUNING_FILE), options._asdict())
+            if kind == "scann" and tuned is not None and tuned.num_queries:
+                atomic.write_json(os.path.join(directory, TUNING_FILE), tuned._asdict())
             serving_layout.write_warmup_requests(directory, served, warmup,
                                                  feature_columns=[c for c in module.input_specs() if c != "history"])
 

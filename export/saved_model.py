@@ -62,12 +62,36 @@ class QueryModule(tf.Module):
         return {"interests": interests, **({"interest_weights": weights} if self.has_interest_weights else {})}
 
 
+def per_interest_depth(k: int, max_history: int, num_items: int) -> int:
+    """How many items each interest retrieves: k, plus max_history so that k remain once the history's items
+    are removed (at most the num_items of the catalogue)."""
+    return min(k + max_history, num_items)
+
+
+def item_index(model: RemiModel, index: str, k: int, scann_options: dict | None = None
+               ) -> tfrs.layers.factorized_top_k.TopK:
+    """The model's items indexed for per-interest retrieval: [Q, d] queries -> ([Q, n] scores, [Q, n] item
+    indices), n = per_interest_depth(k, max_history, N items). index: "scann" (tfrs ScaNN layer with
+    `scann_options`; needs the ScaNN ops to load) or "brute-force" (exact)."""
+    candidates = model.candidate_embeddings()
+    depth = per_interest_depth(k, model.config.max_history, int(candidates.shape[0]))
+    identifiers = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + tf.shape(candidates)[0], dtype=tf.int64)
+    if index == "scann":
+        layer = tfrs.layers.factorized_top_k.ScaNN(k=depth, **(scann_options or {}))
+    elif index == "brute-force":
+        layer = tfrs.layers.factorized_top_k.BruteForce(k=depth)
+    else:
+        raise ValueError(f"index must be 'scann' or 'brute-force', got {index!r}")
+    return layer.index(candidates, identifiers)
+
+
 class RetrievalModule(tf.Module):
     """History of raw item ids -> merged top-k candidates and the K per-interest retrievals.
 
     Args:
       model: the trained model; vocabulary: its items (index i + 2 is vocabulary[i]).
-      index: "scann" (tfrs ScaNN layer; needs the ScaNN ops to load) or "brute-force" (exact).
+      index: "scann" or "brute-force" (item_index builds it, with `scann_options`), or an item_index layer
+        already built for this model and k (the export's ScaNN, its recall measured: export/scann_tuning.py).
       k: results per interest and merged.
       categories, diversity_coef: with diversity_coef > 0 the K lists are merged with ComiRec's greedy
         category-aware penalty (remi_tf.merging) over `categories` ([vocabulary + 2] category per item
@@ -76,7 +100,8 @@ class RetrievalModule(tf.Module):
         "weighted" by the model's interest weights (remi_tf.merging, as evaluation merges).
     """
 
-    def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str, k: int,
+    def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str | tfrs.layers.factorized_top_k.TopK,
+                 k: int,
                  scann_options: dict | None = None, categories: np.ndarray | None = None,
                  diversity_coef: float = 0.0, merge: str | None = None, merge_lambda: float | None = None) -> None:
         super().__init__()
@@ -90,17 +115,7 @@ class RetrievalModule(tf.Module):
         self.query = QueryModule(model, vocabulary)
         self.k = k
         self.item_ids = tf.Variable(["", "[UNK]"] + list(vocabulary), trainable=False, name="item_ids")
-        candidates = model.candidate_embeddings()
-        # Retrieve extra results per interest so that k remain after the history's items are removed.
-        self.per_interest = min(k + model.config.max_history, int(candidates.shape[0]))
-        identifiers = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + tf.shape(candidates)[0], dtype=tf.int64)
-        if index == "scann":
-            self.index = tfrs.layers.factorized_top_k.ScaNN(k=self.per_interest, **(scann_options or {}))
-        elif index == "brute-force":
-            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.per_interest)
-        else:
-            raise ValueError(f"index must be 'scann' or 'brute-force', got {index!r}")
-        self.index.index(candidates, identifiers)
+        self.index = item_index(model, index, k, scann_options) if isinstance(index, str) else index
         self.num_interests = model.config.num_interests
         self.scoring = model.config.interest_scoring
         self.interest_temperature = model.config.interest_temperature

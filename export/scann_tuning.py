@@ -4,13 +4,16 @@ The export's tree (~sqrt(N) leaves, remi_tf.export.exporter.scann_options) keeps
 leaves searched starts from the default and is halved while ScaNN's top-k over held-out queries still recalls
 `target_recall` of the exact top-k, or doubled until it does (or every leaf is searched). BENCHMARKS.md 6.1:
 fixed options recall 0.80-0.86 on some catalogues, 0.98 on others; 6.2: 1 M items need half the default's
-leaves for 0.95. The export builds its index again with the chosen options; ScaNN's k-means
-sampling makes a rebuild's recall differ by a few thousandths (tests/export/test_scann_tuning.py).
+leaves for 0.95. The export then builds the index it serves with the chosen options and measures that
+index on the same queries (`served`): ScaNN's k-means is seeded anew at each build, and a rebuilt tree's
+recall differs from the tuning tree's by up to ~0.03 where few leaves are searched (0.918 -> 0.884 at 1 of
+141 leaves); while the served index falls short of the target it is built again with twice the leaves searched.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -77,6 +80,26 @@ def tune(candidates: np.ndarray, queries: np.ndarray, k: int, target_recall: flo
             leaves = min(total, 2 * leaves)
             at = reached(leaves)
     return Tuned({**options, "num_leaves_to_search": leaves}, at, len(queries))
+
+
+def served(build: Callable[[dict[str, Any]], Any], candidates: np.ndarray, queries: np.ndarray, k: int,
+           target_recall: float, tuned: Tuned, first_identifier: int = 0) -> tuple[Any, Tuned]:
+    """The index to serve and its own recall: `build(options)` (a tfrs ScaNN layer over `candidates` [N, d]
+    with identifiers first_identifier + row, retrieving k) with tuned's options, rebuilt with twice the leaves
+    searched while its recall@k of the exact top-k of `queries` [Q, d] is below `target_recall` (at most
+    every leaf)."""
+    exact = exact_top_k(candidates, queries, k) + first_identifier
+    options = tuned.options
+    while True:
+        index = build(options)
+        _, found = index(tf.constant(queries, tf.float32))
+        at = recall(found.numpy(), exact)
+        leaves = options["num_leaves_to_search"]
+        if at >= target_recall or leaves >= options["num_leaves"]:
+            return index, Tuned(options, at, len(queries))
+        logger.info(f"ScaNN: the served index recalls {at:.3f} at {leaves} leaves searched (the tuning's tree "
+                    f"{tuned.recall:.3f}); building it again with {2 * leaves}")
+        options = {**options, "num_leaves_to_search": min(options["num_leaves"], 2 * leaves)}
 
 
 def held_out_queries(model: RemiModel, data_dir: str, vocabulary: list[str], limit: int = HELD_OUT_QUERIES,

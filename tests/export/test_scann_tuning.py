@@ -14,12 +14,26 @@ def clustered(num_items, dim, num_centres, rng):
     return (items * rng.uniform(0.5, 1.5, size=(num_items, 1))).astype(np.float32)
 
 
-def scann_recall(candidates, queries, k, options):
-    index = tfrs.layers.factorized_top_k.ScaNN(k=k, **options)
-    index.index(tf.constant(candidates))
+def scann_layer(candidates, k, options):
+    return tfrs.layers.factorized_top_k.ScaNN(k=k, **options).index(tf.constant(candidates))
+
+
+def index_recall(index, candidates, queries, k):
     _, found = index(tf.constant(queries))
     exact = np.argsort(-(queries @ candidates.T), axis=1)[:, :k]  # a full sort, not the module's argpartition
     return np.mean([len(set(a) & set(b)) / k for a, b in zip(found.numpy(), exact, strict=True)])
+
+
+def scann_recall(candidates, queries, k, options):
+    return index_recall(scann_layer(candidates, k, options), candidates, queries, k)
+
+
+def served(candidates, queries, k, target, tuned):
+    """scann_tuning.served over tfrs ScaNN layers, its index's recall measured here."""
+    index, verified = scann_tuning.served(lambda options: scann_layer(candidates, k, options), candidates, queries,
+                                          k, target, tuned)
+    assert verified.recall == index_recall(index, candidates, queries, k)  # the served index's own recall
+    return verified
 
 
 def test_tuning_searches_the_fewest_leaves_that_reach_the_target_recall():
@@ -33,8 +47,8 @@ def test_tuning_searches_the_fewest_leaves_that_reach_the_target_recall():
     leaves = tuned.options["num_leaves_to_search"]
     assert tuned.options["num_leaves"] == fixed["num_leaves"] and leaves > fixed["num_leaves_to_search"]
     assert tuned.recall >= 0.95 and tuned.num_queries == 200
-    # a rebuild with the chosen options (as the export's own index is) varies by a few thousandths (k-means)
-    assert scann_recall(candidates, queries, 50, tuned.options) >= 0.95 - 0.01
+    verified = served(candidates, queries, 50, 0.95, tuned)  # a rebuild, as the export's: its own k-means
+    assert verified.recall >= 0.95 and verified.options["num_leaves_to_search"] >= leaves
     if leaves // 2 >= fixed["num_leaves_to_search"]:  # one step fewer would not have reached it
         assert scann_recall(candidates, queries, 50, {**tuned.options, "num_leaves_to_search": leaves // 2}) < 0.95
 
@@ -54,9 +68,23 @@ def test_tuning_searches_fewer_leaves_where_the_fixed_options_exceed_the_target(
     tuned = scann_tuning.tune(candidates, queries, 50, 0.9, fixed)
     leaves = tuned.options["num_leaves_to_search"]
     assert leaves < fixed["num_leaves_to_search"] and tuned.recall >= 0.9
-    assert scann_recall(candidates, queries, 50, tuned.options) >= 0.9 - 0.01  # a rebuild, as the export's
+    verified = served(candidates, queries, 50, 0.9, tuned)  # a rebuild, as the export's
+    assert verified.recall >= 0.9 and verified.options["num_leaves_to_search"] >= leaves
     if leaves > 1:  # half as many leaves falls short (on the tuning's own index: the same tree)
         index = scann_tuning.searcher(candidates, 50, fixed)
         found = index.search_batched(tf.constant(queries), final_num_neighbors=50, leaves_to_search=leaves // 2)
         assert scann_tuning.recall(found.indices.numpy(), scann_tuning.exact_top_k(candidates, queries, 50)) < 0.9 \
             or leaves // 2 < 1
+
+
+def test_a_served_index_short_of_the_target_is_rebuilt_with_twice_the_leaves_searched():
+    rng = np.random.default_rng(2)
+    candidates = clustered(20_000, 32, 200, rng)
+    queries = candidates[rng.choice(len(candidates), 200, replace=False)] + 0.1 * rng.normal(size=(200, 32))
+    queries = queries.astype(np.float32)
+    one_leaf = {**exporter.scann_options(len(candidates)), "num_leaves_to_search": 1}
+    assert scann_recall(candidates, queries, 50, one_leaf) < 0.97  # one leaf of 141 falls short of 0.97
+    verified = served(candidates, queries, 50, 0.97, scann_tuning.Tuned(one_leaf, 1.0, 200))
+    assert verified.recall >= 0.97 and verified.options["num_leaves_to_search"] in (2, 4, 8, 16, 32, 64, 128, 141)
+    every_leaf = served(candidates, queries, 50, 1.01, scann_tuning.Tuned(one_leaf, 1.0, 200))  # unreachable
+    assert every_leaf.options["num_leaves_to_search"] == one_leaf["num_leaves"]

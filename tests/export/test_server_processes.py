@@ -3,7 +3,6 @@
 
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -14,20 +13,10 @@ import tensorflow as tf
 
 from remi_tf.export import client as client_lib
 from remi_tf.export.server import Server
+from remi_tf.process_output import read_lines
 
 START_TIMEOUT_S = 300
 HISTORIES = [["item2", "item3", "item4"], ["item500"]]
-
-
-def read_lines(process, until, timeout_s):
-    """Lines of `process`'s stdout until `until(lines)` holds; bounded by `timeout_s`."""
-    lines, deadline = [], time.monotonic() + timeout_s
-    while not until(lines):
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = process.stdout.readline() if ready else ""
-        assert line, f"remi serve stopped or timed out after {lines}"
-        lines.append(line)
-    return lines
 
 
 def alive(pid):
@@ -45,7 +34,7 @@ def test_worker_processes_share_the_ports_and_stop_with_their_parent(export_dir)
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     pids = []
     try:
-        lines = read_lines(parent, lambda seen: sum(line.startswith("serving") for line in seen) == 2,
+        lines = read_lines(parent.stdout, lambda seen: sum(line.startswith("serving") for line in seen) == 2,
                            START_TIMEOUT_S)
         announced = next(line for line in lines if "server processes" in line)
         pids = [int(pid) for pid in re.search(r"pids ([\d, ]+)\)", announced).group(1).split(", ")]
