@@ -66,7 +66,7 @@ def serve_with_stored_answers(argv: list[str]) -> int:
 
     load = tf.saved_model.load
     tf.saved_model.load = lambda path, *args, **kwargs: StoredAnswerModule(load(path, *args, **kwargs))
-    server_processes.SERVE_COMMAND = (sys.executable, os.path.abspath(__file__), "serve")  # --workers N: these too
+    server_processes.REMI_COMMAND = (sys.executable, os.path.abspath(__file__))  # --workers N: these too
     return cli.main(["serve", *argv])
 
 

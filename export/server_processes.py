@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from remi_tf import local_cluster
 
 STOP_TIMEOUT_S = 30.0
-SERVE_COMMAND = (sys.executable, "-m", "remi", "serve")  # what each process runs (a benchmark may replace it)
+REMI_COMMAND = (sys.executable, "-m", "remi")  # what each process runs (a benchmark may replace it)
 
 
 def _stop(processes: Sequence[subprocess.Popen]) -> None:
@@ -37,14 +37,15 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def run(serve_arguments: Sequence[str], workers: int, host: str, port: int, grpc_port: int) -> int:
-    """Runs `workers` processes of `remi serve SERVE_ARGUMENTS --port P --grpc-port G --reuse-port` (ports 0:
-    free ones, chosen here) until one of them ends (its exit status is returned) or this process gets
+def run(remi_arguments: Sequence[str], workers: int, host: str, port: int, grpc_port: int) -> int:
+    """Runs `workers` processes of `remi REMI_ARGUMENTS --workers 1 --port P --grpc-port G --reuse-port` (the
+    `remi serve ...` command line as given: the options appended replace its own, argparse keeping the last;
+    ports 0: free ones, chosen here) until one of them ends (its exit status is returned) or this process gets
     SIGTERM / Ctrl-C (0); the others are then stopped by pid, killed after STOP_TIMEOUT_S."""
     spare = iter(local_cluster.free_ports(2, host))  # together: two picks in turn may return one port
     port, grpc_port = port or next(spare), grpc_port or next(spare)
-    command = [*SERVE_COMMAND, *serve_arguments, "--port", str(port),
-               "--grpc-port", str(grpc_port), "--reuse-port"]
+    command = [*REMI_COMMAND, *remi_arguments, "--workers", "1", "--port", str(port), "--grpc-port", str(grpc_port),
+               "--reuse-port"]
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     processes: list[subprocess.Popen] = []
     try:

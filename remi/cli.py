@@ -248,11 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from remi_tf.export import server_processes
 
-        return server_processes.run(
-            ["--export-dir", args.export_dir, "--host", args.host, "--max-batch-size", str(args.max_batch_size),
-             "--batching" if args.batching else "--no-batching", "--batching-max-rows", str(args.batching_max_rows),
-             "--batching-timeout-micros", str(args.batching_timeout_micros),
-             "--batching-threads", str(args.batching_threads)], args.workers, args.host, args.port, args.grpc_port)
+        return server_processes.run(args.argv, args.workers, args.host, args.port, args.grpc_port)
     batcher = Batcher(args.batching_max_rows, args.batching_timeout_micros / 1e6, args.batching_threads) \
         if args.batching else None
     server = server_lib.Server(args.export_dir, args.host, args.port, args.grpc_port,

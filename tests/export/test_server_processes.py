@@ -29,8 +29,9 @@ def alive(pid):
 
 
 def test_worker_processes_share_the_ports_and_stop_with_their_parent(export_dir):
-    parent = subprocess.Popen([sys.executable, "-m", "remi", "serve", "--export-dir", export_dir, "--port", "0",
-                               "--grpc-port", "0", "--workers", "2"], stdout=subprocess.PIPE, text=True,
+    serve = ["serve", "--export-dir", export_dir, "--port", "0", "--grpc-port", "0", "--workers", "2",
+             "--max-batch-size", "2"]
+    parent = subprocess.Popen([sys.executable, "-m", "remi", *serve], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     pids = []
     try:
@@ -40,6 +41,10 @@ def test_worker_processes_share_the_ports_and_stop_with_their_parent(export_dir)
         pids = [int(pid) for pid in re.search(r"pids ([\d, ]+)\)", announced).group(1).split(", ")]
         port, grpc_port = re.search(r"http://127\.0\.0\.1:(\d+), gRPC 127\.0\.0\.1:(\d+)", announced).groups()
         assert len(pids) == 2 and all(alive(pid) for pid in pids)
+        for pid in pids:  # the command line as given, its ports and --workers replaced by options after it
+            command = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1]
+            assert command[1:] == ["-m", "remi", *serve, "--workers", "1", "--port", port, "--grpc-port", grpc_port,
+                                   "--reuse-port"]
         expected = tf.saved_model.load(os.path.join(export_dir, "remi-exact", "1")).signatures["serving_default"](
             history=tf.constant([["item2", "item3", "item4"], ["item500", "", ""]]))["item_ids"].numpy().astype(str)
         for _ in range(4):  # new connections each time: the kernel may hand them to either process
@@ -47,6 +52,8 @@ def test_worker_processes_share_the_ports_and_stop_with_their_parent(export_dir)
                            client_lib.RemiClient(f"127.0.0.1:{grpc_port}", model="remi-exact", use_grpc=True)):
                 found = client.lookup(HISTORIES)
                 assert [list(row.item_ids) for row in found] == expected.tolist()
+                with pytest.raises(client_lib.LookupFailed, match="exceeds the maximum batch size 2"):
+                    client.lookup(HISTORIES * 2)  # each process got --max-batch-size 2
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=60) == 0
         deadline = time.monotonic() + 30
