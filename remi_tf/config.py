@@ -67,6 +67,9 @@ class RemiConfig:
       interest_temperature: tau of "logsumexp" and of the "mixture" gate's soft max (> 0; small tau approaches
         "max").
       mixture_gate_dim: the rank m of the "mixture" gate's bilinear affinity <P u_k, Q v_j>.
+      mixture_balance_lambda: with interest_scoring "mixture", the weight of a term that keeps every interest in
+        use: log K minus the entropy of the batch's mean gate on its positives, mean_b pi(u_b, v_target_b) (0:
+        off; >= 0). Without it the gate can leave an interest no item (BENCHMARKS.md 10.16).
       served_score_weight: with interest_scoring "hard", the weight of a second in-batch softmax term in which
         every candidate is scored as served (max_k <u_k, v_j>), added to the retrieval loss: the hard read-out
         keeps the interests apart, the second term makes their scores comparable for the merge (0: off).
@@ -161,6 +164,7 @@ class RemiConfig:
     interest_scoring: str = "hard"
     interest_temperature: float = 1.0
     mixture_gate_dim: int = 16
+    mixture_balance_lambda: float = 0.0
     served_score_weight: float = 0.0
     interests_per_user: str = "fixed"
     interest_weights: str = "none"
@@ -262,6 +266,11 @@ class RemiConfig:
         if self.readout == "label_aware" and self.interest_scoring != "hard":
             raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
                              f"already combines the interests), got {self.interest_scoring!r}")
+        if not self.mixture_balance_lambda >= 0:
+            raise ValueError(f"config field 'mixture_balance_lambda' must be >= 0, got {self.mixture_balance_lambda!r}")
+        if self.mixture_balance_lambda and self.interest_scoring != "mixture":
+            raise ValueError("config field 'mixture_balance_lambda' balances the mixture gate: it needs interest_scoring "
+                             f"'mixture' (got {self.interest_scoring!r})")
         if not self.served_score_weight >= 0:
             raise ValueError(f"config field 'served_score_weight' must be >= 0, got {self.served_score_weight!r}")
         if self.served_score_weight and (self.interest_scoring != "hard" or self.readout != "hard"):

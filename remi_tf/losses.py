@@ -1,4 +1,5 @@
-"""REMI's loss terms as small pure functions: routing regularization and the IHN softmax."""
+"""REMI's loss terms as small pure functions: routing regularization, the IHN softmax, the interest weights'
+distillation and the mixture gate's balance."""
 
 from __future__ import annotations
 
@@ -87,3 +88,18 @@ def interest_weight_distillation(interests: tf.Tensor, target_embeddings: tf.Ten
     teacher = tf.nn.softmax(teacher_logits, axis=-1)
     return tf.reduce_sum(teacher * (tf.nn.log_softmax(teacher_logits, axis=-1)
                                     - tf.nn.log_softmax(weight_logits, axis=-1)), axis=-1)
+
+
+def gate_imbalance(gate: tf.Tensor) -> tf.Tensor:
+    """How far a batch's mean gate is from using every interest alike: log K - H(mean_b gate_b) = KL(mean gate
+    || uniform), 0 when balanced, log K when one interest takes every row (mixture_balance_lambda's term).
+
+    Args:
+      gate: [batch, K] each row's distribution over the K interests (rows sum to 1).
+
+    Returns:
+      [] nats.
+    """
+    mean = tf.reduce_mean(gate, axis=0)  # [K]
+    num_interests = tf.cast(tf.shape(gate)[-1], gate.dtype)
+    return tf.math.log(num_interests) + tf.reduce_sum(mean * tf.math.log(tf.maximum(mean, 1e-12)))

@@ -224,6 +224,7 @@ class RemiModel(tfrs.Model):
         self.retrieval_loss_tracker = tf.keras.metrics.Mean("retrieval_loss")
         self.routing_regularization_tracker = tf.keras.metrics.Mean("routing_regularization")
         self.interest_weight_tracker = tf.keras.metrics.Mean("interest_weight_loss")
+        self.mixture_balance_tracker = tf.keras.metrics.Mean("mixture_balance")
         self.distribute_reduction_method = "first"  # the trackers hold global values (train_step)
         self.build_towers()
 
@@ -298,7 +299,8 @@ class RemiModel(tfrs.Model):
         """The loss to differentiate, and the terms the trackers report, composed in a fixed order: the
         query tower; the candidates (`sample_candidates`); the queries the task scores them with (the K
         interests, combined by `interest_scoring`, or MIND's label-aware read-out); the task; the
-        regularizers (routing regularization, the interest weights' term, `interest_weight_loss`).
+        regularizers (routing regularization, the interest weights' term, `interest_weight_loss`, the mixture
+        gate's imbalance, losses.gate_imbalance).
 
         Under a synchronous strategy with R replicas (one global batch), each replica's loss is its share
         of the global objective: its rows' per-example losses summed and divided by the global batch, plus
@@ -307,9 +309,9 @@ class RemiModel(tfrs.Model):
 
         Returns:
           loss: [] this replica's loss.
-          terms: [4] this replica's shares of (retrieval loss, routing regularization, loss, the interest
-            weights' term); summed over the replicas they are the global batch's values (one replica: the
-            values themselves).
+          terms: [5] this replica's shares of (retrieval loss, routing regularization, loss, the interest
+            weights' term, the mixture gate's imbalance); summed over the replicas they are the global batch's
+            values (one replica: the values themselves; the imbalance: the mean of the replicas' own).
         """
         history, target = features["history"], features["target"]
         encoding = self.query_tower.encode(history, features.get("user_features"))
@@ -326,6 +328,9 @@ class RemiModel(tfrs.Model):
                 encoding.interests, candidates.vectors, candidate_sampling_probability=candidates.sampling_probability,
                 candidate_ids=candidates.ids)
         weight_loss = self.interest_weight_loss(encoding, positive_embeddings, candidates)
+        imbalance = tf.zeros([], retrieval_loss.dtype)
+        if self.config.mixture_balance_lambda:  # this replica's rows' mean gate (per replica, as MoE balance terms)
+            imbalance = losses.gate_imbalance(self.interest_mixture.gate(encoding.interests, positive_embeddings))
         mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
                                                        self.config.routing_regularization_mode, mask)
@@ -336,9 +341,10 @@ class RemiModel(tfrs.Model):
                             if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)
             retrieval_loss *= share
             weight_loss *= share
+            imbalance /= replica.num_replicas_in_sync  # summed over replicas: the mean of theirs
         loss = (retrieval_loss + self.config.routing_lambda * regularization
-                + self.config.interest_weight_lambda * weight_loss)
-        return loss, tf.stack([retrieval_loss, regularization, loss, weight_loss])
+                + self.config.interest_weight_lambda * weight_loss + self.config.mixture_balance_lambda * imbalance)
+        return loss, tf.stack([retrieval_loss, regularization, loss, weight_loss, imbalance])
 
     def interest_weight_loss(self, encoding: QueryEncoding, positive_embeddings: tf.Tensor,
                              candidates: Candidates) -> tf.Tensor:
@@ -391,10 +397,11 @@ class RemiModel(tfrs.Model):
         return Candidates(candidate_ids, vectors, sampling_probability, num_positives)
 
     def _track(self, terms: tf.Tensor) -> None:
-        """Records [4] (retrieval loss, routing regularization, loss, the interest weights' term) of a
-        training batch."""
+        """Records [5] (retrieval loss, routing regularization, loss, the interest weights' term, the mixture
+        gate's imbalance) of a training batch."""
         for tracker, value in zip((self.retrieval_loss_tracker, self.routing_regularization_tracker,
-                                   self.loss_tracker, self.interest_weight_tracker), tf.unstack(terms), strict=True):
+                                   self.loss_tracker, self.interest_weight_tracker, self.mixture_balance_tracker),
+                                  tf.unstack(terms), strict=True):
             tracker.update_state(value)
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -447,7 +454,8 @@ class RemiModel(tfrs.Model):
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
         trackers = [self.loss_tracker, self.retrieval_loss_tracker, self.routing_regularization_tracker]
-        return trackers + ([self.interest_weight_tracker] if self.config.interest_weights != "none" else [])
+        return (trackers + ([self.interest_weight_tracker] if self.config.interest_weights != "none" else [])
+                + ([self.mixture_balance_tracker] if self.config.mixture_balance_lambda else []))
 
 
 def interest_distribution(encoding: QueryEncoding) -> tf.Tensor:

@@ -82,13 +82,24 @@ def served_similarities(interests, candidates, mode, tau=1.0):
     return tau * np.log(np.exp((per_interest - top) / tau).sum(axis=1)) + top[:, 0]
 
 
-def mixture_of_logits(per_interest, interest_gates, item_gates, tau):
-    """[..., K] scores <u_k, v_j>, [..., K, m] P u_k and [..., m] Q v_j -> [...] the mixture of logits
-    sum_k pi_k <u_k, v_j>, pi = softmax_k(<u_k, v_j> / tau + <P u_k, Q v_j> / sqrt(m)), literally."""
+def mixture_gate(per_interest, interest_gates, item_gates, tau):
+    """[..., K] scores <u_k, v_j>, [..., K, m] P u_k and [..., m] Q v_j -> [..., K] the gate
+    pi = softmax_k(<u_k, v_j> / tau + <P u_k, Q v_j> / sqrt(m)), literally."""
     affinity = (interest_gates * item_gates[..., np.newaxis, :]).sum(axis=-1) / np.sqrt(item_gates.shape[-1])
     logits = per_interest / tau + affinity
     gate = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (gate / gate.sum(axis=-1, keepdims=True) * per_interest).sum(axis=-1)
+    return gate / gate.sum(axis=-1, keepdims=True)
+
+
+def mixture_of_logits(per_interest, interest_gates, item_gates, tau):
+    """The same inputs -> [...] the mixture of logits sum_k pi_k <u_k, v_j>."""
+    return (mixture_gate(per_interest, interest_gates, item_gates, tau) * per_interest).sum(axis=-1)
+
+
+def gate_imbalance(gate):
+    """[B, K] -> KL(mean_b gate_b || uniform) = sum_k m_k log(m_k K), in plain numpy."""
+    mean = gate.mean(axis=0)
+    return float(sum(m * np.log(m * len(mean)) for m in mean if m > 0))
 
 
 def slot_quotas(weights, k):

@@ -10,7 +10,8 @@ from remi_tf import losses, models
 from remi_tf.layers import InterestMixture
 from remi_tf.models import FIRST_ITEM_INDEX as FIRST
 from remi_tf.tasks import InterestAwareRetrieval
-from tests.numpy_reference import ihn_from_similarities, ihn_numpy, mixture_of_logits, served_similarities
+from tests.numpy_reference import (gate_imbalance, ihn_from_similarities, ihn_numpy, mixture_gate, mixture_of_logits,
+                                   served_similarities)
 
 
 def multi_interest_batch(seed, batch=6, extra=4, interests=3, dim=5, vocabulary=7):
@@ -209,3 +210,51 @@ def test_mixture_gradient_reaches_interests_and_gate_as_numpy_differences():
 def test_mixture_scoring_needs_its_gate():
     with pytest.raises(ValueError, match="interest_mixture"):
         InterestAwareRetrieval(interest_scoring="mixture")
+
+
+def test_gate_imbalance_against_hand_worked_values():
+    assert losses.gate_imbalance(tf.constant([[1.0, 0.0], [0.0, 1.0]])).numpy() == pytest.approx(0.0, abs=1e-7)
+    assert losses.gate_imbalance(tf.constant([[1.0, 0.0], [1.0, 0.0]])).numpy() == pytest.approx(np.log(2))
+    # mean (0.75, 0.25): 0.75 log 1.5 + 0.25 log 0.5
+    assert losses.gate_imbalance(tf.constant([[0.5, 0.5], [1.0, 0.0]])).numpy() == pytest.approx(
+        0.75 * np.log(1.5) + 0.25 * np.log(0.5))
+
+
+def test_mixture_balance_adds_the_imbalance_of_the_positives_gate_and_trains_interests_and_gate():
+    """terms[4] = KL(mean gate on the positives || uniform) from numpy on the model's own interests, positives and
+    gate maps; loss = retrieval + routing_lambda * RR + lambda * that; its gradient reaches both gate maps and the
+    interests' routing."""
+    tf.keras.utils.set_random_seed(3)
+    config = config_lib.RemiConfig(embedding_dim=4, num_interests=3, max_history=5, interest_scoring="mixture",
+                                   mixture_gate_dim=2, interest_temperature=0.5, mixture_balance_lambda=2.0,
+                                   routing_lambda=10.0)
+    model = models.RemiModel(config, 10)
+    rng = np.random.default_rng(4)
+    history = rng.integers(FIRST, 10 + FIRST, size=(6, 5))
+    target = rng.integers(FIRST, 10 + FIRST, size=6)
+    with tf.GradientTape() as tape:
+        loss, terms = model.objective({"history": tf.constant(history), "target": tf.constant(target)})
+        imbalance = terms[4]
+    interests = model.query_tower.encode(tf.constant(history)).interests.numpy().astype(np.float64)
+    positives = model.query_tower.candidate_vectors(tf.constant(target)).numpy().astype(np.float64)
+    mixture = model.interest_mixture
+    gate = mixture_gate(np.einsum("bkd,bd->bk", interests, positives),
+                        interests @ mixture.interest_gate.kernel.numpy(), positives @ mixture.item_gate.kernel.numpy(),
+                        0.5)
+    assert gate_imbalance(gate) > 1e-3  # not balanced at the start: the term has something to do
+    np.testing.assert_allclose(imbalance.numpy(), gate_imbalance(gate), rtol=1e-4)
+    np.testing.assert_allclose(loss.numpy(), terms[0].numpy() + 10.0 * terms[1].numpy() + 2.0 * imbalance.numpy(),
+                               rtol=1e-6)
+    reached = {variable.ref() for variable, gradient in zip(
+        model.trainable_variables, tape.gradient(imbalance, model.trainable_variables), strict=True)
+        if gradient is not None and float(tf.reduce_max(tf.abs(tf.convert_to_tensor(gradient)))) > 1e-6}
+    gate_maps = {mixture.interest_gate.kernel.ref(), mixture.item_gate.kernel.ref()}
+    assert gate_maps <= reached and reached - gate_maps  # both gate maps, and the towers too
+    assert "mixture_balance" in [metric.name for metric in model.metrics]
+
+
+def test_mixture_balance_needs_the_mixture_and_a_weight_of_at_least_zero():
+    with pytest.raises(ValueError, match="mixture_balance_lambda.*needs interest_scoring 'mixture'"):
+        config_lib.RemiConfig().replace(interest_scoring="max", mixture_balance_lambda=1.0)
+    with pytest.raises(ValueError, match="mixture_balance_lambda.*>= 0"):
+        config_lib.RemiConfig().replace(interest_scoring="mixture", mixture_balance_lambda=-1.0)
