@@ -269,8 +269,8 @@ class RemiConfig:
         if not self.mixture_balance_lambda >= 0:
             raise ValueError(f"config field 'mixture_balance_lambda' must be >= 0, got {self.mixture_balance_lambda!r}")
         if self.mixture_balance_lambda and self.interest_scoring != "mixture":
-            raise ValueError("config field 'mixture_balance_lambda' balances the mixture gate: it needs interest_scoring "
-                             f"'mixture' (got {self.interest_scoring!r})")
+            raise ValueError("config field 'mixture_balance_lambda' balances the mixture gate: it needs "
+                             f"interest_scoring 'mixture' (got {self.interest_scoring!r})")
         if not self.served_score_weight >= 0:
             raise ValueError(f"config field 'served_score_weight' must be >= 0, got {self.served_score_weight!r}")
         if self.served_score_weight and (self.interest_scoring != "hard" or self.readout != "hard"):
