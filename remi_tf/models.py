@@ -329,7 +329,7 @@ class RemiModel(tfrs.Model):
                 candidate_ids=candidates.ids)
         weight_loss = self.interest_weight_loss(encoding, positive_embeddings, candidates)
         imbalance = tf.zeros([], retrieval_loss.dtype)
-        if self.config.mixture_balance_lambda:  # this replica's rows' mean gate (per replica, as MoE balance terms)
+        if self.interest_mixture is not None and self.config.mixture_balance_lambda:  # this replica's rows' mean gate
             imbalance = losses.gate_imbalance(self.interest_mixture.gate(encoding.interests, positive_embeddings))
         mask = history >= FIRST_ITEM_INDEX if self.config.routing_exclude_padding else None
         regularization = losses.routing_regularization(encoding.routing, self.config.embedding_dim,
