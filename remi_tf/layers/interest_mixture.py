@@ -43,19 +43,19 @@ class InterestMixture(tf.keras.layers.Layer):
         self.item_gate.build(tf.TensorShape([None, dim]))
         super().build(input_shape)
 
-    def weights(self, per_interest: tf.Tensor, affinity: tf.Tensor) -> tf.Tensor:
+    def probabilities(self, per_interest: tf.Tensor, affinity: tf.Tensor) -> tf.Tensor:
         """[..., K] scores <u_k, v_j> and [..., K] gate affinities <P u_k, Q v_j> -> [..., K] the gate pi."""
         return tf.nn.softmax(per_interest / self.temperature + affinity / math.sqrt(self.gate_dim), axis=-1)
 
     def mix(self, per_interest: tf.Tensor, affinity: tf.Tensor) -> tf.Tensor:
         """[..., K] scores and gate affinities -> [...] the mixture sum_k pi_k <u_k, v_j>."""
-        return tf.reduce_sum(self.weights(per_interest, affinity) * per_interest, axis=-1)
+        return tf.reduce_sum(self.probabilities(per_interest, affinity) * per_interest, axis=-1)
 
     def gate(self, interests: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         """interests [B, K, d], items [B, d] (one per row, e.g. its positive) -> [B, K] the gate pi(u_b, v_b)."""
         per_interest = tf.einsum("bkd,bd->bk", interests, items)
         affinity = tf.einsum("bkm,bm->bk", self.interest_gate(interests), self.item_gate(items))
-        return self.weights(per_interest, affinity)
+        return self.probabilities(per_interest, affinity)
 
     def call(self, interests: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
         """interests [B, K, d], candidates [C, d] -> [B, C] mixture scores."""
