@@ -29,11 +29,13 @@ HELD_OUT_QUERIES = 512
 
 
 class Tuned(NamedTuple):
-    """The chosen options, the recall@k they reached and over how many queries."""
+    """The chosen options, the recall@k they reached and over how many queries; `tried`: (leaves searched,
+    recall@k) for each number the tuning measured on its tree, in the order measured."""
 
     options: dict[str, Any]
     recall: float
     num_queries: int
+    tried: tuple[tuple[int, float], ...] = ()
 
 
 def exact_top_k(candidates: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -66,9 +68,12 @@ def tune(candidates: np.ndarray, queries: np.ndarray, k: int, target_recall: flo
     index = searcher(candidates, k, options)
     query_tensor = tf.constant(queries, tf.float32)
 
+    tried: list[tuple[int, float]] = []
+
     def reached(leaves: int) -> float:
         found = index.search_batched(query_tensor, final_num_neighbors=k, leaves_to_search=leaves).indices
-        return recall(found.numpy(), exact)
+        tried.append((leaves, recall(found.numpy(), exact)))
+        return tried[-1][1]
 
     leaves, total = options["num_leaves_to_search"], options["num_leaves"]
     at = reached(leaves)
@@ -79,7 +84,7 @@ def tune(candidates: np.ndarray, queries: np.ndarray, k: int, target_recall: flo
         while at < target_recall and leaves < total:
             leaves = min(total, 2 * leaves)
             at = reached(leaves)
-    return Tuned({**options, "num_leaves_to_search": leaves}, at, len(queries))
+    return Tuned({**options, "num_leaves_to_search": leaves}, at, len(queries), tuple(tried))
 
 
 def served(build: Callable[[dict[str, Any]], Any], candidates: np.ndarray, queries: np.ndarray, k: int,
@@ -96,7 +101,7 @@ def served(build: Callable[[dict[str, Any]], Any], candidates: np.ndarray, queri
         at = recall(found.numpy(), exact)
         leaves = options["num_leaves_to_search"]
         if at >= target_recall or leaves >= options["num_leaves"]:
-            return index, Tuned(options, at, len(queries))
+            return index, Tuned(options, at, len(queries), tuned.tried)
         logger.info(f"ScaNN: the served index recalls {at:.3f} at {leaves} leaves searched (the tuning's tree "
                     f"{tuned.recall:.3f}); building it again with {2 * leaves}")
         options = {**options, "num_leaves_to_search": min(options["num_leaves"], 2 * leaves)}
