@@ -131,7 +131,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
             module = saved_model.QueryModule(trained.model, vocabulary)
         else:
             module = saved_model.RetrievalModule(trained.model, vocabulary, scann if kind == "scann" else kind, k,
-                                                 None, categories, diversity_coef, merge_config.merge,
+                                                 categories, diversity_coef, merge_config.merge,
                                                  merge_config.merge_lambda)
 
         def write(directory: str, module=module, served=served, kind=kind) -> None:

@@ -90,7 +90,7 @@ class RetrievalModule(tf.Module):
 
     Args:
       model: the trained model; vocabulary: its items (index i + 2 is vocabulary[i]).
-      index: "scann" or "brute-force" (item_index builds it, with `scann_options`), or an item_index layer
+      index: "scann" (item_index's ScaNN with tfrs' default options) or "brute-force", or an item_index layer
         already built for this model and k (the export's ScaNN, its recall measured: export/scann_tuning.py).
       k: results per interest and merged.
       categories, diversity_coef: with diversity_coef > 0 the K lists are merged with ComiRec's greedy
@@ -101,9 +101,8 @@ class RetrievalModule(tf.Module):
     """
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str | tfrs.layers.factorized_top_k.TopK,
-                 k: int,
-                 scann_options: dict | None = None, categories: np.ndarray | None = None,
-                 diversity_coef: float = 0.0, merge: str | None = None, merge_lambda: float | None = None) -> None:
+                 k: int, categories: np.ndarray | None = None, diversity_coef: float = 0.0, merge: str | None = None,
+                 merge_lambda: float | None = None) -> None:
         super().__init__()
         if diversity_coef > 0 and categories is None:
             raise ValueError("a diversity coefficient > 0 needs item categories (`remi prepare --item-features`)")
@@ -115,7 +114,7 @@ class RetrievalModule(tf.Module):
         self.query = QueryModule(model, vocabulary)
         self.k = k
         self.item_ids = tf.Variable(["", "[UNK]"] + list(vocabulary), trainable=False, name="item_ids")
-        self.index = item_index(model, index, k, scann_options) if isinstance(index, str) else index
+        self.index = item_index(model, index, k) if isinstance(index, str) else index
         self.num_interests = model.config.num_interests
         self.scoring = model.config.interest_scoring
         self.interest_temperature = model.config.interest_temperature
