@@ -142,6 +142,8 @@ class RetrievalModule(tf.Module):
         if self.item_vectors is not None:
             scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring,
                                      self.interest_temperature, self.interest_mixture)
+        elif merging.draws_from_each_top_k(self.merge, self.diversity_coef):  # the same answer from fewer results
+            scores, found = per_interest.values, interest_indices
         merged_scores, merged_indices, interest = merging.merge_interests(
             scores, found, weights, self.k, self.merge, self.merge_lambda, self.categories, self.diversity_coef)
 

@@ -25,30 +25,44 @@ def merge_interest_results(scores: tf.Tensor, indices: tf.Tensor, k: int) -> tup
     """Merges per-interest results by score (stable: earlier interests win ties), de-duplicated keeping
     the best score: the merge of evaluation and of the retrieval SavedModel (tests hold a numpy twin).
 
+    One stable sort by (item index, descending score) groups each item's entries, its best first (ties: the
+    earlier interest); every later entry of a group is dropped, then top_k picks the k best of what is left
+    in the original order, so equal scores keep the earlier interest and position.
+
     Args:
-      scores: [batch, K, n] per-interest scores (-inf marks a removed result).
-      indices: [batch, K, n] item indices.
+      scores: [batch, K, n] float32 per-interest scores (-inf marks a removed result).
+      indices: [batch, K, n] item indices in (-2^31, 2^31).
 
     Returns:
       (scores [batch, k], indices [batch, k], interest [batch, k] int32: which interest retrieved each
       item; -1 where fewer than k results exist, with index 0 and score -inf).
     """
-    batch, num_interests, per_interest = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
-    flat_scores = tf.reshape(scores, [batch, -1])
+    batch, per_interest = tf.shape(scores)[0], tf.shape(scores)[2]
+    flat_scores = tf.reshape(scores, [batch, -1])  # [B, K n]
     flat_indices = tf.reshape(indices, [batch, -1])
-    flat_interest = tf.tile(tf.repeat(tf.range(num_interests), per_interest)[tf.newaxis], [batch, 1])
-    order = tf.argsort(flat_scores, axis=-1, direction="DESCENDING", stable=True)
-    sorted_scores = tf.gather(flat_scores, order, batch_dims=1)
-    sorted_indices = tf.gather(flat_indices, order, batch_dims=1)
-    sorted_interest = tf.gather(flat_interest, order, batch_dims=1)
-    duplicate = _repeated(sorted_indices)
-    kept_scores = tf.where(duplicate, tf.constant(-float("inf"), scores.dtype), sorted_scores)
-    top = tf.math.top_k(kept_scores, k=k)  # stable within equal scores: keeps the sorted order
-    top_indices = tf.gather(sorted_indices, top.indices, batch_dims=1)
-    top_interest = tf.gather(sorted_interest, top.indices, batch_dims=1)
+    key = tf.cast(flat_indices, tf.int64) * (1 << 32) + _descending_order_key(flat_scores)
+    grouped = tf.argsort(key, axis=-1, stable=True)  # [B, K n] positions: by item, its best score first
+    grouped_indices = tf.gather(flat_indices, grouped, batch_dims=1)
+    repeat = tf.concat([tf.zeros_like(grouped_indices[:, :1], tf.bool),
+                        tf.equal(grouped_indices[:, 1:], grouped_indices[:, :-1])], axis=1)
+    duplicate = tf.gather(repeat, tf.argsort(grouped, axis=-1, stable=True), batch_dims=1)  # back to positions
+    kept_scores = tf.where(duplicate, tf.constant(-float("inf"), scores.dtype), flat_scores)
+    top = tf.math.top_k(kept_scores, k=k)  # stable within equal scores: the earlier position first
+    top_indices = tf.gather(flat_indices, top.indices, batch_dims=1)
     missing = tf.math.is_inf(top.values)
     return (top.values, tf.where(missing, tf.zeros_like(top_indices), top_indices),
-            tf.where(missing, NO_INTEREST, top_interest))
+            tf.where(missing, NO_INTEREST, top.indices // per_interest))
+
+
+def _descending_order_key(scores: tf.Tensor) -> tf.Tensor:
+    """[...] float32 -> [...] int64 in [0, 2^32) whose ascending order is the scores' descending order (equal
+    scores, equal keys, -0.0 as 0.0; -inf last). A float's bits read as int32 order the non-negative floats;
+    the negative ones order once their bits other than the sign are flipped."""
+    if scores.dtype != tf.float32:
+        raise TypeError(f"merge scores must be float32, got {scores.dtype.name}")
+    bits = tf.bitcast(tf.where(scores == 0, tf.zeros_like(scores), scores), tf.int32)  # -0.0 as 0.0
+    ascending = tf.where(bits >= 0, bits, tf.bitwise.bitwise_xor(bits, tf.constant(0x7FFFFFFF, tf.int32)))
+    return tf.constant((1 << 31) - 1, tf.int64) - tf.cast(ascending, tf.int64)
 
 
 def diverse_merge(scores: tf.Tensor, indices: tf.Tensor, categories: tf.Tensor, coef: float, k: int
@@ -89,20 +103,6 @@ def diverse_merge(scores: tf.Tensor, indices: tf.Tensor, categories: tf.Tensor, 
     return (picked_scores, tf.where(missing, tf.zeros_like(order, candidate_indices.dtype),
                                     tf.gather(candidate_indices, order, batch_dims=1)),
             tf.where(missing, NO_INTEREST, tf.gather(candidate_interest, order, batch_dims=1)))
-
-
-def _repeated(values: tf.Tensor) -> tf.Tensor:
-    """[batch, n] -> [batch, n] bool: True where the value already occurs earlier in its row.
-
-    Sorting (stably) by value puts each value's occurrences together in their original order; all but
-    the first of a group are repeats. O(n log n) per row: the all-pairs comparison it replaces cost
-    more than the ScaNN search for one history (K*(k+L) = 280 results).
-    """
-    grouped = tf.argsort(values, axis=-1, stable=True)  # [B, n] positions, grouped by value
-    grouped_values = tf.gather(values, grouped, batch_dims=1)
-    repeat = tf.concat([tf.zeros_like(grouped_values[:, :1], tf.bool),
-                        tf.equal(grouped_values[:, 1:], grouped_values[:, :-1])], axis=1)
-    return tf.gather(repeat, tf.argsort(grouped, axis=-1, stable=True), batch_dims=1)  # back to positions
 
 
 def slot_quotas(weights: tf.Tensor, k: int) -> tf.Tensor:
@@ -208,6 +208,15 @@ def rescore(interests: tf.Tensor, indices: tf.Tensor, item_vectors: tf.Tensor, s
         per_interest = tf.einsum("bjd,bknd->bknj", interests, vectors)  # [B, K, n, K]: interest j on each result
         combined = temperature * tf.reduce_logsumexp(per_interest / temperature, axis=-1)
     return tf.where(scores > -np.inf, tf.cast(combined, scores.dtype), scores)
+
+
+def draws_from_each_top_k(merge: str, diversity_coef: float) -> bool:
+    """Whether the merged top k holds only items of each interest's own top k (in score order), so that the
+    merge of those lists equals the merge of deeper ones: true of the merges by score ("score", and
+    "weighted", which shifts an interest's scores by one constant) without the diversity penalty. Items of
+    interest j below its k-th are preceded by k distinct items of j's scoring at least as high (earlier on
+    ties). Not of "quota", whose interests reach past their top k when others took their items first."""
+    return merge in ("score", "weighted") and diversity_coef <= 0
 
 
 def merge_interests(scores: tf.Tensor, indices: tf.Tensor, weights: tf.Tensor, k: int, merge: str = "score",
