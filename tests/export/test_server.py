@@ -335,12 +335,40 @@ def test_a_half_published_export_is_not_served_and_an_existing_version_is_refuse
         exporter.export(trained_model_dir, export, index="both", version=2)
 
 
-def test_string_outputs_become_the_tensor_protos_tensorflow_makes():
+def test_outputs_become_the_tensor_protos_tensorflow_makes():
     from remi_tf.export.grpc_services import tensor_proto
 
+    rng = np.random.default_rng(0)
     for array in (np.array([[b"a", b"bc"], [b"", b"\xff"]], dtype=object), np.array([[[b"x"], [b"y"]]], dtype=object),
-                  np.array([[1.5, 2.0]], np.float32), np.array([[3, -1]], np.int32)):
+                  np.array([[1.5, 2.0]], np.float32), np.array([[3, -1]], np.int32),
+                  rng.normal(size=(2, 4, 50)).astype(np.float32), np.array([[-np.inf, 0.0, -0.0]], np.float32),
+                  np.array([[7, 1 << 40]], np.int64), np.zeros((0, 50), np.float32),
+                  rng.normal(size=(3, 5)).astype(np.float32)[:, ::2]):  # not contiguous
         assert tensor_proto(array) == tf.make_tensor_proto(array), array
+        np.testing.assert_array_equal(tf.make_ndarray(tensor_proto(array)), array)
+
+
+def test_rest_bodies_are_the_json_of_the_outputs():
+    """json_body (orjson) writes what json.loads reads back to the outputs' own values: float32 scores exactly
+    (as float32), ids, interest numbers; with a non-finite score the body is json's, with -Infinity, as TF
+    Serving writes it."""
+    from remi_tf.export.rest import format_rest_response, json_body
+
+    rng = np.random.default_rng(1)
+    outputs = {"item_ids": np.array([[b"a", "é".encode()], [b"c", b"d"]], dtype=object),
+               "scores": rng.normal(size=(2, 2)).astype(np.float32), "interest": np.array([[0, 3], [1, 2]], np.int32),
+               "interest_scores": rng.normal(size=(2, 4, 2)).astype(np.float32)}
+    for row_format in (True, False):
+        read = json.loads(json_body(format_rest_response(outputs, row_format)))
+        columns = read["outputs"] if not row_format else {key: [row[key] for row in read["predictions"]]
+                                                          for key in outputs}
+        assert columns["item_ids"] == [["a", "é"], ["c", "d"]]
+        assert columns["interest"] == outputs["interest"].tolist()
+        for key in ("scores", "interest_scores"):
+            np.testing.assert_array_equal(np.array(columns[key], np.float32), outputs[key])
+    outputs["scores"][1, 1] = -np.inf
+    body = json_body(format_rest_response(outputs, True))
+    assert b"-Infinity" in body and json.loads(body)["predictions"][1]["scores"][1] == -np.inf
 
 
 def test_the_server_follows_models_config_and_logs_each_change(own_server, caplog):
