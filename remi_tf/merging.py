@@ -25,9 +25,10 @@ def merge_interest_results(scores: tf.Tensor, indices: tf.Tensor, k: int) -> tup
     """Merges per-interest results by score (stable: earlier interests win ties), de-duplicated keeping
     the best score: the merge of evaluation and of the retrieval SavedModel (tests hold a numpy twin).
 
-    One stable sort by (item index, descending score) groups each item's entries, its best first (ties: the
-    earlier interest); every later entry of a group is dropped, then top_k picks the k best of what is left
-    in the original order, so equal scores keep the earlier interest and position.
+    A stable sort by (item index, descending score) groups each item's entries, its best first (ties: the
+    earlier interest); every later entry of a group is dropped (mapped back by the inverse permutation, a
+    second sort), then top_k picks the k best of what is left in the original order, so equal scores keep
+    the earlier interest and position.
 
     Args:
       scores: [batch, K, n] float32 per-interest scores (-inf marks a removed result).
