@@ -30,12 +30,13 @@ import tensorflow as tf  # noqa: E402
 
 from remi_tf import input as input_lib  # noqa: E402
 from remi_tf import model_directory  # noqa: E402
+from remi_tf.export import serving_layout  # noqa: E402
 from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
 
 
 def latest_version(export_dir: str, name: str) -> str:
     directory = os.path.join(export_dir, name)
-    return os.path.join(directory, str(max(int(v) for v in os.listdir(directory) if v.isdigit())))
+    return os.path.join(directory, str(max(serving_layout.versions(directory))))
 
 
 def main() -> None:

@@ -148,7 +148,7 @@ def test_rescore_by_the_mixture_over_all_interests():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_score_merge_matches_numpy_with_ties_duplicates_and_removed_results(seed):
-    """The one-sort merge against the numpy twin (sort by score, first occurrence of an item kept) on results
+    """The merge by sorted (item, score) keys against the numpy twin (sort by score, first occurrence of an item kept) on results
     with equal scores (rounded; 0.0 and -0.0), negative scores, an item in several interests and twice in one,
     removed (-inf) results, int32 and int64 indices; the interest of each pick is the first interest, in
     interest order, that scored it best."""
