@@ -127,8 +127,11 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
     class Handler(BaseHTTPRequestHandler):
         timeout = request_timeout_s  # socket timeout: a client that stops sending is dropped, not waited for
         protocol_version = "HTTP/1.1"  # keep-alive: one connection serves a client's requests one after another
-        # Headers and body leave in two writes: with Nagle's algorithm the body would wait for the client's
-        # delayed ACK of the headers (40 ms per request on a kept-alive connection).
+        # A reply's headers and body are buffered and leave in one write when the body fits the buffer
+        # (http.server flushes after each request): one send per reply, not two (BENCHMARKS.md 7.8). A larger
+        # body leaves in two writes, and with Nagle's algorithm it would wait for the client's delayed ACK of
+        # the headers (40 ms per request on a kept-alive connection): hence no Nagle.
+        wbufsize = 1 << 16
         disable_nagle_algorithm = True
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -159,3 +160,68 @@ def test_the_server_batches_concurrent_rest_and_grpc_lookups(export_dir, tmp_pat
         alone = signature(history=tf.constant([one]))  # unpadded, in a batch of its own
         assert result.item_ids == alone["item_ids"].numpy()[0].astype(str).tolist()
         np.testing.assert_allclose(result.scores, alone["scores"].numpy()[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_batch_threads", [1, 2])
+def test_many_requests_with_slots_handed_on_each_get_their_rows_and_batches_stay_within_the_slots(num_batch_threads):
+    running, most_running, lock = [0], [0], threading.Lock()
+
+    def run(feeds):
+        with lock:
+            running[0] += 1
+            most_running[0] = max(most_running[0], running[0])
+        try:
+            threading.Event().wait(0.002)  # long enough for requests to pile up behind a batch
+            return row_summary(feeds)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    batcher = Batcher(max_batch_rows=5, batch_timeout_s=0.0, num_batch_threads=num_batch_threads)
+    try:
+        requests = [("ab"[n % 3 == 0], history(*[[f"r{n}-{j}"] * (j + 1) for j in range(n % 3 + 1)]))
+                    for n in range(60)]  # two keys, 1-3 rows each
+        results = run_concurrently(batcher, requests, run)
+    finally:
+        batcher.stop()
+    for (_, feeds), result in zip(requests, results):
+        assert result["joined"].tolist() == row_summary(feeds)["joined"].tolist()
+    assert most_running[0] <= num_batch_threads
+    assert batcher.batches_run < len(requests)
+    assert batcher._free_slots == num_batch_threads  # every slot handed back: none lost on the way
+
+
+def test_stop_fails_the_waiting_requests_and_the_running_batch_finishes():
+    started, release = threading.Event(), threading.Event()
+
+    def run(feeds):
+        started.set()
+        release.wait(WAIT_S)
+        return row_summary(feeds)
+
+    batcher = Batcher(max_batch_rows=1)
+    results = [None, None]
+
+    def submit(index):
+        try:
+            results[index] = batcher.run("m", run, history([f"h{index}"]))
+        except RuntimeError as error:
+            results[index] = error
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert started.wait(WAIT_S)
+    second = threading.Thread(target=submit, args=(1,))
+    second.start()
+    deadline = time.monotonic() + WAIT_S
+    while not batcher._waiting and time.monotonic() < deadline:  # the second request waits behind the batch
+        time.sleep(0.001)
+    assert batcher._waiting
+    batcher.stop()
+    release.set()
+    for thread in (first, second):
+        thread.join(WAIT_S)
+    assert results[0]["joined"].tolist() == ["h0"]
+    assert isinstance(results[1], RuntimeError) and "stopping" in str(results[1])
+    with pytest.raises(RuntimeError, match="stopped"):
+        batcher.run("m", run, history(["late"]))

@@ -84,6 +84,25 @@ def test_a_rest_connection_serves_several_requests(server):
         connection.close()
 
 
+def test_replies_larger_than_the_write_buffer_arrive_whole_on_a_kept_alive_connection(own_server):
+    """A reply leaves in one write when it fits the handler's buffer and in two when it does not (headers
+    first): both arrive whole, in order, on one connection."""
+    own_server.http.RequestHandlerClass.wbufsize = 1024  # this server's handler class: a lookup's reply exceeds it
+    connection = http.client.HTTPConnection("127.0.0.1", own_server.port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        replies = []
+        for body in (json.dumps({"instances": HISTORIES}), "{not json", json.dumps({"instances": HISTORIES[:1]})):
+            connection.request("POST", "/v1/models/remi-exact:predict", body)
+            response = connection.getresponse()
+            replies.append((response.status, response.read()))
+    finally:
+        connection.close()
+    (first_status, first), (error_status, error), (last_status, last) = replies
+    assert (first_status, error_status, last_status) == (200, 400, 200)
+    assert len(first) > 1024 > len(error) and b"JSON Parse error" in error
+    assert json.loads(first)["predictions"][0] == json.loads(last)["predictions"][0]
+
+
 def test_row_format_and_status(server):
     status, body = post(server, "/v1/models/remi-exact:predict",
                         json.dumps({"instances": [{"history": ["item2"]}, {"history": ["item3", "item4"]}]}).encode())
