@@ -8,7 +8,10 @@ plus `<output>/models.config` listing the models stock TF Serving loads (all but
 `<output>/models.scann.config` listing every model (what `remi serve`, which has ScaNN's ops, follows; written
 when there is a ScaNN model) and `<output>/<name>.export.json`, the set `remi serve` serves at one version
 (TF Serving itself loads each model's versions on their own). The index "auto" (the default) is "brute-force"
-below AUTO_SCANN_MIN_ITEMS items and "both" from there.
+below AUTO_SCANN_MIN_ITEMS items; from there the ScaNN index is built and tuned, both searches are timed on a
+batch of held-out queries, and it is "both" where ScaNN is the faster and "brute-force" where it is not (a model
+whose interests need most leaves searched for the target recall: BENCHMARKS.md 7.8); the measurement is written
+to the served model's `assets.extra/index_choice.json`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from remi_tf import atomic, feature_tables, model_directory
@@ -34,6 +41,9 @@ INDEXES = ("auto", "scann", "brute-force", "both")
 AUTO_SCANN_MIN_ITEMS = 25_000
 DEFAULT_TARGET_RECALL = 0.95
 TUNING_FILE = os.path.join("assets.extra", "scann_tuning.json")
+INDEX_CHOICE_FILE = os.path.join("assets.extra", "index_choice.json")
+TIMED_HISTORIES = 64  # --index auto times both searches on the queries of this many histories (one full batch)
+TIMED_CALLS = 7  # of each search, alternating, after a warm-up call: the median is compared
 
 
 def scann_options(num_items: int) -> dict:
@@ -46,16 +56,15 @@ def scann_options(num_items: int) -> dict:
             "num_reordering_candidates": 1000}
 
 
-def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: float
+def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: float, queries: np.ndarray
                 ) -> tuple[tfrs.layers.factorized_top_k.TopK, scann_tuning.Tuned]:
     """The ScaNN item index to serve (saved_model.item_index) with scann_options for the model's catalogue, its
     leaves searched tuned for `target_recall` (0: as they are) of the per-interest lists the retrieval model asks
-    for, and the recall that index reached on held-out queries (export/scann_tuning.py)."""
+    for on the held-out `queries` [Q, d], and the recall that index reached on them (export/scann_tuning.py)."""
     options = scann_options(len(trained.vocabulary))
     if not target_recall:
         return saved_model.item_index(trained.model, "scann", k, options), scann_tuning.Tuned(options, float("nan"), 0)
     candidates = trained.model.candidate_embeddings().numpy()
-    queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, trained.vocabulary)
     depth = saved_model.per_interest_depth(k, trained.config.max_history, len(trained.vocabulary))
     tuned = scann_tuning.tune(candidates, queries, depth, target_recall, options)
     index, tuned = scann_tuning.served(lambda chosen: saved_model.item_index(trained.model, "scann", k, chosen),
@@ -64,6 +73,30 @@ def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: fl
                 f"recall@{depth} {tuned.recall:.3f} of exact on {tuned.num_queries} held-out queries "
                 f"(target {target_recall})")
     return index, tuned
+
+
+def search_milliseconds(searches: Mapping[str, tfrs.layers.factorized_top_k.TopK], queries: np.ndarray,
+                        calls: int = TIMED_CALLS) -> dict[str, float]:
+    """Median milliseconds of one call of each item index on `queries` [Q, d] (the K x B interest vectors of
+    a batch of B histories): a warm-up call each, then `calls` calls each, alternating, so that a change in
+    the machine's load falls on every search alike."""
+    batch = tf.constant(queries, tf.float32)
+    seconds: dict[str, list[float]] = {name: [] for name in searches}
+    for search in searches.values():
+        search(batch)
+    for _ in range(calls):
+        for name, search in searches.items():
+            start = time.perf_counter()
+            scores, _ = search(batch)
+            scores.numpy()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in seconds.items()}
+
+
+def measured_choice(milliseconds: Mapping[str, float]) -> str:
+    """--index auto from the timed searches (search_milliseconds' "scann" and "brute-force"): "both" (ScaNN
+    served, exact beside it) when ScaNN is the faster, else "brute-force"."""
+    return "both" if milliseconds["scann"] < milliseconds["brute-force"] else "brute-force"
 
 
 def choose_index(num_items: int) -> str:
@@ -84,7 +117,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
            settings: Mapping[str, Any] | None = None, target_recall: float = DEFAULT_TARGET_RECALL) -> dict[str, str]:
     """Exports every model of `model_names(name, index)` as version `version` (default: next free).
 
-    index: "auto" (choose_index: exact below AUTO_SCANN_MIN_ITEMS items, else ScaNN with the exact model beside),
+    index: "auto" (choose_index: exact below AUTO_SCANN_MIN_ITEMS items; from there ScaNN with the exact model
+    beside where the tuned ScaNN search is the faster on held-out queries, else exact: measured_choice),
     "scann", "brute-force" or "both" (ScaNN as <name>, exact as <name>-exact).
     target_recall > 0: the ScaNN model searches as many leaves as reach that recall of the exact per-interest
     lists on held-out queries (export/scann_tuning.py; written to `assets.extra/scann_tuning.json` of its
@@ -111,7 +145,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     if diversity_coef > 0 and categories is None:
         raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
-    if index == "auto":
+    auto = index == "auto"
+    if auto:
         index = choose_index(len(vocabulary))
         logger.info(f"--index auto: {index} for {len(vocabulary):,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
     names = model_names(name, index)
@@ -121,11 +156,25 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
              if os.path.exists(os.path.join(output, served, str(version)))]
     if taken:  # before the (slow) index build
         raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
+    scann, tuned, choice = None, None, None
+    if "scann" in names.values():
+        queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary)
+        scann, tuned = scann_index(trained, k, target_recall, queries)
+        if auto:
+            timed = queries[:TIMED_HISTORIES * trained.config.num_interests]
+            milliseconds = search_milliseconds(
+                {"scann": scann, "brute-force": saved_model.item_index(trained.model, "brute-force", k)}, timed)
+            choice = {"index": measured_choice(milliseconds), "milliseconds": milliseconds,
+                      "queries": len(timed), "scann_options": tuned.options, "scann_recall": tuned.recall}
+            logger.info(f"--index auto: {choice['index']}: one search of {len(timed)} held-out queries takes "
+                        f"{milliseconds['scann']:.2f} ms with ScaNN ({tuned.options['num_leaves_to_search']} of "
+                        f"{tuned.options['num_leaves']} leaves), {milliseconds['brute-force']:.2f} ms exact")
+            if choice["index"] == "brute-force":
+                names, scann, tuned = model_names(name, "brute-force"), None, None
     os.makedirs(output, exist_ok=True)
     serving_layout.write_export_set(output, name, list(names))
     warmup = warmup_histories or [vocabulary[:3], vocabulary[3:8]]
     published = {}
-    scann, tuned = scann_index(trained, k, target_recall) if "scann" in names.values() else (None, None)
     for served, kind in names.items():
         if kind == "query":
             module = saved_model.QueryModule(trained.model, vocabulary)
@@ -138,6 +187,8 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
             saved_model.save(module, directory)
             if kind == "scann" and tuned is not None and tuned.num_queries:
                 atomic.write_json(os.path.join(directory, TUNING_FILE), tuned._asdict())
+            if served == name and choice is not None:
+                atomic.write_json(os.path.join(directory, INDEX_CHOICE_FILE), choice)
             serving_layout.write_warmup_requests(directory, served, warmup,
                                                  feature_columns=[c for c in module.input_specs() if c != "history"])
 
