@@ -26,9 +26,9 @@ def merge_interest_results(scores: tf.Tensor, indices: tf.Tensor, k: int) -> tup
     the best score: the merge of evaluation and of the retrieval SavedModel (tests hold a numpy twin).
 
     A stable sort by (item index, descending score) groups each item's entries, its best first (ties: the
-    earlier interest); every later entry of a group is dropped (mapped back by the inverse permutation, a
-    second sort), then top_k picks the k best of what is left in the original order, so equal scores keep
-    the earlier interest and position.
+    earlier interest); every later entry of a group is dropped (mapped back by the inverse permutation:
+    tf.math.invert_permutation over the rows laid end to end, not a second sort), then top_k picks the k best of
+    what is left in the original order, so equal scores keep the earlier interest and position.
 
     Args:
       scores: [batch, K, n] float32 per-interest scores (-inf marks a removed result).
@@ -46,7 +46,9 @@ def merge_interest_results(scores: tf.Tensor, indices: tf.Tensor, k: int) -> tup
     grouped_indices = tf.gather(flat_indices, grouped, batch_dims=1)
     repeat = tf.concat([tf.zeros_like(grouped_indices[:, :1], tf.bool),
                         tf.equal(grouped_indices[:, 1:], grouped_indices[:, :-1])], axis=1)
-    duplicate = tf.gather(repeat, tf.argsort(grouped, axis=-1, stable=True), batch_dims=1)  # back to positions
+    width = tf.shape(grouped)[1]  # back to positions: the inverse permutation of all rows at once, in linear time
+    rows_grouped = tf.reshape(grouped + tf.range(batch)[:, tf.newaxis] * width, [-1])
+    duplicate = tf.reshape(tf.gather(tf.reshape(repeat, [-1]), tf.math.invert_permutation(rows_grouped)), [batch, -1])
     kept_scores = tf.where(duplicate, tf.constant(-float("inf"), scores.dtype), flat_scores)
     top = tf.math.top_k(kept_scores, k=k)  # stable within equal scores: the earlier position first
     top_indices = tf.gather(flat_indices, top.indices, batch_dims=1)
