@@ -3,7 +3,10 @@
 A Python server's per-request work (parsing, tensor conversion, the response) holds one core per process
 (the GIL); more processes answer more requests where cores are left over (BENCHMARKS.md 7.5). Each process
 loads every model, polls for new versions and batches its own requests; the kernel spreads new connections
-over the processes. This process only starts them, and stops them all when one ends or it is stopped.
+over the processes. Each process's TensorFlow op thread pools are sized to its share of the cores
+(local_cluster.shared_cores_env; TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS already set are kept), not
+to all of them in every process (BENCHMARKS.md 7.8). This process only starts them, and stops them all when
+one ends or it is stopped.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def run(remi_arguments: Sequence[str], workers: int, host: str, port: int, grpc_
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     processes: list[subprocess.Popen] = []
     try:
-        processes = [subprocess.Popen(command) for _ in range(workers)]
+        environment = local_cluster.shared_cores_env(workers)
+        processes = [subprocess.Popen(command, env=environment) for _ in range(workers)]
         print(f"{workers} server processes (pids {', '.join(str(p.pid) for p in processes)}): REST "
               f"http://{host}:{port}, gRPC {host}:{grpc_port}", flush=True)
         while True:

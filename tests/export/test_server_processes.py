@@ -45,6 +45,11 @@ def test_worker_processes_share_the_ports_and_stop_with_their_parent(export_dir)
             command = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1]
             assert command[1:] == ["-m", "remi", *serve, "--workers", "1", "--port", port, "--grpc-port", grpc_port,
                                    "--reuse-port"]
+            environment = dict(entry.split("=", 1) for entry in open(f"/proc/{pid}/environ").read().split("\0")
+                               if "=" in entry)
+            share = str(max(1, (os.cpu_count() or 1) // 2))  # each process's pools: its half of the cores
+            assert environment["TF_NUM_INTRAOP_THREADS"] == os.environ.get("TF_NUM_INTRAOP_THREADS", share)
+            assert environment["TF_NUM_INTEROP_THREADS"] == os.environ.get("TF_NUM_INTEROP_THREADS", share)
         expected = tf.saved_model.load(os.path.join(export_dir, "remi-exact", "1")).signatures["serving_default"](
             history=tf.constant([["item2", "item3", "item4"], ["item500", "", ""]]))["item_ids"].numpy().astype(str)
         for _ in range(4):  # new connections each time: the kernel may hand them to either process
