@@ -33,6 +33,7 @@ from cli_runs import remi_serve  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 import remi_tf  # noqa: E402,F401
+from remi_tf.export import serving_layout  # noqa: E402
 from remi_tf.export.client import RemiClient  # noqa: E402
 from remi_tf.models import read_vocabulary  # noqa: E402
 
@@ -157,7 +158,9 @@ def main() -> None:
     workload = {1: batches(1, args.requests), 64: batches(64, max(20, args.requests // 10))}
     rows = []
     for model in (args.name, f"{args.name}-exact"):
-        versions = sorted(int(v) for v in os.listdir(os.path.join(args.export_dir, model)) if v.isdigit())
+        versions = serving_layout.versions(os.path.join(args.export_dir, model))
+        if not versions:
+            continue  # an --index auto export that serves exact alone has no <name>-exact
         signature = tf.saved_model.load(os.path.join(args.export_dir, model, str(versions[-1]))).signatures[
             "serving_default"]
         for size, work in workload.items():

@@ -2,6 +2,9 @@
 
     python benchmarks/lookup_limit.py --export-dir EXPORT --model-dir MODEL [--calls 300] [--name remi]
 
+EXPORT: a `remi export --index both` (or an --index auto export that kept ScaNN), so that `<name>` is ScaNN
+and `<name>-exact` is beside it.
+
 One run, the model's own item vectors and the same K x (k + L) retrievals as the export, at batch 1 and 64,
 p50 over --calls calls after a warm-up, each part a tf.function called as a server calls it:
 - the bare limit: tf.matmul + tf.math.top_k (exact), and TFRS's ScaNN layer built with the export's options
@@ -36,7 +39,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402
 
 from remi_tf import input as input_lib  # noqa: E402
 from remi_tf import merging, model_directory  # noqa: E402
-from remi_tf.export import exporter  # noqa: E402
+from remi_tf.export import exporter, serving_layout  # noqa: E402
 from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
 
 
@@ -63,7 +66,10 @@ def main() -> None:
     model, config, vocabulary = trained.model, trained.config, trained.vocabulary
     table = model.candidate_embeddings()  # [N, d]
     _, histories, _ = input_lib.load_evaluation_split(trained.data_dir, "valid", vocabulary, config.max_history)
-    version = max(int(v) for v in os.listdir(os.path.join(args.export_dir, args.name)) if v.isdigit())
+    if not serving_layout.versions(os.path.join(args.export_dir, f"{args.name}-exact")):
+        sys.exit(f"lookup_limit: {args.export_dir} has no {args.name}-exact model; export with both indexes: "
+                 f"remi export --index both (--index auto serves exact alone where ScaNN is not the faster)")
+    version = max(serving_layout.versions(os.path.join(args.export_dir, args.name)))
     loaded = {name: tf.saved_model.load(os.path.join(args.export_dir, name, str(version))).signatures["serving_default"]
               for name in (args.name, f"{args.name}-exact", f"{args.name}-query")}
     k = int(loaded[f"{args.name}-exact"].structured_outputs["item_ids"].shape[-1] or 50)
