@@ -56,13 +56,14 @@ def scann_options(num_items: int) -> dict:
             "num_reordering_candidates": 1000}
 
 
-def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: float, queries: np.ndarray
+def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: float, queries: np.ndarray | None
                 ) -> tuple[tfrs.layers.factorized_top_k.TopK, scann_tuning.Tuned]:
     """The ScaNN item index to serve (saved_model.item_index) with scann_options for the model's catalogue, its
-    leaves searched tuned for `target_recall` (0: as they are) of the per-interest lists the retrieval model asks
-    for on the held-out `queries` [Q, d], and the recall that index reached on them (export/scann_tuning.py)."""
+    leaves searched tuned for `target_recall` (0, or `queries` None: as they are) of the per-interest lists the
+    retrieval model asks for on the held-out `queries` [Q, d], and the recall that index reached on them
+    (export/scann_tuning.py)."""
     options = scann_options(len(trained.vocabulary))
-    if not target_recall:
+    if not target_recall or queries is None:
         return saved_model.item_index(trained.model, "scann", k, options), scann_tuning.Tuned(options, float("nan"), 0)
     candidates = trained.model.candidate_embeddings().numpy()
     depth = saved_model.per_interest_depth(k, trained.config.max_history, len(trained.vocabulary))
@@ -158,9 +159,10 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
     scann, tuned, choice = None, None, None
     if "scann" in names.values():
-        queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary)
+        queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary) \
+            if target_recall or auto else None  # for the tuning and the timing only
         scann, tuned = scann_index(trained, k, target_recall, queries)
-        if auto:
+        if auto and queries is not None:
             timed = queries[:TIMED_HISTORIES * trained.config.num_interests]
             milliseconds = search_milliseconds(
                 {"scann": scann, "brute-force": saved_model.item_index(trained.model, "brute-force", k)}, timed)
