@@ -23,14 +23,15 @@ from remi_tf.pipelines import readers, record_checks, sequences, time_split
 
 
 class ProgressLine:
-    """A progress line on stderr, `<what>: <count> (<rate>/s)`: on a terminal rewritten in place every `every`
-    counts; in a file or pipe (where carriage returns would join the updates into one line) a whole line
-    at most every PIPE_INTERVAL_S seconds. `done` prints the final count once."""
+    """A progress line on stderr, `<what>: <count> (<rate>/s)`, with a `total`: `<what>: <count> of <total>
+    (<rate>/s, about <time> left)`: on a terminal rewritten in place every `every` counts; in a file or pipe
+    (where carriage returns would join the updates into one line) a whole line at most every PIPE_INTERVAL_S
+    seconds. `done` prints the final count once."""
 
     PIPE_INTERVAL_S = 10.0
 
-    def __init__(self, what: str, every: int = 100_000, enabled: bool = True) -> None:
-        self.what, self.every, self.enabled = what, every, enabled
+    def __init__(self, what: str, every: int = 100_000, enabled: bool = True, total: int | None = None) -> None:
+        self.what, self.every, self.enabled, self.total = what, every, enabled, total
         self.count, self.start = 0, time.monotonic()
         self.printed_at, self.printed_count = self.start, -1  # -1: nothing printed yet
 
@@ -51,7 +52,20 @@ class ProgressLine:
     def _print(self, end: str) -> None:
         self.printed_at, self.printed_count = time.monotonic(), self.count
         rate = self.count / max(self.printed_at - self.start, 1e-9)
-        print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
+        if self.total is None:
+            print(f"{self.what}: {self.count:,} ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
+            return
+        remaining = (self.total - self.count) / rate if rate else 0.0
+        left = f", about {duration(remaining)} left" if 0 < remaining else ""
+        print(f"{self.what}: {self.count:,} of {self.total:,} ({rate:,.1f}/s{left})", end=end, file=sys.stderr,
+              flush=True)
+
+
+def duration(seconds: float) -> str:
+    """A rough duration: 45 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5_400 else f"{seconds / 3_600:.1f} h"
 
 
 def write_shard(path: str, records: Sequence[sequences.UserRecord], compress: bool) -> None:

@@ -190,6 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from remi_tf import evaluate as evaluate_lib
     from remi_tf import input as input_lib
     from remi_tf.models import FIRST_ITEM_INDEX
+    from remi_tf.pipelines import local
 
     trained = model_directory.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
@@ -201,14 +202,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          "items (the model's own data directory, or a split of the same `remi prepare` run)")
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
+    split_users = len(user_ids)
+    if args.users:
+        chosen = input_lib.user_sample(split_users, args.users, config.seed)
+        user_ids, histories, targets = [user_ids[i] for i in chosen], histories[chosen], [targets[i] for i in chosen]
     categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
     profiles = evaluate_lib.user_profiles(model, data_dir, user_ids)
-    report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir),
+    progress = local.ProgressLine(f"{args.split} users evaluated", every=1, total=len(user_ids))
+    sample = {"sampled_users": {"users": len(user_ids), "of": split_users, "seed": config.seed}} if args.users else {}
+    report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir), **sample,
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
               **({"merge": config.merge} if config.merge != "score" else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,
                                       categories=categories, diversity_coef=config.diversity_coef,
-                                      user_features=profiles, merge=config.merge, merge_lambda=config.merge_lambda)}
+                                      user_features=profiles, merge=config.merge, merge_lambda=config.merge_lambda,
+                                      progress=lambda done: progress.update(int(done) - progress.count))}
+    progress.done()
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
     atomic.write_json(output, report)
     print(json.dumps(report, indent=2) if args.json else display.evaluation_summary(report, output))
@@ -388,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add_command("evaluate", help="Recall/NDCG/HitRate@20/50 of the best checkpoint")
     evaluate.add_argument("--model-dir", required=True, help="a directory written by `remi train`")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test", help="the users evaluated")
+    evaluate.add_argument("--users", type=POSITIVE, metavar="N",
+                          help="evaluate a seeded sample of N of the split's users (the model's seed; default: all, "
+                               "the protocol); the report says so")
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")

@@ -25,8 +25,10 @@ def evaluation_summary(report: dict, path: str) -> str:
     merged lists and their overlap, and warnings in words (dead interests, collapsed routing) naming the
     config key that addresses them."""
     lengths = sorted(int(key.split("@")[1]) for key in report if key.startswith("recall@"))
-    lines = [f"{report['split']} split, {report['num_users']:,} users" + (f", merge {report['merge']}"
-                                                                         if "merge" in report else ""),
+    sample = report.get("sampled_users")
+    users = f"{report['num_users']:,} users" if sample is None else \
+        f"a sample of {sample['users']:,} of {sample['of']:,} users (seed {sample['seed']}; the protocol reads all)"
+    lines = [f"{report['split']} split, {users}" + (f", merge {report['merge']}" if "merge" in report else ""),
              f"{'':<10}" + "".join(f"{'@' + str(n):>9}" for n in lengths)]
     for metric in ("recall", "ndcg", "hitrate"):
         lines.append(f"{metric:<10}" + "".join(f"{report[f'{metric}@{n}']:>9.4f}" for n in lengths))

@@ -121,6 +121,13 @@ class RemiConfig:
       max_steps: training steps, exactly (an evaluation at the end).
       eval_every: steps between valid evaluations (one Keras "epoch").
       patience: evaluations without valid Recall@50 improvement before stopping (0: no early stopping).
+      valid_users: how many valid users each validation during training reads: a fixed sample, drawn with
+        `seed`, the same at every evaluation (0: the whole split, whatever the budget; more than the split:
+        the whole split).
+        `remi evaluate` reads the whole split unless given --users.
+      valid_score_budget: the most user x item scores one validation computes (0: no bound): on a catalogue
+        of N items the sample holds at most valid_score_budget / N users (at least 100), so that validation
+        costs the same on a large catalogue as on a small one (BENCHMARKS.md 11).
       checkpoint_every: steps between resumable backups.
       steps_per_execution: training steps per tf.function call (larger is faster).
       seed: the initial weights, the sampler's passes and the user split's hash start from it.
@@ -195,6 +202,8 @@ class RemiConfig:
     max_steps: int = 10_000
     eval_every: int = 1_000
     patience: int = 5
+    valid_users: int = 2_000
+    valid_score_budget: int = 200_000_000
     checkpoint_every: int = 1_000
     steps_per_execution: int = 50
     seed: int = 0
@@ -232,8 +241,8 @@ class RemiConfig:
         for name in ("interest_temperature", "interest_weight_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "routing_lambda", "patience", "readout_power", "diversity_coef", "interest_weight_lambda",
-                     "merge_lambda"):
+        for name in ("beta", "routing_lambda", "patience", "valid_users", "valid_score_budget", "readout_power",
+                     "diversity_coef", "interest_weight_lambda", "merge_lambda"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:

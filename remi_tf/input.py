@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
+MIN_VALID_USERS = 100  # the smallest validation sample the score budget shrinks to
+VALID_SAMPLE_STREAM = 7_919  # the user sample's random stream beside the seed (other draws use the seed alone)
 
 
 def read_vocabulary(data_dir: str) -> list[str]:
@@ -110,6 +112,22 @@ def load_evaluation_split(data_dir: str, split: str, vocabulary: Sequence[str], 
     histories, targets = evaluation_examples([record.items for record in records], max_history,
                                              [record.history_length for record in records])
     return [record.user_id for record in records], histories, targets
+
+
+def user_sample(num_users: int, size: int, seed: int) -> np.ndarray:
+    """Indices of a seeded sample of `size` of `num_users` users, ascending (every user when size is 0 or at
+    least num_users). The same arguments choose the same users."""
+    if size <= 0 or size >= num_users:
+        return np.arange(num_users)
+    return np.sort(np.random.default_rng([seed, VALID_SAMPLE_STREAM]).choice(num_users, size, replace=False))
+
+
+def validation_sample_size(config: RemiConfig, num_items: int) -> int:
+    """Users one validation reads (0: all): config.valid_users, at most valid_score_budget / num_items users
+    (at least MIN_VALID_USERS) when both are set."""
+    if not config.valid_users or not config.valid_score_budget:
+        return config.valid_users
+    return min(config.valid_users, max(MIN_VALID_USERS, config.valid_score_budget // max(num_items, 1)))
 
 
 def random_cut(items: tf.RaggedTensor, max_history: int, min_cut: int | tf.Tensor = MIN_CUT) -> dict[str, tf.Tensor]:
@@ -351,6 +369,17 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
                                           len(vocabulary), MIN_CUT)
     valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
                                                                         config.max_history)
+    sample_size = validation_sample_size(config, len(vocabulary))
+    chosen = user_sample(len(valid_users), sample_size, config.seed)
+    if len(chosen) < len(valid_users):
+        logger.info(f"validating on a sample of {len(chosen):,} of the {len(valid_users):,} valid users (valid_users "
+                    f"{config.valid_users:,}, valid_score_budget {config.valid_score_budget:,} scores over "
+                    f"{len(vocabulary):,} items; 0: the whole split)")
+        valid_users = [valid_users[index] for index in chosen]
+        valid_histories, valid_targets = valid_histories[chosen], [valid_targets[index] for index in chosen]
+    elif sample_size > len(valid_users):
+        logger.info(f"valid_users {sample_size:,} is more than the split's {len(valid_users):,} valid users: "
+                    "validating on all of them")
     item_table = feature_tables.read_item_table(data_dir, vocabulary) if config.use_item_features else None
     user_table = feature_tables.read_user_table(data_dir) if config.use_user_features else None
     valid_user_features = None if user_table is None else feature_tables.values_of(user_table, valid_users,

@@ -81,7 +81,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
     def _evaluate(self, step: int, steps_per_s: float | None, logs: dict | None) -> None:
         """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping."""
+        start = time.perf_counter()
         report = self.evaluate_fn() if self.chief else {}
+        validation_s = time.perf_counter() - start
         self.last_report = report
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
@@ -89,7 +91,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         improved = self.chief and (self.state["best"] is None or report[SELECTION_METRIC] > self.state["best"])
         if self.chief:
             self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
-            self.state["evaluations"].append({"step": step, **scalars, "train_steps_per_s": steps_per_s})
+            self.state["evaluations"].append({"step": step, **scalars, "train_steps_per_s": steps_per_s,
+                                              "validation_s": round(validation_s, 3)})
             if improved:
                 self.state.update(best=report[SELECTION_METRIC], best_step=step, evaluations_without_improvement=0)
             else:
@@ -105,12 +108,17 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         if self.chief:
             speed = "" if steps_per_s is None else f"; training {steps_per_s:.1f} steps/s"
             print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
-                  f"{self.state['best']:.4f} at step {self.state['best_step']}){speed}", flush=True)
+                  f"{self.state['best']:.4f} at step {self.state['best_step']}){speed}; validation "
+                  f"{self._users(report)}{validation_s:.1f} s", flush=True)
             model_directory.write_validation(self.model_dir, self.state)
         if stop:
             if self.chief:
                 logger.info(f"early stopping: no improvement in {self.patience} evaluations")
             self.model.stop_training = True
+
+    @staticmethod
+    def _users(report: dict) -> str:
+        return f"of {report['num_users']:,} users in " if "num_users" in report else ""
 
 
 class StepSummaries(tf.keras.callbacks.Callback):

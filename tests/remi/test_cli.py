@@ -10,7 +10,7 @@ from remi import cli
 from remi_tf import model_directory
 
 
-def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
+def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path, capsys):
     data, model, plots = (str(tmp_path / name) for name in ("data", "model", "plots"))
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
     with open(inter) as stream:  # categories planted on the item ids (item id mod 5) for the diversity merge
@@ -29,6 +29,15 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
     assert report["recall@50"] > 3 * 50 / manifest["num_items"]
     assert len(report["routing_entropy"]) == 4
     assert sorted(os.listdir(plots)) == ["routing.png", "training_curves.png"]
+    # --users N: a seeded sample, said in the report; a sample of every user is the whole split.
+    sampled, everyone = str(tmp_path / "sampled.json"), str(tmp_path / "everyone.json")
+    assert cli.main(["evaluate", "--model-dir", model, "--split", "test", "--users", "100", "--output", sampled]) == 0
+    assert "a sample of 100 of" in capsys.readouterr().out
+    sampled = json.load(open(sampled))
+    assert sampled["num_users"] == 100 and sampled["sampled_users"]["of"] == report["num_users"]
+    assert cli.main(["evaluate", "--model-dir", model, "--split", "test", "--output", everyone,
+                     "--users", str(report["num_users"])]) == 0
+    assert json.load(open(everyone))["recall@50"] == report["recall@50"]
     # The greedy category-aware merge trades some score order for more categories in the list.
     diverse = str(tmp_path / "diverse.json")
     assert cli.main(["evaluate", "--model-dir", model, "--split", "test", "--output", diverse,
@@ -56,6 +65,13 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path):
 
     plain, diverse_served = served_diversity("plain"), served_diversity("diverse", "--set", "diversity_coef=1.0")
     assert plain < diverse_served and diverse_served > 0.81, (plain, diverse_served)
+
+
+@pytest.mark.parametrize("users", ["0", "-3"])
+def test_evaluate_refuses_a_sample_of_no_users_naming_the_option(tmp_path, capsys, users):
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["evaluate", "--model-dir", str(tmp_path), "--users", users])
+    assert exit_status.value.code == 2 and "argument --users: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):

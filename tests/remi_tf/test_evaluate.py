@@ -45,3 +45,37 @@ def test_retrieval_in_chunks_equals_whole_corpus_scoring(monkeypatch):
     np.testing.assert_array_equal(blocks.item_ids, expected)
     np.testing.assert_array_equal(blocks.interest, expected_interest)
     assert blocks.routing.shape == (7, 3, 5)
+
+
+def test_blocked_top_k_is_top_k_with_ties_and_ragged_blocks():
+    rng = np.random.default_rng(0)
+    blocked = tf.function(evaluate.blocked_top_k)
+    for shape, k in [((3, 2, 5_000), 50), ((4, evaluate.TOP_K_BLOCK * 300 + 7), 20), ((2, 300), 50), ((5, 1_000), 3)]:
+        scores = tf.constant(rng.integers(0, 30, shape).astype(np.float32))  # many ties, at the k-th place too
+        values, indices = blocked(scores, tf.constant(k))
+        expected = tf.math.top_k(scores, k)
+        np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())  # ties: the lower index first
+
+
+def test_retrieval_over_many_blocks_equals_numpy_and_reports_progress():
+    tf.keras.utils.set_random_seed(2)
+    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=2, max_history=5), vocabulary_size=3_000)
+    histories = np.random.default_rng(1).integers(2, 3_002, size=(9, 5))
+    done = []
+    found = evaluate.retrieve(model, histories, top_n=5, batch_size=4, progress=done.append)  # 47 blocks > 4 k
+    np.testing.assert_array_equal(found.item_ids, numpy_merged_topk(model, histories, top_n=5))
+    assert done == sorted(done) and done[-1] == 9
+
+
+def test_a_sample_of_users_gets_the_rows_the_whole_split_gets():
+    from remi_tf import input as input_lib
+
+    tf.keras.utils.set_random_seed(3)
+    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=200)
+    histories = np.random.default_rng(4).integers(2, 202, size=(40, 5))
+    chosen = input_lib.user_sample(40, 12, seed=5)
+    assert len(set(chosen)) == 12 and list(chosen) == sorted(chosen)
+    whole = evaluate.retrieve(model, histories, top_n=20, batch_size=8)
+    sample = evaluate.retrieve(model, histories[chosen], top_n=20, batch_size=8)
+    np.testing.assert_array_equal(sample.item_ids, whole.item_ids[chosen])

@@ -169,3 +169,39 @@ def test_streaming_targets_follow_the_random_cut_distribution(tmp_path):
     assert chi_square < 58.3, chi_square
     wrong = models.target_probability(sequences, len(vocabulary), min_cut=0)[2:] * len(targets)
     assert float(np.sum((observed - wrong) ** 2 / wrong)) > 200
+
+
+def test_user_sample_is_seeded_and_everything_when_asked_for_all_or_more():
+    first, again, other = (input_lib.user_sample(1_000, 50, seed) for seed in (0, 0, 1))
+    np.testing.assert_array_equal(first, again)
+    assert len(set(first)) == 50 and set(first) != set(other) and list(first) == sorted(first)
+    for size in (0, 1_000, 5_000):
+        np.testing.assert_array_equal(input_lib.user_sample(1_000, size, 0), np.arange(1_000))
+
+
+def test_the_score_budget_shrinks_the_validation_sample_on_large_catalogues():
+    size = input_lib.validation_sample_size
+    assert size(RemiConfig(valid_users=2_000, valid_score_budget=200_000_000), 30_000) == 2_000
+    assert size(RemiConfig(valid_users=2_000, valid_score_budget=200_000_000), 1_000_000) == 200
+    assert size(RemiConfig(valid_users=2_000, valid_score_budget=1_000), 1_000_000) == input_lib.MIN_VALID_USERS
+    assert size(RemiConfig(valid_users=2_000, valid_score_budget=0), 10_000_000) == 2_000
+    assert size(RemiConfig(valid_users=0), 10_000_000) == 0  # 0: the whole split, whatever the budget
+
+
+def test_training_validates_on_a_fixed_sample_of_the_valid_split(tmp_path, caplog):
+    write_log(tmp_path / "log.csv", [(f"u{u}", f"i{(u + t) % 50}", t) for u in range(600) for t in range(8)])
+    local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), progress=False)
+    data_dir = str(tmp_path / "data")
+    config = RemiConfig(batch_size=32, max_history=5, valid_users=10)
+    inputs = input_lib.training_inputs(data_dir, config)
+    users, histories, targets = input_lib.load_evaluation_split(data_dir, "valid", inputs.vocabulary, 5)
+    chosen = input_lib.user_sample(len(users), 10, config.seed)
+    np.testing.assert_array_equal(inputs.valid_histories, histories[chosen])
+    assert [list(t) for t in inputs.valid_targets] == [list(targets[i]) for i in chosen]
+    np.testing.assert_array_equal(input_lib.training_inputs(data_dir, config).valid_histories, inputs.valid_histories)
+    whole = input_lib.training_inputs(data_dir, config.replace(valid_users=0))
+    np.testing.assert_array_equal(whole.valid_histories, histories)
+    with caplog.at_level("INFO", logger="remi_tf.input"):
+        more = input_lib.training_inputs(data_dir, config.replace(valid_users=10_000))
+    np.testing.assert_array_equal(more.valid_histories, histories)
+    assert sum("validating on all of them" in record.message for record in caplog.records) == 1
