@@ -3,7 +3,7 @@
     python benchmarks/scale_logs.py --items 1000000 --events 12500000 --output runs/scale/1m [--seed 0]
 
 The catalogue is cut into clusters of about `cluster_size` items. Within a cluster, popularity follows a power
-law (an item's rank r is drawn with probability ~ 1/(r + 1): log-uniform ranks); clusters themselves are
+law (an item of rank r is drawn with probability ~ (r + 1)^-popularity_exponent); clusters themselves are
 chosen with a milder skew (cluster c ~ 1/sqrt(c + 1)). Each user follows 1..max_clusters_per_user clusters (uniform)
 and reads a sticky sequence: after each event it stays in its current cluster with probability `stay`, else it
 draws one of its clusters again. Sequence lengths are 5 + geometric (mean `mean_events_per_user`); timestamps
@@ -52,6 +52,7 @@ class LogShape:
     mean_events_per_user: float = 25.0
     max_clusters_per_user: int = 4
     stay: float = 0.8
+    popularity_exponent: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("num_items", "num_events", "cluster_size", "max_clusters_per_user"):
@@ -61,6 +62,8 @@ class LogShape:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if not self.mean_events_per_user > MIN_EVENTS_PER_USER:
             raise ValueError(f"--mean-events-per-user must be > {MIN_EVENTS_PER_USER}, got {self.mean_events_per_user}")
+        if not 0 <= self.popularity_exponent < 1:
+            raise ValueError(f"--popularity-exponent must be in [0, 1), got {self.popularity_exponent}")
         if not 0 <= self.stay < 1:
             raise ValueError(f"--stay must be in [0, 1), got {self.stay}")
 
@@ -126,13 +129,20 @@ def user_chunks(shape: LogShape, items: Catalogue, lengths: np.ndarray, clusters
         segment_user = user[switch]
         choice = (rng.random(len(segment_user)) * clusters_per_user[segment_user]).astype(np.int64)
         cluster = followed[segment_user, choice][np.cumsum(switch) - 1]
-        size = items.sizes[cluster]
-        rank = np.minimum(np.floor(np.exp(rng.random(n) * np.log(size + 1.0))).astype(np.int64) - 1, size - 1)
+        rank = power_law_ranks(rng.random(n), items.sizes[cluster], shape.popularity_exponent)
         gaps = np.maximum(1, np.round(rng.exponential(MEAN_GAP_S, n))).astype(np.int64)
         gaps[starts] = START_TIME + rng.integers(0, START_SPREAD_S, len(chunk_lengths))
         timestamps = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[starts] - gaps[starts], chunk_lengths)
         order = np.argsort(timestamps, kind="stable")
         yield UserChunk(user[order], (items.starts[cluster] + rank)[order], timestamps[order])
+
+
+def power_law_ranks(uniform: np.ndarray, sizes: np.ndarray, exponent: float) -> np.ndarray:
+    """Ranks in [0, size) with P(rank r) ~ (r + 1)^-exponent (exponent in [0, 1)): the inverse of the continuous
+    power law's distribution function on [1, size + 1), floored."""
+    top = (sizes + 1.0) ** (1.0 - exponent)
+    x = (1.0 + uniform * (top - 1.0)) ** (1.0 / (1.0 - exponent))
+    return np.minimum(np.floor(x).astype(np.int64) - 1, sizes - 1)
 
 
 def followed_clusters(shape: LogShape, items: Catalogue, num_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,10 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mean-events-per-user", type=float, default=LogShape.mean_events_per_user)
     parser.add_argument("--max-clusters-per-user", type=int, default=LogShape.max_clusters_per_user)
     parser.add_argument("--stay", type=float, default=LogShape.stay)
+    parser.add_argument("--popularity-exponent", type=float, default=LogShape.popularity_exponent)
     args = parser.parse_args(argv)
     try:
         shape = LogShape(args.items, args.events, args.seed, args.cluster_size, args.mean_events_per_user,
-                         args.max_clusters_per_user, args.stay)
+                         args.max_clusters_per_user, args.stay, args.popularity_exponent)
     except ValueError as error:
         parser.error(str(error))
     print(json.dumps(write_log(shape, args.output), indent=2))

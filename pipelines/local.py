@@ -19,7 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from remi_tf import atomic, data_directory
-from remi_tf.pipelines import readers, record_checks, sequences, time_split
+from remi_tf.pipelines import bucketed, readers, record_checks, sequences, time_split
+
+IN_MEMORY_MAX_EVENTS = 4_000_000  # estimated events above which prepare spills to disk (~380 B/event in memory)
+BUCKET_EVENTS = 2_000_000  # events per user bucket of the bounded-memory path
 
 
 class ProgressLine:
@@ -185,10 +188,15 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
             max_bad_records: int = 0, behavior: str | None = None,
             boundaries: time_split.TimeBoundaries | None = None, columns: Mapping[str, str] | None = None,
             min_item_count: int = sequences.MIN_ITEM_COUNT, min_user_count: int = sequences.MIN_USER_COUNT,
-            min_rating: float | None = None) -> dict:
+            min_rating: float | None = None, max_events_in_memory: int = IN_MEMORY_MAX_EVENTS,
+            bucket_events: int = BUCKET_EVENTS) -> dict:
     """Builds the training data set from raw logs in one process (the fast path for one machine), with
     the per-record logic of pipelines.sequences that the Beam pipeline uses. `boundaries`: the time split
     (pipelines.time_split); None: the user split.
+
+    A user split of more than `max_events_in_memory` events (readers.estimate_events) is built in bounded
+    memory: spilled to disk in user buckets of about `bucket_events` events (pipelines.bucketed), with the same
+    output; the time split is built in memory.
 
     Returns:
       The manifest (also written to `<output_dir>/manifest.json`).
@@ -196,12 +204,20 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     log = record_checks.BadRecordLog(max_bad_records)
+    check_min_counts(min_item_count, min_user_count)
+    if not overwrite and tf.io.gfile.exists(output_dir):  # before the input is read (publish checks it again)
+        raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
+    if boundaries is None:
+        estimated = readers.estimate_events(input_paths, file_format)
+        if estimated > max_events_in_memory:
+            return prepare_bucketed(input_paths, output_dir, file_format, log, max(2, -(-estimated // bucket_events)),
+                                    seed, num_shards, compress, overwrite, progress, behavior, columns, min_item_count,
+                                    min_user_count, min_rating)
     events = read_columns(input_paths, file_format, log, behavior, progress, columns, min_rating)
     ordered, duplicates = sequences.order_users(events)
     # The user split filters every event; the time split only the events before T1 (the training log).
     training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
     all_item_counts = sequences.item_counts(training)
-    check_min_counts(min_item_count, min_user_count)
     frequent = sequences.frequent_items(all_item_counts, min_item_count)
     kept = sequences.filter_users(training, frequent, min_user_count)
     vocabulary_counts = sequences.item_counts(kept)
@@ -225,6 +241,43 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     data_directory.publish(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
                                                               manifest, num_shards, compress, progress),
                              output_dir, overwrite)
+    return manifest
+
+
+def prepare_bucketed(input_paths: Sequence[str], output_dir: str, file_format: str, log: record_checks.BadRecordLog,
+                     num_buckets: int, seed: int, num_shards: int, compress: bool, overwrite: bool, progress: bool,
+                     behavior: str | None, columns: Mapping[str, str] | None, min_item_count: int,
+                     min_user_count: int, min_rating: float | None) -> dict:
+    """prepare() of a user split in bounded memory (pipelines.bucketed): the same output."""
+    with bucketed.SpillDirectory(output_dir) as spill:
+        reading = ProgressLine("events read", enabled=progress)
+        input_events = bucketed.read_into_buckets(input_paths, file_format, log, behavior, columns, min_rating,
+                                                  num_buckets, spill, reading.update)
+        reading.done()
+        sorting = ProgressLine(f"user buckets sorted (of {num_buckets}, spilled to {spill.path})", every=1,
+                               enabled=progress, total=num_buckets)
+        all_item_counts, duplicates = bucketed.order_buckets(spill, num_buckets, sorting.update)
+        sorting.done()
+        frequent = sequences.frequent_items(all_item_counts, min_item_count)
+        building = ProgressLine("user buckets built", every=1, enabled=progress, total=num_buckets)
+        built = bucketed.build_buckets(spill, num_buckets, frequent, seed, num_shards, min_user_count, building.update)
+        building.done()
+        require_items(len(built.vocabulary.items), input_paths, input_events, log.skipped, behavior, built.splits,
+                      min_item_count, min_user_count)
+        cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
+                    "users_below_min_count": built.users_below_min_count,
+                    "items_below_min_count": len(all_item_counts.items) - len(frequent)}
+        manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, built.splits,
+                                 len(built.vocabulary.items), cleaning, None, min_item_count, min_user_count)
+
+        def write(directory: str) -> None:
+            written = ProgressLine("users written", every=1, enabled=progress)
+            bucketed.write_shards(directory, spill, num_buckets, num_shards, compress, written.update)
+            written.done()
+            write_vocabulary(data_directory.items_path(directory), built.vocabulary, built.tallies)
+            data_directory.write_manifest(directory, manifest)
+
+        data_directory.publish(write, output_dir, overwrite)
     return manifest
 
 

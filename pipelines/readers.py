@@ -137,6 +137,38 @@ def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | N
                      dtype=np.int64))
 
 
+ESTIMATE_SAMPLE_BYTES = 1 << 20  # decompressed bytes read from the start of each file to estimate its events
+
+
+def estimate_events(paths: Sequence[str], file_format: str | None = None) -> int:
+    """About how many events `paths` hold, from each file's size and the first ESTIMATE_SAMPLE_BYTES of its
+    decompressed content: bytes per event there (lines, or TFRecord records) and, for a .gz file, the
+    compression ratio reached so far. Reads a megabyte per file, whatever the file's size."""
+    import gzip
+
+    import tensorflow as tf
+
+    total = 0.0
+    for path in paths:
+        size = tf.io.gfile.stat(path).length
+        with tf.io.gfile.GFile(path, "rb") as raw:
+            if path.endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                    sample = stream.read(ESTIMATE_SAMPLE_BYTES)
+                    ratio = len(sample) / max(raw.tell(), 1)
+            else:
+                sample, ratio = raw.read(ESTIMATE_SAMPLE_BYTES), 1.0
+        if (file_format or guess_format(path)) == "tfrecord":
+            count, offset = 0, 0
+            while offset + 12 <= len(sample):  # length (8 bytes), its crc (4), data, data crc (4)
+                offset += 16 + int.from_bytes(sample[offset:offset + 8], "little")
+                count += 1
+        else:
+            count = sample.count(b"\n")
+        total += size * ratio * count / max(len(sample), 1)
+    return int(total)
+
+
 def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
                     on_block: Callable[[int], None] = lambda size: None, columns: Mapping[str, str] | None = None,
                     min_rating: float | None = None) -> list[sequences.EventBlock]:

@@ -21,8 +21,6 @@ import remi_tf  # noqa: E402 (sets TF_USE_LEGACY_KERAS before anything imports T
 from remi import display, native_logs
 from remi_tf import config as config_lib
 
-IN_PROCESS_MAX_BYTES = 256 << 20  # ~20 M events of GZIP TFRecords; the in-process path holds ~250 B/event
-
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (no upper bound when high is None)."""
@@ -60,17 +58,21 @@ def recall_fraction(text: str) -> float:
 POSITIVE, NON_NEGATIVE, PORT = bounded_int(1), bounded_int(0), bounded_int(0, 65535)
 
 
-def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[str]) -> str:
-    """`auto` -> `in-process` when there are no Beam options and the inputs total at most
-    IN_PROCESS_MAX_BYTES, else Beam's local runner (`DirectRunner`); other names are kept."""
+def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[str], time_split: bool = False) -> str:
+    """`auto` -> `in-process` (whose user split spills to disk past local.IN_MEMORY_MAX_EVENTS events, so its
+    memory stays bounded at any size), except Beam's local runner (`DirectRunner`) when Beam options are given
+    or a time split's inputs hold more events than the in-process path keeps in memory (by an estimate of the
+    decompressed size: readers.estimate_events); other names are kept."""
     if runner != "auto":
         return runner
-    import tensorflow as tf
+    if pipeline_args:
+        return "DirectRunner"
+    if not time_split:
+        return "in-process"
+    from remi_tf.pipelines import local, readers
 
-    from remi_tf.pipelines import readers
-
-    size = sum(tf.io.gfile.stat(path).length for path in readers.expand_inputs(list(inputs)))
-    return "in-process" if not pipeline_args and size <= IN_PROCESS_MAX_BYTES else "DirectRunner"
+    events = readers.estimate_events(readers.expand_inputs(list(inputs)))
+    return "in-process" if events <= local.IN_MEMORY_MAX_EVENTS else "DirectRunner"
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -88,7 +90,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     # A malformed file fails before anything is written.
     read_features = [feature_csvs.read_feature_csv(spec, key) for spec, key in
                     ((args.item_features, "item_id"), (args.user_features, "user_id")) if spec]
-    runner = choose_runner(args.runner, args.input, args.pipeline_args)
+    runner = choose_runner(args.runner, args.input, args.pipeline_args, time_split=boundaries is not None)
     print(f"runner: {runner}", file=sys.stderr)
     if runner == "in-process":
         if args.pipeline_args:
@@ -357,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--valid-from", metavar="T1", help="--split time: unix seconds or an ISO date (2013-07-01)")
     prepare.add_argument("--test-from", metavar="T2", help="--split time: unix seconds or an ISO date, after T1")
     prepare.add_argument("--runner", default="auto",
-                         help="auto (default: in-process for inputs up to 256 MiB, else Beam's DirectRunner), "
+                         help="auto (default: in-process, which spills to disk past 4 M events; Beam's DirectRunner "
+                              "for Beam options or a time split of more events), "
                               "in-process (one process, the fastest on one machine), or a Beam runner "
                               "(DirectRunner, FlinkRunner, SparkRunner, DataflowRunner, ...); further --options "
                               "go to Beam")

@@ -158,3 +158,56 @@ def test_prepare_reads_a_convert_output_as_a_directory_or_a_glob(tmp_path, capsy
         assert manifest["input_events"] == expected["input_events"] and manifest["splits"] == expected["splits"]
     with pytest.raises(FileNotFoundError, match="without events-"):
         local.prepare([str(tmp_path / "direct")], str(tmp_path / "c"), progress=False)  # not a convert output
+
+
+def spill_test_log(path, num_users=400, seed=3):
+    """Users with ties in time, repeated (duplicate) events, rare items and short users, in two files."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", f"i{int(rng.zipf(1.5)) % 300}", int(t)) for u in range(num_users)
+            for t in rng.integers(0, 6, size=int(rng.integers(3, 14)))]
+    rows += rows[::17]  # logging retries: the same user, item and time again
+    order = rng.permutation(len(rows))
+    write_log(path / "a.csv.gz", [rows[i] for i in order[:len(rows) // 2]])
+    write_log(path / "b.csv", [rows[i] for i in order[len(rows) // 2:]])
+    return [str(path / "a.csv.gz"), str(path / "b.csv")]
+
+
+@pytest.mark.parametrize("num_shards,compress", [(1, False), (3, True)])
+def test_a_log_spilled_to_user_buckets_gives_the_in_memory_output_byte_for_byte(tmp_path, num_shards, compress):
+    inputs = spill_test_log(tmp_path)
+    estimate = readers.estimate_events(inputs)
+    options = dict(num_shards=num_shards, compress=compress, progress=False, seed=4)
+    in_memory = local.prepare(inputs, str(tmp_path / "memory"), **options)
+    assert abs(estimate - in_memory["input_events"]) < 0.1 * in_memory["input_events"]
+    spilled = local.prepare(inputs, str(tmp_path / "spilled"), max_events_in_memory=0, bucket_events=estimate // 7,
+                            **options)  # 7 buckets
+    assert in_memory["cleaning"]["duplicate_events_removed"] > 0 and in_memory["cleaning"]["users_below_min_count"] > 0
+    assert {key: value for key, value in spilled.items() if key != "created"} == \
+        {key: value for key, value in in_memory.items() if key != "created"}
+    names = sorted(os.listdir(tmp_path / "memory"))
+    assert names == sorted(os.listdir(tmp_path / "spilled"))
+    for name in names:
+        if name != "manifest.json":
+            assert (tmp_path / "memory" / name).read_bytes() == (tmp_path / "spilled" / name).read_bytes(), name
+    assert not [name for name in os.listdir(tmp_path) if ".spill-" in name]  # the spill directory is gone
+
+
+def test_a_disk_that_fills_while_spilling_names_the_directory_and_writes_nothing(tmp_path, monkeypatch):
+    import errno
+    import pickle
+
+    from remi_tf.pipelines import bucketed
+
+    inputs = spill_test_log(tmp_path)
+    real_dump, calls = pickle.dump, []
+
+    def dump_until_full(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_dump(*args, **kwargs)
+
+    monkeypatch.setattr(bucketed.pickle, "dump", dump_until_full)
+    with pytest.raises(OSError, match=r"the disk of .*\.out\.spill-\w+ filled while `remi prepare` spilled"):
+        local.prepare(inputs, str(tmp_path / "out"), max_events_in_memory=0, bucket_events=100, progress=False)
+    assert not [name for name in os.listdir(tmp_path) if "out" in name]  # no output, no spill directory

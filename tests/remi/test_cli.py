@@ -80,13 +80,17 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert "num_interests" in capsys.readouterr().err
 
 
-def test_auto_runner_is_in_process_for_small_inputs_and_beam_otherwise(tmp_path, monkeypatch):
+def test_auto_runner_is_in_process_but_for_beam_options_and_large_time_splits(tmp_path, monkeypatch):
+    from remi_tf.pipelines import local
+
     log = tmp_path / "log.csv"
     log.write_text("user_id,item_id,timestamp\n" + "u,i,1\n" * 100)
     assert cli.choose_runner("auto", [str(log)], []) == "in-process"
+    assert cli.choose_runner("auto", [str(log)], [], time_split=True) == "in-process"
     assert cli.choose_runner("auto", [str(log)], ["--direct_num_workers=2"]) == "DirectRunner"  # Beam options
-    monkeypatch.setattr(cli, "IN_PROCESS_MAX_BYTES", log.stat().st_size - 1)
-    assert cli.choose_runner("auto", [str(log)], []) == "DirectRunner"
+    monkeypatch.setattr(local, "IN_MEMORY_MAX_EVENTS", 99)  # the estimate reads 100 events
+    assert cli.choose_runner("auto", [str(log)], []) == "in-process"  # the user split spills to disk instead
+    assert cli.choose_runner("auto", [str(log)], [], time_split=True) == "DirectRunner"
     assert cli.choose_runner("FlinkRunner", [str(log)], []) == "FlinkRunner"
     assert cli.choose_runner("in-process", [str(log)], []) == "in-process"
 

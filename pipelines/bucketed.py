@@ -1,0 +1,182 @@
+"""In-process `remi prepare` in bounded memory: the events spilled to disk in user buckets, each bucket built
+alone, the sorted runs merged into the shards.
+
+1. Read: every block of events goes to its users' bucket files (crc32 of the user id, pipelines.sequences), so
+   a user's events all land in one bucket; only one block is in memory.
+2. Order: each bucket in turn is grouped by user, time-sorted and de-duplicated (sequences.order_users); the
+   ordered bucket replaces its raw events on disk, and its item counts join a running total.
+3. Build: with the items that pass the count filter known, each bucket is filtered, its users' records made
+   (in user order) and spilled per (split, shard) as a sorted run; vocabulary counts and target tallies are
+   summed exactly (sequences.merge_*).
+4. Write: each shard is the merge of its runs by user id, streamed into the published directory.
+
+The output is byte for byte what the in-memory path (pipelines.local) writes for the same input and seed: the
+per-user rules are the same functions, and the merges are exact. Memory: one bucket's events and the item
+tables; disk: about twice the events, in a temporary directory beside the output (removed at the end).
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from remi_tf import data_directory
+from remi_tf.pipelines import readers, record_checks, sequences
+
+RECORDS_PER_RUN_CHUNK = 1_000  # records pickled together in a sorted run
+
+
+class SpillDirectory:
+    """A temporary directory beside `output_dir` for the buckets and the runs; a full disk is reported with the
+    directory's name. Removed on exit, also on failure."""
+
+    def __init__(self, output_dir: str) -> None:
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        os.makedirs(parent, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.spill-", dir=parent)
+
+    def __enter__(self) -> SpillDirectory:
+        return self
+
+    def __exit__(self, error_type: Any, error: BaseException | None, traceback: Any) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"the disk of {self.path} filled while `remi prepare` spilled events there "
+                          f"(about twice the input's events, uncompressed): free space on {os.path.dirname(self.path)}"
+                          " or prepare with a Beam runner; nothing was written to the output") from error
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+
+def spill_events(blocks: Iterator[sequences.EventBlock], spill: SpillDirectory, num_buckets: int) -> int:
+    """Step 1: appends each block's events to their users' bucket files; returns the events read."""
+    streams = [open(spill.file(f"bucket-{bucket}.events"), "wb") for bucket in range(num_buckets)]
+    events = 0
+    try:
+        for block in blocks:
+            buckets = sequences.user_buckets(block.users, num_buckets)
+            order = np.argsort(buckets, kind="stable")  # keeps file order within a bucket
+            bounds = np.searchsorted(buckets[order], np.arange(num_buckets + 1))
+            for bucket in range(num_buckets):
+                rows = order[bounds[bucket]:bounds[bucket + 1]]
+                if len(rows):
+                    pickle.dump(sequences.EventBlock(*(column[rows] for column in block)), streams[bucket],
+                                pickle.HIGHEST_PROTOCOL)
+            events += len(block.users)
+    finally:
+        for stream in streams:
+            stream.close()
+    return events
+
+
+def _pickles(path: str) -> Iterator[Any]:
+    with open(path, "rb") as stream:
+        while True:
+            try:
+                yield pickle.load(stream)
+            except EOFError:
+                return
+
+
+def order_buckets(spill: SpillDirectory, num_buckets: int, on_bucket: Callable[[int], None]
+                  ) -> tuple[sequences.ItemCounts, int]:
+    """Step 2: each bucket's events grouped, sorted and de-duplicated in place of its raw events; returns the
+    item counts of every bucket summed and the duplicates dropped."""
+    total = sequences.ItemCounts(sequences.object_array([]), np.zeros(0, np.int64))
+    duplicates = 0
+    for bucket in range(num_buckets):
+        raw = spill.file(f"bucket-{bucket}.events")
+        ordered, dropped = sequences.order_users(sequences.concatenate(_pickles(raw)))
+        os.remove(raw)
+        with open(spill.file(f"bucket-{bucket}.ordered"), "wb") as stream:
+            pickle.dump(ordered, stream, pickle.HIGHEST_PROTOCOL)
+        total = sequences.merge_item_counts([total, sequences.item_counts(ordered)])
+        duplicates += dropped
+        on_bucket(1)
+    return total, duplicates
+
+
+class Built:
+    """Step 3's sums over the buckets."""
+
+    def __init__(self) -> None:
+        self.vocabulary = sequences.ItemCounts(sequences.object_array([]), np.zeros(0, np.int64))
+        self.tallies = sequences.merge_target_tallies([])
+        self.splits = {split: {"users": 0, "events": 0} for split in data_directory.SPLITS}
+        self.users_below_min_count = 0
+
+
+def build_buckets(spill: SpillDirectory, num_buckets: int, frequent: set[bytes], seed: int, num_shards: int,
+                  min_user_count: int, on_bucket: Callable[[int], None]) -> Built:
+    """Step 3: each ordered bucket filtered, its records spilled as sorted runs per (split, shard)."""
+    built = Built()
+    for bucket in range(num_buckets):
+        path = spill.file(f"bucket-{bucket}.ordered")
+        with open(path, "rb") as stream:
+            ordered = pickle.load(stream)
+        os.remove(path)
+        kept = sequences.filter_users(ordered, frequent, min_user_count)
+        built.users_below_min_count += len(ordered.users) - len(kept.users)
+        built.vocabulary = sequences.merge_item_counts([built.vocabulary, sequences.item_counts(kept)])
+        built.tallies = sequences.merge_target_tallies([built.tallies, sequences.target_tallies(kept, seed)])
+        for (split, shard), records in sequences.shard_records(kept, seed, num_shards).items():
+            built.splits[split]["users"] += len(records)
+            built.splits[split]["events"] += sum(num_events for _, _, num_events in records)
+            with open(spill.file(f"run-{split}-{shard}-{bucket}"), "wb") as stream:
+                for start in range(0, len(records), RECORDS_PER_RUN_CHUNK):
+                    pickle.dump(records[start:start + RECORDS_PER_RUN_CHUNK], stream, pickle.HIGHEST_PROTOCOL)
+        on_bucket(1)
+    return built
+
+
+def merged_shard(spill: SpillDirectory, split: str, shard: int, num_buckets: int
+                 ) -> Iterator[sequences.UserRecord]:
+    """Step 4: the records of one (split, shard) from every bucket's sorted run, in user order."""
+    runs = [_run(spill.file(f"run-{split}-{shard}-{bucket}")) for bucket in range(num_buckets)]
+    return heapq.merge(*runs, key=lambda record: record[0])
+
+
+def _run(path: str) -> Iterator[sequences.UserRecord]:
+    if not os.path.exists(path):
+        return
+    for chunk in _pickles(path):
+        yield from chunk
+    os.remove(path)
+
+
+def read_into_buckets(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
+                      behavior: str | None, columns: Mapping[str, str] | None, min_rating: float | None,
+                      num_buckets: int, spill: SpillDirectory, on_block: Callable[[int], None]) -> int:
+    """Step 1 over every input file, one file at a time (the reader that names bad records); returns the events
+    read."""
+    def blocks() -> Iterator[sequences.EventBlock]:
+        for file_index, path in enumerate(input_paths):
+            for block in readers.read_blocks(path, file_format, log, file_index, behavior, columns, min_rating):
+                on_block(len(block.users))
+                yield block
+    return spill_events(blocks(), spill, num_buckets)
+
+
+def write_shards(directory: str, spill: SpillDirectory, num_buckets: int, num_shards: int, compress: bool,
+                 on_record: Callable[[int], None]) -> None:
+    """Step 4: every (split, shard) file of the data directory, merged from its runs (every shard exists, even
+    one that no user hashes to)."""
+    import tensorflow as tf
+
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    for split in data_directory.SPLITS:
+        for shard in range(num_shards):
+            path = os.path.join(directory, data_directory.shard_name(split, shard, num_shards, compress))
+            with tf.io.TFRecordWriter(path, options) as writer:
+                for _, serialized, _ in merged_shard(spill, split, shard, num_buckets):
+                    writer.write(serialized)
+                    on_record(1)
