@@ -147,13 +147,13 @@ def test_progress_lines_are_whole_lines_when_not_on_a_terminal(capsys, monkeypat
                                                                  "events read: 70"]
 
 
-def test_prepare_reads_a_convert_output_as_a_directory_or_a_glob(tmp_path, capsys):
+def test_prepare_reads_a_convert_output_as_a_directory_or_a_glob(tmp_path, caplog):
     write_log(tmp_path / "log.csv", planted_log())
     local.convert([str(tmp_path / "log.csv")], str(tmp_path / "events"), num_shards=2, progress=False)
     expected = local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "direct"), progress=False)
     by_directory = local.prepare([str(tmp_path / "events")], str(tmp_path / "a"), progress=False)
     by_glob = local.prepare([str(tmp_path / "events" / "*")], str(tmp_path / "b"), progress=False)  # + manifest.json
-    assert "skipping 1 file(s) that are not event data: manifest.json" in capsys.readouterr().err
+    assert "skipping 1 file(s) that are not event data: manifest.json" in caplog.text
     for manifest in (by_directory, by_glob):
         assert manifest["input_events"] == expected["input_events"] and manifest["splits"] == expected["splits"]
     with pytest.raises(FileNotFoundError, match="without events-"):
