@@ -90,3 +90,12 @@ def test_a_served_index_short_of_the_target_is_rebuilt_with_twice_the_leaves_sea
     assert verified.recall >= 0.97 and verified.options["num_leaves_to_search"] in (2, 4, 8, 16, 32, 64, 128, 141)
     every_leaf = served(candidates, queries, 50, 1.01, scann_tuning.Tuned(one_leaf, 1.0, 200))  # unreachable
     assert every_leaf.options["num_leaves_to_search"] == one_leaf["num_leaves"]
+
+
+def test_exact_top_k_a_few_queries_at_a_time_is_the_numpy_top_k(monkeypatch):
+    rng = np.random.default_rng(0)
+    candidates, queries = rng.normal(size=(500, 8)).astype(np.float32), rng.normal(size=(37, 8)).astype(np.float32)
+    expected = np.argsort(-(queries @ candidates.T), axis=1)[:, :10]
+    monkeypatch.setattr(scann_tuning, "EXACT_SCORE_BYTES", 4 * 500 * 3)  # 3 queries at a time: 13 steps
+    found = scann_tuning.exact_top_k(candidates, queries, 10)
+    assert [set(row) for row in found] == [set(row) for row in expected]
