@@ -21,6 +21,7 @@ import tensorflow as tf
 from scann import scann_ops
 
 from remi_tf import input as input_lib
+from remi_tf.evaluate import blocked_top_k
 from remi_tf.models import RemiModel
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ class Tuned(NamedTuple):
 def exact_top_k(candidates: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """[Q, k] the row indices of the k highest dot products of each query with `candidates` [N, d], a few
     queries at a time (their [q, N] scores stay under EXACT_SCORE_BYTES: all 512 at once over a million items
-    held 8 GB)."""
+    held 8 GB), by the evaluation's exact top k."""
     step = max(1, EXACT_SCORE_BYTES // (4 * max(len(candidates), 1)))
-    return np.concatenate([np.argpartition(-(queries[start:start + step] @ candidates.T), k - 1, axis=1)[:, :k]
-                           for start in range(0, len(queries), step)]) if len(queries) else np.zeros((0, k), np.int64)
+    table = tf.constant(candidates, tf.float32)
+    found = [blocked_top_k(tf.matmul(tf.constant(queries[start:start + step], tf.float32), table, transpose_b=True),
+                           k)[1].numpy() for start in range(0, len(queries), step)]
+    return np.concatenate(found) if found else np.zeros((0, k), np.int32)
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:

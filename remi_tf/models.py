@@ -36,8 +36,11 @@ DROPPED_INTEREST_LOGIT = -1e4  # the interest-weight logit of an interest a user
 
 
 def item_lookup(vocabulary: Sequence[str], invert: bool = False) -> tf.keras.layers.StringLookup:
-    """StringLookup with the model's index layout (padding "" -> 0, unknown -> 1, items -> 2..)."""
-    return tf.keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="", num_oov_indices=1,
+    """StringLookup with the model's index layout (padding "" -> 0, unknown -> 1, items -> 2..). The vocabulary
+    goes in as a numpy array: a list would be kept as a tracked list, which every checkpoint and SavedModel
+    traversal walks item by item (a 1 M-item export spent minutes there: BENCHMARKS.md 11)."""
+    return tf.keras.layers.StringLookup(vocabulary=np.asarray(list(vocabulary), dtype=object), mask_token="",
+                                        num_oov_indices=1,
                                         invert=invert, name="item_lookup_inverse" if invert else "item_lookup")
 
 
