@@ -1,11 +1,12 @@
 """Every stage of remi-tf as a user runs it (the `remi` CLI), timed and its peak memory read, at growing sizes.
 
     python benchmarks/scale.py --items 10000 100000 1000000 [--events-per-item 12.5] [--steps 1000] [--work runs/scale]
+        [--stages prepare train evaluate] [--prepare-options=--min-item-interactions=1]
     python benchmarks/scale.py --plot-only [--work runs/scale]
 
 For each catalogue size: a log from benchmarks/scale_logs.py (regenerated from its seed when missing), then
 `remi prepare` (the default runner), `remi train --set max_steps=S eval_every=S` (the default validation
-sample), `remi evaluate --split test --users U` (users/s: the whole split's time follows), `remi export` with
+sample; --steps 0: the defaults, whose validations' share of the run is recorded), `remi evaluate --split test --users U` (users/s: the whole split's time follows), `remi export` with
 `--index brute-force` and with `--index scann` (each alone), and `remi serve` of each export (start-up until its
 "serving" line; batch-1 and batch-64 REST lookup p50 on one kept-alive connection). Each command runs in its own
 process; its wall time and peak RSS (wait4's ru_maxrss: the process and the children it waited for) are recorded.
@@ -37,6 +38,7 @@ from cli_runs import ENV, REPO  # noqa: E402
 RESULTS_FILE, PLOT_FILE = "results.json", "scale.png"
 LOOKUPS = 50  # timed lookups per batch size, after two warm-up calls
 SERVE_TIMEOUT_S = 1_800.0
+STAGES = ("prepare", "train", "evaluate")  # evaluate: then export and serve
 
 
 def run_stage(args: list[str], timeout_s: float = 4 * 3_600) -> dict[str, Any]:
@@ -95,30 +97,40 @@ def serve_and_look_up(export_dir: str, model: str, vocabulary: list[str], seed: 
             "batch64_histories_per_s": round(per_s, 1), "rss_gib": None if resident is None else round(resident, 3)}
 
 
-def run_size(items: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every stage at one catalogue size: {stage: measurements}."""
+def run_size(items: int, args: argparse.Namespace, stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The stages of args.stages at one catalogue size, into `stages` ({stage: measurements}, kept for the
+    others)."""
     root = os.path.join(args.work, str(items))
     logs, data, model = (os.path.join(root, name) for name in ("logs", "data", "model"))
     shape = scale_logs.LogShape(items, int(round(items * args.events_per_item)), seed=args.seed)
-    stages: dict[str, dict[str, Any]] = {}
     parameters_path = os.path.join(logs, scale_logs.PARAMETERS_FILE)
     if not os.path.exists(parameters_path) or json.load(open(parameters_path))["events"] != shape.num_events:
         start = time.perf_counter()
         scale_logs.write_log(shape, logs, progress=False)
         stages["generate"] = {"wall_s": round(time.perf_counter() - start, 2)}
     events = os.path.join(logs, scale_logs.EVENTS_FILE)
-    stages["prepare"] = run_stage(["prepare", "--input", events, "--output", data, "--overwrite"])
-    manifest = json.load(open(os.path.join(data, "manifest.json")))
-    stages["prepare"].update(events=manifest["input_events"], items=manifest["num_items"],
-                             users={split: counts["users"] for split, counts in manifest["splits"].items()},
-                             disk_gib=round(directory_gib(data), 3))
-    shutil.rmtree(model, ignore_errors=True)
-    stages["train"] = run_stage(["train", "--data", data, "--model-dir", model, "--quiet", "--set",
-                                 f"max_steps={args.steps}", f"eval_every={args.steps}", f"seed={args.seed}"])
-    evaluation = json.load(open(os.path.join(model, "validation.json")))["evaluations"][-1]
-    stages["train"].update(steps=args.steps, train_steps_per_s=round(evaluation["train_steps_per_s"], 1),
-                           valid_recall50=round(evaluation["val_recall@50"], 4))
-    stages["validation"] = {"wall_s": evaluation["validation_s"], "users": _validation_users(stages["train"]["output"])}
+    if "prepare" in args.stages:
+        stages["prepare"] = run_stage(["prepare", "--input", events, "--output", data, "--overwrite",
+                                       *args.prepare_options])
+        manifest = json.load(open(os.path.join(data, "manifest.json")))
+        stages["prepare"].update(events=manifest["input_events"], items=manifest["num_items"],
+                                 users={split: counts["users"] for split, counts in manifest["splits"].items()},
+                                 disk_gib=round(directory_gib(data), 3))
+    if "train" in args.stages:
+        shutil.rmtree(model, ignore_errors=True)
+        steps = [f"max_steps={args.steps}", f"eval_every={args.steps}"] if args.steps else []  # 0: the defaults
+        stages["train"] = run_stage(["train", "--data", data, "--model-dir", model, "--quiet", "--set", *steps,
+                                     f"seed={args.seed}"])
+        evaluations = json.load(open(os.path.join(model, "validation.json")))["evaluations"]
+        validation_s = sum(evaluation["validation_s"] for evaluation in evaluations)
+        speeds = [evaluation["train_steps_per_s"] for evaluation in evaluations]
+        stages["train"].update(steps=evaluations[-1]["step"], valid_recall50=round(evaluations[-1]["val_recall@50"], 4),
+                               train_steps_per_s=round(statistics.median(speeds), 1),
+                               validation_share=round(validation_s / stages["train"]["wall_s"], 3))
+        stages["validation"] = {"wall_s": evaluations[-1]["validation_s"], "validations": len(evaluations),
+                                "users": _validation_users(stages["train"]["output"])}
+    if "evaluate" not in args.stages:
+        return _without_output(stages)
     stages["evaluate"] = run_stage(["evaluate", "--model-dir", model, "--split", "test", "--users",
                                     str(args.eval_users)])
     report = json.load(open(os.path.join(model, "eval-test.json")))
@@ -135,6 +147,10 @@ def run_size(items: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if tuning:
             stages[stage]["scann_recall"] = tuning
         stages[f"serve {index}"] = serve_and_look_up(export, "remi", vocabulary, args.seed)
+    return _without_output(stages)
+
+
+def _without_output(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for stage in stages.values():
         stage.pop("output", None)
     return stages
@@ -201,13 +217,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--events-per-item", type=float, default=12.5)
-    parser.add_argument("--steps", type=int, default=1_000, help="training steps (one validation at the end)")
+    parser.add_argument("--steps", type=int, default=1_000,
+                        help="training steps, one validation at the end (0: the defaults, a validation every 1,000)")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                        help="what to run (each later stage needs the earlier ones' output on disk)")
+    parser.add_argument("--prepare-options", nargs="+", default=[], metavar="OPTION",
+                        help="more `remi prepare` options, e.g. --min-item-interactions 1 (write them with =)")
     parser.add_argument("--eval-users", type=int, default=2_000, help="remi evaluate --users")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=os.path.join(REPO, "runs", "scale"))
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from results.json")
     args = parser.parse_args()
-    for name in ("events_per_item", "steps", "eval_users"):
+    if args.steps < 0:
+        parser.error(f"--steps must be >= 0, got {args.steps}")
+    for name in ("events_per_item", "eval_users"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if any(items <= 0 for items in args.items):
@@ -218,7 +241,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus; python {platform.python_version()}")
     if not args.plot_only:
         for items in args.items:
-            results[str(items)] = run_size(items, args)
+            results[str(items)] = run_size(items, args, results.get(str(items), {}))
             with open(results_path + ".partial", "w") as stream:
                 json.dump(results, stream, indent=2)
             os.replace(results_path + ".partial", results_path)
