@@ -202,7 +202,7 @@ class RemiConfig:
     max_steps: int = 10_000
     eval_every: int = 1_000
     patience: int = 5
-    valid_users: int = 2_000
+    valid_users: int = 3_000
     valid_score_budget: int = 100_000_000
     checkpoint_every: int = 1_000
     steps_per_execution: int = 50
