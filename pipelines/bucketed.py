@@ -91,7 +91,7 @@ def order_buckets(spill: SpillDirectory, num_buckets: int, on_bucket: Callable[[
                   ) -> tuple[sequences.ItemCounts, int]:
     """Step 2: each bucket's events grouped, sorted and de-duplicated in place of its raw events; returns the
     item counts of every bucket summed and the duplicates dropped."""
-    total = sequences.ItemCounts(sequences.object_array([]), np.zeros(0, np.int64))
+    total = ItemTally()
     duplicates = 0
     for bucket in range(num_buckets):
         raw = spill.file(f"bucket-{bucket}.events")
@@ -99,18 +99,58 @@ def order_buckets(spill: SpillDirectory, num_buckets: int, on_bucket: Callable[[
         os.remove(raw)
         with open(spill.file(f"bucket-{bucket}.ordered"), "wb") as stream:
             pickle.dump(ordered, stream, pickle.HIGHEST_PROTOCOL)
-        total = sequences.merge_item_counts([total, sequences.item_counts(ordered)])
+        total.add(sequences.item_counts(ordered))
         duplicates += dropped
         on_bucket(1)
-    return total, duplicates
+    return total.item_counts(), duplicates
+
+
+class ItemTally:
+    """Item counts summed over buckets in a dict (each bucket costs its own distinct items, not the catalogue's:
+    merging sorted tables bucket by bucket re-sorted every item seen so far, 26 times at 50 M events)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+
+    def add(self, part: sequences.ItemCounts) -> None:
+        counts = self.counts
+        for item, count in zip(part.items.tolist(), part.counts.tolist(), strict=True):
+            counts[item] = counts.get(item, 0) + count
+
+    def item_counts(self) -> sequences.ItemCounts:
+        """As sequences.item_counts: items sorted, with their counts."""
+        items = sorted(self.counts)
+        return sequences.ItemCounts(sequences.object_array(items),
+                                    np.fromiter((self.counts[item] for item in items), np.int64, len(items)))
+
+
+class TallyTable:
+    """Target tallies summed over buckets in a dict keyed by (item, choices), as sequences.merge_target_tallies
+    sums them (the same rows in the same order, so q is the same to the last bit)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[bytes, int], int] = {}
+        self.users = 0
+
+    def add(self, part: sequences.TargetTallies) -> None:
+        counts = self.counts
+        for key in zip(part.items.tolist(), part.choices.tolist(), part.counts.tolist(), strict=True):
+            counts[key[:2]] = counts.get(key[:2], 0) + key[2]
+        self.users += part.users
+
+    def tallies(self) -> sequences.TargetTallies:
+        keys = sorted(self.counts)
+        return sequences.TargetTallies(sequences.object_array([item for item, _ in keys]),
+                                       np.array([choices for _, choices in keys], np.int64),
+                                       np.array([self.counts[key] for key in keys], np.int64), self.users)
 
 
 class Built:
     """Step 3's sums over the buckets."""
 
     def __init__(self) -> None:
-        self.vocabulary = sequences.ItemCounts(sequences.object_array([]), np.zeros(0, np.int64))
-        self.tallies = sequences.merge_target_tallies([])
+        self.vocabulary = ItemTally()
+        self.tallies = TallyTable()
         self.splits = {split: {"users": 0, "events": 0} for split in data_directory.SPLITS}
         self.users_below_min_count = 0
 
@@ -126,8 +166,8 @@ def build_buckets(spill: SpillDirectory, num_buckets: int, frequent: set[bytes],
         os.remove(path)
         kept = sequences.filter_users(ordered, frequent, min_user_count)
         built.users_below_min_count += len(ordered.users) - len(kept.users)
-        built.vocabulary = sequences.merge_item_counts([built.vocabulary, sequences.item_counts(kept)])
-        built.tallies = sequences.merge_target_tallies([built.tallies, sequences.target_tallies(kept, seed)])
+        built.vocabulary.add(sequences.item_counts(kept))
+        built.tallies.add(sequences.target_tallies(kept, seed))
         for (split, shard), records in sequences.shard_records(kept, seed, num_shards).items():
             built.splits[split]["users"] += len(records)
             built.splits[split]["events"] += sum(num_events for _, _, num_events in records)

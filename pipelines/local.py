@@ -60,8 +60,8 @@ class ProgressLine:
             return
         remaining = (self.total - self.count) / rate if rate else 0.0
         left = f", about {duration(remaining)} left" if 0 < remaining else ""
-        print(f"{self.what}: {self.count:,} of {self.total:,} ({rate:,.1f}/s{left})", end=end, file=sys.stderr,
-              flush=True)
+        speed = f"{rate:,.1f}/s" if rate >= 1 else f"{60 * rate:,.1f}/min"
+        print(f"{self.what}: {self.count:,} of {self.total:,} ({speed}{left})", end=end, file=sys.stderr, flush=True)
 
 
 def duration(seconds: float) -> str:
@@ -254,27 +254,28 @@ def prepare_bucketed(input_paths: Sequence[str], output_dir: str, file_format: s
         input_events = bucketed.read_into_buckets(input_paths, file_format, log, behavior, columns, min_rating,
                                                   num_buckets, spill, reading.update)
         reading.done()
-        sorting = ProgressLine(f"user buckets sorted (of {num_buckets}, spilled to {spill.path})", every=1,
-                               enabled=progress, total=num_buckets)
+        sorting = ProgressLine(f"user buckets sorted (spilled to {spill.path})", every=1, enabled=progress,
+                               total=num_buckets)
         all_item_counts, duplicates = bucketed.order_buckets(spill, num_buckets, sorting.update)
         sorting.done()
         frequent = sequences.frequent_items(all_item_counts, min_item_count)
         building = ProgressLine("user buckets built", every=1, enabled=progress, total=num_buckets)
         built = bucketed.build_buckets(spill, num_buckets, frequent, seed, num_shards, min_user_count, building.update)
         building.done()
-        require_items(len(built.vocabulary.items), input_paths, input_events, log.skipped, behavior, built.splits,
+        vocabulary, tallies = built.vocabulary.item_counts(), built.tallies.tallies()
+        require_items(len(vocabulary.items), input_paths, input_events, log.skipped, behavior, built.splits,
                       min_item_count, min_user_count)
         cleaning = {**log.summary(), "duplicate_events_removed": duplicates,
                     "users_below_min_count": built.users_below_min_count,
                     "items_below_min_count": len(all_item_counts.items) - len(frequent)}
         manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, built.splits,
-                                 len(built.vocabulary.items), cleaning, None, min_item_count, min_user_count)
+                                 len(vocabulary.items), cleaning, None, min_item_count, min_user_count)
 
         def write(directory: str) -> None:
             written = ProgressLine("users written", every=1, enabled=progress)
             bucketed.write_shards(directory, spill, num_buckets, num_shards, compress, written.update)
             written.done()
-            write_vocabulary(data_directory.items_path(directory), built.vocabulary, built.tallies)
+            write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
             data_directory.write_manifest(directory, manifest)
 
         data_directory.publish(write, output_dir, overwrite)
