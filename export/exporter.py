@@ -70,7 +70,8 @@ def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: fl
     tuned = scann_tuning.tune(candidates, queries, depth, target_recall, options)
     index, tuned = scann_tuning.served(lambda chosen: saved_model.item_index(trained.model, "scann", k, chosen),
                                        candidates, queries, depth, target_recall, tuned, FIRST_ITEM_INDEX)
-    logger.info(f"ScaNN: {tuned.options['num_leaves_to_search']} of {tuned.options['num_leaves']} leaves searched: "
+    logger.info(f"ScaNN: {tuned.options['num_leaves_to_search']} of {tuned.options['num_leaves']} leaves searched, "
+                f"{tuned.options['num_reordering_candidates']} candidates re-ranked: "
                 f"recall@{depth} {tuned.recall:.3f} of exact on {tuned.num_queries} held-out queries "
                 f"(target {target_recall})")
     return index, tuned

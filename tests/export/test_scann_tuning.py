@@ -47,9 +47,10 @@ def test_tuning_searches_the_fewest_leaves_that_reach_the_target_recall():
     assert tuned.options["num_leaves"] == fixed["num_leaves"] and leaves > fixed["num_leaves_to_search"]
     assert tuned.recall >= 0.95 and tuned.num_queries == 200
     # the fixed options fall short here; doubled until reached (every number measured on the tuning's own tree)
-    assert [number for number, _ in tuned.tried] == [fixed["num_leaves_to_search"] * 2 ** i
-                                                     for i in range(len(tuned.tried) - 1)] + [leaves]
-    assert all(at < 0.95 for _, at in tuned.tried[:-1]) and tuned.tried[-1] == (leaves, tuned.recall)
+    assert [number for number, _, _ in tuned.tried] == [fixed["num_leaves_to_search"] * 2 ** i
+                                                        for i in range(len(tuned.tried) - 1)] + [leaves]
+    assert all(at < 0.95 for _, _, at in tuned.tried[:-1])
+    assert tuned.tried[-1] == (leaves, fixed["num_reordering_candidates"], tuned.recall)  # reached without more
     verified = served(candidates, queries, 50, 0.95, tuned)  # a rebuild, as the export's: its own k-means
     assert verified.recall >= 0.95 and verified.options["num_leaves_to_search"] >= leaves
 
@@ -72,9 +73,10 @@ def test_tuning_searches_fewer_leaves_where_the_fixed_options_exceed_the_target(
     verified = served(candidates, queries, 50, 0.9, tuned)  # a rebuild, as the export's
     assert verified.recall >= 0.9 and verified.options["num_leaves_to_search"] >= leaves
     # halved from the fixed number while reached: the last number measured (half the chosen) fell short
-    numbers = [number for number, _ in tuned.tried]
+    numbers = [number for number, _, _ in tuned.tried]
     assert numbers[0] == fixed["num_leaves_to_search"] and all(b == a // 2 for a, b in zip(numbers, numbers[1:]))
-    assert all(at >= 0.9 for number, at in tuned.tried if number >= leaves)
+    assert {reordering for _, reordering, _ in tuned.tried} == {fixed["num_reordering_candidates"]}
+    assert all(at >= 0.9 for number, _, at in tuned.tried if number >= leaves)
     if leaves > 1:
         assert numbers[-1] == leaves // 2 and tuned.tried[-1][1] < 0.9
 
@@ -99,3 +101,17 @@ def test_exact_top_k_a_few_queries_at_a_time_is_the_numpy_top_k(monkeypatch):
     monkeypatch.setattr(scann_tuning, "EXACT_SCORE_BYTES", 4 * 500 * 3)  # 3 queries at a time: 13 steps
     found = scann_tuning.exact_top_k(candidates, queries, 10)
     assert [set(row) for row in found] == [set(row) for row in expected]
+
+
+def test_where_every_leaf_falls_short_the_tuning_re_ranks_more_candidates():
+    rng = np.random.default_rng(3)
+    candidates = rng.normal(size=(20_000, 32)).astype(np.float32)  # no clusters: quantised scores mislead
+    queries = rng.normal(size=(200, 32)).astype(np.float32)
+    few = {**exporter.scann_options(len(candidates)), "num_reordering_candidates": 60}
+    tuned = scann_tuning.tune(candidates, queries, 50, 0.97, few)
+    reorderings = [reordering for _, reordering, _ in tuned.tried]
+    at_every_leaf = [at for leaves, reordering, at in tuned.tried if leaves == few["num_leaves"] and reordering == 60]
+    assert at_every_leaf and at_every_leaf[0] < 0.97  # 60 re-ranked of 50 wanted: every leaf falls short
+    assert reorderings == sorted(reorderings) and reorderings[-1] > 60 and tuned.recall >= 0.97
+    assert tuned.options["num_reordering_candidates"] == reorderings[-1] <= 8 * 60
+    assert scann_recall(candidates, queries, 50, tuned.options) >= 0.95  # a rebuild (its own k-means) too
