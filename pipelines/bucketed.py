@@ -7,12 +7,13 @@ alone, the sorted runs merged into the shards.
    ordered bucket replaces its raw events on disk, and its item counts join a running total.
 3. Build: with the items that pass the count filter known, each bucket is filtered, its users' records made
    (in user order) and spilled per (split, shard) as a sorted run; vocabulary counts and target tallies are
-   summed exactly (sequences.merge_*).
+   summed exactly, in dicts (ItemTally, TallyTable).
 4. Write: each shard is the merge of its runs by user id, streamed into the published directory.
 
 The output is byte for byte what the in-memory path (pipelines.local) writes for the same input and seed: the
 per-user rules are the same functions, and the merges are exact. Memory: one bucket's events and the item
-tables; disk: about twice the events, in a temporary directory beside the output (removed at the end).
+tables; disk: about twice the events, in a temporary directory beside a local output (the system's temporary
+directory for an output on another file system), removed at the end.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ RECORDS_PER_RUN_CHUNK = 1_000  # records pickled together in a sorted run
 
 
 class SpillDirectory:
-    """A temporary directory beside `output_dir` for the buckets and the runs; a full disk is reported with the
-    directory's name. Removed on exit, also on failure."""
+    """A temporary directory for the buckets and the runs: beside a local `output_dir`, in the system's temporary
+    directory for a URL (gs://...); a full disk is reported with the directory's name. Removed on exit, also on
+    failure."""
 
     def __init__(self, output_dir: str) -> None:
-        parent = os.path.dirname(os.path.abspath(output_dir))
-        os.makedirs(parent, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.spill-", dir=parent)
+        parent = None
+        if "://" not in output_dir:
+            parent = os.path.dirname(os.path.abspath(output_dir))
+            os.makedirs(parent, exist_ok=True)
+        name = os.path.basename(output_dir.rstrip("/"))
+        self.path = tempfile.mkdtemp(prefix=f".{name}.spill-", dir=parent)
 
     def __enter__(self) -> SpillDirectory:
         return self

@@ -93,12 +93,15 @@ def test_logs_and_output_on_another_file_system(tmp_path):
     tf.io.gfile.makedirs(f"{root}/logs")
     tf.io.gfile.copy(str(tmp_path / "log.csv.gz"), f"{root}/logs/log.csv.gz")
     manifest = local.prepare([f"{root}/logs/*.csv.gz"], f"{root}/data", num_shards=2, progress=False)
+    local.prepare([f"{root}/logs/*.csv.gz"], f"{root}/spilled", num_shards=2, progress=False, max_events_in_memory=0,
+                  bucket_events=100)  # user buckets spilled to the local temporary directory
     local.prepare([str(tmp_path / "log.csv.gz")], str(tmp_path / "data"), num_shards=2, progress=False)
     names = sorted(os.listdir(tmp_path / "data"))
-    assert sorted(tf.io.gfile.listdir(f"{root}/data")) == names
+    assert sorted(tf.io.gfile.listdir(f"{root}/data")) == names == sorted(tf.io.gfile.listdir(f"{root}/spilled"))
     for name in names:
         if name != "manifest.json":
             assert tf.io.gfile.GFile(f"{root}/data/{name}", "rb").read() == (tmp_path / "data" / name).read_bytes()
+            assert tf.io.gfile.GFile(f"{root}/spilled/{name}", "rb").read() == (tmp_path / "data" / name).read_bytes()
     assert manifest["source"] == [f"{root}/logs/log.csv.gz"]
     assert input_lib.read_vocabulary(f"{root}/data") == input_lib.read_vocabulary(str(tmp_path / "data"))
     assert [path.rsplit("/", 1)[1] for path in data_directory.split_files(f"{root}/data", "train")] == \
@@ -107,7 +110,7 @@ def test_logs_and_output_on_another_file_system(tmp_path):
     tf.io.gfile.copy(str(tmp_path / "bad.csv"), f"{root}/logs/bad.csv")
     with pytest.raises(ValueError, match="bad.csv: line"):
         local.prepare([f"{root}/logs/bad.csv"], f"{root}/bad", progress=False)
-    assert sorted(tf.io.gfile.listdir(root)) == ["data", "logs"]  # no bad/, no temporary directory
+    assert sorted(tf.io.gfile.listdir(root)) == ["data", "logs", "spilled"]  # no bad/, no temporary directory
 
 
 def events_of(path):
