@@ -124,6 +124,7 @@ def served(build: Callable[[dict[str, Any]], Any], candidates: np.ndarray, queri
         logger.info(f"ScaNN: the served index recalls {at:.3f} at {leaves} leaves searched (the tuning's tree "
                     f"{tuned.recall:.3f}); building it again with {2 * leaves}")
         options = {**options, "num_leaves_to_search": min(options["num_leaves"], 2 * leaves)}
+        del index, found  # freed before the next build: two indexes of a large catalogue at once raise the peak
 
 
 def held_out_queries(model: RemiModel, data_dir: str, vocabulary: list[str], limit: int = HELD_OUT_QUERIES,
