@@ -130,24 +130,38 @@ class ItemTally:
 
 
 class TallyTable:
-    """Target tallies summed over buckets in a dict keyed by (item, choices), as sequences.merge_target_tallies
-    sums them (the same rows in the same order, so q is the same to the last bit)."""
+    """Target tallies summed over buckets as sequences.merge_target_tallies sums them (the same rows in the same
+    order, so q is the same to the last bit): each bucket's rows kept as integer columns (items by a code), sorted
+    and summed once at the end. A dict keyed by (item, choices) held 7 GB at 50 M events."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[bytes, int], int] = {}
+        self.codes: dict[bytes, int] = {}
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.users = 0
 
     def add(self, part: sequences.TargetTallies) -> None:
-        counts = self.counts
-        for key in zip(part.items.tolist(), part.choices.tolist(), part.counts.tolist(), strict=True):
-            counts[key[:2]] = counts.get(key[:2], 0) + key[2]
+        codes = self.codes
+        item_codes = np.fromiter((codes.setdefault(item, len(codes)) for item in part.items.tolist()), np.int64,
+                                 len(part.items))
+        self.parts.append((item_codes, part.choices.astype(np.int64), part.counts.astype(np.int64)))
         self.users += part.users
 
     def tallies(self) -> sequences.TargetTallies:
-        keys = sorted(self.counts)
-        return sequences.TargetTallies(sequences.object_array([item for item, _ in keys]),
-                                       np.array([choices for _, choices in keys], np.int64),
-                                       np.array([self.counts[key] for key in keys], np.int64), self.users)
+        if not self.parts or not self.codes:
+            return sequences.TargetTallies(sequences.object_array([]), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                           self.users)
+        items = sorted(self.codes)  # byte order, as factorize sorts
+        rank = np.empty(len(items), np.int64)
+        rank[np.fromiter((self.codes[item] for item in items), np.int64, len(items))] = np.arange(len(items))
+        item_rank = rank[np.concatenate([codes for codes, _, _ in self.parts])]
+        choices = np.concatenate([choices for _, choices, _ in self.parts])
+        counts = np.concatenate([counts for _, _, counts in self.parts])
+        self.parts = []
+        order = np.lexsort((choices, item_rank))
+        item_rank, choices, counts = item_rank[order], choices[order], counts[order]
+        starts = np.flatnonzero(np.r_[True, (item_rank[1:] != item_rank[:-1]) | (choices[1:] != choices[:-1])])
+        return sequences.TargetTallies(sequences.object_array(items)[item_rank[starts]], choices[starts],
+                                       np.add.reduceat(counts, starts), self.users)
 
 
 class Built:
