@@ -7,8 +7,9 @@ alone, the sorted runs merged into the shards.
    ordered bucket replaces its raw events on disk, and its item counts join a running total.
 3. Build: with the items that pass the count filter known, each bucket is filtered, its users' records made
    (in user order) and spilled per (split, shard) as a sorted run; vocabulary counts and target tallies are
-   summed exactly, in dicts (ItemTally, TallyTable).
-4. Write: each shard is the merge of its runs by user id, streamed into the published directory.
+   summed exactly (ItemTally, TallyTable).
+4. Write: each shard is the merge of its runs by user id (merged_shard), streamed into the published directory
+   by local.write_prepared, as the in-memory path writes its shards.
 
 The output is byte for byte what the in-memory path (pipelines.local) writes for the same input and seed: the
 per-user rules are the same functions, and the merges are exact. Memory: one bucket's events and the item
@@ -153,15 +154,11 @@ class TallyTable:
         items = sorted(self.codes)  # byte order, as factorize sorts
         rank = np.empty(len(items), np.int64)
         rank[np.fromiter((self.codes[item] for item in items), np.int64, len(items))] = np.arange(len(items))
-        item_rank = rank[np.concatenate([codes for codes, _, _ in self.parts])]
-        choices = np.concatenate([choices for _, choices, _ in self.parts])
-        counts = np.concatenate([counts for _, _, counts in self.parts])
-        self.parts = []
-        order = np.lexsort((choices, item_rank))
-        item_rank, choices, counts = item_rank[order], choices[order], counts[order]
-        starts = np.flatnonzero(np.r_[True, (item_rank[1:] != item_rank[:-1]) | (choices[1:] != choices[:-1])])
-        return sequences.TargetTallies(sequences.object_array(items)[item_rank[starts]], choices[starts],
-                                       np.add.reduceat(counts, starts), self.users)
+        parts, self.parts = self.parts, []
+        return sequences.summed_tallies(sequences.object_array(items),
+                                        rank[np.concatenate([codes for codes, _, _ in parts])],
+                                        np.concatenate([choices for _, choices, _ in parts]),
+                                        np.concatenate([counts for _, _, counts in parts]), self.users)
 
 
 class Built:
@@ -223,19 +220,3 @@ def read_into_buckets(input_paths: Sequence[str], file_format: str, log: record_
                 on_block(len(block.users))
                 yield block
     return spill_events(blocks(), spill, num_buckets)
-
-
-def write_shards(directory: str, spill: SpillDirectory, num_buckets: int, num_shards: int, compress: bool,
-                 on_record: Callable[[int], None]) -> None:
-    """Step 4: every (split, shard) file of the data directory, merged from its runs (every shard exists, even
-    one that no user hashes to)."""
-    import tensorflow as tf
-
-    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
-    for split in data_directory.SPLITS:
-        for shard in range(num_shards):
-            path = os.path.join(directory, data_directory.shard_name(split, shard, num_shards, compress))
-            with tf.io.TFRecordWriter(path, options) as writer:
-                for _, serialized, _ in merged_shard(spill, split, shard, num_buckets):
-                    writer.write(serialized)
-                    on_record(1)

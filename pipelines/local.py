@@ -13,7 +13,7 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -71,12 +71,15 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5_400 else f"{seconds / 3_600:.1f} h"
 
 
-def write_shard(path: str, records: Sequence[sequences.UserRecord], compress: bool) -> None:
-    """One sequence shard, records in the given order."""
+def write_shard(path: str, records: Iterable[sequences.UserRecord], compress: bool) -> int:
+    """One sequence shard, records in the given order (a list, or a stream); returns how many were written."""
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    written = 0
     with tf.io.TFRecordWriter(path, options) as writer:
         for _, serialized, _ in records:
             writer.write(serialized)
+            written += 1
+    return written
 
 
 def write_vocabulary(path: str, item_counts: sequences.ItemCounts, tallies: sequences.TargetTallies) -> None:
@@ -168,16 +171,15 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
     }
 
 
-def write_prepared(directory: str, records: dict[tuple[str, int], list[sequences.UserRecord]],
+def write_prepared(directory: str, shard_records: Callable[[str, int], Iterable[sequences.UserRecord]],
                    vocabulary_counts: sequences.ItemCounts, tallies: sequences.TargetTallies, manifest: dict,
                    num_shards: int, compress: bool, progress: bool = True) -> None:
+    """The data directory's files; `shard_records(split, shard)`: that shard's records in user order."""
     written = ProgressLine("users written", every=1, enabled=progress)
     for split in data_directory.SPLITS:
         for shard in range(num_shards):  # every shard exists, even one that no user hashes to
-            users = records.get((split, shard), [])
             name = data_directory.shard_name(split, shard, num_shards, compress)
-            write_shard(os.path.join(directory, name), users, compress)
-            written.update(len(users))
+            written.update(write_shard(os.path.join(directory, name), shard_records(split, shard), compress))
     written.done()
     write_vocabulary(data_directory.items_path(directory), vocabulary_counts, tallies)
     data_directory.write_manifest(directory, manifest)
@@ -238,9 +240,9 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
                              splits, len(vocabulary_counts.items), cleaning, boundaries, min_item_count, min_user_count)
-    data_directory.publish(lambda directory: write_prepared(directory, records, vocabulary_counts, tallies,
-                                                              manifest, num_shards, compress, progress),
-                             output_dir, overwrite)
+    data_directory.publish(lambda directory: write_prepared(
+        directory, lambda split, shard: records.get((split, shard), []), vocabulary_counts, tallies, manifest,
+        num_shards, compress, progress), output_dir, overwrite)
     return manifest
 
 
@@ -270,15 +272,9 @@ def prepare_bucketed(input_paths: Sequence[str], output_dir: str, file_format: s
                     "items_below_min_count": len(all_item_counts.items) - len(frequent)}
         manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, built.splits,
                                  len(vocabulary.items), cleaning, None, min_item_count, min_user_count)
-
-        def write(directory: str) -> None:
-            written = ProgressLine("users written", every=1, enabled=progress)
-            bucketed.write_shards(directory, spill, num_buckets, num_shards, compress, written.update)
-            written.done()
-            write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
-            data_directory.write_manifest(directory, manifest)
-
-        data_directory.publish(write, output_dir, overwrite)
+        data_directory.publish(lambda directory: write_prepared(
+            directory, lambda split, shard: bucketed.merged_shard(spill, split, shard, num_buckets), vocabulary,
+            tallies, manifest, num_shards, compress, progress), output_dir, overwrite)
     return manifest
 
 

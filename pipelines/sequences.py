@@ -205,8 +205,15 @@ def merge_target_tallies(parts: Iterable[TargetTallies]) -> TargetTallies:
     if not parts:
         return TargetTallies(object_array([]), np.zeros(0, np.int64), np.zeros(0, np.int64), users)
     items, item_codes = factorize(np.concatenate([part.items for part in parts]))
-    choices = np.concatenate([part.choices for part in parts]).astype(np.int64)
-    counts = np.concatenate([part.counts for part in parts]).astype(np.int64)
+    return summed_tallies(items, item_codes, np.concatenate([part.choices for part in parts]),
+                          np.concatenate([part.counts for part in parts]), users)
+
+
+def summed_tallies(items: np.ndarray, item_codes: np.ndarray, choices: np.ndarray, counts: np.ndarray, users: int
+                   ) -> TargetTallies:
+    """Tally rows ([n] each: item codes into the sorted `items`, choices, counts) summed per (item, choices),
+    rows sorted by (item, choices)."""
+    choices, counts = choices.astype(np.int64), counts.astype(np.int64)
     order = np.lexsort((choices, item_codes))
     item_codes, choices, counts = item_codes[order], choices[order], counts[order]
     starts = np.flatnonzero(np.r_[True, (item_codes[1:] != item_codes[:-1]) | (choices[1:] != choices[:-1])])
