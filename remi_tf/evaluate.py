@@ -21,7 +21,7 @@ CANDIDATE_CHUNK_BYTES = 64 << 20  # the [rows, d] embeddings of one candidate ch
 USER_BATCHES_PER_PASS = 32  # user batches scored in one pass over the corpus (their running top N is held)
 
 
-TOP_K_BLOCK = 64  # candidates per block of the two-stage top k (BENCHMARKS.md 11: 2.4x faster than one top_k)
+TOP_K_BLOCK = 64  # candidates per block of the two-stage top k (BENCHMARKS.md 11.5: 2.2x faster than one top_k)
 
 
 def blocked_top_k(scores: tf.Tensor, k: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
