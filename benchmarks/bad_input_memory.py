@@ -29,7 +29,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # 
 
 import remi_tf  # noqa: E402,F401
 from remi_tf.export.client import RemiClient  # noqa: E402
-from remi_tf.models import read_vocabulary  # noqa: E402
+from remi_tf.data_directory import read_item_ids  # noqa: E402
 
 WAIT_S = 10.0
 PREDICT = "/v1/models/{model}:predict"
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--model", default="remi")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
+    vocabulary = read_item_ids(os.path.join(args.model_dir, "items.tsv"))
     good = [vocabulary[:20]]
     with remi_serve(args.export_dir) as (server, port, grpc_port):
         rest = RemiClient(f"http://127.0.0.1:{port}", model=args.model)

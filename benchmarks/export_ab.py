@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 from remi_tf import input as input_lib  # noqa: E402
 from remi_tf import model_directory  # noqa: E402
 from remi_tf.export import serving_layout  # noqa: E402
-from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
+from remi_tf.item_index import FIRST_ITEM_INDEX  # noqa: E402
 
 
 def latest_version(export_dir: str, name: str) -> str:

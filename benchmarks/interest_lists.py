@@ -114,7 +114,7 @@ def ensemble_coverage(model_dirs: Sequence[str], split: str, deep: int) -> dict[
 def lists_row(lists: np.ndarray, merged: np.ndarray, targets: Sequence[np.ndarray], vocabulary_size: int,
               deep: int) -> dict[str, float]:
     """The table's columns from K lists [users, K, 50] and the merged list [users, >= deep] (item indices)."""
-    from remi_tf.models import FIRST_ITEM_INDEX
+    from remi_tf.item_index import FIRST_ITEM_INDEX
 
     num_interests = lists.shape[1]
     per_interest = np.array([[user_recall(lists[row, k], user_targets) for k in range(num_interests)]

@@ -1,19 +1,18 @@
-"""Do the K interests pay? Train each variant (one interest; K interests scored hard or as served, with or
-without learned interest weights) and evaluate every merge of the K lists on valid and test (issue 24).
+"""Do the K interests pay? Train each variant (one interest; K interests scored hard or as served) and evaluate
+the merge of the K lists by score on valid and test (issue 24).
 
     python benchmarks/interests.py --data runs/bench/ml-1m --config configs/ml-1m.yaml --output runs/interests-ml-1m \
-        --variant "K1=num_interests=1" --variant "K4-hard=num_interests=4,interest_weights=distilled" \
-        --variant "K4-max=num_interests=4,interest_scoring=max,interest_weights=distilled" \
-        --merges score quota weighted@1 --seeds 3 --resume
+        --variant "K1=num_interests=1" --variant "K4-hard=num_interests=4" \
+        --variant "K4-max=num_interests=4,interest_scoring=max" --seeds 3 --resume
 
 Each variant is `name=key=value,...` (config overrides on top of --config), trained by ablation.run_variant
-(<output>/<name>[-s<seed>]/). Then, in this process, every merge of --merges (`score`, `quota`, `weighted@LAMBDA`;
-models without interest weights: `score` only) is evaluated on valid and test: Recall/NDCG@20/50, the K lists'
-pairwise overlap, each interest's share of the merged top 50 (its smallest), the oracle (each user's best single
-list) and the union of the K lists, Recall@50 of users with short (< 10 items before the cut) and long (>= 50)
-histories, and the interest weights' entropy. Written to <model dir>/interests-<split>.json, the table to
-<output>/table.md and stdout: per variant and merge the mean (+- standard deviation over seeds) and the ratio of
-test Recall@50 to the --baseline variant's.
+(<output>/<name>[-s<seed>]/). Then, in this process, it is evaluated on valid and test: Recall/NDCG@20/50, the K
+lists' pairwise overlap, each interest's share of the merged top 50 (its smallest), the oracle (each user's best
+single list) and the union of the K lists, Recall@50 of users with short (< 10 items before the cut) and long
+(>= 50) histories. Written to <model dir>/interests-<split>.json, the table to <output>/table.md and stdout: per
+variant the mean (+- standard deviation over seeds) and the ratio of test Recall@50 to the --baseline variant's.
+(The learned interest weights and their quota and weighted merges that sessions 12-19 measured with --merges were
+retired in remi-tf 0.2.0: git tag retired-levers-last.)
 """
 
 from __future__ import annotations
@@ -29,17 +28,12 @@ from remi_tf.atomic import write_json
 
 SHORT_HISTORY, LONG_HISTORY = 10, 50
 COLUMNS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50", "interest_overlap", "min_share", "oracle_recall@50",
-           "union_recall@50", "union_size@50", "recall@50_short", "recall@50_long", "interest_weight_entropy")
+           "union_recall@50", "union_size@50", "recall@50_short", "recall@50_long")
+MERGE = "score"  # the key of the reports in interests-<split>.json (other merges were retired)
 
 
-def parse_merge(spec: str) -> tuple[str, float]:
-    """`score`, `quota` or `weighted@LAMBDA` -> (merge, merge_lambda)."""
-    merge, _, weight = spec.partition("@")
-    return merge, float(weight) if weight else 1.0
-
-
-def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """{split: {merge spec: report}} for the trained model in `model_dir` (cached in interests-<split>.json)."""
+def evaluate_merges(model_dir: str) -> dict[str, dict[str, dict[str, float]]]:
+    """{split: {"score": report}} for the trained model in `model_dir` (cached in interests-<split>.json)."""
     import numpy as np
 
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -47,8 +41,7 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
     from remi_tf import input as input_lib
 
     trained = model_directory.load_trained(model_dir)
-    weighted = trained.model.query_tower.interest_weights is not None
-    specs = [spec for spec in merges if weighted or spec == "score"]
+    specs = [MERGE]
     results = {}
     for split in ("valid", "test"):
         path = os.path.join(model_dir, f"interests-{split}.json")
@@ -63,15 +56,13 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
                                else r.history_length for r in records])
             profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
             for spec in missing:
-                merge, merge_lambda = parse_merge(spec)
                 found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
-                                          user_features=profiles, merge=merge, merge_lambda=merge_lambda)
+                                          user_features=profiles)
                 report = dict(metrics.ranking_metrics(found.item_ids, targets, (20, 50)))
                 report.update(metrics.interest_list_coverage(found.interest_item_ids, targets, (50,)))
                 report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)
                 shares = metrics.interest_share(found.interest, trained.config.num_interests)
                 report["interest_share"], report["min_share"] = shares, min(shares)
-                report["interest_weight_entropy"] = metrics.mean_entropy(found.interest_weights) if weighted else 0.0
                 for name, users in (("short", prefix < SHORT_HISTORY), ("long", prefix >= LONG_HISTORY)):
                     chosen = np.flatnonzero(users)
                     report[f"recall@50_{name}"] = 0.0 if not len(chosen) else metrics.ranking_metrics(
@@ -108,8 +99,6 @@ def summary(rows: dict[tuple[str, str], list[dict]], baseline: str | None) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_run_arguments(parser)
-    parser.add_argument("--merges", nargs="+", default=["score", "quota", "weighted@1"],
-                        help="score, quota, weighted@LAMBDA")
     parser.add_argument("--baseline", default="K1", help="the variant the ratios compare with (its score merge)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the runs of --output that have finished (implies --resume)")
@@ -123,7 +112,7 @@ def main() -> None:
             if args.report_only and not os.path.exists(os.path.join(model_dir, "ablation-run.json")):
                 continue
             run = run_variant(name, [o for o in overrides.split(",") if o], args, seed)
-            reports = evaluate_merges(model_dir, args.merges)
+            reports = evaluate_merges(model_dir)
             for merge in reports["test"]:
                 rows.setdefault((name, merge), []).append({split: reports[split][merge] for split in reports})
                 print(f"{name} seed {seed} {merge}: valid R@50 {reports['valid'][merge]['recall@50']:.4f}, test R@50 "

@@ -35,7 +35,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # 
 import remi_tf  # noqa: E402,F401
 from remi_tf.export import serving_layout  # noqa: E402
 from remi_tf.export.client import RemiClient  # noqa: E402
-from remi_tf.models import read_vocabulary  # noqa: E402
+from remi_tf.data_directory import read_item_ids  # noqa: E402
 
 REQUEST_TIMEOUT_S = 10.0
 Histories = list[list[str]]
@@ -148,7 +148,7 @@ def load_arguments(doc: str) -> argparse.ArgumentParser:
 def main() -> None:
     args = load_arguments(__doc__).parse_args()
 
-    vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
+    vocabulary = read_item_ids(os.path.join(args.model_dir, "items.tsv"))
     rng = np.random.default_rng(0)
 
     def batches(size: int, count: int) -> list[Histories]:

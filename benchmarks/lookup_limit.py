@@ -40,7 +40,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402
 from remi_tf import input as input_lib  # noqa: E402
 from remi_tf import merging, model_directory  # noqa: E402
 from remi_tf.export import exporter, serving_layout  # noqa: E402
-from remi_tf.models import FIRST_ITEM_INDEX  # noqa: E402
+from remi_tf.item_index import FIRST_ITEM_INDEX  # noqa: E402
 
 
 def p50_ms(call: Callable[[], object], calls: int, warmup: int = 20) -> float:
@@ -64,7 +64,7 @@ def main() -> None:
 
     trained = model_directory.load_trained(args.model_dir)
     model, config, vocabulary = trained.model, trained.config, trained.vocabulary
-    table = model.candidate_embeddings()  # [N, d]
+    table = model.corpus.embeddings()  # [N, d]
     _, histories, _ = input_lib.load_evaluation_split(trained.data_dir, "valid", vocabulary, config.max_history)
     if not serving_layout.versions(os.path.join(args.export_dir, f"{args.name}-exact")):
         sys.exit(f"lookup_limit: {args.export_dir} has no {args.name}-exact model; export with both indexes: "

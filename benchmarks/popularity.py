@@ -17,7 +17,7 @@ import numpy as np
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from remi_tf.input import load_evaluation_split, load_sequences, read_vocabulary
 from remi_tf.metrics import ranking_metrics
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 
 TOP_NS = (20, 50)
 

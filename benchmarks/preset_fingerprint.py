@@ -34,7 +34,7 @@ ANSWERS_SCRIPT = """
 import json, sys
 import tensorflow as tf
 from remi_tf import input as input_lib
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 export_dir, data_dir, users = sys.argv[1], sys.argv[2], int(sys.argv[3])
 vocabulary = input_lib.read_vocabulary(data_dir)
 _, histories, _ = input_lib.load_evaluation_split(data_dir, "test", vocabulary, 10 ** 6)

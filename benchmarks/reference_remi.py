@@ -26,7 +26,7 @@ import subprocess
 import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from remi_tf.atomic import write_json
 from remi_tf.input import load_sequences, read_vocabulary
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 
 DATASET = "remitf"
 

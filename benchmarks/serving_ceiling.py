@@ -33,7 +33,7 @@ from lookup_latency import concurrent_load, grpc_caller, load_arguments, measure
 import remi_tf  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from remi import cli  # noqa: E402
 from remi_tf.export.client import RemiClient  # noqa: E402
-from remi_tf.models import read_vocabulary  # noqa: E402
+from remi_tf.data_directory import read_item_ids  # noqa: E402
 
 
 class StoredAnswerSignature:
@@ -75,7 +75,7 @@ def main() -> None:
         sys.exit(serve_with_stored_answers(sys.argv[2:]))
     args = load_arguments(__doc__).parse_args()
 
-    vocabulary = read_vocabulary(os.path.join(args.model_dir, "items.tsv"))
+    vocabulary = read_item_ids(os.path.join(args.model_dir, "items.tsv"))
     rng = np.random.default_rng(0)
     work = [[[vocabulary[i] for i in rng.choice(len(vocabulary), 20, replace=False)]] for _ in range(args.requests)]
     rows = []

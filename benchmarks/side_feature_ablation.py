@@ -37,7 +37,7 @@ def subset_recalls(model_dir: str, short_history: int) -> dict:
     import remi_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
     from remi_tf import evaluate, model_directory
     from remi_tf import input as input_lib
-    from remi_tf.models import FIRST_ITEM_INDEX
+    from remi_tf.item_index import FIRST_ITEM_INDEX
 
     trained = model_directory.load_trained(model_dir)
     user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, "test", trained.vocabulary,

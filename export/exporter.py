@@ -31,7 +31,7 @@ import tensorflow_recommenders as tfrs
 from remi_tf import atomic, feature_tables, model_directory
 from remi_tf import config as config_lib
 from remi_tf.export import saved_model, scann_tuning, serving_layout
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def scann_index(trained: model_directory.TrainedModel, k: int, target_recall: fl
     options = scann_options(len(trained.vocabulary))
     if not target_recall or queries is None:
         return saved_model.item_index(trained.model, "scann", k, options), scann_tuning.Tuned(options, float("nan"), 0)
-    candidates = trained.model.candidate_embeddings().numpy()
+    candidates = trained.model.corpus.embeddings().numpy()
     depth = saved_model.per_interest_depth(k, trained.config.max_history, len(trained.vocabulary))
     tuned = scann_tuning.tune(candidates, queries, depth, target_recall, options)
     index, tuned = scann_tuning.served(lambda chosen: saved_model.item_index(trained.model, "scann", k, chosen),
@@ -101,6 +101,21 @@ def measured_choice(milliseconds: Mapping[str, float]) -> str:
     return "both" if milliseconds["scann"] < milliseconds["brute-force"] else "brute-force"
 
 
+def timed_choice(trained: model_directory.TrainedModel, scann: tfrs.layers.factorized_top_k.TopK,
+                 tuned: scann_tuning.Tuned, k: int, queries: np.ndarray) -> dict[str, Any]:
+    """--index auto past AUTO_SCANN_MIN_ITEMS: the tuned ScaNN search and the exact one timed on a batch of
+    held-out queries, and the index measured_choice takes (what index_choice.json records)."""
+    timed = queries[:TIMED_HISTORIES * trained.config.num_interests]
+    milliseconds = search_milliseconds(
+        {"scann": scann, "brute-force": saved_model.item_index(trained.model, "brute-force", k)}, timed)
+    choice = {"index": measured_choice(milliseconds), "milliseconds": milliseconds,
+              "queries": len(timed), "scann_options": tuned.options, "scann_recall": tuned.recall}
+    logger.info(f"--index auto: {choice['index']}: one search of {len(timed)} held-out queries takes "
+                f"{milliseconds['scann']:.2f} ms with ScaNN ({tuned.options['num_leaves_to_search']} of "
+                f"{tuned.options['num_leaves']} leaves), {milliseconds['brute-force']:.2f} ms exact")
+    return choice
+
+
 def choose_index(num_items: int) -> str:
     """--index auto: "brute-force" below AUTO_SCANN_MIN_ITEMS items, "both" (ScaNN, and exact beside it) from there."""
     return "brute-force" if num_items < AUTO_SCANN_MIN_ITEMS else "both"
@@ -124,54 +139,31 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     "scann", "brute-force" or "both" (ScaNN as <name>, exact as <name>-exact).
     target_recall > 0: the ScaNN model searches as many leaves as reach that recall of the exact per-interest
     lists on held-out queries (export/scann_tuning.py; written to `assets.extra/scann_tuning.json` of its
-    version); 0: scann_options as they are.
-
-    settings: evaluation-time config keys over the model's config (config.EVALUATION_KEYS: merge, merge_lambda,
-    diversity_coef), how the retrieval models merge the K lists; validated against the model (a merge by interest
-    weights needs a model with them). diversity_coef > 0: ComiRec's category-aware merge, over the item
-    categories of the model's data directory (`remi prepare --item-features`).
-
-    Returns:
-      served name -> the published version directory.
+    version); 0: scann_options as they are. settings: evaluation-time config keys over the model's config
+    (config.EVALUATION_KEYS; diversity_coef > 0: ComiRec's category-aware merge of the K lists, `merge_categories`).
+    Returns served name -> the published version directory.
     """
     if index not in INDEXES:
         raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
     trained = model_directory.load_trained(model_dir)
     vocabulary = trained.vocabulary
-    merge_config = config_lib.from_mapping(settings or {}, trained.config, source="--set")  # before anything is written
-    diversity_coef = merge_config.diversity_coef
+    diversity_coef = config_lib.from_mapping(settings or {}, trained.config, source="--set").diversity_coef
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = feature_tables.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
-        if diversity_coef > 0 else None
-    if diversity_coef > 0 and categories is None:
-        raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
-                         "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
+    categories = merge_categories(trained, diversity_coef)
     auto = index == "auto"
     if auto:
         index = choose_index(len(vocabulary))
         logger.info(f"--index auto: {index} for {len(vocabulary):,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
     names = model_names(name, index)
-    if version is None:
-        version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
-    taken = [os.path.join(output, served, str(version)) for served in names
-             if os.path.exists(os.path.join(output, served, str(version)))]
-    if taken:  # before the (slow) index build
-        raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
+    version = free_version(output, names, version)  # before the (slow) index build
     scann, tuned, choice = None, None, None
     if "scann" in names.values():
         queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary) \
             if target_recall or auto else None  # for the tuning and the timing only
         scann, tuned = scann_index(trained, k, target_recall, queries)
         if auto and queries is not None:
-            timed = queries[:TIMED_HISTORIES * trained.config.num_interests]
-            milliseconds = search_milliseconds(
-                {"scann": scann, "brute-force": saved_model.item_index(trained.model, "brute-force", k)}, timed)
-            choice = {"index": measured_choice(milliseconds), "milliseconds": milliseconds,
-                      "queries": len(timed), "scann_options": tuned.options, "scann_recall": tuned.recall}
-            logger.info(f"--index auto: {choice['index']}: one search of {len(timed)} held-out queries takes "
-                        f"{milliseconds['scann']:.2f} ms with ScaNN ({tuned.options['num_leaves_to_search']} of "
-                        f"{tuned.options['num_leaves']} leaves), {milliseconds['brute-force']:.2f} ms exact")
+            choice = timed_choice(trained, scann, tuned, k, queries)
             if choice["index"] == "brute-force":
                 names, scann, tuned = model_names(name, "brute-force"), None, None
     os.makedirs(output, exist_ok=True)
@@ -183,8 +175,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
             module = saved_model.QueryModule(trained.model, vocabulary)
         else:
             module = saved_model.RetrievalModule(trained.model, vocabulary, scann if kind == "scann" else kind, k,
-                                                 categories, diversity_coef, merge_config.merge,
-                                                 merge_config.merge_lambda)
+                                                 categories, diversity_coef)
 
         def write(directory: str, module=module, served=served, kind=kind) -> None:
             saved_model.save(module, directory)
@@ -198,6 +189,28 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         published[served] = serving_layout.publish_version(os.path.join(output, served), version, write)
     write_model_configs(output, names, serving_base_path)
     return published
+
+
+def merge_categories(trained: model_directory.TrainedModel, diversity_coef: float) -> np.ndarray | None:
+    """The item categories of the model's data directory for a diverse merge (diversity_coef > 0), else None."""
+    if diversity_coef <= 0:
+        return None
+    categories = feature_tables.read_categories(trained.data_dir, trained.vocabulary, FIRST_ITEM_INDEX)
+    if categories is None:
+        raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
+                         "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
+    return categories
+
+
+def free_version(output: str, names: Mapping[str, str], version: int | None) -> int:
+    """`version` (default: one more than the newest of any of `names`), refused when one of them has it."""
+    if version is None:
+        version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
+    taken = [os.path.join(output, served, str(version)) for served in names
+             if os.path.exists(os.path.join(output, served, str(version)))]
+    if taken:
+        raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
+    return version
 
 
 def write_model_configs(output: str, kinds: Mapping[str, str], base_path: str) -> None:

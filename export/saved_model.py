@@ -16,16 +16,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from remi_tf import config as config_lib
 from remi_tf import merging
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel, interest_distribution, item_lookup
+from remi_tf.item_index import FIRST_ITEM_INDEX, item_lookup
+from remi_tf.models import RemiModel
 
 HISTORY_SIGNATURE = tf.TensorSpec([None, None], tf.string, name="history")
 
 
 class QueryModule(tf.Module):
-    """History of raw item ids (and profile values) -> K interest embeddings (and, for a model with interest
-    weights, pi(u) over them as `interest_weights` [batch, K])."""
+    """History of raw item ids (and profile values) -> K interest embeddings."""
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str]) -> None:
         super().__init__()
@@ -33,22 +32,20 @@ class QueryModule(tf.Module):
         self.lookup = item_lookup(vocabulary)
         self.max_history = model.config.max_history
         self.feature_columns = [] if model.user_features is None else list(model.user_features.columns)
-        self.has_interest_weights = model.query_tower.interest_weights is not None
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         """The signatures' inputs: history, then one [batch] string per user feature column."""
         return {"history": HISTORY_SIGNATURE,
                 **{column: tf.TensorSpec([None], tf.string, name=column) for column in self.feature_columns}}
 
-    def interests(self, history: tf.Tensor, profile: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """([B, K, d] interests, [B, K] pi(u) (uniform without interest weights), [B, L] the history's model
-        indices)."""
+    def interests(self, history: tf.Tensor, profile: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """([B, K, d] interests, [B, L] the history's model indices)."""
         indices = self.indices(history)
         user_features = None
         if self.feature_columns:
             user_features = tf.stack([profile[column] for column in self.feature_columns], axis=-1)  # [B, C]
-        encoding = self.query_tower.encode(indices, user_features)
-        return encoding.interests, interest_distribution(encoding), indices
+        interests, _ = self.query_tower(indices, user_features)
+        return interests, indices
 
     def indices(self, history: tf.Tensor) -> tf.Tensor:
         """[batch, T] string -> [batch, L] model indices: the last L known items, left-aligned, 0-padded."""
@@ -58,8 +55,8 @@ class QueryModule(tf.Module):
 
     @tf.function
     def serve(self, history: tf.Tensor, **profile: tf.Tensor) -> dict[str, tf.Tensor]:
-        interests, weights, _ = self.interests(history, profile)
-        return {"interests": interests, **({"interest_weights": weights} if self.has_interest_weights else {})}
+        interests, _ = self.interests(history, profile)
+        return {"interests": interests}
 
 
 def per_interest_depth(k: int, max_history: int, num_items: int) -> int:
@@ -73,7 +70,7 @@ def item_index(model: RemiModel, index: str, k: int, scann_options: dict | None 
     """The model's items indexed for per-interest retrieval: [Q, d] queries -> ([Q, n] scores, [Q, n] item
     indices), n = per_interest_depth(k, max_history, N items). index: "scann" (tfrs ScaNN layer with
     `scann_options`; needs the ScaNN ops to load) or "brute-force" (exact)."""
-    candidates = model.candidate_embeddings()
+    candidates = model.corpus.embeddings()
     depth = per_interest_depth(k, model.config.max_history, int(candidates.shape[0]))
     identifiers = tf.range(FIRST_ITEM_INDEX, FIRST_ITEM_INDEX + tf.shape(candidates)[0], dtype=tf.int64)
     if index == "scann":
@@ -96,18 +93,13 @@ class RetrievalModule(tf.Module):
       categories, diversity_coef: with diversity_coef > 0 the K lists are merged with ComiRec's greedy
         category-aware penalty (remi_tf.merging) over `categories` ([vocabulary + 2] category per item
         index), kept inside the SavedModel.
-      merge, merge_lambda: config `merge` and `merge_lambda` (None: the model's config): "score", or "quota" /
-        "weighted" by the model's interest weights (remi_tf.merging, as evaluation merges).
     """
 
     def __init__(self, model: RemiModel, vocabulary: Sequence[str], index: str | tfrs.layers.factorized_top_k.TopK,
-                 k: int, categories: np.ndarray | None = None, diversity_coef: float = 0.0, merge: str | None = None,
-                 merge_lambda: float | None = None) -> None:
+                 k: int, categories: np.ndarray | None = None, diversity_coef: float = 0.0) -> None:
         super().__init__()
         if diversity_coef > 0 and categories is None:
             raise ValueError("a diversity coefficient > 0 needs item categories (`remi prepare --item-features`)")
-        settings = config_lib.with_merge(model.config, merge, merge_lambda)
-        self.merge, self.merge_lambda = settings.merge, settings.merge_lambda
         self.diversity_coef = diversity_coef
         self.categories = None if diversity_coef <= 0 else tf.Variable(
             tf.constant(categories, tf.int32), trainable=False, name="item_categories")
@@ -116,19 +108,13 @@ class RetrievalModule(tf.Module):
         self.item_ids = tf.Variable(["", "[UNK]"] + list(vocabulary), trainable=False, name="item_ids")
         self.index = item_index(model, index, k) if isinstance(index, str) else index
         self.num_interests = model.config.num_interests
-        self.scoring = model.config.interest_scoring
-        self.interest_temperature = model.config.interest_temperature
-        # logsumexp and mixture re-score each retrieved item over all K interests: their vectors by item index
-        self.item_vectors = None if self.scoring not in merging.RESCORED else tf.Variable(
-            model.vectors_by_index(), trainable=False, name="item_vectors")
-        self.interest_mixture = model.interest_mixture
 
     def input_specs(self) -> dict[str, tf.TensorSpec]:
         return self.query.input_specs()
 
     def retrieve(self, history: tf.Tensor, profile: dict[str, tf.Tensor], exclude_history: bool
                  ) -> dict[str, tf.Tensor]:
-        interests, weights, indices = self.query.interests(history, profile)  # [B, K, d], [B, K], [B, L]
+        interests, indices = self.query.interests(history, profile)  # [B, K, d], [B, L]
         batch = tf.shape(interests)[0]
         scores, found = self.index(tf.reshape(interests, [-1, interests.shape[-1]]))  # [B*K, n]
         scores = tf.reshape(scores, [batch, self.num_interests, -1])
@@ -139,13 +125,10 @@ class RetrievalModule(tf.Module):
         # Per-interest lists: the k best remaining results of each interest, in score order.
         per_interest = tf.math.top_k(scores, k=self.k)
         interest_indices = tf.gather(found, per_interest.indices, batch_dims=2)
-        if self.item_vectors is not None:
-            scores = merging.rescore(interests, found, self.item_vectors, scores, self.scoring,
-                                     self.interest_temperature, self.interest_mixture)
-        elif merging.draws_from_each_top_k(self.merge, self.diversity_coef):  # the same answer from fewer results
+        if merging.draws_from_each_top_k(self.diversity_coef):  # the same answer from fewer results
             scores, found = per_interest.values, interest_indices
         merged_scores, merged_indices, interest = merging.merge_interests(
-            scores, found, weights, self.k, self.merge, self.merge_lambda, self.categories, self.diversity_coef)
+            scores, found, self.k, self.categories, self.diversity_coef)
 
         # Popularity candidates for rows without a known item (the vocabulary is most-frequent-first).
         empty = tf.reduce_all(indices == 0, axis=-1)  # [B]
@@ -159,7 +142,6 @@ class RetrievalModule(tf.Module):
             "interest": interest,
             "interest_item_ids": tf.gather(self.item_ids, interest_indices),
             "interest_scores": per_interest.values,
-            **({"interest_weights": weights} if self.query.has_interest_weights else {}),
         }
 
     @tf.function

@@ -139,8 +139,8 @@ def held_out_queries(model: RemiModel, data_dir: str, vocabulary: list[str], lim
         except (FileNotFoundError, ValueError) as error:
             logger.info(f"ScaNN tuning on item vectors: the valid split is not at hand ({error})")
         else:
-            interests = model.encode(tf.constant(histories[:max(1, limit // num_interests)]))[0]
+            interests = model.interests(tf.constant(histories[:max(1, limit // num_interests)]))[0]
             return interests.numpy().reshape(-1, interests.shape[-1])
-    candidates = model.candidate_embeddings().numpy()
+    candidates = model.corpus.embeddings().numpy()
     rows = np.random.default_rng(seed).choice(len(candidates), min(limit, len(candidates)), replace=False)
     return candidates[rows]

@@ -191,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from remi_tf import atomic, feature_tables, model_directory
     from remi_tf import evaluate as evaluate_lib
     from remi_tf import input as input_lib
-    from remi_tf.models import FIRST_ITEM_INDEX
+    from remi_tf.item_index import FIRST_ITEM_INDEX
     from remi_tf.pipelines import local
 
     trained = model_directory.load_trained(args.model_dir)
@@ -214,10 +214,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sample = {"sampled_users": {"users": len(user_ids), "of": split_users, "seed": config.seed}} if args.users else {}
     report = {"split": args.split, "model_dir": os.path.abspath(args.model_dir), **sample,
               **({"diversity_coef": config.diversity_coef} if config.diversity_coef else {}),
-              **({"merge": config.merge} if config.merge != "score" else {}),
               **evaluate_lib.evaluate(model, histories, targets, batch_size=config.eval_batch_size,
                                       categories=categories, diversity_coef=config.diversity_coef,
-                                      user_features=profiles, merge=config.merge, merge_lambda=config.merge_lambda,
+                                      user_features=profiles,
                                       progress=lambda done: progress.update(int(done) - progress.count))}
     progress.done()
     output = args.output or os.path.join(args.model_dir, f"eval-{args.split}.json")
@@ -409,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the whole report as JSON (it is always written "
                                                                "to --output)")
     evaluate.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
-                          help="evaluation-time config keys: merge=score|quota|weighted, merge_lambda, diversity_coef "
-                               "(the merge of the K lists), eval_batch_size")
+                          help="evaluation-time config keys: diversity_coef (> 0: ComiRec's category-aware merge of "
+                               "the K lists), eval_batch_size")
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = add_command("export", help="SavedModels + ScaNN index in TF Serving's layout")
@@ -428,9 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the ScaNN model searches as many leaves as reach this recall of exact search on "
                              "held-out queries (0: the fixed options)")
     export.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
-                        help="how the served model merges the K lists: merge=score|quota|weighted, merge_lambda, "
-                             "diversity_coef (> 0: ComiRec's category-aware merge, needs item features); default: "
-                             "the model's config")
+                        help="how the served model merges the K lists: diversity_coef (> 0: ComiRec's "
+                             "category-aware merge, needs item features; default: the model's config, 0: by score)")
     export.add_argument("--serving-base-path", default="/models", help="where models.config says the "
                         "export directory is mounted (TF Serving's docker image: /models)")
     export.set_defaults(run=cmd_export)

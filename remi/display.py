@@ -28,7 +28,7 @@ def evaluation_summary(report: dict, path: str) -> str:
     sample = report.get("sampled_users")
     users = f"{report['num_users']:,} users" if sample is None else \
         f"a sample of {sample['users']:,} of {sample['of']:,} users (seed {sample['seed']}; the protocol reads all)"
-    lines = [f"{report['split']} split, {users}" + (f", merge {report['merge']}" if "merge" in report else ""),
+    lines = [f"{report['split']} split, {users}",
              f"{'':<10}" + "".join(f"{'@' + str(n):>9}" for n in lengths)]
     for metric in ("recall", "ndcg", "hitrate"):
         lines.append(f"{metric:<10}" + "".join(f"{report[f'{metric}@{n}']:>9.4f}" for n in lengths))
@@ -43,8 +43,7 @@ def evaluation_summary(report: dict, path: str) -> str:
         dead = [k for k, share in enumerate(shares) if share < DEAD_SHARE]
         if dead:
             lines.append(f"warning: interest(s) {', '.join(f'#{k}' for k in dead)} retrieve under {DEAD_SHARE:.0%} of "
-                         "the merged lists (dead interests): fewer interests (num_interests) or interest weights "
-                         "with a weighted merge (interest_weights=served, merge=weighted) may serve better")
+                         "the merged lists (dead interests): fewer interests (num_interests) may serve as well")
         if report["interest_overlap"] > COLLAPSED_OVERLAP:
             lines.append(f"warning: the {len(shares)} interests retrieve nearly the same lists (overlap "
                          f"{report['interest_overlap']:.2f}, routing collapse): raise routing_lambda, or train "

@@ -18,7 +18,6 @@ import yaml
 
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
 LOGQ_CORRECTIONS = ("counts", "streaming", "none")
 LEGACY_VALUES = {"logq_correction": {True: "counts", False: "none"}}  # the key was a bool before streaming
@@ -26,13 +25,82 @@ STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-serve
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
 ROUTINGS = ("self_attentive", "comirec_dr", "mind")
 READOUTS = ("hard", "label_aware")
-CAPSULE_INITIAL_MAPS = ("auto", "random", "identity")  # auto: per routing (models.routing_layer)
-INTEREST_SCORINGS = ("hard", "max", "logsumexp", "mixture")  # remi_tf.scoring
-INTEREST_WEIGHTS = ("none", "distilled", "served")
-INTERESTS_PER_USER = ("fixed", "log2")  # remi_tf.layers.interest_count
-MERGES = ("score", "quota", "weighted")  # remi_tf.merging
+INTEREST_SCORINGS = ("hard", "max")  # remi_tf.scoring
 # Keys that change only how a trained model's K lists are merged: `remi evaluate --set` and `remi export --set`.
-EVALUATION_KEYS = ("merge", "merge_lambda", "diversity_coef", "eval_batch_size")
+EVALUATION_KEYS = ("diversity_coef", "eval_batch_size")
+
+
+# Keys retired in remi-tf 0.2.0 (issue 38: levers that BENCHMARKS.md shows losing, or constants no run tuned), each
+# with the value that 0.2.0 behaves as (ANY_VALUE: a setting that changed nothing in a model 0.2.0 can build). A
+# config that sets one to that value loads as before; any other value is refused, naming the last version with it.
+ANY_VALUE = object()
+RETIRED_KEYS: dict[str, Any] = {
+    "interest_temperature": ANY_VALUE, "mixture_gate_dim": ANY_VALUE, "mixture_balance_lambda": 0.0,
+    "interests_per_user": "fixed", "interest_weights": "none", "interest_weight_temperature": ANY_VALUE,
+    "interest_weight_lambda": ANY_VALUE, "merge": "score", "merge_lambda": ANY_VALUE, "logq_weight": 1.0,
+    "normalize_embeddings": False, "learning_rate_schedule": "constant", "routing_exclude_padding": False,
+    "remove_accidental_hits": True, "in_memory_max_bytes": 2 << 30, "capsule_initial_maps": "auto",
+    "routing_iterations": 3, "logq_hashes": 2}
+RETIRED_VALUES = {"interest_scoring": ("logsumexp", "mixture")}
+LAST_VERSION_WITH_RETIRED = "0.1.0 (git tag retired-levers-last)"
+ALLOWED = "allowed"  # the metadata key of a field's choices or range
+
+
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """The values a string field takes."""
+
+    values: tuple[str, ...]
+
+    def admits(self, value: Any) -> bool:
+        return value in self.values
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(value) for value in self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a numeric field takes: low < or <= value < or <= high (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def admits(self, value: Any) -> bool:
+        if self.low is not None and (value < self.low if self.low_inclusive else value <= self.low):
+            return False
+        return self.high is None or (value <= self.high if self.high_inclusive else value < self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>=' if self.low_inclusive else '>'} {self.low:g}"
+        opening, closing = "[" if self.low_inclusive else "(", "]" if self.high_inclusive else ")"
+        return f"in {opening}{self.low:g}, {self.high:g}{closing}"
+
+
+def one_of(choices: tuple[str, ...], default: str | None = None) -> Any:
+    """A string field taking one of `choices` (default: the first)."""
+    return dataclasses.field(default=choices[0] if default is None else default, metadata={ALLOWED: Choices(choices)})
+
+
+def at_least(low: float, default: float) -> Any:
+    """A numeric field >= low."""
+    return dataclasses.field(default=default, metadata={ALLOWED: Range(low)})
+
+
+def above(low: float, default: float) -> Any:
+    """A numeric field > low."""
+    return dataclasses.field(default=default, metadata={ALLOWED: Range(low, low_inclusive=False)})
+
+
+def bounded(default: float, *, above: float | None = None, at_least: float | None = None, below: float | None = None,
+            at_most: float | None = None) -> Any:
+    """A numeric field in an interval: one lower bound (above / at_least) and one upper (below / at_most)."""
+    low, high = (above if at_least is None else at_least), (below if at_most is None else at_most)
+    return dataclasses.field(default=default, metadata={ALLOWED: Range(low, high, at_least is not None,
+                                                                         at_most is not None)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +115,9 @@ class RemiConfig:
         self-attentive routing only).
       routing: how a history becomes K interests: "self_attentive" (ComiRec-SA, REMI's backbone),
         "comirec_dr" (dynamic routing, a bilinear map per interest and position) or "mind" (MIND's
-        behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers.
-      routing_iterations: dynamic-routing rounds (comirec_dr, mind).
-      capsule_initial_maps: the bilinear maps' start (comirec_dr, mind): "identity" (plus small noise; each
-        prediction starts as the item's own embedding), "random" (He-normal, as the ComiRec and MIND codes)
-        or "auto": identity for comirec_dr (it won on every data set), random for mind (it did not win on
-        ml-1m); BENCHMARKS.md 10.5.
+        behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers. The
+        capsule routings run 3 rounds, ComiRec-DR's maps start at the identity, MIND's at random
+        (models.routing_layer; BENCHMARKS.md 10.5).
       capsule_routing_gradient: let the gradient through the capsule routing's rounds (comirec_dr, mind), so
         that the routing regularization trains the maps (ComiRec's code stops it, and RR then acts on nothing).
       readout: which user vector scores a training example's candidates: "hard" (the K interests score
@@ -60,31 +125,11 @@ class RemiConfig:
         (v_k . e)^readout_power; with interest_scoring "hard" only).
       readout_power: the power of "label_aware" (1: a softmax of the affinities; larger: closer to the max).
       interest_scoring: how the K interests score every candidate in training (remi_tf.scoring): "hard"
-        (the interest closest to the positive, as ComiRec and REMI), "max" (max_k <u_k, v_j>, the score
-        serving ranks by), "logsumexp" (interest_temperature * log sum_k exp(<u_k, v_j> / that)) or "mixture"
-        (sum_k pi_k(u, j) <u_k, v_j> with a learned item-dependent gate: remi_tf.layers.InterestMixture).
-        Evaluation and the exported models score as training did.
-      interest_temperature: tau of "logsumexp" and of the "mixture" gate's soft max (> 0; small tau approaches
-        "max").
-      mixture_gate_dim: the rank m of the "mixture" gate's bilinear affinity <P u_k, Q v_j>.
-      mixture_balance_lambda: with interest_scoring "mixture", the weight of a term that keeps every interest in
-        use: log K minus the entropy of the batch's mean gate on its positives, mean_b pi(u_b, v_target_b) (0:
-        off; >= 0). Without it the gate can leave an interest no item (BENCHMARKS.md 10.16).
+        (the interest closest to the positive, as ComiRec and REMI) or "max" (max_k <u_k, v_j>, the score
+        serving ranks by).
       served_score_weight: with interest_scoring "hard", the weight of a second in-batch softmax term in which
         every candidate is scored as served (max_k <u_k, v_j>), added to the retrieval loss: the hard read-out
         keeps the interests apart, the second term makes their scores comparable for the merge (0: off).
-      interests_per_user: "fixed" (every user has K interests) or "log2" (MIND's K_u = max(1, min(K,
-        floor(log2 n))) for n known history items; the other interests repeat the kept ones, so the lookup and
-        training see K_u: remi_tf.layers.interest_count). Not with interest_weights "distilled". It lost on every
-        Amazon set, most for short histories (BENCHMARKS.md 10.13).
-      interest_weights: "none", "distilled" or "served": a small predictor outputs pi(u) over the K interests
-        (remi_tf.layers.InterestWeights). "distilled" trains it by KL(p || pi) towards the teacher
-        p_k = softmax_k(cos(u_k, v_target) / interest_weight_temperature) (TiMiRec); "served" by the in-batch
-        softmax of the weighted merge's score max_k(<u_k, v_j> + log pi_k) (RemiModel.interest_weight_loss).
-        Either term has weight interest_weight_lambda and trains the predictor only. The merges "quota" and
-        "weighted" read pi.
-      interest_weight_temperature: T of the "distilled" teacher (> 0).
-      interest_weight_lambda: the weight of the interest weights' training term (>= 0).
       use_item_features: when the data has item features (`remi prepare --item-features`), an item's
         embedding is its id row plus, per feature column, the mean embedding of its values.
       use_user_features: when the data has user features (`--user-features`), the user's profile embedding
@@ -92,12 +137,8 @@ class RemiConfig:
     Objective:
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
-      normalize_embeddings: score with unit-length interests and item-tower vectors (cosine similarity;
-        pair it with a temperature below 1). Training, evaluation and the exported models all score the
-        normalised vectors; the routing still reads the raw item vectors.
       routing_lambda: weight of the routing regularization (0 = ComiRec-SA, no RR).
       routing_regularization_mode: "diagonal" (the reference code's scale) or "frobenius" (the paper's).
-      routing_exclude_padding: compute the routing covariance over valid positions only.
       negatives: "in_batch", "in_batch_plus_sampled" (mixed negative sampling) or "sampled" (only
         `num_sampled_negatives` uniformly sampled items shared by the batch, as the reference code).
       num_sampled_negatives: number of uniformly sampled extra negatives per batch.
@@ -105,19 +146,14 @@ class RemiConfig:
         item as a random-cut target, written by prepare; `true` means this), "streaming" (q estimated
         from the training stream itself, remi_tf.frequency: for logs whose popularity drifts and
         warm-started models) or "none" (`false`).
-      logq_buckets: the streaming estimator's hash buckets per hash function.
-      logq_hashes: the streaming estimator's number of hash functions.
+      logq_buckets: the streaming estimator's hash buckets per hash function (it has two:
+        remi_tf.frequency.NUM_HASHES).
       logq_alpha: the streaming estimator's moving-average rate, in (0, 1].
-      logq_weight: the share of the correction to apply, in [0, 1]: the logits lose logq_weight * log q_j
-        (1 = the full correction; 0.5 leaves part of the popularity in the scores; 0 is the same as "none").
-      remove_accidental_hits: drop negatives whose item equals the row's positive.
     Training:
       optimizer: "lazy_adam" (Adam that updates only the embedding rows of the batch: several times
         faster on CPU with a large item table) or "adam" (stock Adam, the reference's).
-      learning_rate_schedule: "constant" (learning_rate throughout) or "cosine" (cosine decay from
-        learning_rate to 0 over max_steps).
       batch_size: examples per training step (the global batch).
-      learning_rate: Adam's learning rate (the start of "cosine").
+      learning_rate: Adam's learning rate.
       max_steps: training steps, exactly (an evaluation at the end).
       eval_every: steps between valid evaluations (one Keras "epoch").
       patience: evaluations without valid Recall@50 improvement before stopping (0: no early stopping).
@@ -137,9 +173,8 @@ class RemiConfig:
         batch_size is the global batch, split over the replicas of a synchronous strategy.
       training_input: "in_memory" (the train split in one ragged tensor per input pipeline), "streaming"
         (each worker reads its share of the shards, users shuffled in a buffer) or "auto": streaming when
-        the train shards exceed in_memory_max_bytes.
+        the train shards exceed 2 GiB (remi_tf.input.IN_MEMORY_MAX_BYTES).
       shuffle_buffer: users in the streaming shuffle buffer.
-      in_memory_max_bytes: the train shards' size up to which "auto" reads them into memory.
       cluster_timeout_s: how long a task waits for the rest of its cluster before failing.
     Warm start:
       warm_start_shrink: `remi train --warm-start` multiplies the carried item table by it (1 = as it was).
@@ -148,153 +183,77 @@ class RemiConfig:
         always. 0 = every example drawn alike.
     Evaluation:
       eval_batch_size: users per retrieval batch during evaluation.
-      merge: how the K retrievals become one list (remi_tf.merging): "score" (by score, the paper's),
-        "quota" (interest k gets round(N * pi_k) of the N slots) or "weighted" (interest k's scores gain
-        merge_lambda * log pi_k before the merge by score); the last two need interest weights.
-        An evaluation-time key (`remi evaluate --set merge=quota`, `remi export --set merge=quota`).
-      merge_lambda: the weight of log pi_k in the "weighted" merge (>= 0).
-      diversity_coef: 0 merges the K retrievals by score; > 0 merges them with ComiRec's greedy
+      diversity_coef: 0 merges the K retrievals by score (the paper's); > 0 merges them with ComiRec's greedy
         category-aware merge (remi_tf.diversity; needs item categories: `remi prepare --item-features`).
         An evaluation-time key: `remi evaluate --set diversity_coef=0.1`.
     """
 
-    embedding_dim: int = 64
-    num_interests: int = 4
-    max_history: int = 20
+    embedding_dim: int = at_least(1, 64)
+    num_interests: int = at_least(1, 4)
+    max_history: int = at_least(1, 20)
     use_position_embedding: bool = True
-    routing: str = "self_attentive"
-    routing_iterations: int = 3
-    capsule_initial_maps: str = "auto"
+    routing: str = one_of(ROUTINGS)
     capsule_routing_gradient: bool = False
-    readout: str = "hard"
-    readout_power: int = 1
-    interest_scoring: str = "hard"
-    interest_temperature: float = 1.0
-    mixture_gate_dim: int = 16
-    mixture_balance_lambda: float = 0.0
-    served_score_weight: float = 0.0
-    interests_per_user: str = "fixed"
-    interest_weights: str = "none"
-    interest_weight_temperature: float = 0.1
-    interest_weight_lambda: float = 1.0
+    readout: str = one_of(READOUTS)
+    readout_power: int = at_least(0, 1)
+    interest_scoring: str = one_of(INTEREST_SCORINGS)
+    served_score_weight: float = at_least(0, 0.0)
     use_item_features: bool = True
     use_user_features: bool = True
 
-    beta: float = 0.0
-    temperature: float = 1.0
-    normalize_embeddings: bool = False
-    routing_lambda: float = 100.0
-    routing_regularization_mode: str = "diagonal"
-    routing_exclude_padding: bool = False
-    negatives: str = "in_batch"
-    num_sampled_negatives: int = 1280
-    logq_correction: str = "counts"
-    logq_buckets: int = 1 << 20
-    logq_hashes: int = 2
-    logq_alpha: float = 0.01
-    logq_weight: float = 1.0
-    remove_accidental_hits: bool = True
+    beta: float = at_least(0, 0.0)
+    temperature: float = above(0, 1.0)
+    routing_lambda: float = at_least(0, 100.0)
+    routing_regularization_mode: str = one_of(ROUTING_REGULARIZATION_MODES)
+    negatives: str = one_of(NEGATIVE_MODES)
+    num_sampled_negatives: int = at_least(0, 1280)
+    logq_correction: str = one_of(LOGQ_CORRECTIONS)
+    logq_buckets: int = at_least(1, 1 << 20)
+    logq_alpha: float = bounded(1e-2, above=0, at_most=1)
 
-    batch_size: int = 128
-    optimizer: str = "lazy_adam"
-    learning_rate: float = 3e-3
-    learning_rate_schedule: str = "constant"
-    max_steps: int = 10_000
-    eval_every: int = 1_000
-    patience: int = 5
-    valid_users: int = 3_000
-    valid_score_budget: int = 100_000_000
-    checkpoint_every: int = 1_000
-    steps_per_execution: int = 50
+    batch_size: int = at_least(1, 128)
+    optimizer: str = one_of(OPTIMIZERS)
+    learning_rate: float = above(0, 3e-3)
+    max_steps: int = at_least(1, 10_000)
+    eval_every: int = at_least(1, 1_000)
+    patience: int = at_least(0, 5)
+    valid_users: int = at_least(0, 3_000)
+    valid_score_budget: int = at_least(0, 100_000_000)
+    checkpoint_every: int = at_least(1, 1_000)
+    steps_per_execution: int = at_least(1, 50)
     seed: int = 0
 
-    strategy: str = "auto"
-    training_input: str = "auto"
-    in_memory_max_bytes: int = 2 << 30
-    shuffle_buffer: int = 100_000
-    cluster_timeout_s: float = 300.0
+    strategy: str = one_of(STRATEGIES)
+    training_input: str = one_of(TRAINING_INPUTS)
+    shuffle_buffer: int = at_least(1, 100_000)
+    cluster_timeout_s: float = above(0, 300.0)
 
-    warm_start_shrink: float = 0.3
-    warm_start_recent_fraction: float = 0.0
+    warm_start_shrink: float = bounded(0.3, above=0, at_most=1)
+    warm_start_recent_fraction: float = bounded(0.0, at_least=0, below=1)
 
-    eval_batch_size: int = 512
-    diversity_coef: float = 0.0
-    merge: str = "score"
-    merge_lambda: float = 1.0
+    eval_batch_size: int = at_least(1, 512)
+    diversity_coef: float = at_least(0, 0.0)
 
     def validate(self) -> RemiConfig:
-        """Raises ValueError naming the offending field; returns self so calls can be chained."""
+        """Raises ValueError naming the offending field; returns self so calls can be chained. Each field's
+        choices or range are declared beside it (its metadata); the rules between fields follow."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"config field {field.name!r} must be a finite number, got {value!r}")
-        positive_ints = ("embedding_dim", "num_interests", "max_history", "batch_size", "max_steps",
-                         "eval_every", "checkpoint_every", "steps_per_execution", "eval_batch_size", "shuffle_buffer",
-                         "in_memory_max_bytes", "logq_buckets", "logq_hashes", "routing_iterations", "mixture_gate_dim")
-        for name in positive_ints:
-            if getattr(self, name) < 1:
-                raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"config field 'learning_rate' must be > 0, got {self.learning_rate!r}")
-        for name in ("interest_temperature", "interest_weight_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "routing_lambda", "patience", "valid_users", "valid_score_budget", "readout_power",
-                     "diversity_coef", "interest_weight_lambda", "merge_lambda"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
-        if self.negatives not in NEGATIVE_MODES:
-            raise ValueError(f"config field 'negatives' must be one of {NEGATIVE_MODES}, got {self.negatives!r}")
+            allowed = field.metadata.get(ALLOWED)
+            if allowed is not None and not allowed.admits(value):
+                raise ValueError(f"config field {field.name!r} must be {allowed}, got {value!r}")
         if self.negatives != "in_batch" and self.num_sampled_negatives < 1:
             raise ValueError("config field 'num_sampled_negatives' must be >= 1 when negatives="
                              f"{self.negatives!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"config field 'optimizer' must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
-            raise ValueError("config field 'routing_regularization_mode' must be one of "
-                             f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
-        if not 0.0 < self.warm_start_shrink <= 1.0:
-            raise ValueError(f"config field 'warm_start_shrink' must be in (0, 1], got {self.warm_start_shrink!r}")
-        if not 0.0 <= self.warm_start_recent_fraction < 1.0:
-            raise ValueError("config field 'warm_start_recent_fraction' must be in [0, 1), got "
-                             f"{self.warm_start_recent_fraction!r}")
-        if not 0.0 <= self.logq_weight <= 1.0:
-            raise ValueError(f"config field 'logq_weight' must be in [0, 1], got {self.logq_weight!r}")
-        if not 0.0 < self.logq_alpha <= 1.0:
-            raise ValueError(f"config field 'logq_alpha' must be in (0, 1], got {self.logq_alpha!r}")
-        for name, allowed in (("strategy", STRATEGIES), ("training_input", TRAINING_INPUTS),
-                              ("logq_correction", LOGQ_CORRECTIONS), ("routing", ROUTINGS), ("readout", READOUTS),
-                              ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
-                              ("capsule_initial_maps", CAPSULE_INITIAL_MAPS), ("interest_scoring", INTEREST_SCORINGS),
-                              ("interest_weights", INTEREST_WEIGHTS), ("merge", MERGES),
-                              ("interests_per_user", INTERESTS_PER_USER)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.readout == "label_aware" and self.interest_scoring != "hard":
             raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
                              f"already combines the interests), got {self.interest_scoring!r}")
-        if not self.mixture_balance_lambda >= 0:
-            raise ValueError(f"config field 'mixture_balance_lambda' must be >= 0, got {self.mixture_balance_lambda!r}")
-        if self.mixture_balance_lambda and self.interest_scoring != "mixture":
-            raise ValueError("config field 'mixture_balance_lambda' balances the mixture gate: it needs "
-                             f"interest_scoring 'mixture' (got {self.interest_scoring!r})")
-        if not self.served_score_weight >= 0:
-            raise ValueError(f"config field 'served_score_weight' must be >= 0, got {self.served_score_weight!r}")
         if self.served_score_weight and (self.interest_scoring != "hard" or self.readout != "hard"):
             raise ValueError("config field 'served_score_weight' adds the served score to the hard read-out: it needs "
                              f"interest_scoring 'hard' and readout 'hard' (got {self.interest_scoring!r}, "
                              f"{self.readout!r})")
-        if self.interests_per_user == "log2" and self.interest_weights == "distilled":
-            raise ValueError("config field 'interests_per_user' 'log2' does not combine with interest_weights "
-                             "'distilled' (its teacher would spread weight over repeated interests): use 'served'")
-        if self.merge in ("quota", "weighted") and self.interest_weights == "none":
-            raise ValueError(f"config field 'merge' {self.merge!r} reads learned interest weights, and this model has "
-                             "none (interest_weights 'none'): train with --set interest_weights=distilled, or keep "
-                             "merge 'score'")
-        if self.cluster_timeout_s <= 0:
-            raise ValueError(f"config field 'cluster_timeout_s' must be > 0, got {self.cluster_timeout_s!r}")
         return self
 
     def replace(self, **changes: Any) -> RemiConfig:
@@ -303,13 +262,6 @@ class RemiConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def with_merge(config: RemiConfig, merge: str | None = None, merge_lambda: float | None = None) -> RemiConfig:
-    """`config` with the merge settings given (None: the config's own), validated: a merge by interest weights
-    is refused for a model without them, naming the fix."""
-    changes = {name: value for name, value in (("merge", merge), ("merge_lambda", merge_lambda)) if value is not None}
-    return config.replace(**changes)
 
 
 def _coerce(name: str, value: Any, field_type: type) -> Any:
@@ -334,14 +286,35 @@ def _coerce(name: str, value: Any, field_type: type) -> Any:
 
 
 def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, source: str = "config") -> RemiConfig:
-    """Applies `values` on top of `base` (default: the defaults); unknown keys raise a ValueError."""
+    """Applies `values` on top of `base` (default: the defaults); unknown keys raise a ValueError, and so do retired
+    keys set to anything but what this version does (RETIRED_KEYS)."""
     base = base or RemiConfig()
+    values = without_retired_keys(values, source)
     types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(RemiConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(types)}")
     changes = {name: _coerce(name, value, types[name]) for name, value in values.items()}
     return dataclasses.replace(base, **changes).validate()
+
+
+def without_retired_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`values` less the retired keys that hold what this version does; a retired key or value set otherwise is
+    refused, naming it and the last version that had it."""
+    kept = {}
+    for name, value in values.items():
+        if name in RETIRED_KEYS:
+            behaves_as = RETIRED_KEYS[name]
+            if behaves_as is ANY_VALUE or value == behaves_as:
+                continue
+            raise ValueError(f"{source}: config key {name!r} ({value!r}) was retired in remi-tf 0.2.0, measured to "
+                             f"lose (BENCHMARKS.md); the last version with it is {LAST_VERSION_WITH_RETIRED}. Remove "
+                             f"the key (0.2.0 behaves as {name}={behaves_as!r}), or use that version for this model")
+        if value in RETIRED_VALUES.get(name, ()):
+            raise ValueError(f"{source}: {name} {value!r} was retired in remi-tf 0.2.0, measured to lose "
+                             f"(BENCHMARKS.md 10.12-10.16); the last version with it is {LAST_VERSION_WITH_RETIRED}")
+        kept[name] = value
+    return kept
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -375,11 +348,12 @@ def reference_markdown() -> str:
              "override the defaults. Generated from the class's docstring (`python -m remi_tf.config`); a test "
              "keeps this page equal to it."]
     for title in dict.fromkeys(section for section, _ in entries.values()):
-        lines += ["", f"## {title}", "", "| key | default | meaning |", "|---|---|---|"]
+        lines += ["", f"## {title}", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for field in dataclasses.fields(RemiConfig):
             if entries.get(field.name, ("",))[0] == title:
                 text = entries[field.name][1].replace("|", "\\|")
-                lines.append(f"| `{field.name}` | `{field.default!r}` | {text} |")
+                allowed = field.metadata.get(ALLOWED, field.type)
+                lines.append(f"| `{field.name}` | `{field.default!r}` | {allowed} | {text} |")
     return "\n".join(lines) + "\n"
 
 

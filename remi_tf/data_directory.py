@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from remi_tf import atomic
@@ -136,6 +137,31 @@ def compression_type(files: Sequence[str]) -> str:
 
 def items_path(data_dir: str) -> str:
     return os.path.join(data_dir, ITEMS_FILE)
+
+
+def read_item_ids(items_tsv: str) -> list[str]:
+    """Item ids of an `items.tsv` (item_id<TAB>count<TAB>q), in file order, most frequent first: line i is the
+    model's index i + 2 (remi_tf.item_index)."""
+    with tf.io.gfile.GFile(items_tsv) as stream:
+        return [line.split("\t", 1)[0] for line in stream if line.strip()]
+
+
+def read_target_probability(items_tsv: str) -> np.ndarray:
+    """[items] q of each item of an `items.tsv`, in file order: its probability of being the target of a random-cut
+    training example (pipelines/sequences.target_probability, written by `remi prepare`)."""
+    values = []
+    with tf.io.gfile.GFile(items_tsv) as stream:
+        for line_number, line in enumerate((line for line in stream if line.strip()), start=1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 3:
+                raise ValueError(f"{items_tsv}, line {line_number}: {len(fields)} columns, expected item_id, count and "
+                                 "target_probability (an older `remi prepare` wrote two: run it again)")
+            try:
+                values.append(float(fields[2]))
+            except ValueError:
+                raise ValueError(f"{items_tsv}, line {line_number}: target_probability {fields[2]!r} is not a "
+                                 "number") from None
+    return np.asarray(values, np.float64)
 
 
 def read_manifest(data_dir: str) -> dict[str, Any] | None:

@@ -10,9 +10,9 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import config as config_lib
 from remi_tf import diversity, feature_tables, merging, metrics
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
+from remi_tf.item_index import FIRST_ITEM_INDEX
+from remi_tf.models import RemiModel
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,6 @@ def _update_interest_topk(interests: tf.Tensor, candidates: tf.Tensor, first_ind
 
 
 _merge_interests = tf.function(merging.merge_interests, reduce_retracing=True)
-_rescore = tf.function(merging.rescore, reduce_retracing=True)
-# (scores, ids, interests, weights, k) -> merged (scores, ids, interest)
-Merge = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 
 
 class Retrieval(NamedTuple):
@@ -78,15 +75,12 @@ class Retrieval(NamedTuple):
     interest: np.ndarray  # [users, N] which interest retrieved each merged item
     interest_item_ids: np.ndarray  # [users, K, N] each interest's own top N, best first
     routing: np.ndarray  # [users, K, L] routing weights
-    interest_weights: np.ndarray  # [users, K] pi(u) (uniform without interest weights)
 
 
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512,
              categories: np.ndarray | None = None, diversity_coef: float = 0.0,
-             user_features: np.ndarray | None = None, merge: str | None = None, merge_lambda: float | None = None,
-             progress: Callable[[float], None] | None = None) -> Retrieval:
-    """Each interest retrieves its top-N over the full corpus; the K lists are merged by `merge`
-    (remi_tf.merging; with interest_scoring "logsumexp" the results are first re-scored as training scored).
+             user_features: np.ndarray | None = None, progress: Callable[[float], None] | None = None) -> Retrieval:
+    """Each interest retrieves its top-N over the full corpus; the K lists are merged by score (remi_tf.merging).
 
     Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
     in chunks whose scores stay under SCORE_CHUNK_BYTES and whose embeddings stay under
@@ -99,36 +93,27 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
       categories, diversity_coef: with diversity_coef > 0, the K lists are merged by ComiRec's greedy
         category-aware merge (remi_tf.diversity) over `categories` ([rows] category per item index).
       user_features: [users, C] raw profile values, for a model with user features.
-      merge, merge_lambda: config `merge` and `merge_lambda` (None: the model's config); "quota" and
-        "weighted" need a model with interest weights.
       progress: called after each candidate chunk with the users done so far (a block's users count
         in proportion to the share of the corpus scored).
 
     Returns:
       The merged lists (merged by remi_tf.merging, the retrieval SavedModel's merge), each interest's
-      own list, the routing and the interest weights.
+      own list and the routing.
     """
     top_n = min(top_n, model.vocabulary_size)
-    settings = config_lib.with_merge(model.config, merge, merge_lambda)
-    merge, merge_lambda = settings.merge, settings.merge_lambda
     if diversity_coef > 0 and categories is None:
         raise ValueError("diversity_coef > 0 needs item categories: prepare the data with `remi prepare "
                          "--item-features ITEMS.csv[:COLUMN]`")
     category_table = None if diversity_coef <= 0 else tf.constant(categories, tf.int32)  # made once
-    scoring = model.config.interest_scoring
-    item_vectors = model.vectors_by_index() if scoring in merging.RESCORED else None
 
-    def merge_fn(scores: tf.Tensor, ids: tf.Tensor, interests: tf.Tensor, weights: tf.Tensor, k: int):
-        if item_vectors is not None:
-            scores = _rescore(interests, ids, item_vectors, scores, scoring, model.config.interest_temperature,
-                              model.interest_mixture)
-        return _merge_interests(scores, ids, weights, k, merge, merge_lambda, category_table, diversity_coef)
+    def merge(scores: tf.Tensor, ids: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return _merge_interests(scores, ids, k, category_table, diversity_coef)
     rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
     block = batch_size * USER_BATCHES_PER_PASS
     if model.user_features is not None and user_features is None:
         raise ValueError(f"the model reads user features {model.user_features.columns}: pass their values")
-    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge_fn,
+    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge,
                                None if user_features is None else user_features[start:start + block],
                                None if progress is None else functools.partial(_block_progress, progress, start))
                for start in range(0, len(histories), block)]
@@ -136,33 +121,33 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
 
 
 def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
-                    merge: Merge, user_features: np.ndarray | None,
+                    merge: Callable[[tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+                    user_features: np.ndarray | None,
                     progress: Callable[[float], None] | None = None) -> Retrieval:
     """retrieve() for one block of users: one pass over the corpus."""
     num_interests = model.config.num_interests
-    batches = [model.encode(tf.constant(histories[start:start + batch_size], tf.int64),
+    batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64),
                             None if model.user_features is None or user_features is None else
                             tf.constant(user_features[start:start + batch_size].astype(str)))
                for start in range(0, len(histories), batch_size)]
     best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),
-             tf.fill([len(interests), num_interests, top_n], -1)) for interests, _, _ in batches]
-    for first_item, rows in model.candidate_chunks(rows_per_chunk):
+             tf.fill([len(interests), num_interests, top_n], -1)) for interests, _ in batches]
+    for first_item, rows in model.corpus.chunks(rows_per_chunk):
         candidates = tf.constant(rows.numpy())  # one copy here, wherever the table's shard lives
         first_index = tf.constant(first_item + FIRST_ITEM_INDEX, tf.int32)
         best = [_update_interest_topk(interests, candidates, first_index, *batch_best)
-                for (interests, _, _), batch_best in zip(batches, best, strict=True)]
+                for (interests, _), batch_best in zip(batches, best, strict=True)]
         if progress is not None:
             progress(len(histories) * min(1.0, (first_item + len(rows)) / model.vocabulary_size))
     ids, scores, interest = [], [], []
-    for (interests, _, weights), (best_scores, best_ids) in zip(batches, best, strict=True):
-        merged_scores, merged_ids, merged_interest = merge(best_scores, best_ids, interests, weights, top_n)
+    for best_scores, best_ids in best:
+        merged_scores, merged_ids, merged_interest = merge(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
         interest.append(merged_interest.numpy())
     return Retrieval(np.concatenate(ids), np.concatenate(scores), np.concatenate(interest),
                      np.concatenate([best_ids.numpy() for _, best_ids in best]),
-                     np.concatenate([routing.numpy() for _, routing, _ in batches]),
-                     np.concatenate([weights.numpy() for _, _, weights in batches]))
+                     np.concatenate([routing.numpy() for _, routing in batches]))
 
 
 def _block_progress(progress: Callable[[float], None], block_start: int, users_done: float) -> None:
@@ -182,26 +167,24 @@ def user_profiles(model: RemiModel, data_dir: str, user_ids: Sequence[str]) -> n
 
 def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarray],
              top_ns: Sequence[int] = metrics.TOP_NS, batch_size: int = 512, categories: np.ndarray | None = None,
-             diversity_coef: float = 0.0, user_features: np.ndarray | None = None, merge: str | None = None,
-             merge_lambda: float | None = None, progress: Callable[[float], None] | None = None) -> dict[str, object]:
+             diversity_coef: float = 0.0, user_features: np.ndarray | None = None,
+             progress: Callable[[float], None] | None = None) -> dict[str, object]:
     """Recall/NDCG/HitRate@N and per-interest routing diagnostics.
 
     Args:
       histories: [users, L] item indices of the evaluation histories (0 pads).
       targets: per user, the held-out item indices.
       categories: [rows] category per item index, when the data has item features (adds
-        category_diversity@N); diversity_coef, user_features, merge, merge_lambda, progress: see `retrieve`.
+        category_diversity@N); diversity_coef, user_features, progress: see `retrieve`.
 
     Returns:
       A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists,
       "interest_overlap" (mean pairwise Jaccard of the K per-interest top-max(N) lists) and
       "interest_share" (each interest's share of the merged top max(N)), "oracle_recall@N" (each user's best
       single-interest list: an upper bound of any choice between the interests), "union_recall@N" and
-      "union_size@N" (the K lists together: what a merge could reach, and their distinct items), and with
-      interest weights "interest_weight_entropy" (mean entropy of pi(u), nats; log K is uniform).
+      "union_size@N" (the K lists together: what a merge could reach, and their distinct items).
     """
-    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef, user_features, merge,
-                     merge_lambda, progress)
+    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef, user_features, progress)
     report: dict[str, object] = dict(metrics.ranking_metrics(found.item_ids, targets, top_ns))
     if categories is not None:
         for n in top_ns:
@@ -211,6 +194,4 @@ def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarr
     report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)
     report["interest_share"] = metrics.interest_share(found.interest, model.config.num_interests)
     report.update(metrics.interest_list_coverage(found.interest_item_ids, targets, top_ns))
-    if model.query_tower.interest_weights is not None:
-        report["interest_weight_entropy"] = metrics.mean_entropy(found.interest_weights)
     return report

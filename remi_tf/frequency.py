@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 HASH_KEY = 0x5EED_1F0_2019  # the second half of every hash function's 128-bit SipHash key
+NUM_HASHES = 2  # the hash functions of a model's estimator (BENCHMARKS.md 9.2 ran with two; none other was tried)
 
 
 def item_buckets(vocabulary: Sequence[str], num_buckets: int, num_hashes: int) -> np.ndarray:

@@ -13,15 +13,16 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from remi_tf import data_directory, feature_tables, metrics, models
+from remi_tf import data_directory, feature_tables, item_index, metrics
 from remi_tf.config import RemiConfig
 from remi_tf.data_directory import MIN_CUT
-from remi_tf.models import FIRST_ITEM_INDEX, item_lookup, target_probability
+from remi_tf.item_index import FIRST_ITEM_INDEX, item_lookup
 
 logger = logging.getLogger(__name__)
 
 EVAL_CUT_FRACTION = 0.8
 PREFETCH_BATCHES = 16
+IN_MEMORY_MAX_BYTES = 2 << 30  # training_input "auto": the train shards' size up to which they are read into memory
 MIN_VALID_USERS = 100  # the smallest validation sample the score budget shrinks to
 VALID_SAMPLE_STREAM = 7_919  # the user sample's random stream beside the seed (other draws use the seed alone)
 
@@ -31,25 +32,13 @@ def read_vocabulary(data_dir: str) -> list[str]:
     path = data_directory.items_path(data_dir)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir!r} a directory written by `remi prepare`?")
-    return models.read_vocabulary(path)
+    return data_directory.read_item_ids(path)
 
 
-def read_target_probability(data_dir: str, vocabulary_size: int) -> np.ndarray | None:
-    """q from items.tsv's third column (written by `remi prepare`), as [vocabulary_size + 2] by model index
-    (0 for padding and OOV); None for a two-column items.tsv of an older prepare."""
-    probability = np.zeros(vocabulary_size + FIRST_ITEM_INDEX, np.float64)
-    path = data_directory.items_path(data_dir)
-    with tf.io.gfile.GFile(path) as stream:
-        for line_number, line in enumerate(line for line in stream if line.strip()):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 3:
-                return None
-            try:
-                probability[FIRST_ITEM_INDEX + line_number] = float(fields[2])
-            except ValueError:
-                raise ValueError(f"{path}, line {line_number + 1}: target_probability {fields[2]!r} is not a "
-                                 "number") from None
-    return probability
+def read_target_probability(data_dir: str) -> np.ndarray:
+    """q from items.tsv (written by `remi prepare`), as [items + 2] by model index (0 for padding and OOV)."""
+    return np.concatenate([np.zeros(FIRST_ITEM_INDEX), data_directory.read_target_probability(
+        data_directory.items_path(data_dir))])
 
 
 class IndexedSequence(NamedTuple):
@@ -232,7 +221,7 @@ def items_tsv_lookup(items_tsv: str) -> tf.lookup.StaticHashTable:
     file where the table is built: a large vocabulary never travels inside a dataset's graph."""
     initializer = tf.lookup.TextFileInitializer(items_tsv, tf.string, 0, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
                                                 delimiter="\t", value_index_offset=FIRST_ITEM_INDEX)
-    return tf.lookup.StaticHashTable(initializer, default_value=models.OOV_INDEX)
+    return tf.lookup.StaticHashTable(initializer, default_value=item_index.OOV_INDEX)
 
 
 def user_features_lookup(user_features_tsv: str, num_columns: int) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -332,10 +321,30 @@ class TrainingInputs(NamedTuple):
 
 
 def use_streaming(config: RemiConfig, files: Sequence[str]) -> bool:
-    """config.training_input, or for "auto": streaming when the train shards exceed in_memory_max_bytes."""
+    """config.training_input, or for "auto": streaming when the train shards exceed IN_MEMORY_MAX_BYTES."""
     if config.training_input != "auto":
         return config.training_input == "streaming"
-    return sum(tf.io.gfile.stat(path).length for path in files) > config.in_memory_max_bytes
+    return sum(tf.io.gfile.stat(path).length for path in files) > IN_MEMORY_MAX_BYTES
+
+
+def validation_users(data_dir: str, config: RemiConfig, vocabulary: Sequence[str]
+                     ) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """The valid split's users that each validation during training reads (user ids, histories [users, L],
+    targets): a fixed seeded sample of validation_sample_size users, or all of them."""
+    valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
+                                                                        config.max_history)
+    sample_size = validation_sample_size(config, len(vocabulary))
+    chosen = user_sample(len(valid_users), sample_size, config.seed)
+    if len(chosen) < len(valid_users):
+        logger.info(f"validating on a sample of {len(chosen):,} of the {len(valid_users):,} valid users (valid_users "
+                    f"{config.valid_users:,}, valid_score_budget {config.valid_score_budget:,} scores over "
+                    f"{len(vocabulary):,} items; 0: the whole split)")
+        return ([valid_users[index] for index in chosen], valid_histories[chosen],
+                [valid_targets[index] for index in chosen])
+    if sample_size > len(valid_users):
+        logger.info(f"valid_users {sample_size:,} is more than the split's {len(valid_users):,} valid users: "
+                    "validating on all of them")
+    return valid_users, valid_histories, valid_targets
 
 
 def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = False,
@@ -361,25 +370,8 @@ def training_inputs(data_dir: str, config: RemiConfig, parameter_server: bool = 
     recent_fraction = config.warm_start_recent_fraction if recent_from is not None else 0.0
     if recent_fraction and streaming:
         raise ValueError("warm_start_recent_fraction needs the in-memory training input (training_input=in_memory)")
-    probability = read_target_probability(data_dir, len(vocabulary))
-    if probability is None:  # items.tsv of an older `remi prepare`: one pass over the train split
-        logger.warning(f"{data_dir}/items.tsv has no target_probability column (written by `remi prepare` since 0.2); "
-                       "computing q from the train split")
-        probability = target_probability((record.items for record in read_indexed_sequences(files, vocabulary)),
-                                          len(vocabulary), MIN_CUT)
-    valid_users, valid_histories, valid_targets = load_evaluation_split(data_dir, "valid", vocabulary,
-                                                                        config.max_history)
-    sample_size = validation_sample_size(config, len(vocabulary))
-    chosen = user_sample(len(valid_users), sample_size, config.seed)
-    if len(chosen) < len(valid_users):
-        logger.info(f"validating on a sample of {len(chosen):,} of the {len(valid_users):,} valid users (valid_users "
-                    f"{config.valid_users:,}, valid_score_budget {config.valid_score_budget:,} scores over "
-                    f"{len(vocabulary):,} items; 0: the whole split)")
-        valid_users = [valid_users[index] for index in chosen]
-        valid_histories, valid_targets = valid_histories[chosen], [valid_targets[index] for index in chosen]
-    elif sample_size > len(valid_users):
-        logger.info(f"valid_users {sample_size:,} is more than the split's {len(valid_users):,} valid users: "
-                    "validating on all of them")
+    probability = read_target_probability(data_dir)
+    valid_users, valid_histories, valid_targets = validation_users(data_dir, config, vocabulary)
     item_table = feature_tables.read_item_table(data_dir, vocabulary) if config.use_item_features else None
     user_table = feature_tables.read_user_table(data_dir) if config.use_user_features else None
     valid_user_features = None if user_table is None else feature_tables.values_of(user_table, valid_users,

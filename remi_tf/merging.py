@@ -1,22 +1,15 @@
 """The merge of the K per-interest retrievals into one list per user, in TensorFlow: evaluation and the
 retrieval SavedModel call `merge_interests`, so what is measured is what is served (tests hold numpy twins).
 
-Merges (config `merge`):
-- score: by score, de-duplicated (the paper's).
-- quota (Octopus / MIP): interest k gets round(N * pi_k) of the N slots (largest remainder); duplicates go
-  to whichever interest reaches them first, and slots an interest cannot fill pass to the best remaining
-  results of the others.
-- weighted: interest k's scores gain lambda * log pi_k, then the merge by score.
-Each composes with ComiRec's category-aware diversity (Cen et al., KDD 2020, section 3.4): a candidate's
-score is lowered by coef x (the number of items of its category already picked).
+The K lists merge by score, de-duplicated (the paper's), or with ComiRec's category-aware diversity (Cen et al.,
+KDD 2020, section 3.4: config `diversity_coef`), where a candidate's score is lowered by coef x (the number of items
+of its category already picked).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-
-MERGES = ("score", "quota", "weighted")
 
 NO_INTEREST = -1  # the interest of a slot without a result
 
@@ -108,139 +101,26 @@ def diverse_merge(scores: tf.Tensor, indices: tf.Tensor, categories: tf.Tensor, 
             tf.where(missing, NO_INTEREST, tf.gather(candidate_interest, order, batch_dims=1)))
 
 
-def slot_quotas(weights: tf.Tensor, k: int) -> tf.Tensor:
-    """[batch, K] interest weights (rows sum to 1) -> [batch, K] int32 slots of k, round(k * pi) by the
-    largest remainder: floor(k * pi_i) each, then one more to the largest remainders (ties: the lower
-    interest) until the row sums to k."""
-    exact = tf.cast(k, weights.dtype) * weights
-    base = tf.floor(exact)
-    leftover = k - tf.cast(tf.reduce_sum(base, axis=-1, keepdims=True), tf.int32)  # [B, 1]
-    order = tf.argsort(exact - base, axis=-1, direction="DESCENDING", stable=True)
-    rank = tf.argsort(order, axis=-1, stable=True)  # each interest's place in that order
-    return tf.cast(base, tf.int32) + tf.cast(rank < leftover, tf.int32)
-
-
-def quota_merge(scores: tf.Tensor, indices: tf.Tensor, weights: tf.Tensor, k: int,
-                categories: tf.Tensor | None = None, diversity_coef: float = 0.0
-                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Merges per-interest results by slot quotas (`slot_quotas`), one pick per slot.
-
-    Each slot goes to the interest furthest below its quota (the smallest (filled + 0.5) / quota; ties: the
-    lower interest), which gives its best remaining result; so every prefix of the list is close to the
-    quotas. An item is taken once, by the first interest that reaches it; when no interest below its quota
-    has a result left, the slot goes to the best remaining result of any interest (slots passed on). With
-    diversity_coef > 0, "best" is score - coef x the picked items of the candidate's category.
-
-    Args:
-      scores, indices: [batch, K, n] per-interest results (-inf marks a removed result).
-      weights: [batch, K] pi(u).
-      categories: [rows] int32 category of each item index (needed with diversity_coef > 0).
-
-    Returns:
-      (scores [batch, k] each pick's own score, indices [batch, k], interest [batch, k] int32), in pick
-      order; -inf, 0 and -1 where fewer than k distinct results exist.
-    """
-    quotas = slot_quotas(weights, k)  # [B, K]
-    batch, num_interests = tf.shape(scores)[0], tf.shape(scores)[1]
-    negative_infinity = tf.constant(-np.inf, scores.dtype)
-    available = scores > negative_infinity  # [B, K, n]
-    filled = tf.zeros([batch, num_interests], tf.int32)
-    penalty = tf.zeros_like(scores)
-    entry_categories = None if diversity_coef <= 0 else tf.gather(categories, indices)
-    picked_scores = tf.TensorArray(scores.dtype, size=k)
-    picked_indices = tf.TensorArray(indices.dtype, size=k)
-    picked_interest = tf.TensorArray(tf.int32, size=k)
-    rows = tf.range(batch)
-    for step in tf.range(k):
-        value = tf.where(available, scores - penalty, negative_infinity)  # [B, K, n]
-        best_entry = tf.argmax(value, axis=-1, output_type=tf.int32)  # [B, K]
-        has_results = tf.reduce_any(available, axis=-1)  # [B, K]
-        below_quota = tf.logical_and(has_results, filled < quotas)
-        progress = tf.where(below_quota,
-                            (tf.cast(filled, tf.float32) + 0.5) / tf.cast(tf.maximum(quotas, 1), tf.float32), np.inf)
-        chosen = tf.where(tf.reduce_any(below_quota, axis=-1), tf.argmin(progress, axis=-1, output_type=tf.int32),
-                          tf.argmax(tf.reduce_max(value, axis=-1), axis=-1, output_type=tf.int32))  # [B]
-        found = tf.reduce_any(has_results, axis=-1)  # [B]
-        position = tf.stack([rows, chosen, tf.gather(best_entry, chosen[:, tf.newaxis], batch_dims=1)[:, 0]], axis=1)
-        score, index = tf.gather_nd(scores, position), tf.gather_nd(indices, position)
-        taken = tf.logical_and(tf.equal(indices, index[:, tf.newaxis, tf.newaxis]), found[:, tf.newaxis, tf.newaxis])
-        available = tf.logical_and(available, tf.logical_not(taken))
-        filled += tf.one_hot(chosen, num_interests, dtype=tf.int32) * tf.cast(found, tf.int32)[:, tf.newaxis]
-        if entry_categories is not None:
-            picked_category = tf.gather_nd(entry_categories, position)
-            same = tf.logical_and(tf.equal(entry_categories, picked_category[:, tf.newaxis, tf.newaxis]),
-                                  found[:, tf.newaxis, tf.newaxis])
-            penalty += diversity_coef * tf.cast(same, penalty.dtype)
-        picked_scores = picked_scores.write(step, tf.where(found, score, negative_infinity))
-        picked_indices = picked_indices.write(step, tf.where(found, index, tf.zeros_like(index)))
-        picked_interest = picked_interest.write(step, tf.where(found, chosen, NO_INTEREST))
-    return (tf.transpose(picked_scores.stack()), tf.transpose(picked_indices.stack()),
-            tf.transpose(picked_interest.stack()))
-
-
-def weighted_scores(scores: tf.Tensor, weights: tf.Tensor, merge_lambda: float) -> tf.Tensor:
-    """[batch, K, n] scores + merge_lambda * log pi_k of their interest (pi_k = 0: -inf, removed)."""
-    log_weights = tf.math.log(tf.cast(weights, scores.dtype))
-    if merge_lambda == 0:
-        log_weights = tf.where(weights > 0, tf.zeros_like(log_weights), log_weights)
-    return scores + merge_lambda * log_weights[:, :, tf.newaxis]
-
-
-RESCORED = ("logsumexp", "mixture")  # the interest scorings whose lookups re-score the retrieved items
-
-
-def rescore(interests: tf.Tensor, indices: tf.Tensor, item_vectors: tf.Tensor, scores: tf.Tensor, mode: str,
-            temperature: float, mixture: tf.keras.layers.Layer | None = None) -> tf.Tensor:
-    """The per-interest results re-scored by the score training used (remi_tf.scoring): every retrieved item
-    gets its score over all K interests (removed results stay -inf). Needed for RESCORED only: for "hard"
-    and "max" the merge by score already ranks an item by its best interest.
-
-    Args:
-      interests: [batch, K, d]; indices: [batch, K, n] item indices; item_vectors: [rows, d] the candidate
-        vector of each item index; scores: [batch, K, n]; mixture: the gate of "mixture"
-        (remi_tf.layers.InterestMixture).
-    """
-    if mode not in RESCORED:
-        return scores
-    vectors = tf.gather(item_vectors, indices)  # [B, K, n, d]
-    if mode == "mixture":
-        if mixture is None:
-            raise ValueError("rescore 'mixture' needs the model's gate (RemiModel.interest_mixture)")
-        combined = mixture.rescore(interests, vectors)
-    else:
-        per_interest = tf.einsum("bjd,bknd->bknj", interests, vectors)  # [B, K, n, K]: interest j on each result
-        combined = temperature * tf.reduce_logsumexp(per_interest / temperature, axis=-1)
-    return tf.where(scores > -np.inf, tf.cast(combined, scores.dtype), scores)
-
-
-def draws_from_each_top_k(merge: str, diversity_coef: float) -> bool:
+def draws_from_each_top_k(diversity_coef: float) -> bool:
     """Whether the merged top k holds only items of each interest's own top k (in score order), so that the
-    merge of those lists equals the merge of deeper ones: true of the merges by score ("score", and
-    "weighted", which shifts an interest's scores by one constant) without the diversity penalty. Items of
-    interest j below its k-th are preceded by k distinct items of j's scoring at least as high (earlier on
-    ties). Not of "quota", whose interests reach past their top k when others took their items first."""
-    return merge in ("score", "weighted") and diversity_coef <= 0
+    merge of those lists equals the merge of deeper ones: true of the merge by score without the diversity
+    penalty. Items of interest j below its k-th are preceded by k distinct items of j's scoring at least as
+    high (earlier on ties)."""
+    return diversity_coef <= 0
 
 
-def merge_interests(scores: tf.Tensor, indices: tf.Tensor, weights: tf.Tensor, k: int, merge: str = "score",
-                    merge_lambda: float = 1.0, categories: tf.Tensor | None = None, diversity_coef: float = 0.0
-                    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The merge of config `merge` (module docstring), with ComiRec's diversity when diversity_coef > 0.
+def merge_interests(scores: tf.Tensor, indices: tf.Tensor, k: int, categories: tf.Tensor | None = None,
+                    diversity_coef: float = 0.0) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The merge by score, or ComiRec's diverse merge when diversity_coef > 0 (module docstring).
 
     Args:
-      scores, indices: [batch, K, n] per-interest results (-inf: removed); weights: [batch, K] pi(u).
+      scores, indices: [batch, K, n] per-interest results (-inf: removed).
 
     Returns:
       (scores [batch, k], indices [batch, k], interest [batch, k] int32; -inf, 0, -1 for empty slots).
     """
-    if merge not in MERGES:
-        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
-    if diversity_coef > 0 and categories is None:
-        raise ValueError("diversity_coef > 0 needs item categories")
-    if merge == "quota":
-        return quota_merge(scores, indices, weights, k, categories, diversity_coef)
-    if merge == "weighted":
-        scores = weighted_scores(scores, weights, merge_lambda)
     if diversity_coef > 0:
+        if categories is None:
+            raise ValueError("diversity_coef > 0 needs item categories")
         return diverse_merge(scores, indices, categories, diversity_coef, k)
     return merge_interest_results(scores, indices, k)

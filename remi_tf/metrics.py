@@ -127,10 +127,3 @@ def interest_list_coverage(interest_item_ids: np.ndarray, targets: Sequence[np.n
         report[f"union_recall@{top_n}"] = union / num_users
         report[f"union_size@{top_n}"] = size / num_users
     return report
-
-
-def mean_entropy(distributions: np.ndarray) -> float:
-    """Mean entropy (nats) of the rows of [users, K] distributions (log K: uniform, 0: one interest)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(distributions > 0, -distributions * np.log(distributions), 0.0)
-    return float(terms.sum(axis=-1).mean()) if len(distributions) else 0.0

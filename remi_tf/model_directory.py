@@ -27,7 +27,7 @@ import tensorflow as tf
 from remi_tf import atomic, data_directory, feature_tables
 from remi_tf import config as config_lib
 from remi_tf.config import RemiConfig
-from remi_tf.models import RemiModel, read_vocabulary
+from remi_tf.models import RemiModel
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -121,8 +121,6 @@ def weights_checkpoint(model: RemiModel) -> tf.train.Checkpoint:
     parts = {"item_embedding": model.item_embedding, "query_tower": model.query_tower}
     if model.frequency_estimator is not None:
         parts["frequency_estimator"] = model.frequency_estimator
-    if model.interest_mixture is not None:
-        parts["interest_mixture"] = model.interest_mixture
     return tf.train.Checkpoint(model=tf.train.Checkpoint(**parts))
 
 
@@ -151,7 +149,7 @@ def load_trained(model_dir: str) -> TrainedModel:
             raise FileNotFoundError(f"{path(model_dir, name)} not found: is {model_dir!r} a directory "
                                     "written by `remi train`?")
     config = read_config(model_dir)
-    vocabulary = read_vocabulary(path(model_dir, VOCABULARY_FILE))
+    vocabulary = data_directory.read_item_ids(path(model_dir, VOCABULARY_FILE))
     user_vocabularies = path(model_dir, USER_VOCABULARIES_FILE)
     model = RemiModel(config, len(vocabulary), vocabulary=vocabulary,
                       item_features=feature_tables.read_item_table(model_dir, vocabulary),

@@ -26,7 +26,7 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
 
     Queries are one vector per row ([batch, d], e.g. a read-out interest: Retrieval's contract) or the K
     interests of each row ([batch, K, d]), which score the candidates as `interest_scoring` says
-    (remi_tf.scoring: the hard read-out, or max / logsumexp over the interests, as served); every later
+    (remi_tf.scoring: the hard read-out, or the max over the interests, as served); every later
     step (temperature, logQ, accidental hits, hardness weights, loss) sees the combined [batch, C] scores.
 
     Args:
@@ -36,14 +36,11 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         `candidate_ids`).
       in_batch_negatives: if False, the other rows' positives (columns [0, batch) off the diagonal) are
         not negatives, and only the extra columns are: the reference code's sampled softmax.
-      interest_scoring: "hard", "max" or "logsumexp": how [batch, K, d] queries score a candidate.
-      interest_temperature: tau of "logsumexp" (> 0).
-      interest_mixture: the gate of interest_scoring "mixture" (its weights belong to the model that passes it).
+      interest_scoring: "hard" or "max": how [batch, K, d] queries score a candidate.
     """
 
     def __init__(self, beta: float = 0.0, temperature: float = 1.0, remove_accidental_hits: bool = True,
-                 in_batch_negatives: bool = True, interest_scoring: str = "hard", interest_temperature: float = 1.0,
-                 interest_mixture: tf.keras.layers.Layer | None = None,
+                 in_batch_negatives: bool = True, interest_scoring: str = "hard",
                  metrics: tfrs.metrics.Factorized | Sequence[tfrs.metrics.Factorized] | None = None,
                  batch_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
                  loss_metrics: Sequence[tf.keras.metrics.Metric] | None = None,
@@ -55,13 +52,7 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if interest_scoring not in scoring.INTEREST_SCORINGS:
             raise ValueError(f"interest_scoring must be one of {scoring.INTEREST_SCORINGS}, got {interest_scoring!r}")
-        if not interest_temperature > 0:
-            raise ValueError(f"interest_temperature must be > 0, got {interest_temperature}")
-        if interest_scoring == "mixture" and interest_mixture is None:
-            raise ValueError("interest_scoring 'mixture' needs interest_mixture (remi_tf.layers.InterestMixture)")
         self.interest_scoring = interest_scoring
-        self.interest_mixture = interest_mixture
-        self.interest_temperature = float(interest_temperature)
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.remove_accidental_hits = remove_accidental_hits
@@ -93,10 +84,29 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         if multi_interest and self.factorized_metrics:
             raise ValueError("factorized metrics take one query vector per row; pass [batch, d] queries")
         if multi_interest:
-            similarities = scoring.interest_similarities(query_embeddings, candidate_embeddings, self.interest_scoring,
-                                                         self.interest_temperature, self.interest_mixture)  # [B, C]
+            similarities = scoring.interest_similarities(query_embeddings, candidate_embeddings,
+                                                         self.interest_scoring)  # [B, C]
         else:
             similarities = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)  # [B, C]
+        updates = []
+        if compute_metrics and self.factorized_metrics:
+            batch_size = tf.shape(similarities)[0]
+            true_ids = None if candidate_ids is None else candidate_ids[:batch_size]
+            updates += [metric.update_state(query_embeddings, candidate_embeddings[:batch_size],
+                                            true_candidate_ids=true_ids, sample_weight=sample_weight)
+                        for metric in self.factorized_metrics]
+        with tf.control_dependencies([update for update in updates if update is not None]):
+            return self.loss_of_similarities(similarities, sample_weight, candidate_sampling_probability,
+                                             candidate_ids, compute_batch_metrics)
+
+    def loss_of_similarities(self, similarities: tf.Tensor, sample_weight: tf.Tensor | None = None,
+                             candidate_sampling_probability: tf.Tensor | None = None,
+                             candidate_ids: tf.Tensor | None = None, compute_batch_metrics: bool = True) -> tf.Tensor:
+        """The IHN loss of [batch, C] similarities s_bj (row b's positive: column b), the task's steps after the
+        scoring: the temperature, logQ (TFRS's SamplingProbablityCorrection), the negatives' mask (the diagonal,
+        accidental hits, and without in-batch negatives the other rows' positives), the hardness weights and the
+        loss; batch and loss metrics. tfrs.tasks.Retrieval does the first steps alike but not the IHN weights,
+        whose hardness reads the similarities before the correction, so its loss cannot be reused."""
         similarities = similarities / self.temperature
         logits = similarities
         if candidate_sampling_probability is not None:
@@ -124,11 +134,6 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             per_example = per_example * tf.cast(tf.reshape(sample_weight, [-1]), per_example.dtype)
         loss = tf.reduce_mean(per_example)
         updates = [metric.update_state(loss) for metric in self.loss_metrics]
-        if compute_metrics:
-            true_ids = None if candidate_ids is None else candidate_ids[:batch_size]
-            updates += [metric.update_state(query_embeddings, candidate_embeddings[:batch_size],
-                                            true_candidate_ids=true_ids, sample_weight=sample_weight)
-                        for metric in self.factorized_metrics]
         if compute_batch_metrics and self.batch_metrics:
             considered = tf.logical_or(is_positive, negative_mask)  # what the loss sees, as TFRS's scores
             scores = tf.where(considered, logits, tf.cast(MASKED_SCORE, logits.dtype))

@@ -21,7 +21,8 @@ import tensorflow as tf
 from remi_tf import collectives, distribute, model_directory
 from remi_tf import evaluate as evaluate_lib
 from remi_tf.config import RemiConfig
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
+from remi_tf.item_index import FIRST_ITEM_INDEX
+from remi_tf.models import RemiModel
 from remi_tf.optimizers import LazyAdam
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,8 @@ SELECTION_METRIC = "recall@50"
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of the steps between evaluations)."""
     steps_per_execution = math.gcd(math.gcd(config.steps_per_execution, epoch_steps(config)), config.max_steps)
-    learning_rate = config.learning_rate if config.learning_rate_schedule == "constant" else \
-        tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
-    optimizer = LazyAdam(learning_rate) if config.optimizer == "lazy_adam" else tf.keras.optimizers.Adam(learning_rate)
+    optimizer = LazyAdam(config.learning_rate) if config.optimizer == "lazy_adam" else \
+        tf.keras.optimizers.Adam(config.learning_rate)
     model.compile(optimizer=optimizer, steps_per_execution=steps_per_execution)
     return steps_per_execution
 
@@ -142,7 +142,7 @@ class StepSummaries(tf.keras.callbacks.Callback):
         from remi_tf import plots
 
         features = None if self.user_features is None else tf.constant(self.user_features)
-        _, routing, _ = self.model.encode(tf.constant(histories), features)
+        _, routing = self.model.interests(tf.constant(histories), features)
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "routing.png")
             plots.routing_heatmaps(routing.numpy(), np.asarray(histories >= FIRST_ITEM_INDEX),
@@ -215,6 +215,7 @@ def check_backup(backup_dir: str) -> None:
     latest = tf.train.latest_checkpoint(chief_dir)
     if latest is None:
         return
+    refuse_retired_objects(latest, backup_dir)
     reason = _unreadable(latest)
     if reason is None:
         return
@@ -231,6 +232,23 @@ def check_backup(backup_dir: str) -> None:
     raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}), nor a previous "
                        f"one; move {backup_dir} aside to train from the start (the best checkpoint in best/ is "
                        "not affected)")
+
+
+# Objects of a 0.1.0 model that 0.2.0 no longer has (issue 38): a backup holding them was written by 0.1.0
+RETIRED_BACKUP_OBJECTS = ("interest_weight_tracker", "mixture_balance_tracker", "interest_mixture", "interest_weights")
+
+
+def refuse_retired_objects(prefix: str, backup_dir: str) -> None:
+    """Raises, naming what to do, when the backup at `prefix` was written by remi-tf 0.1.0 (it holds objects the
+    0.2.0 model does not have): its training state is not continued under another object graph."""
+    names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    retired = sorted({part for name in names for part in name.split("/") if part in RETIRED_BACKUP_OBJECTS})
+    if retired:
+        model_dir = os.path.dirname(os.path.normpath(backup_dir))
+        raise RuntimeError(f"{backup_dir} was written by remi-tf 0.1.0 (it holds {', '.join(retired)}, retired in "
+                           f"0.2.0), and 0.2.0 does not continue its training: its best checkpoint still serves "
+                           f"`remi evaluate`, `remi export` and --warm-start, so train into a new --model-dir with "
+                           f"--warm-start {model_dir}, or finish this run with remi-tf 0.1.0")
 
 
 def _unreadable(prefix: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from remi_tf import atomic, distribute, model_directory, models
+from remi_tf import atomic, distribute, item_index, model_directory, models
 from remi_tf import input as input_lib
 from remi_tf import train as train_lib
 from remi_tf import warm_start as warm_start_lib
@@ -54,7 +54,7 @@ def run(data_dir: str, model_dir: str, config: RemiConfig, warm_start_from: str 
                                                 f"{cluster.task_index} of {cluster.cluster})"))
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
     vocabulary = input_lib.read_vocabulary(data_dir)
-    strategy = distribute.make_strategy(strategy_name, cluster, len(vocabulary) + models.FIRST_ITEM_INDEX,
+    strategy = distribute.make_strategy(strategy_name, cluster, len(vocabulary) + item_index.FIRST_ITEM_INDEX,
                                         config.cluster_timeout_s)
     inputs = input_lib.training_inputs(data_dir, config, parameter_server=strategy_name == "parameter-server",
                                        vocabulary=vocabulary, recent_from=recent_from)

@@ -20,11 +20,12 @@ import tensorflow as tf
 
 from remi_tf import data_directory, model_directory
 from remi_tf.config import RemiConfig
+from remi_tf.item_index import FIRST_ITEM_INDEX
 from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding
-from remi_tf.models import FIRST_ITEM_INDEX, RemiModel
+from remi_tf.models import RemiModel
 
 SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing")
-ESTIMATOR_KEYS = ("logq_buckets", "logq_hashes")
+ESTIMATOR_KEYS = ("logq_buckets",)
 
 
 class CarriedOver(NamedTuple):
@@ -77,7 +78,7 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
     """Copies the best weights of the model in `parent_dir` into `model` (built for `vocabulary`), item
     rows by item id, the item table times model.config.warm_start_shrink."""
     parent = model_directory.load_trained(parent_dir)
-    tokens = ["", "[UNK]"]  # the padding and OOV rows (models.item_lookup's layout) carry over too
+    tokens = ["", "[UNK]"]  # the padding and OOV rows (item_index.item_lookup's layout) carry over too
     parent_table = parent.model.item_embedding.embeddings
     # New rows at the trained rows' scale: at the initial scale (norms ~3x smaller after training) a new
     # item would score below every carried one and stay unretrieved until trained up.

@@ -46,18 +46,16 @@ def merge_interest_topk(interest_ids: np.ndarray, interest_scores: np.ndarray, t
     return merged_ids, merged_scores
 
 
-def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True, logq_weight=1.0):
-    """DESIGN.md section 2 (the IHN softmax), literally, in float64; logq_weight scales the log q_j term."""
-    return ihn_from_similarities(query @ candidates.T, probability, ids, beta, temperature, remove_hits, in_batch,
-                                 logq_weight)
+def ihn_numpy(query, candidates, probability, ids, beta, temperature, remove_hits, in_batch=True):
+    """DESIGN.md section 2 (the IHN softmax), literally, in float64."""
+    return ihn_from_similarities(query @ candidates.T, probability, ids, beta, temperature, remove_hits, in_batch)
 
 
-def ihn_from_similarities(similarities, probability, ids, beta, temperature, remove_hits, in_batch=True,
-                          logq_weight=1.0):
+def ihn_from_similarities(similarities, probability, ids, beta, temperature, remove_hits, in_batch=True):
     """The IHN softmax of [B, C] similarities (row b's positive: column b)."""
     batch, num_candidates = similarities.shape
     s = similarities / temperature
-    corrected = s - logq_weight * np.log(np.clip(probability, 1e-6, 1.0))
+    corrected = s - np.log(np.clip(probability, 1e-6, 1.0))
     losses = []
     for b in range(batch):
         negatives = [j for j in range(num_candidates)
@@ -69,79 +67,31 @@ def ihn_from_similarities(similarities, probability, ids, beta, temperature, rem
     return np.mean(losses)
 
 
-def served_similarities(interests, candidates, mode, tau=1.0):
+def served_similarities(interests, candidates, mode):
     """[B, K, d], [C, d] -> [B, C]: the hard read-out (the interest closest to column b, row b's positive),
-    or the max / tau-logsumexp over the K interests, literally."""
+    or the max over the K interests, literally."""
     per_interest = np.einsum("bkd,cd->bkc", interests, candidates)
     if mode == "hard":
         best = [int(np.argmax(per_interest[b, :, b])) for b in range(len(interests))]
         return np.stack([per_interest[b, best[b]] for b in range(len(interests))])
-    if mode == "max":
-        return per_interest.max(axis=1)
-    top = per_interest.max(axis=1, keepdims=True)
-    return tau * np.log(np.exp((per_interest - top) / tau).sum(axis=1)) + top[:, 0]
+    return per_interest.max(axis=1)
 
 
-def mixture_gate(per_interest, interest_gates, item_gates, tau):
-    """[..., K] scores <u_k, v_j>, [..., K, m] P u_k and [..., m] Q v_j -> [..., K] the gate
-    pi = softmax_k(<u_k, v_j> / tau + <P u_k, Q v_j> / sqrt(m)), literally."""
-    affinity = (interest_gates * item_gates[..., np.newaxis, :]).sum(axis=-1) / np.sqrt(item_gates.shape[-1])
-    logits = per_interest / tau + affinity
-    gate = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return gate / gate.sum(axis=-1, keepdims=True)
+def target_probability(train_sequences: Iterable[np.ndarray], vocabulary_size: int, min_cut: int) -> np.ndarray:
+    """q, the twin of pipelines/sequences.target_probability: the probability that each index is the target of a
+    random-cut training example, from the index sequences themselves.
 
-
-def mixture_of_logits(per_interest, interest_gates, item_gates, tau):
-    """The same inputs -> [...] the mixture of logits sum_k pi_k <u_k, v_j>."""
-    return (mixture_gate(per_interest, interest_gates, item_gates, tau) * per_interest).sum(axis=-1)
-
-
-def gate_imbalance(gate):
-    """[B, K] -> KL(mean_b gate_b || uniform) = sum_k m_k log(m_k K), in plain numpy."""
-    mean = gate.mean(axis=0)
-    return float(sum(m * np.log(m * len(mean)) for m in mean if m > 0))
-
-
-def slot_quotas(weights, k):
-    """Largest remainder: floor(k * w) each, then +1 for the largest remainders (ties: lower index)."""
-    exact = k * np.asarray(weights, np.float64)
-    quota = np.floor(exact).astype(int)
-    order = sorted(range(len(quota)), key=lambda i: (-(exact[i] - quota[i]), i))
-    for i in order[:k - quota.sum()]:
-        quota[i] += 1
-    return quota
-
-
-def quota_merge(interest_ids, interest_scores, weights, k):
-    """The quota merge of remi_tf.merging, one user at a time, in plain loops: each slot goes to the interest
-    furthest below its quota ((filled + 0.5) / quota, ties: lower index), which gives its best remaining
-    item; an item is taken once; with no interest below quota left, the best remaining result of any.
+    A user with n items yields target x_k for k uniform in [min_cut, n), so index i gets
+    mean over users of (occurrences of i in x_min_cut..x_{n-1}) / (n - min_cut).
 
     Returns:
-      (ids [users, k] (-1 pads), scores [users, k], interest [users, k] (-1 pads)).
+      [vocabulary_size + 2] probabilities (0 for padding and OOV), summing to 1.
     """
-    users, num_interests, _ = interest_ids.shape
-    ids = np.full((users, k), -1, np.int64)
-    scores = np.full((users, k), -np.inf)
-    interest = np.full((users, k), -1, np.int64)
-    for u in range(users):
-        quota = slot_quotas(weights[u], k)
-        available = interest_scores[u] > -np.inf
-        filled = np.zeros(num_interests, int)
-        for step in range(k):
-            has = available.any(axis=1)
-            if not has.any():
-                break
-            below = [i for i in range(num_interests) if has[i] and filled[i] < quota[i]]
-            if below:
-                chosen = min(below, key=lambda i: ((filled[i] + 0.5) / max(quota[i], 1), i))
-            else:
-                chosen = max((i for i in range(num_interests) if has[i]),
-                             key=lambda i: (interest_scores[u, i][available[i]].max(), -i))
-            entries = np.flatnonzero(available[chosen])
-            entry = entries[np.argmax(interest_scores[u, chosen, entries])]
-            ids[u, step], scores[u, step], interest[u, step] = interest_ids[u, chosen, entry], \
-                interest_scores[u, chosen, entry], chosen
-            available &= interest_ids[u] != interest_ids[u, chosen, entry]
-            filled[chosen] += 1
-    return ids, scores, interest
+    probability = np.zeros(vocabulary_size + 2, np.float64)
+    eligible = 0
+    for sequence in train_sequences:
+        if len(sequence) > min_cut:
+            targets = sequence[min_cut:]
+            np.add.at(probability, targets, 1.0 / len(targets))
+            eligible += 1
+    return probability / max(eligible, 1)

@@ -40,11 +40,27 @@ def test_the_module_map_names_every_module_of_each_package():
     text = open(os.path.join(DOCS, "layout.md"), encoding="utf-8").read()
     block = text.split("```")[1]
     packages = ("remi_tf", "remi", "pipelines", "export")
-    starts = {package: re.search(rf"^{package}/", block, re.M).start() for package in packages}
+    line_starts = [match.start() for match in re.finditer(r"^\S", block, re.M)]  # each entry's first line
     for package in packages:
-        later = [start for start in starts.values() if start > starts[package]]
-        entry = block[starts[package]:min(later + [len(block)])]
-        modules = [name[:-3] for name in os.listdir(os.path.join(REPOSITORY, package))
-                   if name.endswith(".py") and not name.startswith("__")]
-        missing = [module for module in modules if not re.search(rf"\b{module}\b", entry)]
-        assert not missing, (package, missing)
+        start = re.search(rf"^{package}/", block, re.M).start()
+        entry = block[start:min([later for later in line_starts if later > start] + [len(block)])]
+        modules = {name[:-3] for name in os.listdir(os.path.join(REPOSITORY, package))
+                   if name.endswith(".py") and not name.startswith("__")}
+        subpackages = {name + "/" for name in os.listdir(os.path.join(REPOSITORY, package))
+                       if os.path.isfile(os.path.join(REPOSITORY, package, name, "__init__.py"))}
+        listed = listed_names(entry[len(package) + 1:])
+        assert modules <= listed, (package, sorted(modules - listed))  # every module, as a list entry
+        assert listed <= modules | subpackages, (package, sorted(listed - modules - subpackages))
+
+
+def listed_names(entry):
+    """The names a module-map entry lists: the first word of each item of its comma (or "and") separated list,
+    descriptions in parentheses or after a colon left out, so a module named like a word of prose ("input",
+    "metrics") counts only where it is listed."""
+    depth, kept = 0, []
+    for character in entry:
+        depth += character == "("
+        kept.append(character if depth == 0 else "")
+        depth -= character == ")"
+    items = re.split(r",|\band\b|;", "".join(kept))
+    return {match.group(1) for item in items if (match := re.match(r"\s*([\w/]+)", item.split(":")[0]))}

@@ -6,7 +6,7 @@ import pytest
 
 from remi import cli
 from remi_tf.export import exporter
-from remi_tf.models import read_vocabulary
+from remi_tf.data_directory import read_item_ids
 from tests import synthetic
 
 
@@ -29,4 +29,4 @@ def export_dir(trained_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vocabulary(trained_model_dir):
-    return read_vocabulary(os.path.join(trained_model_dir, "items.tsv"))
+    return read_item_ids(os.path.join(trained_model_dir, "items.tsv"))

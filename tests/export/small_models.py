@@ -4,7 +4,7 @@ configuration each."""
 import numpy as np
 
 from remi import cli
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests import synthetic
 
 HISTORIES = [["item2", "item3", "item4", "item60", "item61"], ["item500", "item501", "item90"], ["item7"]]

@@ -12,7 +12,7 @@ import tensorflow_recommenders as tfrs
 
 from remi_tf import model_directory
 from remi_tf.export import exporter, saved_model, serving_layout
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests.numpy_reference import merge_interest_topk
 
 
@@ -25,7 +25,7 @@ def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history
         known = [index[i] for i in history if i in index][-model.config.max_history:]
         rows[r, :len(known)] = known
     interests = model.query_tower(tf.constant(rows))[0].numpy()  # [B, K, d]
-    scores = interests @ model.candidate_embeddings().numpy().T  # [B, K, N]
+    scores = interests @ model.corpus.embeddings().numpy().T  # [B, K, N]
     ids = np.broadcast_to(np.arange(scores.shape[-1]) + FIRST_ITEM_INDEX, scores.shape)
     if exclude_history:
         in_own_history = (ids[:, :, :, None] == rows[:, None, None, :]).any(axis=-1)  # per user, not batch-wide
@@ -201,7 +201,7 @@ def test_retrieval_module_merges_with_the_diversity_coefficient(tmp_path):
     served = module.serve(tf.ragged.constant(histories).to_tensor(""))["item_ids"].numpy()
     indices = module.query.indices(tf.ragged.constant(histories).to_tensor(""))
     interests, _ = model.query_tower(indices)
-    scores = np.einsum("bkd,nd->bkn", interests.numpy(), model.candidate_embeddings().numpy())
+    scores = np.einsum("bkd,nd->bkn", interests.numpy(), model.corpus.embeddings().numpy())
     for row, history in enumerate(indices.numpy()):
         top = np.argsort(-scores[row], axis=1)[:, :k + 4]  # per interest: k + max_history results
         top_scores = np.take_along_axis(scores[row], top, axis=1)

@@ -15,7 +15,7 @@ from remi_tf import feature_tables, model_directory
 from remi_tf.export import client as client_lib
 from remi_tf.export import exporter
 from remi_tf.export.server import Server
-from remi_tf.models import FIRST_ITEM_INDEX
+from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests import synthetic
 
 
@@ -79,7 +79,7 @@ def test_the_saved_models_take_raw_profile_values(featured):
     assert np.abs(other - served).max() > 1e-3
 
     # Candidates: the item tower's vectors (item features included) scored by the interests, history excluded.
-    scores = np.einsum("bkd,nd->bkn", expected.numpy(), trained.model.candidate_embeddings().numpy()).max(axis=1)
+    scores = np.einsum("bkd,nd->bkn", expected.numpy(), trained.model.corpus.embeddings().numpy()).max(axis=1)
     for r in range(3):
         scores[r, rows[r][rows[r] > 0] - FIRST_ITEM_INDEX] = -np.inf
     best = [[trained.vocabulary[i] for i in np.argsort(-row)[:5]] for row in scores]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from remi import cli
-from remi_tf import feature_tables, models
+from remi_tf import feature_tables, item_index, models
 from remi_tf import input as input_lib
 from remi_tf.pipelines import feature_csvs
 from tests.pipelines.test_local import write_log
@@ -40,8 +40,8 @@ def test_prepare_writes_the_features_of_the_log_items_in_items_tsv_order(prepare
     assert manifest["item_features"]["columns"] == ["categories"]
     assert (manifest["item_features"]["items_with_features"], manifest["item_features"]["rows_not_in_log"]) == (4, 1)
     # Diversity's category: the first value; items without one share the unknown category 0 with padding.
-    categories = feature_tables.read_categories(prepared, vocabulary, models.FIRST_ITEM_INDEX)
-    by_item = dict(zip(vocabulary, categories[models.FIRST_ITEM_INDEX:]))
+    categories = feature_tables.read_categories(prepared, vocabulary, item_index.FIRST_ITEM_INDEX)
+    by_item = dict(zip(vocabulary, categories[item_index.FIRST_ITEM_INDEX:]))
     assert by_item["a"] == by_item["d"] != by_item["b"] and by_item["b"] > 0
     assert by_item["c"] == by_item["e"] == by_item["f"] == categories[0] == 0
 

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from remi import cli
-from remi_tf import data_directory, models
+from remi_tf import data_directory, item_index, models
 from remi_tf import input as input_lib
+from tests import numpy_reference
 from remi_tf.pipelines import beam, local, time_split
 from tests.pipelines.test_local import write_log
 
@@ -74,11 +75,11 @@ def test_time_split_puts_each_event_where_the_protocol_says(tmp_path, log_path):
     vocabulary = input_lib.read_vocabulary(out)
     assert sorted(vocabulary) == FULL
     _, sequences = input_lib.load_sequences(out, "train", vocabulary)
-    np.testing.assert_allclose(input_lib.read_target_probability(out, len(vocabulary)),
-                               models.target_probability(sequences, len(vocabulary), min_cut=4), rtol=1e-12)
+    np.testing.assert_allclose(input_lib.read_target_probability(out),
+                               numpy_reference.target_probability(sequences, len(vocabulary), min_cut=4), rtol=1e-12)
     # evaluation cuts at the boundary, not at floor(0.8 n)
     users, histories, targets = input_lib.load_evaluation_split(out, "test", vocabulary, max_history=3)
-    index = {item: i + models.FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
+    index = {item: i + item_index.FIRST_ITEM_INDEX for i, item in enumerate(vocabulary)}
     by_user = {user: (history.tolist(), target.tolist()) for user, history, target in zip(users, histories, targets)}
     assert by_user == {"u1": ([index["d"], index["e"], index["f"]], [index["a"], index["b"]]),
                        "u8": ([index["c"], 0, 0], [index["d"]])}

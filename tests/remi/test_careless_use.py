@@ -75,9 +75,8 @@ def test_a_finished_model_directory_is_left_as_it_was(small_run, tmp_path):
 @pytest.mark.parametrize("setting,expected", [
     ("learning_rate=nan", "'learning_rate' must be a finite number"),
     ("temperature=.inf", "'temperature' must be a finite number"),
-    ("interest_temperature=0", "'interest_temperature' must be > 0"),
-    ("mixture_gate_dim=0", "'mixture_gate_dim' must be >= 1"),
-    ("interest_scoring=best", "'interest_scoring' must be one of ('hard', 'max', 'logsumexp', 'mixture')"),
+    ("readout_power=-1", "'readout_power' must be >= 0"),
+    ("interest_scoring=best", "'interest_scoring' must be one of 'hard', 'max'"),
 ])
 def test_bad_training_values_are_refused_before_writing(small_run, tmp_path, capsys, setting, expected):
     model_dir = tmp_path / "model"

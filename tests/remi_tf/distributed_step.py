@@ -18,7 +18,7 @@ import numpy as np
 import remi_tf  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 
-from remi_tf import distribute, models
+from remi_tf import distribute, item_index, models
 from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.optimizers import LazyAdam
@@ -35,9 +35,9 @@ def global_batch(side_features: bool = False) -> dict[str, np.ndarray]:
     """A fixed batch whose targets repeat across the halves (accidental hits that cross replicas); with
     side features, each row's raw profile values (an unknown value and a two-value list among them)."""
     rng = np.random.default_rng(7)
-    history = rng.integers(models.FIRST_ITEM_INDEX, VOCABULARY_SIZE + 2, size=(GLOBAL_BATCH, HISTORY))
+    history = rng.integers(item_index.FIRST_ITEM_INDEX, VOCABULARY_SIZE + 2, size=(GLOBAL_BATCH, HISTORY))
     history[::3, 4:] = 0  # some padding
-    target = rng.integers(models.FIRST_ITEM_INDEX, 14, size=GLOBAL_BATCH)  # few distinct ids: repeats
+    target = rng.integers(item_index.FIRST_ITEM_INDEX, 14, size=GLOBAL_BATCH)  # few distinct ids: repeats
     target[GLOBAL_BATCH // 2] = target[0]
     batch = {"history": history.astype(np.int64), "target": target.astype(np.int64)}
     if side_features:

@@ -37,12 +37,40 @@ def test_resolved_config_round_trips(tmp_path):
     ("num_interests=2.5", "num_interests"), ("bogus=1", "unknown config key"), ("beta", "key=value"),
     ("logq_correction=sometimes", "logq_correction"), ("logq_alpha=0", "logq_alpha"),
     ("logq_buckets=0", "logq_buckets"), ("batch_size=true", "batch_size' expects int, got True"),
-    ("learning_rate=false", "learning_rate"), ("logq_weight=-0.5", "logq_weight"),
-    ("logq_weight=1.5", "logq_weight"),
+    ("learning_rate=false", "learning_rate"), ("warm_start_shrink=0", r"'warm_start_shrink' must be in \(0, 1\]"),
+    ("warm_start_recent_fraction=1", r"must be in \[0, 1\)"), ("routing=capsule", "one of 'self_attentive'"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
         config_lib.load(None, [override])
+
+
+def test_a_retired_key_at_what_this_version_does_loads_and_otherwise_is_refused_naming_the_last_version(tmp_path):
+    """A model directory of 0.1.0 lists every key; the retired ones at the values 0.2.0 behaves as load."""
+    old = {**config_lib.RemiConfig().to_dict(), "interest_weights": "none", "merge": "score", "merge_lambda": 2.0,
+           "logq_weight": 1.0, "routing_iterations": 3, "interest_temperature": 0.5}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert config_lib.load(tmp_path / "config.yaml") == config_lib.RemiConfig()
+    for key, value in (("interest_weights", "served"), ("merge", "quota"), ("logq_weight", 0.5),
+                       ("routing_iterations", 5), ("normalize_embeddings", True)):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, key: value}))
+        with pytest.raises(ValueError, match=f"config.yaml: config key '{key}' .*retired in remi-tf 0.2.0.*0.1.0"):
+            config_lib.load(tmp_path / "config.yaml")
+    for scoring in ("logsumexp", "mixture"):
+        with pytest.raises(ValueError, match=f"interest_scoring '{scoring}' was retired.*0.1.0"):
+            config_lib.load(None, [f"interest_scoring={scoring}"])
+
+
+def test_every_field_declares_its_choices_or_range_and_the_reference_lists_them():
+    """Each str field (but none) has choices and each number but seed a range, from the field's metadata;
+    docs/configuration.md shows them."""
+    for field in dataclasses.fields(config_lib.RemiConfig):
+        allowed = field.metadata.get(config_lib.ALLOWED)
+        if field.type in ("str", "int", "float") and field.name != "seed":
+            assert allowed is not None and allowed.admits(field.default), field.name
+    reference = config_lib.reference_markdown()
+    assert "| `logq_alpha` | `0.01` | in (0, 1] |" in reference
+    assert "| `negatives` | `'in_batch'` | one of 'in_batch', 'in_batch_plus_sampled', 'sampled' |" in reference
 
 
 def test_every_preset_loads():

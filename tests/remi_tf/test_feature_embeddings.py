@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 
 from remi_tf import config as config_lib
-from remi_tf import models, train
+from remi_tf import item_index, models, train
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.input import sequence_dataset
 from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding, encode_values, feature_vocabulary
 
-FIRST = models.FIRST_ITEM_INDEX
+FIRST = item_index.FIRST_ITEM_INDEX
 
 
 def numpy_feature_embedding(layer, values_by_column, vocabularies):
@@ -61,8 +61,8 @@ def test_item_tower_and_query_tower_add_the_features():
     expected = ids[FIRST:] + numpy_feature_embedding(model.item_features, item_table.values,
                                                      {"genre": ["a", "b", "c", "zz"]})
     np.testing.assert_allclose(features + ids[FIRST:], expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(model.candidate_embeddings().numpy(), expected, rtol=1e-6, atol=1e-7)
-    chunks = np.concatenate([rows.numpy() for _, rows in model.candidate_chunks(4)])
+    np.testing.assert_allclose(model.corpus.embeddings().numpy(), expected, rtol=1e-6, atol=1e-7)
+    chunks = np.concatenate([rows.numpy() for _, rows in model.corpus.chunks(4)])
     np.testing.assert_allclose(chunks, expected, rtol=1e-6, atol=1e-7)
 
     history = np.array([[2, 5, 0], [7, 0, 0]])
@@ -106,7 +106,7 @@ def test_item_features_place_never_seen_items_by_category(with_features):
     histories = np.stack([sequence[-10:] for sequence in sequences[:200]])
     interests, _ = model.interests(tf.constant(histories))
     tail = np.array([c * per_cluster + i for c in range(clusters) for i in range(seen, per_cluster)])
-    scores = np.einsum("ukd,nd->ukn", interests.numpy(), model.candidate_embeddings().numpy()[tail]).max(axis=1)
+    scores = np.einsum("ukd,nd->ukn", interests.numpy(), model.corpus.embeddings().numpy()[tail]).max(axis=1)
     top = tail[np.argsort(-scores, axis=1)[:, :per_cluster - seen]] // per_cluster  # clusters of the top tail items
     precision = float(np.mean(top == user_clusters[:200, np.newaxis]))
     if with_features:
@@ -136,7 +136,7 @@ def test_user_features_find_the_cluster_a_history_does_not_show(with_features):
     histories[:, :4] = np.stack([sequence[:4] for sequence in sequences[:200]])
     interests, _ = model.interests(tf.constant(histories), tf.constant(profiles[:200].astype(str))
                                    if with_features else None)
-    scores = np.einsum("ukd,nd->ukn", interests.numpy(), model.candidate_embeddings().numpy()).max(axis=1)
+    scores = np.einsum("ukd,nd->ukn", interests.numpy(), model.corpus.embeddings().numpy()).max(axis=1)
     top = np.argsort(-scores, axis=1)[:, :per_cluster] + FIRST
     recall = np.mean([np.isin(sequence[4:], row).mean() for sequence, row in zip(sequences[:200], top)])
     if with_features:

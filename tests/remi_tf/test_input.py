@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from remi_tf import data_directory, models
 from remi_tf import input as input_lib
+from tests import numpy_reference
 from remi_tf.config import RemiConfig
 from remi_tf.pipelines import local
 from tests.pipelines.test_local import write_log
@@ -156,7 +157,7 @@ def test_streaming_targets_follow_the_random_cut_distribution(tmp_path):
     vocabulary = [f"i{i}" for i in range(30)]
     sequences = [rng.integers(2, 32, size=rng.integers(5, 16)) for _ in range(120)]
     files = write_sequence_shards(tmp_path, sequences, vocabulary, num_shards=2)
-    q = models.target_probability(sequences, len(vocabulary), min_cut=4)
+    q = numpy_reference.target_probability(sequences, len(vocabulary), min_cut=4)
     dataset = input_lib.streaming_dataset(files, str(tmp_path / "items.tsv"), batch_size=40, max_history=4, seed=0,
                                           shuffle_buffer=50)
     passes = 300
@@ -167,7 +168,7 @@ def test_streaming_targets_follow_the_random_cut_distribution(tmp_path):
     # 29 degrees of freedom: the 0.999 quantile is 58.3. A sampler that cut uniformly over all positions
     # (not from x_4) fails it by far.
     assert chi_square < 58.3, chi_square
-    wrong = models.target_probability(sequences, len(vocabulary), min_cut=0)[2:] * len(targets)
+    wrong = numpy_reference.target_probability(sequences, len(vocabulary), min_cut=0)[2:] * len(targets)
     assert float(np.sum((observed - wrong) ** 2 / wrong)) > 200
 
 

@@ -176,7 +176,7 @@ def test_routing_regularization_trains_nothing_in_a_capsule_layer(bilinear_map, 
     for layer, trained in ((capsule, False), (attentive, True)):
         with tf.GradientTape() as tape:
             _, routing = layer(inputs, tf.constant(mask))
-            penalty = routing_regularization(routing, embedding_dim=8, mask=tf.constant(mask))
+            penalty = routing_regularization(routing, embedding_dim=8)
         assert penalty.numpy() > 0
         gradients = tape.gradient(penalty, [inputs, *layer.trainable_weights])
         moved = [g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients]
@@ -197,7 +197,7 @@ def test_routing_gradient_lets_the_routing_regularization_train_the_capsules(bil
     flowing.set_weights(stopped.get_weights())
     with tf.GradientTape() as tape:
         interests, routing = flowing(inputs, tf.constant(mask))
-        penalty = routing_regularization(routing, embedding_dim=8, mask=tf.constant(mask))
+        penalty = routing_regularization(routing, embedding_dim=8)
     for got, expected in zip((interests, routing), stopped(inputs, tf.constant(mask))):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6)
     gradients = tape.gradient(penalty, [inputs, flowing.maps])
@@ -215,16 +215,13 @@ def test_label_aware_readout_weights_interests_by_powered_affinity():
                                    [weights @ interests[0]], rtol=1e-6)
 
 
-def test_capsule_initial_maps_auto_is_identity_for_dr_and_random_for_mind():
+def test_capsule_maps_start_at_the_identity_for_dr_and_at_random_for_mind():
     """The measured choice (BENCHMARKS.md 10.5): identity won for ComiRec-DR on every data set, not for MIND."""
     from remi_tf import config as config_lib
     from remi_tf import models
 
-    def initial_maps(**overrides):
-        return models.routing_layer(config_lib.RemiConfig(**overrides).validate()).initial_maps
+    def routing(name):
+        return models.routing_layer(config_lib.RemiConfig(routing=name).validate())
 
-    assert initial_maps(routing="comirec_dr") == "identity" and initial_maps(routing="mind") == "random"
-    assert initial_maps(routing="mind", capsule_initial_maps="identity") == "identity"
-    assert initial_maps(routing="comirec_dr", capsule_initial_maps="random") == "random"
-    with pytest.raises(ValueError, match="capsule_initial_maps"):
-        config_lib.RemiConfig(capsule_initial_maps="orthogonal").validate()
+    assert routing("comirec_dr").initial_maps == "identity" and routing("mind").initial_maps == "random"
+    assert routing("comirec_dr").iterations == routing("mind").iterations == 3

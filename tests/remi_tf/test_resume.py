@@ -108,9 +108,9 @@ def _model_with(config, weights):
     return model
 
 
-@pytest.mark.parametrize("changes", [{}, {"interest_scoring": "mixture", "interest_weights": "served"}])
+@pytest.mark.parametrize("changes", [{}, {"routing": "comirec_dr", "interest_scoring": "max"}])
 def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path, changes):
-    """Every trained weight (the interest weights' predictor and the mixture's gate too) is restored."""
+    """Every trained weight (a capsule routing's maps too) is restored."""
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=2)
     config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=40, steps_per_execution=10,
                                    patience=0, **changes)
@@ -193,3 +193,21 @@ def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
     for best, loaded in zip(weights_at[20], restored.trainable_weights):  # the weights of step 20, not 40
         np.testing.assert_array_equal(best, loaded.numpy())
     assert not np.array_equal(weights_at[20][0], weights_at[40][0])
+
+
+def test_a_backup_of_0_1_0_holding_retired_objects_is_refused_naming_the_way_on(tmp_path):
+    """A backup whose object graph holds what 0.2.0 retired (an interest-weight tracker) is not resumed: the error
+    names the retired objects and the warm start from the same directory; a backup without them passes."""
+    backup_dir = tmp_path / "model" / "backup"
+    chief = backup_dir / model_directory.CHIEF_BACKUP
+    tracker = tf.keras.metrics.Mean("interest_weight_tracker")
+    old = tf.train.Checkpoint(model=tf.train.Checkpoint(interest_weight_tracker=tracker,
+                                                        loss_tracker=tf.keras.metrics.Mean("loss")))
+    tf.train.CheckpointManager(old, str(chief), max_to_keep=1).save()
+    with pytest.raises(RuntimeError, match=r"written by remi-tf 0\.1\.0 \(it holds interest_weight_tracker.*"
+                                           rf"--warm-start {tmp_path / 'model'}"):
+        train.check_backup(str(backup_dir))
+    current = tf.train.Checkpoint(model=tf.train.Checkpoint(loss_tracker=tf.keras.metrics.Mean("loss")))
+    tf.train.CheckpointManager(current, str(tmp_path / "other" / "backup" / model_directory.CHIEF_BACKUP),
+                               max_to_keep=1).save()
+    train.check_backup(str(tmp_path / "other" / "backup"))

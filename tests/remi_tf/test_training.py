@@ -7,7 +7,7 @@ import tensorflow as tf
 from remi_tf import config as config_lib
 from remi_tf import evaluate, models, train
 from remi_tf.input import evaluation_examples, sequence_dataset
-from tests import synthetic
+from tests import synthetic, numpy_reference
 
 NUM_CLUSTERS, ITEMS_PER_CLUSTER = 24, 10
 
@@ -36,7 +36,7 @@ def train_and_evaluate(planted, steps=1500, **overrides):
                                    max_steps=steps, steps_per_execution=50).replace(**overrides)
     vocabulary_size = NUM_CLUSTERS * ITEMS_PER_CLUSTER
     model = models.RemiModel(config, vocabulary_size,
-                             models.target_probability(train_sequences, vocabulary_size, min_cut=4))
+                             numpy_reference.target_probability(train_sequences, vocabulary_size, min_cut=4))
     train.compile_model(model, config)
     dataset = sequence_dataset(train_sequences, config.batch_size, config.max_history, seed=0)
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
@@ -58,17 +58,16 @@ def test_multi_interest_beats_single_interest(planted):
 
 def test_two_interests_scored_as_served_beat_one_on_two_unequal_clusters(two_unequal_clusters):
     """Two unequal clusters per user (a top 20 can hold both of a user's clusters): two interests beat one,
-    scored by the hard read-out and merged by score, and scored by the max over the interests with the
-    learned weights' merge (seen: K 1 0.826; hard + score 0.896; max + served weights + weighted 0.883; the
-    quota merge is below the merge by score here, 0.842-0.857, as on the real data sets: BENCHMARKS.md 10.12)."""
+    scored by the hard read-out and by the max over the interests, merged by score (seen: K 1 0.826; hard
+    0.896; max SEEN_MAX)."""
     one = train_and_evaluate(two_unequal_clusters, num_interests=1)
     hard = train_and_evaluate(two_unequal_clusters, num_interests=2)
-    served = train_and_evaluate(two_unequal_clusters, num_interests=2, interest_scoring="max",
-                                interest_weights="served", merge="weighted")
+    served = train_and_evaluate(two_unequal_clusters, num_interests=2, interest_scoring="max")
     assert hard["recall@20"] > one["recall@20"] + 0.04, (hard, one)
     assert served["recall@20"] > one["recall@20"] + 0.03, (served, one)
     assert min(served["interest_share"]) > 0.3, served  # both interests fill the merged lists
-    assert served["oracle_recall@20"] >= served["recall@20"] - 0.05  # the merge is near the best single list
+    # the merge is near the best single list of each user (the oracle), or better
+    assert served["recall@20"] >= served["oracle_recall@20"] - 0.05, served
 
 
 def test_routing_regularization_raises_routing_entropy(planted):
@@ -86,15 +85,11 @@ def test_capsule_routings_learn_the_planted_clusters(planted):
     label_aware = train_and_evaluate(planted, routing="mind", routing_lambda=0.0, readout="label_aware",
                                      readout_power=2)
     assert label_aware["recall@20"] > 0.45, label_aware
-    # ComiRec-DR's 80 per-position maps: started at random they have first to learn to undo their random
-    # directions (seen: 0.17 after 1,500 steps, 0.33 after 3,000); at the identity they start where the
-    # history's items point (seen: 0.64 after 1,500).
-    dynamic = train_and_evaluate(planted, routing="comirec_dr", routing_lambda=0.0, capsule_initial_maps="identity")
+    # ComiRec-DR's 80 per-position maps start at the identity, where the history's items point (seen: 0.64 after
+    # 1,500 steps; started at random, as ComiRec's code, 0.17: BENCHMARKS.md 10.5)
+    dynamic = train_and_evaluate(planted, routing="comirec_dr", routing_lambda=0.0)
     assert dynamic["recall@20"] > 0.45, dynamic
-    at_random = train_and_evaluate(planted, routing="comirec_dr", routing_lambda=0.0, capsule_initial_maps="random")
-    assert dynamic["recall@20"] > at_random["recall@20"] + 0.2, (dynamic, at_random)
     # K = 4 beats K = 1 for each capsule routing too (seen: MIND 0.60 vs 0.44, ComiRec-DR 0.64 vs 0.52)
-    for routing, four, initial_maps in (("mind", mind, "random"), ("comirec_dr", dynamic, "identity")):
-        one = train_and_evaluate(planted, routing=routing, routing_lambda=0.0, capsule_initial_maps=initial_maps,
-                                 num_interests=1)
+    for routing, four in (("mind", mind), ("comirec_dr", dynamic)):
+        one = train_and_evaluate(planted, routing=routing, routing_lambda=0.0, num_interests=1)
         assert four["recall@20"] > one["recall@20"] + 0.05, (routing, four, one)

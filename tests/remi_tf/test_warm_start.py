@@ -12,7 +12,7 @@ import pytest
 from remi import cli
 from remi_tf import config as config_lib
 from remi_tf import input as input_lib
-from remi_tf import model_directory, models, warm_start
+from remi_tf import item_index, model_directory, models, warm_start
 from tests.pipelines.test_local import write_log
 
 SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
@@ -53,7 +53,7 @@ def test_same_vocabulary_scores_exactly_like_the_parent(parent):
     parent_interests, parent_routing = trained.model.query_tower(histories)
     np.testing.assert_array_equal(interests.numpy(), parent_interests.numpy())
     np.testing.assert_array_equal(routing.numpy(), parent_routing.numpy())
-    np.testing.assert_array_equal(model.candidate_embeddings().numpy(), trained.model.candidate_embeddings().numpy())
+    np.testing.assert_array_equal(model.corpus.embeddings().numpy(), trained.model.corpus.embeddings().numpy())
     for weight, parent_weight in zip(model.frequency_estimator.weights, trained.model.frequency_estimator.weights):
         np.testing.assert_array_equal(weight.numpy(), parent_weight.numpy())
     assert trained.model.frequency_estimator.step.numpy() > 0  # the parent's state is not the initial one
@@ -68,18 +68,18 @@ def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path, shrink):
     carried = warm_start.warm_start(model, vocabulary, parent_dir)
     parent_table = trained.model.item_embedding.embeddings.numpy()
     table = model.item_embedding.embeddings.numpy()
-    parent_row = {item: row for row, item in enumerate(trained.vocabulary, start=models.FIRST_ITEM_INDEX)}
+    parent_row = {item: row for row, item in enumerate(trained.vocabulary, start=item_index.FIRST_ITEM_INDEX)}
     shared = [item for item in vocabulary if item in parent_row]
     assert sorted(shared) == sorted(f"i{i}" for i in range(15, 60))
     assert carried == warm_start.CarriedOver(45, 15, 15, True)
-    for row, item in enumerate(vocabulary, start=models.FIRST_ITEM_INDEX):
+    for row, item in enumerate(vocabulary, start=item_index.FIRST_ITEM_INDEX):
         if item in parent_row:
             np.testing.assert_allclose(table[row], shrink * parent_table[parent_row[item]], rtol=1e-6, err_msg=item)
         else:  # a new item: a fresh row, none of the parent's
             assert not np.isclose(shrink * parent_table, table[row]).all(axis=1).any(), item
     # new rows are drawn at the carried rows' scale (then shrunk with them)
-    new_rows = [row for row, item in enumerate(vocabulary, start=models.FIRST_ITEM_INDEX) if item not in parent_row]
-    carried_rms = np.sqrt(np.mean(parent_table[models.FIRST_ITEM_INDEX:] ** 2))
+    new_rows = [row for row, item in enumerate(vocabulary, start=item_index.FIRST_ITEM_INDEX) if item not in parent_row]
+    carried_rms = np.sqrt(np.mean(parent_table[item_index.FIRST_ITEM_INDEX:] ** 2))
     assert 0.6 < np.sqrt(np.mean(table[new_rows] ** 2)) / (shrink * carried_rms) < 1.4
 
 

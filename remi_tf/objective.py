@@ -1,0 +1,72 @@
+"""REMI's training objective over a batch's candidates: the queries' similarities, computed once (the K interests
+combined by `interest_scoring`, or MIND's label-aware read-out), the task's IHN softmax (plus, with
+served_score_weight, the same scores combined as served), and the routing regularization, as this replica's
+share of the global batch's loss."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from remi_tf import collectives, losses, scoring
+from remi_tf.candidate_sampler import Candidates
+from remi_tf.config import RemiConfig
+from remi_tf.layers import label_aware_readout
+from remi_tf.tasks import InterestAwareRetrieval
+
+
+class RetrievalObjective:
+    """The loss and the terms the trackers report (a plain object: the tasks belong to the model).
+
+    Args:
+      config: readout, readout_power, interest_scoring, served_score_weight, routing_lambda,
+        routing_regularization_mode, embedding_dim and negatives are read.
+      task: the IHN softmax; served_task: the served score's softmax (with served_score_weight > 0), or None.
+    """
+
+    def __init__(self, config: RemiConfig, task: InterestAwareRetrieval,
+                 served_task: InterestAwareRetrieval | None) -> None:
+        self.config, self.task, self.served_task = config, task, served_task
+
+    def __call__(self, interests: tf.Tensor, routing: tf.Tensor, positive_embeddings: tf.Tensor,
+                 candidates: Candidates) -> tuple[tf.Tensor, tf.Tensor]:
+        """Under a synchronous strategy with R replicas (one global batch), each replica's loss is its share of the
+        global objective: its rows' per-example losses summed and divided by the global batch, plus its rows'
+        routing regularization (a sum over rows); the gradients summed over replicas are then the one-process
+        gradients at the global batch.
+
+        Args:
+          interests: [b, K, d]; routing: [b, K, L]; positive_embeddings: [b, d] this replica's rows.
+
+        Returns:
+          loss: [] this replica's loss.
+          terms: [3] this replica's shares of (retrieval loss, routing regularization, loss); summed over the
+            replicas they are the global batch's values (one replica: the values themselves).
+        """
+        retrieval_loss = self.retrieval_loss(interests, positive_embeddings, candidates)
+        regularization = losses.routing_regularization(routing, self.config.embedding_dim,
+                                                       self.config.routing_regularization_mode)
+        replica = tf.distribute.get_replica_context()
+        if collectives.gathers_candidates(replica):  # the retrieval loss is a mean over this replica's rows
+            rows = tf.cast(tf.shape(positive_embeddings)[0], retrieval_loss.dtype)
+            retrieval_loss *= rows / (tf.cast(candidates.num_positives, retrieval_loss.dtype)
+                                      if self.config.negatives != "sampled" else rows * replica.num_replicas_in_sync)
+        loss = retrieval_loss + self.config.routing_lambda * regularization
+        return loss, tf.stack([retrieval_loss, regularization, loss])
+
+    def retrieval_loss(self, interests: tf.Tensor, positive_embeddings: tf.Tensor, candidates: Candidates
+                       ) -> tf.Tensor:
+        """[] the task's loss (a mean over this replica's rows), with the served term when there is one: both
+        from one [b, K, C] matrix of per-interest scores."""
+        correction = {"candidate_sampling_probability": candidates.sampling_probability,
+                      "candidate_ids": candidates.ids}
+        if self.config.readout == "label_aware":
+            query = label_aware_readout(interests, positive_embeddings, self.config.readout_power)  # [b, d]
+            return self.task.loss_of_similarities(tf.matmul(query, candidates.vectors, transpose_b=True),
+                                                  **correction)
+        per_interest = scoring.per_interest_scores(interests, candidates.vectors)  # [b, K, C]
+        loss = self.task.loss_of_similarities(scoring.combine_interest_scores(
+            per_interest, interests, candidates.vectors, self.config.interest_scoring), **correction)
+        if self.served_task is not None:  # the same scores as served: the max over the K interests
+            loss += self.config.served_score_weight * self.served_task.loss_of_similarities(
+                scoring.combine_interest_scores(per_interest, interests, candidates.vectors, "max"), **correction)
+        return loss
