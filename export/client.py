@@ -8,7 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -149,12 +149,17 @@ def candidate_rows(candidates: Candidates, names: dict[str, str] | None = None) 
 def format_candidates(history: Sequence[str], candidates: Candidates, names: dict[str, str] | None = None) -> str:
     """A readable table of the merged list grouped by the interest that retrieved each item: per interest
     its share of the list, then rank, item (and its name, when `names` has it) and score; an interest
-    with no item in the list is shown with its own best item."""
+    with no item in the list is shown with its own best item. A history without a known item gets the
+    popular items alone, under one line that says so (the interests read nothing, their lists mean nothing)."""
     def shown(item: str) -> str:
         return f"{item} ({names[item]})" if names and item in names else item
 
     rows = candidate_rows(candidates, names)
     lines = [f"history: {', '.join(shown(item) for item in history) or '(empty)'}"]
+    if rows and all(row["interest"] < 0 for row in rows):  # the interests read nothing: their lists mean nothing
+        lines.append("no item of the history is known to the model: the most popular items instead")
+        lines.append(f"popular items: {len(rows)}")
+        return "\n".join(lines + [_row_line(row, shown) for row in rows])
     interests = sorted({row["interest"] for row in rows} | set(range(len(candidates.interest_item_ids))),
                        key=lambda interest: (interest < 0, interest))  # popularity candidates last
     for interest in interests:
@@ -165,8 +170,13 @@ def format_candidates(history: Sequence[str], candidates: Candidates, names: dic
             lines.append(f"{title}: no item in the merged list" + (f" (its best: {shown(best[0])})" if best else ""))
             continue
         lines.append(f"{title}: {len(own)} of {len(rows)}")
-        lines += [f"  {row['rank']:>4}  {shown(row['item_id'])[:48]:<48} {row['score']:>9.4f}" for row in own]
+        lines += [_row_line(row, shown) for row in own]
     return "\n".join(lines)
+
+
+def _row_line(row: dict, shown: Callable[[str], str]) -> str:
+    """One candidate of the table: rank, item (and name) and score."""
+    return f"  {row['rank']:>4}  {shown(row['item_id'])[:48]:<48} {row['score']:>9.4f}"
 
 
 def read_item_names(path: str) -> dict[str, str]:
