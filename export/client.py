@@ -40,7 +40,8 @@ class RemiClient:
     """Looks up candidates for histories of item ids.
 
     Args:
-      server: "http://host:port" (REST) or "host:port" (gRPC when `use_grpc`).
+      server: "http://host:port" (REST) or "host:port" (gRPC when `use_grpc`; "grpc://host:port" too, a URL of
+        another scheme is refused).
       model: served model name (the retrieval model, e.g. "remi" or "remi-exact").
       signature_name: "serving_default" (history items excluded) or "include_history".
     """
@@ -52,6 +53,10 @@ class RemiClient:
             import grpc
             from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+            if "://" in server and not server.startswith("grpc://"):
+                raise ValueError(f"--grpc takes HOST:PORT (TF Serving's gRPC port, 8500 by default), not the URL "
+                                 f"{server!r}: pass e.g. 127.0.0.1:8500, or drop --grpc to look up over REST at "
+                                 "that URL")
             self.target = server.removeprefix("grpc://")
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.target))
         else:
@@ -106,7 +111,7 @@ class RemiClient:
             message = error.read().decode("utf-8", "replace")
             raise LookupFailed(f"{self.target} answered {error.code}: {message}") from None
         except (urllib.error.URLError, ConnectionError) as error:
-            raise ServerUnavailable(f"no server at {self.target}: {error}") from None
+            raise ServerUnavailable(f"no server answers at {self.target} ({getattr(error, 'reason', error)})") from None
         except http.client.HTTPException as error:
             raise LookupFailed(f"{self.target} does not answer HTTP ({type(error).__name__}): is it a gRPC port? "
                                "Then pass --grpc and HOST:PORT") from None
@@ -120,7 +125,7 @@ class RemiClient:
                                           timeout=self.timeout)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
-                raise ServerUnavailable(f"no server at {self.target}: {error.details()}") from None
+                raise ServerUnavailable(f"no server answers at {self.target} ({error.details()})") from None
             raise LookupFailed(f"{self.target} answered {error.code().name}: {error.details()}") from None
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
