@@ -65,7 +65,8 @@ def evaluate_merges(model_dir: str, merges: list[str]) -> dict[str, dict[str, di
             for spec in missing:
                 merge, merge_lambda = parse_merge(spec)
                 found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
-                                          user_features=profiles, merge=merge, merge_lambda=merge_lambda)
+                                          user_features=profiles, merge=merge, merge_lambda=merge_lambda,
+                                          exclude_history=False)
                 report = dict(metrics.ranking_metrics(found.item_ids, targets, (20, 50)))
                 report.update(metrics.interest_list_coverage(found.interest_item_ids, targets, (50,)))
                 report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)

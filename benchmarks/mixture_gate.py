@@ -30,7 +30,8 @@ def gate_rows(model_dir: str, split: str) -> list[float]:
                                                             trained.config.max_history)
 
     def recall() -> float:
-        found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size)
+        found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
+                                  exclude_history=False)
         return metrics.ranking_metrics(found.item_ids, targets, (50,))["recall@50"]
 
     row = [recall()]

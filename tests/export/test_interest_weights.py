@@ -67,7 +67,7 @@ def test_evaluation_report_names_the_weights(weighted_model_dir):
     weights = trained.model.encode(tf.constant(rows))[2].numpy()
     expected = float(np.mean(-(weights * np.log(weights)).sum(axis=1)))
     assert report["interest_weight_entropy"] == pytest.approx(expected, rel=1e-5)
-    found = evaluate.retrieve(trained.model, rows, 5, merge="quota")
+    found = evaluate.retrieve(trained.model, rows, 5, merge="quota", exclude_history=False)
     quotas = merging.slot_quotas(tf.constant(weights), 5).numpy()
     counts = np.stack([np.bincount(row[row >= 0], minlength=3) for row in found.interest])
     assert counts.sum() == 15  # every slot filled

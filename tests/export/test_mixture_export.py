@@ -56,6 +56,6 @@ def test_exported_mixture_lookup_matches_numpy(mixture_model_dir, tmp_path):
     best = np.einsum("bkd,bnd->bkn", interests, model.vectors_by_index().numpy()[expected_ids]).max(axis=1)
     assert np.all(expected_scores <= best + 1e-5)
 
-    found = evaluate.retrieve(model, rows, K)  # evaluation: each interest's top K, re-scored alike
+    found = evaluate.retrieve(model, rows, K, exclude_history=False)  # evaluation: each interest's top K, re-scored
     ids, combined = numpy_mixture_lookup(model, interests, K)
     np.testing.assert_array_equal(found.item_ids, numpy_reference.merge_interest_topk(ids, combined, K)[0])
