@@ -214,8 +214,8 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
         def _route(self, predict: bool) -> None:
             match = _PATH.match(urllib.parse.urlsplit(self.path).path)
             try:
-                predicting = predict and bool(match) and match.group(3) == ":predict"
-                body = self._read_body(required=predicting, keep=predicting)
+                predicting = predict and match is not None and match.group(3) == ":predict"
+                body = self._read_body(required=predicting, keep=predicting)  # others' bodies: read and dropped
                 if not match or (match.group(3) == ":predict") != predict:
                     raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
                 name, version = match.group(1), int(match.group(2)) if match.group(2) else None
