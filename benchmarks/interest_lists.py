@@ -80,7 +80,7 @@ def coverage(model_dir: str, split: str, deep: int) -> dict[str, float]:
                                                                    trained.config.max_history)
     profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
     found = evaluate.retrieve(trained.model, histories, max(deep, TOP_N), trained.config.eval_batch_size,
-                              user_features=profiles)
+                              user_features=profiles, exclude_history=False)
     return lists_row(found.interest_item_ids[:, :, :TOP_N], found.item_ids, targets, len(trained.vocabulary), deep)
 
 
@@ -100,7 +100,8 @@ def ensemble_coverage(model_dirs: Sequence[str], split: str, deep: int) -> dict[
         user_ids, histories, targets = input_lib.load_evaluation_split(trained.data_dir, split, trained.vocabulary,
                                                                        trained.config.max_history)
         found = evaluate.retrieve(trained.model, histories, max(deep, TOP_N), trained.config.eval_batch_size,
-                                  user_features=evaluate.user_profiles(trained.model, trained.data_dir, user_ids))
+                                  user_features=evaluate.user_profiles(trained.model, trained.data_dir, user_ids),
+                                  exclude_history=False)
         lists.append(found.item_ids)
         scores.append(found.scores)
         vocabulary_size = len(trained.vocabulary)

@@ -57,7 +57,7 @@ def evaluate_merges(model_dir: str) -> dict[str, dict[str, dict[str, float]]]:
             profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
             for spec in missing:
                 found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
-                                          user_features=profiles)
+                                          user_features=profiles, exclude_history=False)
                 report = dict(metrics.ranking_metrics(found.item_ids, targets, (20, 50)))
                 report.update(metrics.interest_list_coverage(found.interest_item_ids, targets, (50,)))
                 report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)

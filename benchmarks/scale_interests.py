@@ -38,7 +38,8 @@ def recall_by_followed_clusters(model_dir: str, data_dir: str, follows: dict[str
     trained = model_directory.load_trained(model_dir)
     users, histories, targets = input_lib.load_evaluation_split(data_dir, "test", trained.vocabulary,
                                                                 trained.config.max_history)
-    found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size).item_ids
+    found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
+                              exclude_history=False).item_ids
     groups = np.array([follows[user] for user in users])
     result = {"all": metrics.ranking_metrics(found, targets, (50,))["recall@50"], "users": len(users)}
     for count in sorted(set(groups.tolist())):

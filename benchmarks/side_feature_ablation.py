@@ -44,14 +44,14 @@ def subset_recalls(model_dir: str, short_history: int) -> dict:
                                                                    trained.config.max_history)
     profiles = evaluate.user_profiles(trained.model, trained.data_dir, user_ids)
     found = evaluate.retrieve(trained.model, histories, TOP_N, trained.config.eval_batch_size,
-                              user_features=profiles).item_ids
+                              user_features=profiles, exclude_history=False).item_ids
     known = (histories >= FIRST_ITEM_INDEX).sum(axis=1)
     truncated = np.zeros_like(histories)
     for row, count in enumerate(known):
         kept = histories[row, max(count - short_history, 0):count]
         truncated[row, :len(kept)] = kept
     found_truncated = evaluate.retrieve(trained.model, truncated, TOP_N, trained.config.eval_batch_size,
-                                        user_features=profiles).item_ids
+                                        user_features=profiles, exclude_history=False).item_ids
     first_tail = FIRST_ITEM_INDEX + int(HEAD_FRACTION * len(trained.vocabulary))  # items.tsv: most frequent first
     overall, tail, short, cut_short = [], [], [], []
     for row, user_targets in enumerate(targets):

@@ -28,7 +28,8 @@ def per_user_recall(model_dir: str) -> np.ndarray:
     trained = model_directory.load_trained(model_dir)
     _, histories, targets = input_lib.load_evaluation_split(trained.data_dir, "valid", trained.vocabulary,
                                                             trained.config.max_history)
-    found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size).item_ids
+    found = evaluate.retrieve(trained.model, histories, 50, trained.config.eval_batch_size,
+                              exclude_history=False).item_ids
     return np.array([metrics.ranking_metrics(found[i:i + 1], targets[i:i + 1], (50,))["recall@50"]
                      for i in range(len(targets))])
 

@@ -8,7 +8,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,7 +40,8 @@ class RemiClient:
     """Looks up candidates for histories of item ids.
 
     Args:
-      server: "http://host:port" (REST) or "host:port" (gRPC when `use_grpc`).
+      server: "http://host:port" (REST) or "host:port" (gRPC when `use_grpc`; "grpc://host:port" too, a URL of
+        another scheme is refused).
       model: served model name (the retrieval model, e.g. "remi" or "remi-exact").
       signature_name: "serving_default" (history items excluded) or "include_history".
     """
@@ -52,6 +53,10 @@ class RemiClient:
             import grpc
             from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+            if "://" in server and not server.startswith("grpc://"):
+                raise ValueError(f"--grpc takes HOST:PORT (TF Serving's gRPC port, 8500 by default), not the URL "
+                                 f"{server!r}: pass e.g. 127.0.0.1:8500, or drop --grpc to look up over REST at "
+                                 "that URL")
             self.target = server.removeprefix("grpc://")
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.target))
         else:
@@ -106,7 +111,7 @@ class RemiClient:
             message = error.read().decode("utf-8", "replace")
             raise LookupFailed(f"{self.target} answered {error.code}: {message}") from None
         except (urllib.error.URLError, ConnectionError) as error:
-            raise ServerUnavailable(f"no server at {self.target}: {error}") from None
+            raise ServerUnavailable(f"no server answers at {self.target} ({getattr(error, 'reason', error)})") from None
         except http.client.HTTPException as error:
             raise LookupFailed(f"{self.target} does not answer HTTP ({type(error).__name__}): is it a gRPC port? "
                                "Then pass --grpc and HOST:PORT") from None
@@ -120,7 +125,7 @@ class RemiClient:
                                           timeout=self.timeout)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
-                raise ServerUnavailable(f"no server at {self.target}: {error.details()}") from None
+                raise ServerUnavailable(f"no server answers at {self.target} ({error.details()})") from None
             raise LookupFailed(f"{self.target} answered {error.code().name}: {error.details()}") from None
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
@@ -149,12 +154,17 @@ def candidate_rows(candidates: Candidates, names: dict[str, str] | None = None) 
 def format_candidates(history: Sequence[str], candidates: Candidates, names: dict[str, str] | None = None) -> str:
     """A readable table of the merged list grouped by the interest that retrieved each item: per interest
     its share of the list, then rank, item (and its name, when `names` has it) and score; an interest
-    with no item in the list is shown with its own best item."""
+    with no item in the list is shown with its own best item. A history without a known item gets the
+    popular items alone, under one line that says so (the interests read nothing, their lists mean nothing)."""
     def shown(item: str) -> str:
         return f"{item} ({names[item]})" if names and item in names else item
 
     rows = candidate_rows(candidates, names)
     lines = [f"history: {', '.join(shown(item) for item in history) or '(empty)'}"]
+    if rows and all(row["interest"] < 0 for row in rows):  # the interests read nothing: their lists mean nothing
+        lines.append("no item of the history is known to the model: the most popular items instead")
+        lines.append(f"popular items: {len(rows)}")
+        return "\n".join(lines + [_row_line(row, shown) for row in rows])
     interests = sorted({row["interest"] for row in rows} | set(range(len(candidates.interest_item_ids))),
                        key=lambda interest: (interest < 0, interest))  # popularity candidates last
     for interest in interests:
@@ -165,8 +175,13 @@ def format_candidates(history: Sequence[str], candidates: Candidates, names: dic
             lines.append(f"{title}: no item in the merged list" + (f" (its best: {shown(best[0])})" if best else ""))
             continue
         lines.append(f"{title}: {len(own)} of {len(rows)}")
-        lines += [f"  {row['rank']:>4}  {shown(row['item_id'])[:48]:<48} {row['score']:>9.4f}" for row in own]
+        lines += [_row_line(row, shown) for row in own]
     return "\n".join(lines)
+
+
+def _row_line(row: dict, shown: Callable[[str], str]) -> str:
+    """One candidate of the table: rank, item (and name) and score."""
+    return f"  {row['rank']:>4}  {shown(row['item_id'])[:48]:<48} {row['score']:>9.4f}"
 
 
 def read_item_names(path: str) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +20,8 @@ from remi_tf.export.registry import DEFAULT_SIGNATURE, MAX_REQUEST_VALUES, Model
 
 MAX_BODY_BYTES = 64 << 20  # a REST request body larger than this is refused before it is read
 REQUEST_TIMEOUT_S = 30.0  # a REST connection that sends nothing for this long is closed
+LINGER_S = 2.0  # a connection the server closes is read (and dropped) this long first, so its reply is not reset
+DISCARD_CHUNK_BYTES = 1 << 16  # the body of a request answered without it is read and dropped in pieces this size
 
 
 class RequestRejected(Exception):
@@ -135,49 +139,83 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
         disable_nagle_algorithm = True
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """http.server's own errors (bad request lines, unsupported methods) in TF Serving's JSON, with
-            a status line also for a request line it could not read (which it takes for HTTP/0.9)."""
+            """http.server's own errors (bad request lines, headers it cannot read, unsupported methods) in TF
+            Serving's JSON, with a status line also for a request line it could not read (which it takes for
+            HTTP/0.9). The rest of the stream cannot be trusted: the connection closes."""
             self.close_connection = True
             if self.request_version == "HTTP/0.9":
                 self.request_version = self.protocol_version
             self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
         def _reply(self, status: int, payload: dict) -> None:
+            """A JSON reply; `Connection: close` when the connection closes after it (close_connection)."""
             body = json_body(payload)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def _read_body(self) -> bytes:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                raise RequestRejected(411, "chunked request bodies are not supported: send Content-Length")
-            length = self.headers.get("Content-Length")
-            if length is None or not length.strip().isdigit():
-                raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
-            if int(length) > MAX_BODY_BYTES:
-                raise RequestRejected(413, f"request body of {int(length)} bytes exceeds {MAX_BODY_BYTES}")
+        def _body_length(self, required: bool) -> int:
+            """The declared body's size (0 without a Content-Length where none is `required`); a body whose end
+            the server cannot find or will not read is refused (RequestRejected): the connection then closes."""
+            if "Transfer-Encoding" in self.headers:
+                raise RequestRejected(411, f"request bodies in a transfer coding ({self.headers['Transfer-Encoding']}"
+                                           "; chunked) are not supported: send Content-Length")
+            lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
+            if not lengths:
+                if required:
+                    raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
+                return 0
+            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+                raise RequestRejected(400, f"Content-Length {', '.join(sorted(lengths))}: expected one byte count")
+            length = int(next(iter(lengths)))
+            if length > MAX_BODY_BYTES:
+                raise RequestRejected(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+            return length
+
+        def _read_body(self, required: bool = True, keep: bool = True) -> bytes:
+            """The request's body (b"" for none); `keep=False` reads and drops it in pieces, so that the next
+            request on the connection starts where it should."""
+            length = self._body_length(required)
             chunks, received = [], 0
-            while received < int(length):  # in pieces, so that a timeout still knows what arrived
+            while received < length:  # in pieces, so that a timeout still knows what arrived
                 try:
-                    chunk = self.rfile.read1(int(length) - received)
+                    chunk = self.rfile.read1(min(length - received, length if keep else DISCARD_CHUNK_BYTES))
                 except TimeoutError:
                     break
                 if not chunk:
                     break
-                chunks.append(chunk)
+                if keep:
+                    chunks.append(chunk)
                 received += len(chunk)
-            body = b"".join(chunks)
-            if len(body) < int(length):
-                raise RequestRejected(400, f"request body ended after {len(body)} of the {int(length)} bytes "
-                                           "of its Content-Length")
-            return body
+            if received < length:
+                raise RequestRejected(400, f"request body ended after {received} of the {length} bytes of its "
+                                           "Content-Length")
+            return b"".join(chunks)
+
+        def handle_expect_100(self) -> bool:
+            """`Expect: 100-continue`: a body that would be refused is refused before the client sends it."""
+            try:
+                self._body_length(required=False)
+            except RequestRejected as error:
+                self._refuse(error)
+                return False
+            return super().handle_expect_100()
+
+        def _refuse(self, error: RequestRejected) -> None:
+            """An HTTP-level refusal: the body was not read, so the connection closes after the reply."""
+            self.close_connection = True
+            self._reply(error.status, {"error": str(error)})
 
         def _route(self, predict: bool) -> None:
             match = _PATH.match(urllib.parse.urlsplit(self.path).path)
             try:
+                predicting = predict and match is not None and match.group(3) == ":predict"
+                body = self._read_body(required=predicting, keep=predicting)  # others' bodies: read and dropped
                 if not match or (match.group(3) == ":predict") != predict:
                     raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
                 name, version = match.group(1), int(match.group(2)) if match.group(2) else None
@@ -190,12 +228,11 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
                 if not predict:
                     self._reply(200, {"model_version_status": registry.status(name, version)})
                     return
-                signature_name, inputs, row_format = parse_rest_request(self._read_body())
+                signature_name, inputs, row_format = parse_rest_request(body)
                 _, outputs = registry.predict(name, version, signature_name, inputs)
                 self._reply(200, format_rest_response(outputs, row_format))
             except RequestRejected as error:
-                self.close_connection = True
-                self._reply(error.status, {"error": str(error)})
+                self._refuse(error)
             except ServingError as error:
                 self._reply(404 if error.code == "NOT_FOUND" else 400, {"error": str(error)})
             except (tf.errors.OpError, ValueError, TypeError) as error:
@@ -208,7 +245,12 @@ def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUES
             self._route(predict=True)
 
         def _not_allowed(self) -> None:
-            self.send_error(405, f"Method {self.command} not allowed: GET a model's status, POST :predict")
+            try:
+                self._read_body(required=False, keep=False)
+            except RequestRejected as error:
+                self._refuse(error)
+                return
+            self._reply(405, {"error": f"Method {self.command} not allowed: GET a model's status, POST :predict"})
 
         do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _not_allowed
 
@@ -224,3 +266,19 @@ class HTTPServer(ThreadingHTTPServer):
 
     request_queue_size = 128  # the listen backlog (5 by default: connection resets under 16 clients)
     daemon_threads = True
+
+    def shutdown_request(self, request: Any) -> None:
+        """Closes a connection gracefully: the server's side first, then what the client still sends (a body
+        that was refused unread) is read and dropped for up to LINGER_S, until the client closes. Closing a
+        socket with unread data resets the connection, and a reset can destroy the reply before the client
+        reads it."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_S
+            while (left := deadline - time.monotonic()) > 0:
+                request.settimeout(left)
+                if not request.recv(DISCARD_CHUNK_BYTES):
+                    break
+        except OSError:  # the client is gone, or the linger time is up (TimeoutError)
+            pass
+        self.close_request(request)

@@ -8,8 +8,10 @@ picks up new versions without a restart (polling). REST:
 gRPC: tensorflow.serving.PredictionService/Predict and GetModelMetadata, ModelService/GetModelStatus.
 Bad requests get TF Serving-style errors ({"error": ...} with HTTP 400/404/405/411/413; gRPC
 INVALID_ARGUMENT or NOT_FOUND) in bounded time and memory (body size, values per request, declared
-tensor shapes, JSON nesting, a socket timeout for stalled bodies), and the server keeps serving. A
-version that fails to load is reported (status END with its error) and skipped; polling goes on.
+tensor shapes, JSON nesting, a socket timeout for stalled bodies), and the server keeps serving. Every REST
+reply leaves its kept-alive connection usable (the declared body read or dropped) or says `Connection: close`
+and closes it (a body it will not read: export/rest.py). A version that fails to load is reported (status END
+with its error) and skipped; polling goes on.
 Concurrent predictions run in batches when a Batcher is given (`remi serve` does: export/batching.py).
 """
 

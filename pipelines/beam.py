@@ -31,6 +31,7 @@ from remi_tf import atomic, data_directory
 from remi_tf.pipelines import local, readers, record_checks, sequences, time_split
 
 REPORT = "report"
+TIME_DIGITS = "time_digits"  # the digits of a second each file's timestamps need (readers.read_timed_blocks)
 RESULTS = ".pipeline-results.json"  # written by the last step, read into the manifest, removed
 DEFAULT_BUCKETS = 16
 FLUSH_EVENTS = 1 << 20  # a file's events are sent on in pieces of about this many
@@ -51,33 +52,46 @@ class ReadBuckets(beam.DoFn):
     def process(self, element: tuple[int, str]) -> Iterator:
         file_index, path = element
         log = record_checks.BadRecordLog(max_bad_records=2 ** 62)  # the limit is applied after the run
-        blocks, buffered, events = [], 0, 0
-        for block in readers.read_blocks(path, self.file_format, log, file_index, self.behavior, self.columns,
-                                         self.min_rating):
-            blocks.append(block)
+        timed, buffered, events, file_digits = [], 0, 0, 0
+        for digits, block in readers.read_timed_blocks(path, self.file_format, log, file_index, self.behavior,
+                                                       self.columns, self.min_rating):
+            timed.append((digits, block))
             buffered += len(block.users)
+            file_digits = max(file_digits, digits)
             self.reading.update(len(block.users))
             if buffered >= FLUSH_EVENTS:  # bounded memory for large files
-                yield from self._by_bucket(sequences.concatenate(blocks))
-                events, blocks, buffered = events + buffered, [], 0
-        yield from self._by_bucket(sequences.concatenate(blocks))
+                yield from self._by_bucket(timed)
+                events, timed, buffered = events + buffered, [], 0
+        yield from self._by_bucket(timed)
+        yield beam.pvalue.TaggedOutput(TIME_DIGITS, file_digits)
         yield beam.pvalue.TaggedOutput(REPORT, {"input_events": events + buffered, "bad_by_reason": dict(log.bad),
                                                 "bad_examples": log.examples, "skipped": dict(log.skipped)})
 
-    def _by_bucket(self, events: sequences.EventBlock) -> Iterator[tuple[int, sequences.EventBlock]]:
+    def _by_bucket(self, timed: list[tuple[int, sequences.EventBlock]]
+                   ) -> Iterator[tuple[int, tuple[int, sequences.EventBlock]]]:
+        """(bucket, (digits of a second, the bucket's events)) for the buffered blocks, in their finest unit."""
+        blocks, digits = readers.finest(timed)
+        events = sequences.concatenate(blocks)
         buckets = sequences.user_buckets(events.users, self.num_buckets)
         for bucket in np.unique(buckets).tolist():
-            yield bucket, sequences.EventBlock(*(column[buckets == bucket] for column in events))
+            yield bucket, (digits, sequences.EventBlock(*(column[buckets == bucket] for column in events)))
 
     def teardown(self) -> None:
         if self.reading.count:
             self.reading.done()
 
 
-def _order_bucket(bucket: int, blocks: Iterable[sequences.EventBlock]) -> Iterator:
-    users, duplicates = sequences.order_users(sequences.concatenate(blocks))
+def _order_bucket(bucket: int, timed: Iterable[tuple[int, sequences.EventBlock]], time_digits: int = 0) -> Iterator:
+    """A bucket's events, their timestamps in the run's unit (`time_digits` digits of a second), as users."""
+    users, duplicates = sequences.order_users(sequences.concatenate(
+        [readers.rescaled_block(block, digits, time_digits) for digits, block in timed]))
     yield users
     yield beam.pvalue.TaggedOutput(REPORT, {"users": len(users.users), "duplicates": duplicates})
+
+
+def _events_before_valid(users: sequences.UserSequences, boundaries: time_split.TimeBoundaries,
+                         time_digits: int) -> sequences.UserSequences:
+    return time_split.events_before(users, boundaries.in_unit(time_digits).valid_from)
 
 
 def _user_split_records(users: sequences.UserSequences, seed: int, num_shards: int) -> Iterator:
@@ -85,9 +99,10 @@ def _user_split_records(users: sequences.UserSequences, seed: int, num_shards: i
 
 
 def _time_split_records(users: sequences.UserSequences, vocabulary: sequences.ItemCounts,
-                        boundaries: time_split.TimeBoundaries, num_shards: int, min_user_count: int) -> Iterator:
-    records, report = time_split.split_records(users, set(vocabulary.items.tolist()), boundaries, num_shards,
-                                               min_user_count)
+                        boundaries: time_split.TimeBoundaries, num_shards: int, min_user_count: int,
+                        time_digits: int) -> Iterator:
+    records, report = time_split.split_records(users, set(vocabulary.items.tolist()), boundaries.in_unit(time_digits),
+                                               num_shards, min_user_count)
     yield from records.items()
     yield beam.pvalue.TaggedOutput(REPORT, {"time_split": report})
 
@@ -151,10 +166,12 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
     manifest: dict = {}
 
     def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
-               vocabulary: sequences.ItemCounts, tallies: sequences.TargetTallies, directory: str) -> None:
+               vocabulary: sequences.ItemCounts, tallies: sequences.TargetTallies, directory: str,
+               time_digits: int) -> None:
         local.write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
         atomic.write_json(os.path.join(directory, RESULTS), {
-            **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items)})
+            **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items),
+            TIME_DIGITS: time_digits})
 
     def build(directory: str) -> None:
         for split in data_directory.SPLITS:  # every shard exists, even one that no user hashes to
@@ -165,12 +182,16 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             reader = ReadBuckets(file_format, behavior, num_buckets, progress, columns, min_rating)
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
                     | "SpreadFiles" >> beam.Reshuffle()  # one file per worker, not all files on one
-                    | "Read" >> beam.ParDo(reader).with_outputs(REPORT, main="buckets"))
+                    | "Read" >> beam.ParDo(reader).with_outputs(REPORT, TIME_DIGITS, main="buckets"))
+            # the finest unit any file needs: every bucket's timestamps are brought to it
+            time_digits = beam.pvalue.AsSingleton(
+                read[TIME_DIGITS] | "FinestUnit" >> beam.CombineGlobally(lambda digits: max(digits, default=0)))
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
-                       | "OrderUsers" >> beam.FlatMapTuple(_order_bucket).with_outputs(REPORT, main="users"))
+                       | "OrderUsers" >> beam.FlatMapTuple(_order_bucket, time_digits=time_digits).with_outputs(
+                           REPORT, main="users"))
             # The user split filters every event; the time split only the events before T1 (the training log).
             training = ordered.users if boundaries is None else (
-                ordered.users | "EventsBefore" >> beam.Map(time_split.events_before, boundaries.valid_from))
+                ordered.users | "EventsBefore" >> beam.Map(_events_before_valid, boundaries, time_digits))
             item_counts = (training | "ItemCounts" >> beam.Map(sequences.item_counts)
                            | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
             frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items, min_item_count)
@@ -184,7 +205,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             else:
                 split = ordered.users | "SplitRecords" >> beam.FlatMap(
                     _time_split_records, vocabulary=beam.pvalue.AsSingleton(vocabulary), boundaries=boundaries,
-                    num_shards=num_shards, min_user_count=min_user_count).with_outputs(REPORT, main="records")
+                    num_shards=num_shards, min_user_count=min_user_count, time_digits=time_digits
+                ).with_outputs(REPORT, main="records")
             written = (split.records | "GroupByShard" >> beam.GroupByKey()
                        | "WriteShards" >> beam.ParDo(WriteShard(directory, num_shards, compress)))
             tallies = (kept | "TargetTallies" >> beam.Map(sequences.target_tallies,
@@ -195,7 +217,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             _ = (pipeline | "One" >> beam.Create([None]) | "Finish" >> beam.Map(
                 finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
                 frequent=beam.pvalue.AsSingleton(frequent), vocabulary=beam.pvalue.AsSingleton(vocabulary),
-                tallies=beam.pvalue.AsSingleton(tallies), directory=directory))
+                tallies=beam.pvalue.AsSingleton(tallies), directory=directory, time_digits=time_digits))
         results_path = os.path.join(directory, RESULTS)
         results = atomic.read_json(results_path)
         tf.io.gfile.remove(results_path)
@@ -211,6 +233,8 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
               compress: bool, max_bad_records: int, boundaries: time_split.TimeBoundaries | None,
               behavior: str | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
               min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
+    time_digits = results[TIME_DIGITS]
+    boundaries = None if boundaries is None else boundaries.in_unit(time_digits)
     bad_by_reason = results.get("bad_by_reason", {})
     examples = sorted(results.get("bad_examples", []))
     bad_total = sum(bad_by_reason.values())
@@ -222,7 +246,7 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
                           "events": results.get("split_events", {}).get(split, 0)} for split in data_directory.SPLITS}
         kept_users = sum(s["users"] for s in splits.values())
     else:
-        time_split.check_windows(results["time_split"], boundaries)
+        time_split.check_windows(results["time_split"], boundaries, time_digits)
         splits = results["time_split"]["splits"]
         kept_users = splits["train"]["users"]
     local.require_items(results["num_items"], input_paths, results.get("input_events", 0), results.get("skipped", {}),
@@ -233,6 +257,6 @@ def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed:
                 "items_below_min_count": results["items"] - results["kept_items"]}
     manifest = local.make_manifest(input_paths, file_format, seed, num_shards, compress,
                                    results.get("input_events", 0), splits, results["num_items"], cleaning, boundaries,
-                                   min_item_count, min_user_count)
+                                   min_item_count, min_user_count, time_digits)
     manifest["runner"] = "beam"
     return manifest

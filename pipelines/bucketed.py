@@ -63,25 +63,28 @@ class SpillDirectory:
         return os.path.join(self.path, name)
 
 
-def spill_events(blocks: Iterator[sequences.EventBlock], spill: SpillDirectory, num_buckets: int) -> int:
-    """Step 1: appends each block's events to their users' bucket files; returns the events read."""
+def spill_events(blocks: Iterator[tuple[int, sequences.EventBlock]], spill: SpillDirectory, num_buckets: int
+                 ) -> tuple[int, int]:
+    """Step 1: appends each block's events to their users' bucket files, each piece with the digits of a second
+    of its timestamps; returns the events read and the finest digits met."""
     streams = [open(spill.file(f"bucket-{bucket}.events"), "wb") for bucket in range(num_buckets)]
-    events = 0
+    events, finest = 0, 0
     try:
-        for block in blocks:
+        for digits, block in blocks:
+            finest = max(finest, digits)
             buckets = sequences.user_buckets(block.users, num_buckets)
             order = np.argsort(buckets, kind="stable")  # keeps file order within a bucket
             bounds = np.searchsorted(buckets[order], np.arange(num_buckets + 1))
             for bucket in range(num_buckets):
                 rows = order[bounds[bucket]:bounds[bucket + 1]]
                 if len(rows):
-                    pickle.dump(sequences.EventBlock(*(column[rows] for column in block)), streams[bucket],
+                    pickle.dump((digits, sequences.EventBlock(*(column[rows] for column in block))), streams[bucket],
                                 pickle.HIGHEST_PROTOCOL)
             events += len(block.users)
     finally:
         for stream in streams:
             stream.close()
-    return events
+    return events, finest
 
 
 def _pickles(path: str) -> Iterator[Any]:
@@ -93,15 +96,17 @@ def _pickles(path: str) -> Iterator[Any]:
                 return
 
 
-def order_buckets(spill: SpillDirectory, num_buckets: int, on_bucket: Callable[[int], None]
+def order_buckets(spill: SpillDirectory, num_buckets: int, time_digits: int, on_bucket: Callable[[int], None]
                   ) -> tuple[sequences.ItemCounts, int]:
-    """Step 2: each bucket's events grouped, sorted and de-duplicated in place of its raw events; returns the
-    item counts of every bucket summed and the duplicates dropped."""
+    """Step 2: each bucket's events, timestamps in the unit of `time_digits` digits of a second, grouped, sorted
+    and de-duplicated in place of its raw events; returns the item counts of every bucket summed and the
+    duplicates dropped."""
     total = ItemTally()
     duplicates = 0
     for bucket in range(num_buckets):
         raw = spill.file(f"bucket-{bucket}.events")
-        ordered, dropped = sequences.order_users(sequences.concatenate(_pickles(raw)))
+        ordered, dropped = sequences.order_users(sequences.concatenate(
+            [readers.rescaled_block(block, digits, time_digits) for digits, block in _pickles(raw)]))
         os.remove(raw)
         with open(spill.file(f"bucket-{bucket}.ordered"), "wb") as stream:
             pickle.dump(ordered, stream, pickle.HIGHEST_PROTOCOL)
@@ -211,12 +216,13 @@ def _run(path: str) -> Iterator[sequences.UserRecord]:
 
 def read_into_buckets(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
                       behavior: str | None, columns: Mapping[str, str] | None, min_rating: float | None,
-                      num_buckets: int, spill: SpillDirectory, on_block: Callable[[int], None]) -> int:
+                      num_buckets: int, spill: SpillDirectory, on_block: Callable[[int], None]) -> tuple[int, int]:
     """Step 1 over every input file, one file at a time (the reader that names bad records); returns the events
-    read."""
-    def blocks() -> Iterator[sequences.EventBlock]:
+    read and the digits of a second of the finest unit a file needs (readers.read_timed_blocks)."""
+    def blocks() -> Iterator[tuple[int, sequences.EventBlock]]:
         for file_index, path in enumerate(input_paths):
-            for block in readers.read_blocks(path, file_format, log, file_index, behavior, columns, min_rating):
+            for digits, block in readers.read_timed_blocks(path, file_format, log, file_index, behavior, columns,
+                                                           min_rating):
                 on_block(len(block.users))
-                yield block
+                yield digits, block
     return spill_events(blocks(), spill, num_buckets)

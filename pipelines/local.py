@@ -10,6 +10,8 @@ Output layout (written to a temporary directory, renamed into place only when co
 from __future__ import annotations
 
 import datetime
+import functools
+import logging
 import os
 import sys
 import time
@@ -20,6 +22,8 @@ import tensorflow as tf
 
 from remi_tf import atomic, data_directory
 from remi_tf.pipelines import bucketed, readers, record_checks, sequences, time_split
+
+logger = logging.getLogger(__name__)
 
 IN_MEMORY_MAX_EVENTS = 4_000_000  # estimated events above which prepare spills to disk (~380 B/event in memory)
 BUCKET_EVENTS = 2_000_000  # events per user bucket of the bounded-memory path
@@ -103,13 +107,14 @@ def split_counts(records: dict[tuple[str, int], list[sequences.UserRecord]]) -> 
 
 def read_columns(input_paths: Sequence[str], file_format: str, log: record_checks.BadRecordLog,
                  behavior: str | None, progress: bool, columns: Mapping[str, str] | None = None,
-                 min_rating: float | None = None) -> sequences.EventBlock:
-    """Every input file's events as one block of columns."""
+                 min_rating: float | None = None) -> tuple[sequences.EventBlock, int]:
+    """Every input file's events as one block of columns, and the digits of a second its timestamps hold (the
+    finest unit a file needs: readers.read_timed_blocks)."""
     reading = ProgressLine("events read", enabled=progress)
-    blocks = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update, columns=columns,
-                                     min_rating=min_rating)
+    blocks, time_digits = readers.read_all_blocks(input_paths, file_format, log, behavior, on_block=reading.update,
+                                                  columns=columns, min_rating=min_rating)
     reading.done()
-    return sequences.concatenate(blocks)
+    return sequences.concatenate(blocks), time_digits
 
 
 def require_items(num_items: int, input_paths: Sequence[str], input_events: int, skipped: dict,
@@ -148,9 +153,10 @@ def check_min_counts(min_item_count: int, min_user_count: int) -> None:
 def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_shards: int, compress: bool,
                   input_events: int, splits: dict, num_items: int, cleaning: dict,
                   boundaries: time_split.TimeBoundaries | None = None, min_item_count: int = sequences.MIN_ITEM_COUNT,
-                  min_user_count: int = sequences.MIN_USER_COUNT) -> dict:
+                  min_user_count: int = sequences.MIN_USER_COUNT, time_digits: int = 0) -> dict:
     """The manifest; `split` says how users and events were split: "users" (hash of the user id with
-    `seed`, `split_fractions`) or "time" (`valid_from`/`test_from`, the boundaries)."""
+    `seed`, `split_fractions`) or "time" (`valid_from`/`test_from`, the boundaries in the timestamps' unit);
+    `timestamp_unit` names the unit of `time_digits` digits of a second (data_directory.TIME_UNITS)."""
     split = {"split": "users", "split_fractions": dict(sequences.SPLIT_FRACTIONS)} if boundaries is None else {
         "split": "time", "valid_from": boundaries.valid_from, "test_from": boundaries.test_from}
     return {
@@ -163,6 +169,7 @@ def make_manifest(input_paths: Sequence[str], file_format: str, seed: int, num_s
         "num_shards": num_shards,
         "compression": "GZIP" if compress else "",
         "schema_version": data_directory.SCHEMA_VERSION,
+        "timestamp_unit": data_directory.TIME_UNITS[time_digits],
         "input_events": input_events,
         "num_items": num_items,
         "splits": splits,
@@ -215,7 +222,8 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
             return prepare_bucketed(input_paths, output_dir, file_format, log, max(2, -(-estimated // bucket_events)),
                                     seed, num_shards, compress, overwrite, progress, behavior, columns, min_item_count,
                                     min_user_count, min_rating)
-    events = read_columns(input_paths, file_format, log, behavior, progress, columns, min_rating)
+    events, time_digits = read_columns(input_paths, file_format, log, behavior, progress, columns, min_rating)
+    boundaries = None if boundaries is None else boundaries.in_unit(time_digits)
     ordered, duplicates = sequences.order_users(events)
     # The user split filters every event; the time split only the events before T1 (the training log).
     training = ordered if boundaries is None else time_split.events_before(ordered, boundaries.valid_from)
@@ -230,7 +238,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     else:
         records, report = time_split.split_records(ordered, set(vocabulary_counts.items.tolist()), boundaries,
                                                    num_shards, min_user_count)
-        time_split.check_windows(report, boundaries)
+        time_split.check_windows(report, boundaries, time_digits)
         splits = report["splits"]
         tallies = sequences.target_tallies(kept, seed=None)
     require_items(len(vocabulary_counts.items), input_paths, len(events.users), log.skipped, behavior,
@@ -239,7 +247,8 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
                 "users_below_min_count": len(ordered.users) - len(kept.users),
                 "items_below_min_count": len(all_item_counts.items) - len(frequent)}
     manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, len(events.users),
-                             splits, len(vocabulary_counts.items), cleaning, boundaries, min_item_count, min_user_count)
+                             splits, len(vocabulary_counts.items), cleaning, boundaries, min_item_count, min_user_count,
+                             time_digits)
     data_directory.publish(lambda directory: write_prepared(
         directory, lambda split, shard: records.get((split, shard), []), vocabulary_counts, tallies, manifest,
         num_shards, compress, progress), output_dir, overwrite)
@@ -253,12 +262,12 @@ def prepare_bucketed(input_paths: Sequence[str], output_dir: str, file_format: s
     """prepare() of a user split in bounded memory (pipelines.bucketed): the same output."""
     with bucketed.SpillDirectory(output_dir) as spill:
         reading = ProgressLine("events read", enabled=progress)
-        input_events = bucketed.read_into_buckets(input_paths, file_format, log, behavior, columns, min_rating,
-                                                  num_buckets, spill, reading.update)
+        input_events, time_digits = bucketed.read_into_buckets(input_paths, file_format, log, behavior, columns,
+                                                               min_rating, num_buckets, spill, reading.update)
         reading.done()
         sorting = ProgressLine(f"user buckets sorted (spilled to {spill.path})", every=1, enabled=progress,
                                total=num_buckets)
-        all_item_counts, duplicates = bucketed.order_buckets(spill, num_buckets, sorting.update)
+        all_item_counts, duplicates = bucketed.order_buckets(spill, num_buckets, time_digits, sorting.update)
         sorting.done()
         frequent = sequences.frequent_items(all_item_counts, min_item_count)
         building = ProgressLine("user buckets built", every=1, enabled=progress, total=num_buckets)
@@ -271,7 +280,7 @@ def prepare_bucketed(input_paths: Sequence[str], output_dir: str, file_format: s
                     "users_below_min_count": built.users_below_min_count,
                     "items_below_min_count": len(all_item_counts.items) - len(frequent)}
         manifest = make_manifest(input_paths, file_format, seed, num_shards, compress, input_events, built.splits,
-                                 len(vocabulary.items), cleaning, None, min_item_count, min_user_count)
+                                 len(vocabulary.items), cleaning, None, min_item_count, min_user_count, time_digits)
         data_directory.publish(lambda directory: write_prepared(
             directory, lambda split, shard: bucketed.merged_shard(spill, split, shard, num_buckets), vocabulary,
             tallies, manifest, num_shards, compress, progress), output_dir, overwrite)
@@ -285,17 +294,17 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
-    log = record_checks.BadRecordLog(max_bad_records)
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
     summary: dict = {}
 
-    def build(directory: str) -> None:
+    def build(directory: str, time_digits: int) -> None:
+        log = record_checks.BadRecordLog(max_bad_records)
         paths = [os.path.join(directory, data_directory.shard_name("events", i, num_shards, compress))
                  for i in range(num_shards)]
         writers = [tf.io.TFRecordWriter(path, options) for path in paths]
         written = ProgressLine("events written", enabled=progress)
         try:
-            for batch in readers.read_all(input_paths, file_format, log, behavior, columns, min_rating):
+            for batch in readers.read_all(input_paths, file_format, log, behavior, columns, min_rating, time_digits):
                 for event in batch:
                     writers[sequences.shard_of(event.user_id.encode("utf-8"), num_shards)].write(
                         data_directory.encode_event(event.user_id, event.item_id, event.timestamp, event.category,
@@ -308,8 +317,14 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
         summary.update({"source": [atomic.absolute(p) for p in input_paths], "format": file_format,
                         "behavior": behavior, "events": written.count, "num_shards": num_shards,
                         "compression": "GZIP" if compress else "", "schema_version": data_directory.SCHEMA_VERSION,
-                        "cleaning": log.summary()})
+                        "timestamp_unit": data_directory.TIME_UNITS[time_digits], "cleaning": log.summary()})
         data_directory.write_manifest(directory, summary)
 
-    data_directory.publish(build, output_dir, overwrite)
-    return summary
+    time_digits = 0  # events are written as they are read: a finer unit met on the way starts the output over
+    while True:
+        try:
+            data_directory.publish(functools.partial(build, time_digits=time_digits), output_dir, overwrite)
+            return summary
+        except record_checks.FinerTimeUnit as finer:
+            logger.info(f"{finer}: converting again in {data_directory.TIME_UNITS[finer.digits]}")
+            time_digits = finer.digits

@@ -9,6 +9,7 @@ expands the inputs.
 
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from remi_tf import data_directory
-from remi_tf.pipelines import sequences, text_logs, tfrecord_logs
+from remi_tf.pipelines import record_checks, sequences, text_logs, tfrecord_logs
 from remi_tf.pipelines.record_checks import BadRecordLog, Event
 
 logger = logging.getLogger(__name__)
@@ -86,11 +87,13 @@ def guess_format(path: str) -> str:
 
 def read_event_batches(path: str, file_format: str | None = None, log: BadRecordLog | None = None,
                        file_index: int = 0, behavior: str | None = None, columns: Mapping[str, str] | None = None,
-                       min_rating: float | None = None) -> Iterator[list[Event]]:
+                       min_rating: float | None = None, time_digits: int = 0) -> Iterator[list[Event]]:
     """Events of one file in file order, in batches; bad records go to `log` (default: none allowed).
     `columns`: CSV/TSV header names of the fields (user_id, item_id, timestamp, behavior) where they differ
     from the field names (parse_columns). `min_rating`: keep events whose rating column is at least it
-    (CSV/TSV `rating`, RecBole `rating:float`)."""
+    (CSV/TSV `rating`, RecBole `rating:float`). `time_digits`: a text log's timestamps in that many digits of a
+    second (record_checks.TIME_UNITS; a finer one raises FinerTimeUnit); TFRecord timestamps are kept as they
+    are."""
     log = log if log is not None else BadRecordLog()
     file_format = file_format or guess_format(path)
     if columns and file_format not in ("csv", "tsv"):
@@ -106,35 +109,97 @@ def read_event_batches(path: str, file_format: str | None = None, log: BadRecord
         plain["rating"] = "rating"
     plain.update(columns or {})
     if file_format == "csv":
-        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior, min_rating))
+        return _batched(text_logs.read_delimited(path, file_index, ",", plain, log, behavior, min_rating, time_digits))
     if file_format == "tsv":
-        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log, behavior, min_rating))
+        return _batched(text_logs.read_delimited(path, file_index, "\t", plain, log, behavior, min_rating,
+                                                 time_digits))
     if file_format == "recbole":
         return _batched(text_logs.read_delimited(path, file_index, "\t", {
             "user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float",
             **({"behavior": "behavior:token"} if behavior is not None else {}),
-            **({"rating": "rating:float"} if min_rating is not None else {})}, log, behavior, min_rating))
+            **({"rating": "rating:float"} if min_rating is not None else {})}, log, behavior, min_rating, time_digits))
     if file_format == "taobao":
-        return _batched(text_logs.read_delimited(path, file_index, ",", None, log, behavior))
+        return _batched(text_logs.read_delimited(path, file_index, ",", None, log, behavior, time_digits=time_digits))
     raise ValueError(f"unknown input format {file_format!r}; expected one of {FORMATS}")
 
 
 def read_blocks(path: str, file_format: str | None = None, log: BadRecordLog | None = None, file_index: int = 0,
                 behavior: str | None = None, columns: Mapping[str, str] | None = None,
-                min_rating: float | None = None) -> Iterator[sequences.EventBlock]:
-    """The user, item, timestamp and position columns of one file's events, in file order, in blocks."""
+                min_rating: float | None = None, time_digits: int = 0) -> Iterator[sequences.EventBlock]:
+    """The user, item, timestamp and position columns of one file's events, in file order, in blocks;
+    `time_digits`: see read_event_batches."""
     log = log if log is not None else BadRecordLog()
     if (file_format or guess_format(path)) == "tfrecord":
         for batch in tfrecord_logs.tfrecord_columns(path, file_index, log, tfrecord_logs.FIELDS[:3], behavior):
             yield tfrecord_logs.to_block(batch)
         return
-    for events in read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating):
+    for events in read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating, time_digits):
         yield sequences.EventBlock(
             sequences.object_array([event.user_id.encode("utf-8") for event in events]),
             sequences.object_array([event.item_id.encode("utf-8") for event in events]),
             np.array([event.timestamp for event in events], dtype=np.int64),
             np.array([(event.position[0] << sequences.POSITION_FILE_SHIFT) | event.position[1] for event in events],
                      dtype=np.int64))
+
+
+def read_timed_blocks(path: str, file_format: str | None, log: BadRecordLog, file_index: int = 0,
+                      behavior: str | None = None, columns: Mapping[str, str] | None = None,
+                      min_rating: float | None = None) -> Iterator[tuple[int, sequences.EventBlock]]:
+    """read_blocks in the coarsest unit that holds the file's timestamps: (digits of a second, block) pairs.
+    Reading starts in the log's own unit (digits 0); at a timestamp with more digits of a second (FinerTimeUnit)
+    the file is read again in the finer unit from its start, its events already given skipped, so that each
+    block holds its events once, exactly, in the unit it names (rescaled_block brings them to one unit). Bad
+    records and skips are counted once: the counts of the reading that reached the end are kept."""
+    if (file_format or guess_format(path)) == "tfrecord":  # integers, in the unit of the `remi convert` beside them
+        digits = converted_time_digits(path)
+        for block in read_blocks(path, file_format, log, file_index, behavior):
+            yield digits, block
+        return
+    digits, given = 0, -1  # the position of the last event given
+    while True:
+        attempt = copy.deepcopy(log)
+        try:
+            for block in read_blocks(path, file_format, attempt, file_index, behavior, columns, min_rating, digits):
+                new = block if not len(block.positions) or block.positions[0] > given else \
+                    sequences.EventBlock(*(column[block.positions > given] for column in block))
+                given = int(block.positions[-1]) if len(block.positions) else given
+                if len(new.positions):
+                    yield digits, new
+            log.bad, log.examples, log.skipped = attempt.bad, attempt.examples, attempt.skipped
+            return
+        except record_checks.FinerTimeUnit as finer:
+            logger.info(f"{finer}: reading {path} again in {record_checks.TIME_UNITS[finer.digits]}")
+            digits = finer.digits
+
+
+def converted_time_digits(path: str) -> int:
+    """The digits of a second of a TFRecord event log's timestamps: the `timestamp_unit` of the `remi convert`
+    manifest beside it, 0 (its integers as they are) without one."""
+    manifest = data_directory.read_manifest(os.path.dirname(path)) or {}
+    return data_directory.time_digits(manifest)
+
+
+def rescaled_block(block: sequences.EventBlock, digits: int, to_digits: int) -> sequences.EventBlock:
+    """A block whose timestamps hold `digits` digits of a second, in the finer unit of `to_digits`, exactly; a
+    timestamp that does not fit int64 there is an error naming its file (by index) and line."""
+    if digits == to_digits:
+        return block
+    factor = 10 ** (to_digits - digits)
+    too_large = np.flatnonzero(np.abs(block.timestamps) > np.iinfo(np.int64).max // factor)
+    if len(too_large):
+        position = int(block.positions[too_large[0]])
+        raise ValueError(f"input file {(position >> sequences.POSITION_FILE_SHIFT) + 1}, line "
+                         f"{position & ((1 << sequences.POSITION_FILE_SHIFT) - 1)}: timestamp "
+                         f"{block.timestamps[too_large[0]]} does not fit int64 in "
+                         f"{record_checks.TIME_UNITS[to_digits]}, the unit the log's fractional seconds need "
+                         "(its integer times are read as seconds then)")
+    return block._replace(timestamps=block.timestamps * factor)
+
+
+def finest(timed: Sequence[tuple[int, sequences.EventBlock]]) -> tuple[list[sequences.EventBlock], int]:
+    """(digits, block) pairs -> the blocks in the finest of their units, and its digits."""
+    digits = max((block_digits for block_digits, _ in timed), default=0)
+    return [rescaled_block(block, block_digits, digits) for block_digits, block in timed], digits
 
 
 ESTIMATE_SAMPLE_BYTES = 1 << 20  # decompressed bytes read from the start of each file to estimate its events
@@ -171,17 +236,19 @@ def estimate_events(paths: Sequence[str], file_format: str | None = None) -> int
 
 def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
                     on_block: Callable[[int], None] = lambda size: None, columns: Mapping[str, str] | None = None,
-                    min_rating: float | None = None) -> list[sequences.EventBlock]:
-    """Every file's events as blocks of columns (`on_block(size)` after each, for progress).
+                    min_rating: float | None = None) -> tuple[list[sequences.EventBlock], int]:
+    """Every file's events as blocks of columns (`on_block(size)` after each, for progress), with timestamps
+    in the finest unit any file needs (read_timed_blocks), and that unit's digits of a second.
 
     Several TFRecord shards are first read in parallel, assuming clean input; at the first bad record
     everything is read again one file at a time by the path that names and counts bad records.
     """
     if len(paths) > 1 and all((file_format or guess_format(path)) == "tfrecord" for path in paths):
         blocks, files_with_records, other_behavior = [], set(), 0
+        file_digits = [converted_time_digits(path) for path in paths]
         try:
             for file_index, block, skipped in tfrecord_logs.interleaved_clean_blocks(paths, behavior):
-                blocks.append(block)
+                blocks.append((file_digits[file_index], block))
                 files_with_records.add(file_index)
                 other_behavior += skipped
                 on_block(len(block.users))
@@ -189,22 +256,23 @@ def read_all_blocks(paths: Sequence[str], file_format: str | None, log: BadRecor
                 log.skipped["empty_files"] += len(paths) - len(files_with_records)
             if other_behavior:
                 log.skipped["other_behavior"] += other_behavior
-            return blocks
+            return finest(blocks)
         except tfrecord_logs.NotClean:
-            on_block(-sum(len(block.users) for block in blocks))
-    blocks = []
+            on_block(-sum(len(block.users) for _, block in blocks))
+    timed = []
     for file_index, path in enumerate(paths):
-        for block in read_blocks(path, file_format, log, file_index, behavior, columns, min_rating):
-            blocks.append(block)
+        for digits, block in read_timed_blocks(path, file_format, log, file_index, behavior, columns, min_rating):
+            timed.append((digits, block))
             on_block(len(block.users))
-    return blocks
+    return finest(timed)
 
 
 def read_all(paths: Sequence[str], file_format: str | None, log: BadRecordLog, behavior: str | None = None,
-             columns: Mapping[str, str] | None = None, min_rating: float | None = None) -> Iterator[list[Event]]:
-    """Event batches of every file, in order."""
+             columns: Mapping[str, str] | None = None, min_rating: float | None = None,
+             time_digits: int = 0) -> Iterator[list[Event]]:
+    """Event batches of every file, in order (timestamps in `time_digits` digits of a second)."""
     for file_index, path in enumerate(paths):
-        yield from read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating)
+        yield from read_event_batches(path, file_format, log, file_index, behavior, columns, min_rating, time_digits)
 
 
 FIELD_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "behavior": "behavior",

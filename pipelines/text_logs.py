@@ -51,10 +51,11 @@ def _open_text(path: str) -> Iterator[io.TextIOBase]:
 
 
 def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str, str] | None,
-                    log: BadRecordLog, behavior: str | None = None, min_rating: float | None = None
-                    ) -> Iterator[Event]:
+                    log: BadRecordLog, behavior: str | None = None, min_rating: float | None = None,
+                    time_digits: int = 0) -> Iterator[Event]:
     """A delimited file; `columns` maps our field names to header names (None: Taobao's fixed columns).
-    With `min_rating`, events whose `rating` column is below it are skipped (counted)."""
+    With `min_rating`, events whose `rating` column is below it are skipped (counted). Timestamps are read in
+    the unit of `time_digits` digits of a second (record_checks.parse_timestamp)."""
     with _open_text(path) as stream:
         reader = csv.reader(stream, delimiter=delimiter)
         if columns is None:
@@ -98,7 +99,7 @@ def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str
                     log.skipped["below_min_rating"] += 1
                     continue
             checked = validate(path, position, row[index["user_id"]].strip(), row[index["item_id"]].strip(),
-                               row[index["timestamp"]])
+                               row[index["timestamp"]], time_digits)
             if isinstance(checked, BadRecord):
                 log.add(checked)
                 continue

@@ -29,6 +29,11 @@ class TimeBoundaries(NamedTuple):
     valid_from: int
     test_from: int
 
+    def in_unit(self, time_digits: int) -> TimeBoundaries:
+        """The boundaries in the unit of timestamps read with `time_digits` digits of a second (the log's
+        integers, which a log with fractional seconds has in seconds, scaled alike)."""
+        return TimeBoundaries(self.valid_from * 10 ** time_digits, self.test_from * 10 ** time_digits)
+
 
 def parse_time(text: str, option: str) -> int:
     """`1372636800` (unix seconds) or an ISO date / date-time (`2013-07-01`, UTC unless it has an offset)."""
@@ -110,20 +115,26 @@ def split_records(users: sequences.UserSequences, vocabulary: set[bytes], bounda
     return records, report
 
 
-def check_windows(report: dict, boundaries: TimeBoundaries) -> None:
-    """Stops a time split whose boundaries leave a split without events (a boundary outside the log)."""
-    span = (f"the log's events span [{report['first_timestamp']}, {report['last_timestamp']}] "
-            f"({_date(report['first_timestamp'])} to {_date(report['last_timestamp'])})")
+def check_windows(report: dict, boundaries: TimeBoundaries, time_digits: int = 0) -> None:
+    """Stops a time split whose boundaries leave a split without events (a boundary outside the log);
+    `boundaries` and the report's times hold `time_digits` digits of a second."""
+    def date(timestamp: int) -> str:
+        return _date(timestamp // 10 ** time_digits)
+
+    unit = f" {data_directory.TIME_UNITS[time_digits]}" if time_digits else ""
+    span = (f"the log's events span [{report['first_timestamp']}, {report['last_timestamp']}]{unit} "
+            f"({date(report['first_timestamp'])} to {date(report['last_timestamp'])})")
     if not report["events_before_valid"]:
-        raise ValueError(f"--valid-from {boundaries.valid_from} ({_date(boundaries.valid_from)}): no event is before "
-                         f"it, nothing to train on; {span}")
+        raise ValueError(f"--valid-from {boundaries.valid_from}{unit} ({date(boundaries.valid_from)}): no event is "
+                         f"before it, nothing to train on; {span}")
     for split, option, value in (("valid", "--valid-from", boundaries.valid_from),
                                  ("test", "--test-from", boundaries.test_from)):
         if not report["splits"][split]["window_events"]:
-            raise ValueError(f"{option} {value} ({_date(value)}): the {split} window has no events; {span}")
+            raise ValueError(f"{option} {value}{unit} ({date(value)}): the {split} window has no events; {span}")
 
 
 def _date(timestamp: int) -> str:
+    """The UTC date of unix seconds."""
     try:
         return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).date().isoformat()
     except (OverflowError, OSError, ValueError):

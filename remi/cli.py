@@ -288,7 +288,13 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         if not separator or not column:
             raise ValueError(f"--user-feature expects COLUMN=VALUE, got {setting!r}")
         profile[column] = [value]
-    (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait, user_features=profile)
+    try:
+        (candidates,) = client.lookup_when_up([history], k=args.k, wait_seconds=args.wait, user_features=profile)
+    except client_lib.ServerUnavailable as error:
+        waited = f" (waited {args.wait:g} s)" if args.wait else ""
+        raise client_lib.ServerUnavailable(
+            f"{error}{waited}: start one with `remi serve --export-dir EXPORT_DIR` (REST on port 8501, gRPC on 8500), "
+            "or pass --wait SECONDS when it is still starting") from None
     if len(candidates.item_ids) < args.k:
         print(f"note: the server returns {len(candidates.item_ids)} candidates per history (its export's --k); "
               f"showing {len(candidates.item_ids)} of the {args.k} asked for", file=sys.stderr)

@@ -5,8 +5,9 @@ schemas (defined once: writers, parsers and serving signatures share these specs
   items.tsv            item_id, count, q (the item's probability of being a training target under the
                        random-cut sampler, for logQ); most frequent first; model index of line i is i + 2
   item_features.tsv, user_features.tsv   side features (remi_tf.feature_tables)
-  manifest.json        source, filters, seed, counts per split, schema version, cleaning summary; written
-                       last (remi_tf.atomic): a directory without it is incomplete
+  manifest.json        source, filters, seed, counts per split, schema version, cleaning summary, the
+                       timestamps' unit (TIME_UNITS); written last (remi_tf.atomic): a directory without it is
+                       incomplete
 A converted event log holds events-NNNNN-of-NNNNN.tfrecord[.gz] shards (event records) and manifest.json.
 pipelines/ writes these files; remi_tf reads them. docs/data-directory.md describes them for users.
 
@@ -51,6 +52,25 @@ SEQUENCE_FEATURES = {
 }
 
 SPLITS = ("train", "valid", "test")
+
+# manifest.json's `timestamp_unit`, by the digits of a second the timestamps hold: "input" keeps the log's integers
+# as written (unix seconds for ISO times); a log with fractional seconds (ISO or decimal) is read in the coarsest
+# of ms, us and ns that holds every one of its digits, its integer times taken as seconds.
+TIME_UNITS = {0: "input", 3: "ms", 6: "us", 9: "ns"}
+
+
+def time_digits(manifest: dict[str, Any]) -> int:
+    """The digits of a second a data directory's timestamps hold (0 for manifests written before the key)."""
+    unit = manifest.get("timestamp_unit", TIME_UNITS[0])
+    return next(digits for digits, name in TIME_UNITS.items() if name == unit)
+
+
+def in_time_unit(timestamp: int, digits: int, to_digits: int) -> int:
+    """A timestamp holding `digits` digits of a second in the unit of `to_digits` (rounded up when coarser: the
+    first tick at or after it, so that `t < boundary` keeps its meaning)."""
+    if to_digits >= digits:
+        return timestamp * 10 ** (to_digits - digits)
+    return -(-timestamp // 10 ** (digits - to_digits))
 
 
 class _EventEncoder(threading.local):

@@ -79,8 +79,13 @@ class Retrieval(NamedTuple):
 
 def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int = 512,
              categories: np.ndarray | None = None, diversity_coef: float = 0.0,
-             user_features: np.ndarray | None = None, progress: Callable[[float], None] | None = None) -> Retrieval:
+             user_features: np.ndarray | None = None, progress: Callable[[float], None] | None = None,
+             exclude_history: bool = True) -> Retrieval:
     """Each interest retrieves its top-N over the full corpus; the K lists are merged by score (remi_tf.merging).
+    By default the items of each history are left out, as the served model's default signature leaves them out:
+    each interest retrieves N + L items, the history's are removed, and the merge reads what remains, so the
+    answer is the served one (`exclude_history=False`: the history's items may come back, as the signature
+    "include_history" and the evaluation protocol have them).
 
     Users go in blocks of up to USER_BATCHES_PER_PASS batches. For each block the corpus is read once,
     in chunks whose scores stay under SCORE_CHUNK_BYTES and whose embeddings stay under
@@ -108,30 +113,34 @@ def retrieve(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: in
 
     def merge(scores: tf.Tensor, ids: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         return _merge_interests(scores, ids, k, category_table, diversity_coef)
-    rows_per_chunk = max(top_n, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
+    depth = min(top_n + histories.shape[1], model.vocabulary_size) if exclude_history else top_n
+    rows_per_chunk = max(depth, min(SCORE_CHUNK_BYTES // (4 * batch_size * model.config.num_interests),
                                     CANDIDATE_CHUNK_BYTES // (4 * model.config.embedding_dim)))
     block = batch_size * USER_BATCHES_PER_PASS
     if model.user_features is not None and user_features is None:
         raise ValueError(f"the model reads user features {model.user_features.columns}: pass their values")
-    results = [_retrieve_block(model, histories[start:start + block], top_n, batch_size, rows_per_chunk, merge,
+    results = [_retrieve_block(model, histories[start:start + block], top_n, depth, batch_size, rows_per_chunk,
+                               merge,
                                None if user_features is None else user_features[start:start + block],
                                None if progress is None else functools.partial(_block_progress, progress, start))
                for start in range(0, len(histories), block)]
     return Retrieval(*(np.concatenate(parts) for parts in zip(*results, strict=True)))
 
 
-def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_size: int, rows_per_chunk: int,
+def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, depth: int, batch_size: int,
+                    rows_per_chunk: int,
                     merge: Callable[[tf.Tensor, tf.Tensor, int], tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
                     user_features: np.ndarray | None,
                     progress: Callable[[float], None] | None = None) -> Retrieval:
-    """retrieve() for one block of users: one pass over the corpus."""
+    """retrieve() for one block of users: one pass over the corpus, each interest's `depth` best kept; with a
+    depth past `top_n` the history's items are then removed (retrieve's exclude_history)."""
     num_interests = model.config.num_interests
     batches = [model.interests(tf.constant(histories[start:start + batch_size], tf.int64),
                             None if model.user_features is None or user_features is None else
                             tf.constant(user_features[start:start + batch_size].astype(str)))
                for start in range(0, len(histories), batch_size)]
-    best = [(tf.fill([len(interests), num_interests, top_n], -np.inf),
-             tf.fill([len(interests), num_interests, top_n], -1)) for interests, _ in batches]
+    best = [(tf.fill([len(interests), num_interests, depth], -np.inf),
+             tf.fill([len(interests), num_interests, depth], -1)) for interests, _ in batches]
     for first_item, rows in model.corpus.chunks(rows_per_chunk):
         candidates = tf.constant(rows.numpy())  # one copy here, wherever the table's shard lives
         first_index = tf.constant(first_item + FIRST_ITEM_INDEX, tf.int32)
@@ -139,15 +148,29 @@ def _retrieve_block(model: RemiModel, histories: np.ndarray, top_n: int, batch_s
                 for (interests, _), batch_best in zip(batches, best, strict=True)]
         if progress is not None:
             progress(len(histories) * min(1.0, (first_item + len(rows)) / model.vocabulary_size))
-    ids, scores, interest = [], [], []
+    if depth > top_n:
+        best = [_without_history(*batch_best, histories[start:start + batch_size])
+                for start, batch_best in zip(range(0, len(histories), batch_size), best, strict=True)]
+    ids, scores, interest, interest_ids = [], [], [], []
     for best_scores, best_ids in best:
         merged_scores, merged_ids, merged_interest = merge(best_scores, best_ids, top_n)
         scores.append(merged_scores.numpy())
         ids.append(np.where(np.isinf(scores[-1]), -1, merged_ids.numpy()))  # -1: no result (metrics' padding)
         interest.append(merged_interest.numpy())
+        own = tf.math.top_k(best_scores, k=top_n)  # each interest's own top N (what remains of it)
+        interest_ids.append(np.where(np.isinf(own.values.numpy()), -1,
+                                     tf.gather(best_ids, own.indices, batch_dims=2).numpy()))
     return Retrieval(np.concatenate(ids), np.concatenate(scores), np.concatenate(interest),
-                     np.concatenate([best_ids.numpy() for _, best_ids in best]),
+                     np.concatenate(interest_ids),
                      np.concatenate([routing.numpy() for _, routing in batches]))
+
+
+def _without_history(scores: tf.Tensor, ids: tf.Tensor, histories: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    """[U, K, n] per-interest results with the items of each user's history ([U, L] item indices, 0 pads)
+    removed (score -inf), as the served model's default signature removes them."""
+    history = tf.constant(histories, ids.dtype)[:, tf.newaxis, tf.newaxis, :]
+    seen = tf.reduce_any(tf.equal(ids[:, :, :, tf.newaxis], history), axis=-1)
+    return tf.where(seen, tf.constant(-np.inf, scores.dtype), scores), ids
 
 
 def _block_progress(progress: Callable[[float], None], block_start: int, users_done: float) -> None:
@@ -184,7 +207,8 @@ def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarr
       single-interest list: an upper bound of any choice between the interests), "union_recall@N" and
       "union_size@N" (the K lists together: what a merge could reach, and their distinct items).
     """
-    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef, user_features, progress)
+    found = retrieve(model, histories, max(top_ns), batch_size, categories, diversity_coef, user_features, progress,
+                     exclude_history=False)  # the protocol: a history item may be a target
     report: dict[str, object] = dict(metrics.ranking_metrics(found.item_ids, targets, top_ns))
     if categories is not None:
         for n in top_ns:

@@ -46,7 +46,7 @@ def run(data_dir: str, model_dir: str, config: RemiConfig, warm_start_from: str 
     if warm_start_from:
         warm_start_lib.check_parent(warm_start_from, config, model_dir)
         if config.warm_start_recent_fraction:
-            recent_from = warm_start_lib.parent_cutoff(warm_start_from)
+            recent_from = warm_start_lib.parent_cutoff(warm_start_from, data_dir)
     chief = cluster is None or cluster.is_chief()
     if chief:  # the chief owns the model directory (a restarted worker joins whatever the chief runs)
         train_lib.check_resumable(model_dir)

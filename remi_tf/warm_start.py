@@ -57,21 +57,23 @@ def check_parent(model_dir: str, config: RemiConfig, child_dir: str | None = Non
                          "start needs the same shapes")
 
 
-def parent_cutoff(model_dir: str) -> int:
-    """The first timestamp the parent did not train on: the time boundary (valid_from, unix seconds) of its
-    data directory's time split.
+def parent_cutoff(model_dir: str, data_dir: str) -> int:
+    """The first timestamp the parent did not train on: the time boundary (valid_from) of its data directory's
+    time split, in the unit of the timestamps of `data_dir` (the new data: its manifest's timestamp_unit).
 
     Raises:
       ValueError when the parent's data is not a time split (or its manifest is gone).
     """
-    data_dir = model_directory.read_run(model_dir)["data_dir"]
-    manifest_path = os.path.join(data_dir, data_directory.MANIFEST_FILE)
-    manifest = data_directory.read_manifest(data_dir) or {}
+    parent_data = model_directory.read_run(model_dir)["data_dir"]
+    manifest_path = os.path.join(parent_data, data_directory.MANIFEST_FILE)
+    manifest = data_directory.read_manifest(parent_data) or {}
     if manifest.get("split") != "time":
         raise ValueError(f"--warm-start {model_dir}: warm_start_recent_fraction needs a parent trained on a time "
                          f"split (`remi prepare --split time`), so that its newest training event is known; "
                          f"{manifest_path} " + ("is not one" if manifest else "is missing"))
-    return int(manifest["valid_from"])
+    new_data = data_directory.read_manifest(data_dir) or {}
+    return data_directory.in_time_unit(int(manifest["valid_from"]), data_directory.time_digits(manifest),
+                                       data_directory.time_digits(new_data))
 
 
 def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> CarriedOver:

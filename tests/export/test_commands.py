@@ -81,3 +81,18 @@ def test_lookup_shows_item_names_from_a_recbole_item_file(tmp_path):
         f"  {2:>4}  {'3':<48} {0.25:>9.4f}"]
     assert client_lib.candidate_rows(candidates, names)[0] == {"rank": 1, "item_id": "2", "name": "GoldenEye",
                                                                "score": 0.5, "interest": 1}
+
+
+def test_lookup_of_unknown_items_shows_the_popular_items_alone():
+    """A history without a known item: the served rows are all popularity candidates (interest -1); the K
+    interests read nothing, so their lists are not shown, one line says why the popular items come."""
+    from remi_tf.export import client as client_lib
+
+    candidates = client_lib.Candidates(["1", "2"], [0.0, 0.0], [-1, -1], [["7", "8"], ["9", "7"]],
+                                       [[0.1, 0.05], [0.2, 0.1]])
+    assert client_lib.format_candidates(["x9", "x10"], candidates, {"1": "Toy Story"}).splitlines() == [
+        "history: x9, x10",
+        "no item of the history is known to the model: the most popular items instead",
+        "popular items: 2",
+        f"  {1:>4}  {'1 (Toy Story)':<48} {0.0:>9.4f}",
+        f"  {2:>4}  {'2':<48} {0.0:>9.4f}"]

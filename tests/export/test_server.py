@@ -415,3 +415,106 @@ def test_the_server_follows_models_config_and_logs_each_change(own_server, caplo
         stream.write(original)
     assert own_server.registry.refresh() == ["remi-exact/1"]
     assert caplog.records[-1].getMessage() == "loaded remi-exact/1" and own_server.registry.served()["remi-exact"] == 1
+
+
+PREDICT = ("POST", "/v1/models/remi-exact:predict", json.dumps({"instances": [["item2", "item3"]]}))
+BODY = json.dumps({"examples": [{"history": ["item2"]}]})
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/v1/models/remi-exact:classify", BODY, 404),
+    ("POST", "/v1/models/remi-exact:regress", BODY, 404),
+    ("POST", "/v1/foo", BODY, 404),
+    ("POST", "/v1/models/remi-exact/labels/stable:predict", BODY, 404),
+    ("POST", "/v1/models/remi-exact/metadata", BODY, 404),
+    ("POST", "/v1/models/remi-exact", BODY, 404),
+    ("PUT", "/v1/models/remi-exact", BODY, 405),
+    ("DELETE", "/v1/models/remi-exact", BODY, 405),
+    ("PATCH", "/v1/models/remi-exact:predict", BODY, 405),
+    ("OPTIONS", "/v1/models/remi-exact", BODY, 405),
+    ("HEAD", "/v1/models/remi-exact", None, 405),
+    ("GET", "/v1/models/missing", BODY, 404),
+    ("GET", "/v1/models/remi-exact/versions/9/metadata", BODY, 404),
+    ("GET", "/v1/models/remi-exact", BODY, 200),  # a GET with a body: the body is read and dropped
+    ("POST", "/v1/models/missing:predict", json.dumps({"instances": [["item2"]]}), 404),
+    ("POST", "/v1/models/remi-exact:predict", BODY, 400),
+    ("POST", "/v1/models/remi-exact:predict", "{not json", 400),
+    ("POST", "/v1/models/remi-exact:predict", json.dumps({"inputs": [["item2"]] * 9}), 400),
+    ("POST", "/v1/models/remi-exact:predict", json.dumps({"signature_name": "nope", "inputs": [["a"]]}), 400),
+])
+def test_a_kept_alive_connection_serves_a_predict_after_every_error_reply(server, method, path, body, status):
+    """The body of a request answered with an error is read (or dropped), so the next request on the kept-alive
+    connection (as pooled clients send it) starts where it should: no reconnect, and the predict answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        sockets = []
+        for request, expected in (((method, path, body), status), (PREDICT, 200), (PREDICT, 200)):
+            connection.request(*request)
+            response = connection.getresponse()
+            payload = response.read()
+            assert (response.status, response.getheader("Connection")) == (expected, None), (request, payload)
+            if request is PREDICT:
+                assert len(json.loads(payload)["predictions"][0]["item_ids"]) == 20
+            sockets.append(connection.sock)
+        assert sockets[0] is sockets[1] is sockets[2] is not None  # one connection throughout, no reconnect
+    finally:
+        connection.close()
+
+
+def reply_then_end(server, request: bytes, more: bytes = b"") -> tuple[int, dict, dict, bool]:
+    """Sends raw `request` (then `more`, unread by a server that refuses it), reads the reply: (status, headers,
+    JSON body, whether the server then closed the connection within 10 s)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(request)
+        try:
+            connection.sendall(more)
+        except OSError:  # the server stopped reading: the reply is still to be read
+            pass
+        stream = connection.makefile("rb")
+        status = int(stream.readline().split()[1])
+        headers = {}
+        while (line := stream.readline().strip()):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = json.loads(stream.read(int(headers["content-length"])))
+        try:
+            closed = stream.read(1) == b""
+        except TimeoutError:
+            closed = False
+    return status, headers, body, closed
+
+
+START = b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize("request_bytes, more, status, message", [
+    pytest.param(START + b"Content-Length: %d\r\n\r\n" % (64 << 20 | 1), b"[" * (4 << 20), 413, "exceeds",
+                 id="over-the-size-limit"),
+    pytest.param(START + b"\r\n" + PREDICT[2].encode(), b"", 411, "needs a Content-Length", id="no-length"),
+    pytest.param(START + b"Content-Length: 12abc\r\n\r\n" + PREDICT[2].encode(), b"", 400, "expected one byte count",
+                 id="invalid-length"),
+    pytest.param(START + b"Content-Length: -5\r\n\r\n" + PREDICT[2].encode(), b"", 400, "expected one byte count",
+                 id="negative-length"),
+    pytest.param(START + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n" + PREDICT[2].encode(), b"", 400,
+                 "one byte count", id="two-lengths"),
+    pytest.param(START + b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", b"", 411,
+                 "chunked", id="chunked"),
+    pytest.param(START + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", b"", 411, "transfer coding",
+                 id="transfer-coding"),
+    pytest.param(START + b"Content-Length: 10\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n", b"", 400,
+                 "one byte", id="expect-100-two-lengths"),
+    pytest.param(b"GARBAGE\r\n\r\n" + PREDICT[2].encode(), b"", 400, "Bad request", id="bad-request-line"),
+])
+def test_a_request_whose_body_is_not_read_gets_connection_close(server, request_bytes, more, status, message):
+    """A body the server will not read (over the size limit, of an unknown or invalid length, chunked) or a
+    request it cannot parse: the reply says `Connection: close` and the server closes; a new connection serves."""
+    got_status, headers, body, closed = reply_then_end(server, request_bytes, more)
+    assert (got_status, headers.get("connection")) == (status, "close") and message in body["error"], body
+    assert closed
+    assert post(server, *PREDICT[1:2], PREDICT[2].encode())[0] == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent_when_the_client_expects_100_continue(server):
+    status, headers, body, closed = reply_then_end(
+        server, START + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (64 << 20 | 1))
+    assert (status, headers.get("connection"), closed) == (413, "close", True) and "exceeds" in body["error"]

@@ -27,7 +27,7 @@ def prepare(tmp_path, paths, **kwargs):
     ("u1,i1,noon", "line 2: field 'timestamp': not a number or an ISO 8601 time: 'noon'"),
     ("u1,i1,1e20", "line 2: field 'timestamp': out of range: '1e20' (timestamps are int64)"),
     ("u1,i1,9223372036854775808", "line 2: field 'timestamp': out of range"),
-    ("u1,i1,1.7", "line 2: field 'timestamp': fractional: '1.7'; timestamps are integer ticks"),
+    ("u1,i1,1.1234567891", "line 2: field 'timestamp': finer than nanoseconds: '1.1234567891' (10 digits"),
     ("u1,i1,nan", "line 2: field 'timestamp': not a finite number: 'nan'"),
     ('u1,"i\t1",5', "line 2: field 'item_id': holds a tab or a line break"),
 ])

@@ -160,3 +160,23 @@ def test_the_same_command_trains_the_same_model_and_another_seed_another(tmp_pat
     for mine, same, different in zip(first[0], again[0], other[0]):
         np.testing.assert_array_equal(mine, same)
     assert any(not np.array_equal(mine, different) for mine, different in zip(first[0], other[0]))
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1:8500", "https://localhost:8500"])
+def test_lookup_over_grpc_refuses_a_url_and_says_what_to_pass(server, capsys):
+    assert cli.main(["lookup", "--grpc", "--server", server, "--history", "item2"]) == 2
+    error = capsys.readouterr().err
+    assert f"--grpc takes HOST:PORT (TF Serving's gRPC port, 8500 by default), not the URL {server!r}" in error, error
+    assert "drop --grpc" in error
+
+
+@pytest.mark.parametrize("use_grpc", [False, True])
+def test_lookup_of_a_refused_connection_says_how_to_start_the_server(use_grpc, capsys):
+    from remi_tf import local_cluster
+
+    (port,) = local_cluster.free_ports(1)  # nothing listens there
+    server = f"127.0.0.1:{port}" if use_grpc else f"http://127.0.0.1:{port}"
+    assert cli.main(["lookup", "--server", server, "--history", "item2"] + (["--grpc"] if use_grpc else [])) == 1
+    error = capsys.readouterr().err
+    assert f"no server answers at {server}" in error, error
+    assert "start one with `remi serve --export-dir EXPORT_DIR`" in error and "--wait SECONDS" in error, error

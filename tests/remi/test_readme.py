@@ -57,10 +57,28 @@ def test_the_walkthrough_and_the_python_example_run_as_written(tmp_path):
     assert "test split, " in stdout and "recall" in stdout  # evaluate's table
     grouped = [line for line in stdout.splitlines() if line.startswith("interest #")]
     assert grouped, stdout[-3000:]  # lookup's results grouped by interest
-    ranks = [int(line.split()[0]) for line in stdout.splitlines() if re.match(r"^\s+\d+\s+B\d{4}", line)]
-    assert sorted(ranks) == list(range(1, 11))  # ten candidates, each once
+    served = served_lookup(stdout)
+    assert sorted(served) == list(range(1, 11))  # ten candidates, each once
     example = subprocess.run([sys.executable, "-c", readme_block("python")], cwd=tmp_path, capture_output=True,
                              text=True, timeout=TIMEOUT_S, env=environment)
     assert example.returncode == 0, example.stderr[-3000:]
     printed = example.stdout.strip().splitlines()[-1]
-    assert printed.count("'B") == 10, printed  # ten item ids of the log, then the interest of each
+    # the library's answer is the served one: the same ten items in the same order, each from the same interest
+    items, interests = re.fullmatch(r"\[(.*)\] \[(.*)\]", printed).groups()
+    assert list(zip(re.findall(r"'(B\d{4})'", items), map(int, interests.split()), strict=True)) == \
+        [served[rank] for rank in range(1, 11)], (printed, served)
+    training = subprocess.run([sys.executable, "-c", readme_block("python-train")], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=TIMEOUT_S, env=environment)
+    assert training.returncode == 0, training.stderr[-3000:]
+    assert training.stdout.strip().splitlines()[-1].count("'B") == 10  # ten item ids of the log, then interests
+
+
+def served_lookup(stdout):
+    """rank -> (item id, interest #) from `remi lookup`'s table: rows under their interest's heading."""
+    served, interest = {}, None
+    for line in stdout.splitlines():
+        if heading := re.match(r"^interest #(\d+): ", line):
+            interest = int(heading.group(1))
+        elif row := re.match(r"^\s+(\d+)\s+(B\d{4})\s", line):
+            served[int(row.group(1))] = (row.group(2), interest)
+    return served

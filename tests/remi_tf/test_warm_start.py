@@ -116,3 +116,21 @@ def test_feature_embeddings_are_carried_by_value():
     np.testing.assert_array_equal(genre[[0, 1, 3]], parent_genre[[0, 3, 1]])  # OOV, c, a
     np.testing.assert_array_equal(genre[2], fresh["genre"][2])  # d: new, its fresh row
     np.testing.assert_array_equal(child.embedding.tables["age"].numpy(), fresh["age"])  # not in the parent
+
+
+@pytest.mark.parametrize("parent_unit, child_unit, expected", [
+    ("input", "input", 1714557600), ("input", "ms", 1714557600000), ("us", "ms", 1714557600124),
+])
+def test_the_parents_cutoff_is_read_in_the_new_datas_time_unit(tmp_path, parent_unit, child_unit, expected):
+    """The parent's valid_from (its data's unit) in the unit of the new data's timestamps, which the recent
+    targets are compared with: a boundary between ticks moves to the next tick (t < boundary keeps its meaning)."""
+    from remi_tf import data_directory
+
+    valid_from = {"input": 1714557600, "us": 1714557600123456}[parent_unit]
+    for name, manifest in (("parent-data", {"split": "time", "valid_from": valid_from, "timestamp_unit": parent_unit}),
+                           ("new-data", {"split": "time", "timestamp_unit": child_unit})):
+        os.makedirs(tmp_path / name)
+        data_directory.write_manifest(str(tmp_path / name), manifest)
+    os.makedirs(tmp_path / "parent")
+    model_directory.write_run(str(tmp_path / "parent"), {"data_dir": str(tmp_path / "parent-data")})
+    assert warm_start.parent_cutoff(str(tmp_path / "parent"), str(tmp_path / "new-data")) == expected
