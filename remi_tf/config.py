@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from remi_tf.suggestions import did_you_mean
+
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -128,7 +130,7 @@ class RemiConfig:
       valid_score_budget: the most user x item scores one validation computes (0: no bound): on a catalogue
         of N items the sample holds at most valid_score_budget / N users (at least 100), so that validation
         costs the same on a large catalogue as on a small one (BENCHMARKS.md 11).
-      checkpoint_every: steps between resumable backups.
+      checkpoint_every: steps between resumable backups (each evaluation takes one too).
       steps_per_execution: training steps per tf.function call (larger is faster).
       seed: the initial weights, the sampler's passes and the user split's hash start from it.
     Distribution and input:
@@ -246,15 +248,18 @@ class RemiConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
         if self.negatives not in NEGATIVE_MODES:
-            raise ValueError(f"config field 'negatives' must be one of {NEGATIVE_MODES}, got {self.negatives!r}")
+            raise ValueError(f"config field 'negatives' must be one of {NEGATIVE_MODES}, got {self.negatives!r}"
+                             f"{did_you_mean(self.negatives, NEGATIVE_MODES)}")
         if self.negatives != "in_batch" and self.num_sampled_negatives < 1:
             raise ValueError("config field 'num_sampled_negatives' must be >= 1 when negatives="
                              f"{self.negatives!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"config field 'optimizer' must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"config field 'optimizer' must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+                             f"{did_you_mean(self.optimizer, OPTIMIZERS)}")
         if self.routing_regularization_mode not in ROUTING_REGULARIZATION_MODES:
             raise ValueError("config field 'routing_regularization_mode' must be one of "
-                             f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}")
+                             f"{ROUTING_REGULARIZATION_MODES}, got {self.routing_regularization_mode!r}"
+                             f"{did_you_mean(self.routing_regularization_mode, ROUTING_REGULARIZATION_MODES)}")
         if not 0.0 < self.warm_start_shrink <= 1.0:
             raise ValueError(f"config field 'warm_start_shrink' must be in (0, 1], got {self.warm_start_shrink!r}")
         if not 0.0 <= self.warm_start_recent_fraction < 1.0:
@@ -271,7 +276,8 @@ class RemiConfig:
                               ("interest_weights", INTEREST_WEIGHTS), ("merge", MERGES),
                               ("interests_per_user", INTERESTS_PER_USER)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(f"config field {name!r} must be one of {allowed}, got {getattr(self, name)!r}"
+                                 f"{did_you_mean(getattr(self, name), allowed)}")
         if self.readout == "label_aware" and self.interest_scoring != "hard":
             raise ValueError(f"config field 'interest_scoring' must be 'hard' with readout 'label_aware' (the read-out "
                              f"already combines the interests), got {self.interest_scoring!r}")
@@ -339,7 +345,10 @@ def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, sour
     types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(RemiConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(types)}")
+        hints = {key: did_you_mean(key, types) for key in unknown}
+        known = "" if all(hints.values()) else f"; known keys: {sorted(types)}"
+        raise ValueError(f"{source}: unknown config key(s) {', '.join(repr(key) + hint for key, hint in hints.items())}"
+                         f"{known}")
     changes = {name: _coerce(name, value, types[name]) for name, value in values.items()}
     return dataclasses.replace(base, **changes).validate()
 
