@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import tensorflow as tf
 
 from remi_tf import atomic
+from remi_tf.pipelines import headers
 from remi_tf.pipelines.record_checks import BadRecord, BadRecordLog, Event, validate
 
 
@@ -69,11 +70,7 @@ def read_delimited(path: str, file_index: int, delimiter: str, columns: dict[str
             header = [name.strip() for name in header]
             missing = [name for name in columns.values() if name not in header]
             if missing:
-                raise ValueError(f"{path}: line 1: header {header} lacks column(s) {missing}"
-                                 + (" (--behavior keeps the events whose behavior column has that value)"
-                                    if "behavior" in columns and columns["behavior"] in missing else "")
-                                 + (" (--min-rating reads a rating column)"
-                                    if "rating" in columns and columns["rating"] in missing else ""))
+                raise ValueError(headers.missing_columns_message(path, header, columns, delimiter))
             index = {field: header.index(name) for field, name in columns.items()}
             first_line = 2
         width = max(index.values()) + 1

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in sys.argv els
 import remi_tf  # noqa: E402 (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow; imports none)
 from remi import display, native_logs
 from remi_tf import config as config_lib
+from remi_tf.suggestions import did_you_mean
 
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -303,6 +304,16 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+class SuggestingParser(argparse.ArgumentParser):
+    """An ArgumentParser whose "invalid choice" errors (an option's value, the command's name) name the closest
+    choices: `remi trian` -> "did you mean train?"."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
+                                                 f"(choose from {', '.join(map(repr, action.choices))})")
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Adds "(default: X)" to an option's help when it has a default worth showing (not None, False or a
     default its help already states)."""
@@ -314,8 +325,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.",
-                                     allow_abbrev=False)  # a misspelt --overwrit must not mean --overwrite
+    parser = SuggestingParser(prog="remi", description="REMI multi-interest retrieval on TensorFlow.",
+                              allow_abbrev=False)  # a misspelt --overwrit must not mean --overwrite
     parser.add_argument("--version", action="version", version=f"remi-tf {remi_tf.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

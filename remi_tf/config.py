@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from remi_tf.suggestions import did_you_mean
+
 NEGATIVE_MODES = ("in_batch", "in_batch_plus_sampled", "sampled")
 OPTIMIZERS = ("lazy_adam", "adam")
 ROUTING_REGULARIZATION_MODES = ("diagonal", "frobenius")
@@ -164,7 +166,7 @@ class RemiConfig:
       valid_score_budget: the most user x item scores one validation computes (0: no bound): on a catalogue
         of N items the sample holds at most valid_score_budget / N users (at least 100), so that validation
         costs the same on a large catalogue as on a small one (BENCHMARKS.md 11).
-      checkpoint_every: steps between resumable backups.
+      checkpoint_every: steps between resumable backups (each evaluation takes one too).
       steps_per_execution: training steps per tf.function call (larger is faster).
       seed: the initial weights, the sampler's passes and the user split's hash start from it.
     Distribution and input:
@@ -243,7 +245,8 @@ class RemiConfig:
                 raise ValueError(f"config field {field.name!r} must be a finite number, got {value!r}")
             allowed = field.metadata.get(ALLOWED)
             if allowed is not None and not allowed.admits(value):
-                raise ValueError(f"config field {field.name!r} must be {allowed}, got {value!r}")
+                hint = did_you_mean(value, allowed.values) if isinstance(allowed, Choices) else ""
+                raise ValueError(f"config field {field.name!r} must be {allowed}, got {value!r}{hint}")
         if self.negatives != "in_batch" and self.num_sampled_negatives < 1:
             raise ValueError("config field 'num_sampled_negatives' must be >= 1 when negatives="
                              f"{self.negatives!r}")
@@ -293,7 +296,10 @@ def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, sour
     types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(RemiConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(types)}")
+        hints = {key: did_you_mean(key, types) for key in unknown}
+        known = "" if all(hints.values()) else f"; known keys: {sorted(types)}"
+        raise ValueError(f"{source}: unknown config key(s) {', '.join(repr(key) + hint for key, hint in hints.items())}"
+                         f"{known}")
     changes = {name: _coerce(name, value, types[name]) for name, value in values.items()}
     return dataclasses.replace(base, **changes).validate()
 

@@ -6,11 +6,12 @@
   items.tsv              the vocabulary (index i + 2 of the embedding table is line i)
   item_features.tsv      the items' side features, when the model embeds them (as in the data directory)
   user_vocabularies.json the user profile features' vocabularies, when the model embeds them
-  backup/chief/          resumable training state (model, optimizer, step), every `checkpoint_every` steps;
-  backup/previous/       the backup before it, used when the latest cannot be read
+  backup/chief/          resumable training state (model, optimizer, step), every `checkpoint_every` steps
+                         and at each evaluation: the latest and the one before it (used when the latest
+                         cannot be read), named in its `checkpoint` file
   best/                  weights of the best valid Recall@50 (what evaluate, export and warm starts load)
   validation.json        the history of valid evaluations and the early-stopping state
-  history.csv, logs/     training curves (CSV) and TensorBoard logs
+  history.csv, logs/     training curves (CSV: one row per evaluation, rewritten whole) and TensorBoard logs
   eval-<split>.json      `remi evaluate`'s reports
 
 Every file is written to a temporary name and renamed (remi_tf.atomic). In a cluster the chief writes the
@@ -19,6 +20,8 @@ directory. docs/model-directory.md describes the same layout for users.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from typing import Any, NamedTuple
 
@@ -38,7 +41,6 @@ HISTORY_FILE = "history.csv"
 LOGS_DIR = "logs"
 BACKUP_DIR = "backup"
 CHIEF_BACKUP = "chief"  # <model_dir>/backup/chief/: Keras's BackupAndRestore directory of the chief
-PREVIOUS_BACKUP = "previous"  # <model_dir>/backup/previous/: the backup before the latest
 BEST_DIR = "best"
 # What a finished run leaves (a warm start's parent, an export's source)
 REQUIRED_FILES = (CONFIG_FILE, VOCABULARY_FILE, RUN_FILE, os.path.join(BEST_DIR, "ckpt.index"))
@@ -93,6 +95,28 @@ def write_validation(model_dir: str, state: dict[str, Any]) -> None:
     atomic.write_json(path(model_dir, VALIDATION_FILE), state)
 
 
+def read_history(model_dir: str) -> dict[int, dict[str, str]]:
+    """history.csv's rows by Keras epoch (epoch e ends at the step of the e-th evaluation), values as written;
+    empty before the first evaluation."""
+    history = path(model_dir, HISTORY_FILE)
+    if not tf.io.gfile.exists(history):
+        return {}
+    with tf.io.gfile.GFile(history) as stream:
+        return {int(row.pop("epoch")): row for row in csv.DictReader(stream)}
+
+
+def write_history(model_dir: str, rows: dict[int, dict[str, Any]]) -> None:
+    """Replaces history.csv with `rows` (by epoch: the training logs and valid scalars of each evaluation), one
+    line each in epoch order; a column that a row lacks is left empty."""
+    columns = sorted({column for row in rows.values() for column in row})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["epoch", *columns], lineterminator="\n")
+    writer.writeheader()
+    for epoch in sorted(rows):
+        writer.writerow({"epoch": epoch, **rows[epoch]})
+    atomic.write_text(path(model_dir, HISTORY_FILE), text.getvalue())
+
+
 def backup_dir(model_dir: str) -> str:
     return path(model_dir, BACKUP_DIR)
 
@@ -100,6 +124,16 @@ def backup_dir(model_dir: str) -> str:
 def latest_backup(model_dir: str) -> str | None:
     """The chief's latest backup checkpoint prefix, or None."""
     return tf.train.latest_checkpoint(os.path.join(backup_dir(model_dir), CHIEF_BACKUP))
+
+
+def backups(chief_dir: str) -> list[str]:
+    """The backup prefixes that the `checkpoint` file of `chief_dir` (backup/chief/) names whose index exists,
+    oldest first."""
+    state = tf.train.get_checkpoint_state(chief_dir)
+    names = [] if state is None else list(state.all_model_checkpoint_paths)
+    prefixes = [name if os.path.isabs(name) or atomic.is_remote(name) else os.path.join(chief_dir, name)
+                for name in names]
+    return [prefix for prefix in prefixes if tf.io.gfile.exists(prefix + ".index")]
 
 
 def save_side_features(model_dir: str, item_features: feature_tables.FeatureTable | None,

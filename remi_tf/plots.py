@@ -41,8 +41,8 @@ def routing_heatmaps(routing: np.ndarray, mask: np.ndarray, user_ids: Sequence[s
 
 
 def training_curves(history_csv: str, path: str, eval_every: int, validation_json: str | None = None) -> None:
-    """Training losses (Keras's CSVLogger file: epoch e ends at step (e + 1) * eval_every) and valid metrics
-    against the training step, every evaluation a point (one evaluation still shows), the best step marked.
+    """Training losses (history.csv: epoch e ends at step (e + 1) * eval_every; an empty cell is a gap) and valid
+    metrics against the training step, every evaluation a point (one evaluation still shows), the best step marked.
     With validation.json the valid panel takes its exact steps (a shorter last epoch, an evaluation made on
     resume) and its best step."""
     with open(history_csv, encoding="utf-8") as stream:
@@ -61,7 +61,7 @@ def training_curves(history_csv: str, path: str, eval_every: int, validation_jso
                                                                            "hitrate" in k) and "union" not in k]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key in loss_keys:
-        left.plot(steps, [float(r[key]) for r in rows], "o-", markersize=3, label=key)
+        left.plot(steps, [float(r[key] or "nan") for r in rows], "o-", markersize=3, label=key)
     left.set_xlabel("training step")
     left.set_yscale("log")
     left.legend()

@@ -28,6 +28,7 @@ from remi_tf.optimizers import LazyAdam
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@50"
+KEPT_BACKUPS = 2  # the latest backup and the one before it
 def compile_model(model: RemiModel, config: RemiConfig) -> int:
     """Compiles with (Lazy)Adam; returns the steps per execution (a divisor of the steps between evaluations)."""
     steps_per_execution = math.gcd(math.gcd(config.steps_per_execution, epoch_steps(config)), config.max_steps)
@@ -42,6 +43,12 @@ class ValidationCallback(tf.keras.callbacks.Callback):
     weights, stops after `patience` evaluations without improvement. Its state lives in
     validation.json so that a resumed run continues the same selection.
 
+    Each evaluation is recorded in this order: its history.csv row, a backup of the training state at its
+    step (`backup`), the best checkpoint when improved, validation.json last. A kill between any two leaves
+    an evaluation that validation.json records with a backup at its step (or later), so the same command
+    resumes: from the backup, evaluating its step again when validation.json lacks it (its training loss
+    taken from the row already written).
+
     The chief evaluates and writes; under multi-worker training the other workers receive its decisions
     (improved, stop: one all-reduce), write the same checkpoint to a temporary directory (saving takes every
     worker) and stop together with it.
@@ -49,7 +56,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
 
     def __init__(self, evaluate_fn: Callable[[], dict], model_dir: str, patience: int, steps_per_epoch: int,
                  chief: bool = True, strategy: tf.distribute.Strategy | None = None,
-                 last_step: int | None = None) -> None:
+                 last_step: int | None = None, backup: StepBackup | None = None) -> None:
         super().__init__()
         self.last_step = last_step  # a shorter last epoch ends here (TrainingGuard stops it)
         self.evaluate_fn = evaluate_fn
@@ -58,18 +65,22 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.chief = chief
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.backup = backup
         self.state: dict[str, Any] = {"evaluations": [], "best": None, "best_step": None,
                                       "evaluations_without_improvement": 0}
         self.state = model_directory.read_validation(model_dir) or self.state
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Evaluates the restored backup's step when it ends an epoch that validation.json lacks (killed
+        between the backup and the record; `backup` precedes this callback, so it has restored it)."""
         step = int(self.model.optimizer.iterations.numpy())
-        if not hasattr(self, "epoch_start"):  # the run's first epoch, after BackupAndRestore restored a backup
-            evaluated = {e["step"] for e in self.state["evaluations"]}
-            at_boundary = step % self.steps_per_epoch == 0 or step == self.last_step
-            if step and at_boundary and step not in evaluated:  # killed between the backup and its evaluation
-                self._evaluate(step, None, None)
-        self.epoch_start = (time.perf_counter(), step)
+        evaluated = {e["step"] for e in self.state["evaluations"]}
+        at_boundary = step % self.steps_per_epoch == 0 or step == self.last_step
+        if step and at_boundary and step not in evaluated:
+            self._evaluate(step, None, None)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_start = (time.perf_counter(), int(self.model.optimizer.iterations.numpy()))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = (epoch + 1) * self.steps_per_epoch
@@ -78,9 +89,9 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         start_time, start_step = self.epoch_start
         steps_per_s = (int(self.model.optimizer.iterations.numpy()) - start_step) / (time.perf_counter() - start_time)
         self._evaluate(step, steps_per_s, logs)
-
     def _evaluate(self, step: int, steps_per_s: float | None, logs: dict | None) -> None:
-        """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping."""
+        """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping. `logs`:
+        the epoch's training logs, None for an evaluation on resume (its backup exists)."""
         start = time.perf_counter()
         report = self.evaluate_fn() if self.chief else {}
         validation_s = time.perf_counter() - start
@@ -88,6 +99,10 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         scalars = {f"val_{key}": value for key, value in report.items() if isinstance(value, float)}
         if logs is not None:
             logs.update(scalars)
+        if self.chief:
+            self._write_history(step, scalars, logs)
+        if logs is not None and self.backup is not None:
+            self.backup.back_up_evaluated_step()
         improved = self.chief and (self.state["best"] is None or report[SELECTION_METRIC] > self.state["best"])
         if self.chief:
             self.state["evaluations"] = [e for e in self.state["evaluations"] if e["step"] < step]
@@ -115,6 +130,17 @@ class ValidationCallback(tf.keras.callbacks.Callback):
             if self.chief:
                 logger.info(f"early stopping: no improvement in {self.patience} evaluations")
             self.model.stop_training = True
+
+    def _write_history(self, step: int, scalars: dict[str, float], logs: dict | None) -> None:
+        """history.csv: the kept rows of the evaluations before `step` and this one's (one row per evaluation,
+        keyed by the Keras epoch that ends at its step); on resume (`logs` None) the training columns of the row
+        written before the kill."""
+        epoch = math.ceil(step / self.steps_per_epoch) - 1
+        rows = model_directory.read_history(self.model_dir)
+        training = dict(logs) if logs is not None else \
+            {key: value for key, value in rows.get(epoch, {}).items() if not key.startswith("val_")}
+        kept = {earlier: row for earlier, row in rows.items() if earlier < epoch}
+        model_directory.write_history(self.model_dir, {**kept, epoch: {**training, **scalars}})
 
     @staticmethod
     def _users(report: dict) -> str:
@@ -172,30 +198,48 @@ class StepSummaries(tf.keras.callbacks.Callback):
 
 class StepBackup(tf.keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore, resuming at the step after the backup also with steps_per_execution > 1,
-    and keeping the backup it replaces.
+    backing up at each evaluation, and keeping the backup before the latest.
 
     Keras records the batch index given to on_train_batch_begin, which is the first step of an
     execution, and resumes after it: steps_per_execution - 1 steps were trained twice and the run ended
     past max_steps. The backup is taken at the execution's end, so this records that step instead.
-    Keras keeps one backup; before it writes the next, the chief moves the current one (by rename) to
-    `<backup>/previous/`, for check_backup to fall back to.
+    The backup at an epoch's end (an evaluation's step) is ValidationCallback's to take, before it records the
+    evaluation (back_up_evaluated_step); the `checkpoint_every` ones that fall there are left to it.
+    Keras keeps one backup; this keeps two (its checkpoint manager deletes the oldest only after the new one
+    and the `checkpoint` file naming both are written), for check_backup to fall back to.
     """
 
+    def __init__(self, backup_dir: str, save_freq: int | str, steps_per_epoch: int, last_step: int | None) -> None:
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
+        self.steps_per_epoch = steps_per_epoch
+        self.last_step = last_step
+
+    def _parameter_servers(self) -> bool:
+        return isinstance(self.model.distribute_strategy, tf.distribute.ParameterServerStrategy)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        self._training_state.write_checkpoint_manager._max_to_keep = KEPT_BACKUPS
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if not isinstance(self.model.distribute_strategy, tf.distribute.ParameterServerStrategy):
+        if not self._parameter_servers():
             self._training_state._ckpt_saved_batch.assign(batch)
         super().on_train_batch_end(batch, logs)
 
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Nothing: the evaluation of the epoch backs up (Keras would back up here under parameter servers)."""
+
+    def back_up_evaluated_step(self) -> None:
+        """Backs up at an epoch's end (every worker, as Keras's backups), recorded as that epoch's last batch so
+        that a resumed run starts at the next epoch (also after a shorter last one: then it trains no more)."""
+        if not self._parameter_servers():
+            self._training_state._ckpt_saved_batch.assign(self.steps_per_epoch - 1)
+        super()._backup(self._current_epoch)
+
     def _backup(self, epoch: int, batch: int = 0) -> None:
-        manager = self._training_state.write_checkpoint_manager
-        if manager is self._training_state.read_checkpoint_manager and manager.latest_checkpoint:  # the chief
-            previous_dir = os.path.join(self.backup_dir, model_directory.PREVIOUS_BACKUP)
-            if tf.io.gfile.exists(previous_dir):
-                tf.io.gfile.rmtree(previous_dir)
-            tf.io.gfile.makedirs(previous_dir)
-            for path in tf.io.gfile.glob(manager.latest_checkpoint + ".*"):
-                tf.io.gfile.rename(path, os.path.join(previous_dir, os.path.basename(path)))
-        super()._backup(epoch, batch)
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.steps_per_epoch and (self.last_step is None or step < self.last_step):
+            super()._backup(epoch, batch)  # else an evaluation's step: back_up_evaluated_step takes this backup
 
 
 class ResumeNotice(tf.keras.callbacks.Callback):
@@ -209,8 +253,8 @@ class ResumeNotice(tf.keras.callbacks.Callback):
 
 def check_backup(backup_dir: str) -> None:
     """Reads every tensor of the chief's latest backup (Keras's BackupAndRestore layout). An unreadable
-    one (truncated, corrupted) is replaced by the previous backup when that one reads; otherwise the run
-    stops with what to do instead of a raw error mid-restore."""
+    one (truncated, corrupted) is deleted and the run resumes from the backup before it when that one reads;
+    otherwise the run stops with what to do instead of a raw error mid-restore."""
     chief_dir = os.path.join(backup_dir, model_directory.CHIEF_BACKUP)
     latest = tf.train.latest_checkpoint(chief_dir)
     if latest is None:
@@ -219,15 +263,13 @@ def check_backup(backup_dir: str) -> None:
     reason = _unreadable(latest)
     if reason is None:
         return
-    previous = sorted(tf.io.gfile.glob(os.path.join(backup_dir, model_directory.PREVIOUS_BACKUP, "*.index")))
-    if previous and _unreadable(previous[-1].removesuffix(".index")) is None:
-        prefix = previous[-1].removesuffix(".index")
-        for path in tf.io.gfile.glob(prefix + ".*"):
-            tf.io.gfile.rename(path, os.path.join(chief_dir, os.path.basename(path)), overwrite=True)
-        restored = os.path.join(chief_dir, os.path.basename(prefix))
-        tf.compat.v1.train.update_checkpoint_state(chief_dir, restored)
+    previous = model_directory.backups(chief_dir)[:-1]
+    if previous and _unreadable(previous[-1]) is None:
+        tf.compat.v1.train.update_checkpoint_state(chief_dir, previous[-1], all_model_checkpoint_paths=previous)
+        for path in tf.io.gfile.glob(latest + ".*"):
+            tf.io.gfile.remove(path)
         logger.warning(f"{latest}: the latest backup cannot be read ({reason}); resuming from the previous one, "
-                       f"{restored}")
+                       f"{previous[-1]}")
         return
     raise RuntimeError(f"{latest}: the backup of the interrupted run cannot be read ({reason}), nor a previous "
                        f"one; move {backup_dir} aside to train from the start (the best checkpoint in best/ is "
@@ -302,29 +344,26 @@ def train(model: RemiModel, config: RemiConfig,
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
                                      user_features=valid_user_features)
 
+    # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at every
+    # evaluation only, instead of every checkpoint_every steps too.
+    backup = StepBackup(model_directory.backup_dir(model_dir), "epoch" if not batch_hooks else
+                        max(1, config.checkpoint_every // steps_per_execution), steps_per_epoch,
+                        config.max_steps if batch_hooks else None)
     validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
-                                    config.max_steps if batch_hooks else None)
-    backup_dir = model_directory.backup_dir(model_dir)
+                                    config.max_steps if batch_hooks else None, backup)
     if chief:
-        check_backup(backup_dir)
+        check_backup(backup.backup_dir)
     guard = TrainingGuard(config.max_steps)
     callbacks = [
         *([guard] if batch_hooks else []),
-        # Validation first, so that its metrics reach the CSV and TensorBoard logs of the same epoch.
+        backup,  # restores before ValidationCallback.on_train_begin looks at the step
+        # Validation before the summaries, so that its metrics reach the TensorBoard logs of the same epoch.
         validation,
-        # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at
-        # every evaluation instead of every checkpoint_every steps.
-        StepBackup(
-            backup_dir, delete_checkpoint=False,
-            save_freq="epoch" if isinstance(strategy, tf.distribute.ParameterServerStrategy) else
-            max(1, config.checkpoint_every // steps_per_execution)),
         ResumeNotice(),
     ]
     if chief:
-        history_csv = model_directory.path(model_dir, model_directory.HISTORY_FILE)
         logs_dir = model_directory.path(model_dir, model_directory.LOGS_DIR)
-        callbacks += [tf.keras.callbacks.CSVLogger(history_csv, append=True),
-                      StepSummaries(logs_dir, validation, valid_histories, valid_user_features)]
+        callbacks.append(StepSummaries(logs_dir, validation, valid_histories, valid_user_features))
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])

@@ -278,3 +278,35 @@ def test_min_rating_keeps_the_events_rated_at_least_r(tmp_path, datasets_dir):
     (tmp_path / "bad.csv").write_text("user_id,item_id,timestamp,rating\nu1,i1,5,good\n")
     with pytest.raises(ValueError, match=r"bad.csv: line 2: field 'rating': not a number: 'good'"):
         prepare(tmp_path, [tmp_path / "bad.csv"], min_rating=4)
+
+
+@pytest.mark.parametrize("name, header, expected", [
+    # the header's own names guessed for the fields (issue 40 item 7)
+    ("own.csv", "uid,movie,ts,rating", "--columns user=uid,item=movie,timestamp=ts"),
+    ("shop.csv", "customer_id,sku,event_time", "--columns user=customer_id,item=sku,timestamp=event_time"),
+    ("camel.csv", "userId,productId,date", "--columns user=userId,item=productId,timestamp=date"),
+    ("partly.csv", "user_id,article_code,timestamp", "--columns user=user_id,item=...,timestamp=timestamp"),
+    # a near miss of an expected name is named too (issue 40 item 6)
+    ("typo.csv", "user_id,item_idd,timestamp", "lacks column(s) ['item_id'] (did you mean item_idd?)"),
+    # the delimiter the name promises is not the one the header uses
+    ("commas.tsv", "user_id,item_id,timestamp", "the file's delimiter looks like ',' but its name says TSV "
+                                                "(--format csv reads it)"),
+    ("tabs.csv", "user_id\titem_id\ttimestamp", "the file's delimiter looks like a tab but its name says CSV "
+                                                "(--format tsv reads it)"),
+])
+def test_a_header_without_the_expected_columns_says_what_it_found_and_the_fix(tmp_path, name, header, expected):
+    delimiter = "\t" if "\t" in header else ","
+    (tmp_path / name).write_text(header + "\n" + delimiter.join(["u1", "i1", "1", "5"][:header.count(delimiter) + 1])
+                                 + "\n")
+    with pytest.raises(ValueError) as error:
+        readers.read_event_batches(str(tmp_path / name)).__next__()
+    message = str(error.value)
+    assert f"{name}: line 1: header " in message and expected in message, message
+    assert header.split(delimiter)[0] in message  # what it found
+
+
+def test_columns_naming_a_missing_header_name_get_the_closest(tmp_path):
+    (tmp_path / "log.csv").write_text("uid,sku,ts\nu1,i1,1\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['skus'\] \(did you mean sku\?\)"):
+        readers.read_event_batches(str(tmp_path / "log.csv"), columns={"user_id": "uid", "item_id": "skus",
+                                                                       "timestamp": "ts"}).__next__()

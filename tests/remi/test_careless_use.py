@@ -140,11 +140,11 @@ def test_a_warm_start_from_the_runs_own_directory_is_refused(small_run, tmp_path
 
 
 def test_more_steps_on_a_run_without_a_backup_are_refused_with_the_way_to_continue(small_run, tmp_path, capsys):
-    """small_run (60 steps, checkpoint_every 1,000) never wrote a backup: more steps would start again at step 0
+    """small_run's backup (taken at its evaluation) deleted by hand: more steps would start again at step 0
     and append a second history (item 6), so the run is refused, naming --warm-start."""
     model_dir = tmp_path / "model"
     shutil.copytree(small_run / "model", model_dir)
-    assert not (model_dir / "backup").exists()
+    shutil.rmtree(model_dir / "backup")
     before = directory_bytes(model_dir)
     assert cli.main(["train", "--data", str(small_run / "data"), "--model-dir", str(model_dir), "--quiet", "--set",
                      "max_steps=80", "embedding_dim=8", "steps_per_execution=20"]) == 2

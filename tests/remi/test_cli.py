@@ -129,6 +129,22 @@ def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_p
         tf.io.gfile.GFile(f"{data}/item_features.tsv").read()  # the remote item features were read
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    (["trian", "--data", "d"], "invalid choice: 'trian' (did you mean train?)"),
+    (["prepare", "--input", "x", "--output", "y", "--format", "tvs"], "invalid choice: 'tvs' (did you mean tsv?)"),
+    (["export", "--model-dir", "m", "--output", "o", "--index", "brute_force"],
+     "invalid choice: 'brute_force' (did you mean brute-force?)"),
+    (["train", "--data", "d", "--model-dir", "m", "--strategy", "multiworker"],
+     "invalid choice: 'multiworker' (did you mean multi-worker?)"),
+])
+def test_a_misspelt_choice_names_the_closest(capsys, arguments, expected):
+    """Issue 40 item 6: a choice option's value (and the command's name) that is close to a choice names it."""
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(arguments)
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2 and expected in error and "(choose from " in error, error
+
+
 @pytest.mark.parametrize("options, named", [
     (["--sedd", "5"], "--sedd"),  # not ours, not Beam's: Beam would only warn and drop it
     (["--overwrit"], "--overwrit"),  # no prefix matching: it must not mean --overwrite

@@ -132,3 +132,67 @@ def test_a_killed_export_is_never_served_and_the_next_export_publishes_whole(dat
     leftovers = [os.path.join(folder, name) for folder, names, files in os.walk(export_dir)
                  for name in names + files if ".tmp-" in name]
     assert leftovers == []  # the killed exports' temporaries were swept
+
+
+class Killed(BaseException):
+    """A simulated kill: nothing of the command runs after it (remi's error handling catches Exception only)."""
+
+
+class KillAfterWrites:
+    """Counts the writes `remi train` makes into its model directory (each file written whole, a checkpoint
+    saved, a backup file moved aside, the vocabulary copied) and raises Killed right after the `kill_after`-th
+    (None: counts only)."""
+
+    def __init__(self, monkeypatch, kill_after=None):
+        import tensorflow as tf
+
+        from remi_tf import atomic
+
+        self.kill_after, self.writes, self.inside = kill_after, [], False
+        for owner, name in ((atomic, "write_text"), (tf.io.gfile, "copy"), (tf.io.gfile, "rename"),
+                            (tf.train.CheckpointManager, "save"), (tf.train.Checkpoint, "write")):
+            monkeypatch.setattr(owner, name, self.counted(getattr(owner, name), name))
+
+    def counted(self, write, name):
+        def counted_write(*args, **kwargs):
+            if self.inside:  # a rename inside atomic.write_text is part of that one write
+                return write(*args, **kwargs)
+            self.inside = True
+            try:
+                result = write(*args, **kwargs)
+            finally:
+                self.inside = False
+            self.writes.append(f"{name}({args[0] if isinstance(args[0], str) else args[1:2]})")
+            if len(self.writes) == self.kill_after:
+                raise Killed(self.writes[-1])
+            return result
+        return counted_write
+
+
+def test_a_kill_after_any_write_of_a_training_run_is_resumed_by_the_same_command(tmp_path, monkeypatch):
+    """Issue 40 item 4: killed between any two of its writes (here after each one in turn; the first
+    evaluation, at step 10, comes before the first checkpoint_every backup), the same `remi train` command
+    finishes the run with each evaluation in validation.json and each row of history.csv once. Before, a kill
+    between the first evaluation and the first backup left a directory the command refused."""
+    from remi import cli
+
+    data = synthetic.prepared_clusters(tmp_path, num_users=120, num_clusters=6, items_per_cluster=10,
+                                       clusters_per_user=2, length=12, seed=7)
+    command = ["train", "--data", data, "--quiet", "--set", "max_steps=20", "eval_every=10", "checkpoint_every=1000",
+               "steps_per_execution=10", "embedding_dim=8", "batch_size=16", "patience=0"]
+    with monkeypatch.context() as patches:
+        counter = KillAfterWrites(patches)
+        assert cli.main([*command, "--model-dir", str(tmp_path / "whole")]) == 0
+    assert len(counter.writes) >= 6, "\n".join(counter.writes)
+    for kill_after in range(1, len(counter.writes)):
+        model_dir = str(tmp_path / f"killed-{kill_after}")
+        with monkeypatch.context() as patches:
+            KillAfterWrites(patches, kill_after)
+            with pytest.raises(Killed):
+                cli.main([*command, "--model-dir", model_dir])
+        assert cli.main([*command, "--model-dir", model_dir]) == 0, (kill_after, counter.writes[kill_after - 1])
+        state = json.load(open(os.path.join(model_dir, "validation.json")))
+        assert [e["step"] for e in state["evaluations"]] == [10, 20], kill_after
+        rows = open(os.path.join(model_dir, "history.csv")).read().splitlines()
+        assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"], (kill_after, rows)
+        assert state["best_step"] in (10, 20) and os.path.exists(os.path.join(model_dir, "best", "ckpt.index"))

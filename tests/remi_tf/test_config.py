@@ -91,3 +91,31 @@ def test_the_configuration_reference_lists_every_key_and_is_up_to_date():
     for field in dataclasses.fields(config_lib.RemiConfig):
         rows = [line for line in reference.splitlines() if line.startswith(f"| `{field.name}` |")]
         assert len(rows) == 1 and rows[0].split(" | ")[2].strip(), field.name  # one row, with a meaning
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_step=3000", "--set: unknown config key(s) 'max_step' (did you mean max_steps?)"),
+    ("Batch_Size=3", "unknown config key(s) 'Batch_Size' (did you mean batch_size?)"),
+    ("negatives=in_batc", "must be one of ('in_batch', 'in_batch_plus_sampled', 'sampled'), got 'in_batc' (did you "
+                          "mean in_batch?)"),
+    ("routing=self_atentive", "got 'self_atentive' (did you mean self_attentive?)"),
+    ("optimizer=lazyadam", "got 'lazyadam' (did you mean lazy_adam?)"),
+    ("merge=scores", "got 'scores' (did you mean score?)"),
+])
+def test_a_misspelt_key_or_value_names_the_closest(override, message):
+    """Issue 40 item 6: the closest names instead of (or besides) the 56 known keys."""
+    with pytest.raises(ValueError) as error:
+        config_lib.load(None, [override])
+    assert message in str(error.value)
+    if override.startswith("max_step="):
+        assert "known keys" not in str(error.value)  # the suggestion, not every key
+
+
+def test_a_misspelt_yaml_key_names_the_closest_and_an_unlike_one_lists_every_key(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("num_interest: 8\n")
+    with pytest.raises(ValueError, match=r"preset.yaml: unknown config key\(s\) 'num_interest' \(did you mean "
+                                         r"num_interests\?\)"):
+        config_lib.load(path)
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) 'zzz'; known keys: \['batch_size'"):
+        config_lib.load(None, ["zzz=1"])

@@ -1,6 +1,5 @@
 """A killed training run resumes from its last backup instead of starting over."""
 
-import glob
 import json
 import logging
 import os
@@ -67,45 +66,40 @@ def test_resume_after_kill(tmp_path, monkeypatch):
 
 
 def test_a_kill_between_a_backup_and_its_evaluation_evaluates_on_resume(tmp_path, monkeypatch):
-    """The backup at step 100 is written at the batch's end, the evaluation at the epoch's end: killed between
-    them, the resumed run evaluates the restored weights at step 100 first (the real-kill test found the
-    evaluation missing: it resumed at the next epoch)."""
+    """The evaluation at step 100 backs up before it records itself in validation.json: killed between the two,
+    the resumed run evaluates the restored weights at step 100 first, and history.csv keeps the training loss
+    of that epoch that was written before the kill (the real-kill test found the evaluation missing: it resumed
+    at the next epoch)."""
     sequences, _ = synthetic.clustered_sequences(300, 6, 10, 2, 20, seed=1)
     config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
-                                   checkpoint_every=100, steps_per_execution=10, patience=0)
+                                   checkpoint_every=1000, steps_per_execution=10, patience=0)
     histories, targets = evaluation_examples(sequences[250:], config.max_history)
     model_dir = str(tmp_path / "model")
-    backed_up = {}
 
-    def run(extra_callbacks=()):
+    def run():
         model = models.RemiModel(config, 60)
-        original_fit = model.fit
-        monkeypatch.setattr(model, "fit", lambda *a, **k: original_fit(
-            *a, **{**k, "callbacks": k["callbacks"] + list(extra_callbacks)}))
         dataset = sequence_dataset(sequences[:250], config.batch_size, config.max_history, seed=0)
         return train.train(model, config, dataset, histories, targets, model_dir, verbose=0), model
 
-    class KillAfterBackup(Kill):  # runs after StepBackup's batch hook: the backup at step 100 exists
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations) >= self.at_step:
-                backed_up["weights"] = [w.numpy() for w in self.model.trainable_weights]
-                raise KeyboardInterrupt("killed")
-
-    with pytest.raises(KeyboardInterrupt):
-        run([KillAfterBackup(at_step=100)])
+    with monkeypatch.context() as patches:
+        def killed(*args):
+            raise KeyboardInterrupt("killed")
+        patches.setattr(model_directory, "write_validation", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run()
     assert not os.path.exists(os.path.join(model_dir, "validation.json"))
-    expected = evaluate_lib.evaluate(_model_with(config, backed_up["weights"]), histories, targets)["recall@50"]
+    assert [int(os.path.basename(p).split("-")[1]) for p in model_directory.backups(
+        os.path.join(model_dir, "backup", "chief"))] == [1]  # the evaluation's backup, no checkpoint_every one
+    restored = models.RemiModel(config, 60)
+    tf.train.Checkpoint(model=restored).read(model_directory.latest_backup(model_dir)).expect_partial()
+    expected = evaluate_lib.evaluate(restored, histories, targets)["recall@50"]
+    loss_before = model_directory.read_history(model_dir)[0]["loss"]
     state, _ = run()
     assert [e["step"] for e in state["evaluations"]] == [100, 200]
     assert state["evaluations"][0]["val_recall@50"] == pytest.approx(expected, abs=1e-9)
-
-
-def _model_with(config, weights):
-    model = models.RemiModel(config, 60)
-    model.query_tower(tf.zeros([1, config.max_history], tf.int64))
-    for variable, value in zip(model.trainable_weights, weights):
-        variable.assign(value)
-    return model
+    history = model_directory.read_history(model_dir)
+    assert list(history) == [0, 1] and history[0]["loss"] == loss_before and float(loss_before) > 0
+    assert float(history[0]["val_recall@50"]) == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("changes", [{}, {"routing": "comirec_dr", "interest_scoring": "max"}])
@@ -159,8 +153,10 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
     with open(os.path.join(model_dir, "validation.json")) as stream:
         assert [e["step"] for e in json.load(stream)["evaluations"]] == [20, 40, 60]
 
-    truncate(tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief")))
-    truncate(glob.glob(os.path.join(model_dir, "backup", "previous", "*.index"))[0].removesuffix(".index"))
+    kept = model_directory.backups(os.path.join(model_dir, "backup", "chief"))
+    assert len(kept) == 2  # the latest (step 60) and the one before it (step 40)
+    for prefix in kept:
+        truncate(prefix)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
     with pytest.raises(RuntimeError, match=f"{latest}: the backup of the interrupted run cannot be read .*nor a "
                                            "previous one; move "):
@@ -190,7 +186,7 @@ def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
     assert (state["best"], state["best_step"], state["evaluations_without_improvement"]) == (0.3, 20, 2)
     restored = models.RemiModel(config, 60)
     model_directory.restore_best(restored, str(tmp_path))
-    for best, loaded in zip(weights_at[20], restored.trainable_weights):  # the weights of step 20, not 40
+    for best, loaded in zip(weights_at[20], restored.trainable_weights, strict=True):  # the weights of step 20, not 40
         np.testing.assert_array_equal(best, loaded.numpy())
     assert not np.array_equal(weights_at[20][0], weights_at[40][0])
 
