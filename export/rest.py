@@ -126,139 +126,144 @@ def format_rest_response(outputs: dict[str, np.ndarray], row_format: bool) -> di
 _PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
 
 
+class RestHandler(BaseHTTPRequestHandler):
+    """TF Serving's REST API over `registry` (set by make_rest_handler): :predict, model status and metadata."""
+
+    registry: ModelRegistry
+    timeout = REQUEST_TIMEOUT_S  # socket timeout: a client that stops sending is dropped, not waited for
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection serves a client's requests one after another
+    # A reply's headers and body are buffered and leave in one write when the body fits the buffer
+    # (http.server flushes after each request): one send per reply, not two (BENCHMARKS.md 7.8). A larger
+    # body leaves in two writes, and with Nagle's algorithm it would wait for the client's delayed ACK of
+    # the headers (40 ms per request on a kept-alive connection): hence no Nagle.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request lines, headers it cannot read, unsupported methods) in TF
+        Serving's JSON, with a status line also for a request line it could not read (which it takes for
+        HTTP/0.9). The rest of the stream cannot be trusted: the connection closes."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = self.protocol_version
+        self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
+    def _reply(self, status: int, payload: dict) -> None:
+        """A JSON reply; `Connection: close` when the connection closes after it (close_connection)."""
+        body = json_body(payload)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _body_length(self, required: bool) -> int:
+        """The declared body's size (0 without a Content-Length where none is `required`); a body whose end
+        the server cannot find or will not read is refused (RequestRejected): the connection then closes."""
+        if "Transfer-Encoding" in self.headers:
+            raise RequestRejected(411, f"request bodies in a transfer coding ({self.headers['Transfer-Encoding']}"
+                                       "; chunked) are not supported: send Content-Length")
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
+        if not lengths:
+            if required:
+                raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
+            return 0
+        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+            raise RequestRejected(400, f"Content-Length {', '.join(sorted(lengths))}: expected one byte count")
+        length = int(next(iter(lengths)))
+        if length > MAX_BODY_BYTES:
+            raise RequestRejected(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+        return length
+
+    def _read_body(self, required: bool = True, keep: bool = True) -> bytes:
+        """The request's body (b"" for none); `keep=False` reads and drops it in pieces, so that the next
+        request on the connection starts where it should."""
+        length = self._body_length(required)
+        chunks, received = [], 0
+        while received < length:  # in pieces, so that a timeout still knows what arrived
+            try:
+                chunk = self.rfile.read1(min(length - received, length if keep else DISCARD_CHUNK_BYTES))
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            if keep:
+                chunks.append(chunk)
+            received += len(chunk)
+        if received < length:
+            raise RequestRejected(400, f"request body ended after {received} of the {length} bytes of its "
+                                       "Content-Length")
+        return b"".join(chunks)
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: a body that would be refused is refused before the client sends it."""
+        try:
+            self._body_length(required=False)
+        except RequestRejected as error:
+            self._refuse(error)
+            return False
+        return super().handle_expect_100()
+
+    def _refuse(self, error: RequestRejected) -> None:
+        """An HTTP-level refusal: the body was not read, so the connection closes after the reply."""
+        self.close_connection = True
+        self._reply(error.status, {"error": str(error)})
+
+    def _route(self, predict: bool) -> None:
+        match = _PATH.match(urllib.parse.urlsplit(self.path).path)
+        try:
+            predicting = predict and match is not None and match.group(3) == ":predict"
+            body = self._read_body(required=predicting, keep=predicting)  # others' bodies: read and dropped
+            if not match or (match.group(3) == ":predict") != predict:
+                raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
+            name, version = match.group(1), int(match.group(2)) if match.group(2) else None
+            if match.group(3) == "/metadata":
+                served_version, signatures = self.registry.signature_defs(name, version)
+                spec = {"name": name, "signature_name": "", "version": str(served_version)}
+                self._reply(200, {"model_spec": spec, "metadata": {"signature_def": json_format.MessageToDict(
+                    signatures, preserving_proto_field_name=True)}})
+                return
+            if not predict:
+                self._reply(200, {"model_version_status": self.registry.status(name, version)})
+                return
+            signature_name, inputs, row_format = parse_rest_request(body)
+            _, outputs = self.registry.predict(name, version, signature_name, inputs)
+            self._reply(200, format_rest_response(outputs, row_format))
+        except RequestRejected as error:
+            self._refuse(error)
+        except ServingError as error:
+            self._reply(404 if error.code == "NOT_FOUND" else 400, {"error": str(error)})
+        except (tf.errors.OpError, ValueError, TypeError) as error:
+            self._reply(400, {"error": getattr(error, "message", str(error))})
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._route(predict=False)
+
+    def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's method name)
+        self._route(predict=True)
+
+    def _not_allowed(self) -> None:
+        try:
+            self._read_body(required=False, keep=False)
+        except RequestRejected as error:
+            self._refuse(error)
+            return
+        self._reply(405, {"error": f"Method {self.command} not allowed: GET a model's status, POST :predict"})
+
+    do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _not_allowed
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per error only
+        if args and str(args[1]).startswith(("4", "5")):
+            super().log_message(format, *args)
+
+
 def make_rest_handler(registry: ModelRegistry, request_timeout_s: float = REQUEST_TIMEOUT_S
                       ) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = request_timeout_s  # socket timeout: a client that stops sending is dropped, not waited for
-        protocol_version = "HTTP/1.1"  # keep-alive: one connection serves a client's requests one after another
-        # A reply's headers and body are buffered and leave in one write when the body fits the buffer
-        # (http.server flushes after each request): one send per reply, not two (BENCHMARKS.md 7.8). A larger
-        # body leaves in two writes, and with Nagle's algorithm it would wait for the client's delayed ACK of
-        # the headers (40 ms per request on a kept-alive connection): hence no Nagle.
-        wbufsize = 1 << 16
-        disable_nagle_algorithm = True
-
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """http.server's own errors (bad request lines, headers it cannot read, unsupported methods) in TF
-            Serving's JSON, with a status line also for a request line it could not read (which it takes for
-            HTTP/0.9). The rest of the stream cannot be trusted: the connection closes."""
-            self.close_connection = True
-            if self.request_version == "HTTP/0.9":
-                self.request_version = self.protocol_version
-            self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
-
-        def _reply(self, status: int, payload: dict) -> None:
-            """A JSON reply; `Connection: close` when the connection closes after it (close_connection)."""
-            body = json_body(payload)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _body_length(self, required: bool) -> int:
-            """The declared body's size (0 without a Content-Length where none is `required`); a body whose end
-            the server cannot find or will not read is refused (RequestRejected): the connection then closes."""
-            if "Transfer-Encoding" in self.headers:
-                raise RequestRejected(411, f"request bodies in a transfer coding ({self.headers['Transfer-Encoding']}"
-                                           "; chunked) are not supported: send Content-Length")
-            lengths = {value.strip() for value in self.headers.get_all("Content-Length", [])}
-            if not lengths:
-                if required:
-                    raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
-                return 0
-            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-                raise RequestRejected(400, f"Content-Length {', '.join(sorted(lengths))}: expected one byte count")
-            length = int(next(iter(lengths)))
-            if length > MAX_BODY_BYTES:
-                raise RequestRejected(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
-            return length
-
-        def _read_body(self, required: bool = True, keep: bool = True) -> bytes:
-            """The request's body (b"" for none); `keep=False` reads and drops it in pieces, so that the next
-            request on the connection starts where it should."""
-            length = self._body_length(required)
-            chunks, received = [], 0
-            while received < length:  # in pieces, so that a timeout still knows what arrived
-                try:
-                    chunk = self.rfile.read1(min(length - received, length if keep else DISCARD_CHUNK_BYTES))
-                except TimeoutError:
-                    break
-                if not chunk:
-                    break
-                if keep:
-                    chunks.append(chunk)
-                received += len(chunk)
-            if received < length:
-                raise RequestRejected(400, f"request body ended after {received} of the {length} bytes of its "
-                                           "Content-Length")
-            return b"".join(chunks)
-
-        def handle_expect_100(self) -> bool:
-            """`Expect: 100-continue`: a body that would be refused is refused before the client sends it."""
-            try:
-                self._body_length(required=False)
-            except RequestRejected as error:
-                self._refuse(error)
-                return False
-            return super().handle_expect_100()
-
-        def _refuse(self, error: RequestRejected) -> None:
-            """An HTTP-level refusal: the body was not read, so the connection closes after the reply."""
-            self.close_connection = True
-            self._reply(error.status, {"error": str(error)})
-
-        def _route(self, predict: bool) -> None:
-            match = _PATH.match(urllib.parse.urlsplit(self.path).path)
-            try:
-                predicting = predict and match is not None and match.group(3) == ":predict"
-                body = self._read_body(required=predicting, keep=predicting)  # others' bodies: read and dropped
-                if not match or (match.group(3) == ":predict") != predict:
-                    raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
-                name, version = match.group(1), int(match.group(2)) if match.group(2) else None
-                if match.group(3) == "/metadata":
-                    served_version, signatures = registry.signature_defs(name, version)
-                    spec = {"name": name, "signature_name": "", "version": str(served_version)}
-                    self._reply(200, {"model_spec": spec, "metadata": {"signature_def": json_format.MessageToDict(
-                        signatures, preserving_proto_field_name=True)}})
-                    return
-                if not predict:
-                    self._reply(200, {"model_version_status": registry.status(name, version)})
-                    return
-                signature_name, inputs, row_format = parse_rest_request(body)
-                _, outputs = registry.predict(name, version, signature_name, inputs)
-                self._reply(200, format_rest_response(outputs, row_format))
-            except RequestRejected as error:
-                self._refuse(error)
-            except ServingError as error:
-                self._reply(404 if error.code == "NOT_FOUND" else 400, {"error": str(error)})
-            except (tf.errors.OpError, ValueError, TypeError) as error:
-                self._reply(400, {"error": getattr(error, "message", str(error))})
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self._route(predict=False)
-
-        def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's method name)
-            self._route(predict=True)
-
-        def _not_allowed(self) -> None:
-            try:
-                self._read_body(required=False, keep=False)
-            except RequestRejected as error:
-                self._refuse(error)
-                return
-            self._reply(405, {"error": f"Method {self.command} not allowed: GET a model's status, POST :predict"})
-
-        do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _not_allowed
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per error only
-            if args and str(args[1]).startswith(("4", "5")):
-                super().log_message(format, *args)
-
-    return Handler
+    """RestHandler serving `registry`, a client that stops sending dropped after `request_timeout_s`."""
+    return type("Handler", (RestHandler,), {"registry": registry, "timeout": request_timeout_s})
 
 
 class HTTPServer(ThreadingHTTPServer):
