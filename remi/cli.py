@@ -488,7 +488,10 @@ class StderrHandler(logging.StreamHandler):
 
 
 def configure_logging() -> None:
-    """The libraries' log records (loads, refusals, fallbacks) as plain lines on stderr, INFO and above."""
+    """The libraries' log records (loads, refusals, fallbacks) as plain lines on stderr, INFO and above. In a
+    process whose root logger has no handler (the `remi` command), one there for the other loggers' records,
+    printed as logging.basicConfig prints them: absl (TensorFlow's logging) otherwise calls basicConfig at its
+    first record, and each library line printed a second time through that root handler."""
     handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in LIBRARY_LOGGERS:
@@ -496,6 +499,12 @@ def configure_logging() -> None:
         if not library.handlers:
             library.addHandler(handler)
         library.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not root.handlers:
+        others = StderrHandler()
+        others.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        others.addFilter(lambda record: record.name.split(".")[0] not in LIBRARY_LOGGERS)
+        root.addHandler(others)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
