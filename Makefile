@@ -48,7 +48,8 @@ demo: $(STAMP) $(DATA)
 	$(BIN)/remi prepare --input $(DATA) --output $(DEMO_DIR)/data --overwrite $(FEATURES)
 	rm -rf $(DEMO_DIR)/model
 	$(BIN)/remi train --data $(DEMO_DIR)/data --model-dir $(DEMO_DIR)/model --config $(CONFIG)
-	$(BIN)/remi evaluate --model-dir $(DEMO_DIR)/model --split test --plots $(DEMO_DIR)/plots
+	$(BIN)/remi evaluate --model-dir $(DEMO_DIR)/model --split test --plots $(DEMO_DIR)/plots \
+	    $(if $(ITEM_NAMES),--item-names $(ITEM_NAMES),)
 	rm -rf $(DEMO_DIR)/export
 	$(BIN)/remi export --model-dir $(DEMO_DIR)/model --output $(DEMO_DIR)/export --index both --k 20
 	$(BIN)/remi serve --export-dir $(DEMO_DIR)/export --port $(PORT) --grpc-port $(GRPC_PORT) & server=$$!; \

@@ -12,7 +12,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 # TensorFlow's and ScaNN's start-up lines (cuInit, CPU features) only with --verbose; before TensorFlow loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in sys.argv else "3")
@@ -21,6 +22,11 @@ import remi_tf  # noqa: E402 (sets TF_USE_LEGACY_KERAS before anything imports T
 from remi import display, native_logs
 from remi_tf import config as config_lib
 from remi_tf.suggestions import did_you_mean
+
+if TYPE_CHECKING:  # annotations only: `remi --help` loads neither
+    import numpy as np
+
+    from remi_tf.model_directory import TrainedModel
 
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -192,9 +198,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from remi_tf import atomic, feature_tables, model_directory
     from remi_tf import evaluate as evaluate_lib
     from remi_tf import input as input_lib
+    from remi_tf.export import client as client_lib
     from remi_tf.item_index import FIRST_ITEM_INDEX
     from remi_tf.pipelines import local
 
+    if args.item_names and not args.plots:
+        raise ValueError("--item-names names the history items of the routing heatmaps: give --plots DIR too")
+    names = client_lib.read_item_names(args.item_names) if args.item_names else {}  # a bad file fails first
     trained = model_directory.load_trained(args.model_dir)
     config, model, vocabulary = trained.config, trained.model, trained.vocabulary
     config = evaluation_config(config, args.set)
@@ -224,14 +234,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     atomic.write_json(output, report)
     print(json.dumps(report, indent=2) if args.json else display.evaluation_summary(report, output))
     if args.plots:
-        from remi_tf import plots
-
-        routing = evaluate_lib.retrieve(model, histories[:6], top_n=1,
-                                        user_features=None if profiles is None else profiles[:6]).routing
-        written = plots.write_all(args.plots, routing, histories[:6] >= FIRST_ITEM_INDEX, user_ids[:6],
-                                  model_directory.path(args.model_dir, model_directory.HISTORY_FILE), config.eval_every)
+        written = evaluation_plots(args.plots, args.model_dir, trained, histories[:6], user_ids[:6],
+                                   None if profiles is None else profiles[:6], names)
         print("plots: " + ", ".join(written))
     return 0
+
+
+def evaluation_plots(directory: str, model_dir: str, trained: TrainedModel, histories: np.ndarray,
+                     user_ids: Sequence[str], profiles: np.ndarray | None, names: Mapping[str, str]) -> list[str]:
+    """`evaluate --plots`: the routing heatmaps of these users (their history items named by `names`, else
+    by id) and the model directory's training curves; returns the paths written."""
+    from remi_tf import evaluate as evaluate_lib
+    from remi_tf import model_directory, plots
+    from remi_tf.models import FIRST_ITEM_INDEX
+
+    routing = evaluate_lib.retrieve(trained.model, histories, top_n=1, user_features=profiles).routing
+    items = [[trained.vocabulary[index - FIRST_ITEM_INDEX] for index in history if index >= FIRST_ITEM_INDEX]
+             for history in histories]
+    return plots.write_all(directory, routing, histories >= FIRST_ITEM_INDEX, user_ids,
+                           model_directory.path(model_dir, model_directory.HISTORY_FILE), trained.config.eval_every,
+                           position_labels=[[names.get(item, item) for item in row] for row in items])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -422,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="prepared data (default: the directory the model was trained on)")
     evaluate.add_argument("--output", help="report path (default: <model-dir>/eval-<split>.json)")
     evaluate.add_argument("--plots", metavar="DIR", help="write routing heatmaps and training curves here")
+    evaluate.add_argument("--item-names", metavar="FILE",
+                          help="CSV/TSV with a header, item id then name (e.g. ml-100k.item): the routing heatmaps "
+                               "name the history's items (default: their ids)")
     evaluate.add_argument("--json", action="store_true", help="print the whole report as JSON (it is always written "
                                                                "to --output)")
     evaluate.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
@@ -503,7 +528,10 @@ class StderrHandler(logging.StreamHandler):
 
 
 def configure_logging() -> None:
-    """The libraries' log records (loads, refusals, fallbacks) as plain lines on stderr, INFO and above."""
+    """The libraries' log records (loads, refusals, fallbacks) as plain lines on stderr, INFO and above. In a
+    process whose root logger has no handler (the `remi` command), one there for the other loggers' records,
+    printed as logging.basicConfig prints them: absl (TensorFlow's logging) otherwise calls basicConfig at its
+    first record, and each library line printed a second time through that root handler."""
     handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in LIBRARY_LOGGERS:
@@ -511,6 +539,12 @@ def configure_logging() -> None:
         if not library.handlers:
             library.addHandler(handler)
         library.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not root.handlers:
+        others = StderrHandler()
+        others.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        others.addFilter(lambda record: record.name.split(".")[0] not in LIBRARY_LOGGERS)
+        root.addHandler(others)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ SEQUENCE_FEATURES = {
 }
 
 SPLITS = ("train", "valid", "test")
+READ_BUFFER_BYTES = 256 * 1024  # TFRecordDataset's default, given (left unsaid, it logs an INFO line per reader)
 
 # manifest.json's `timestamp_unit`, by the digits of a second the timestamps hold: "input" keeps the log's integers
 # as written (unix seconds for ISO times); a log with fractional seconds (ISO or decimal) is read in the coarsest
@@ -153,6 +154,24 @@ def split_files(data_dir: str, split: str) -> list[str]:
 def compression_type(files: Sequence[str]) -> str:
     """TFRecordDataset's compression_type for shards named like `files` (GZIP for .gz)."""
     return "GZIP" if files and files[0].endswith(".gz") else ""
+
+
+def record_batches(files: Sequence[str], batch_size: int) -> tf.data.Dataset:
+    """The serialized records of `files` in batches of up to `batch_size`, then one empty batch, the end
+    marker `until_end_marker` stops at: tf.data answers a read past the end with an OUT_OF_RANGE error,
+    which TensorFlow logs in eager mode ("Local rendezvous is aborting with status: OUT_OF_RANGE")."""
+    records = tf.data.TFRecordDataset(list(files), compression_type=compression_type(files),
+                                      buffer_size=READ_BUFFER_BYTES).batch(batch_size)
+    return records.concatenate(tf.data.Dataset.from_tensors(tf.constant([], tf.string)))
+
+
+def until_end_marker(batches: tf.data.Dataset) -> Iterator[Any]:
+    """The NumPy batches of a `record_batches` pipeline (mapped as the caller needs) up to its end marker, the
+    first batch whose first component has no rows; the iterator is never asked past it."""
+    for batch in batches.as_numpy_iterator():
+        if not len(tf.nest.flatten(batch)[0]):
+            return
+        yield batch
 
 
 def items_path(data_dir: str) -> str:

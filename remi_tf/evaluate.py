@@ -202,7 +202,8 @@ def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarr
 
     Returns:
       A JSON-ready report: metric@N floats, "num_users", "routing_entropy" and "routing_max_weight" lists,
-      "interest_overlap" (mean pairwise Jaccard of the K per-interest top-max(N) lists) and
+      "interest_pair_overlap" ([K, K] the Jaccard index of each pair of the K per-interest top-max(N) lists,
+      averaged over the users), "interest_overlap" (its mean over the pairs) and
       "interest_share" (each interest's share of the merged top max(N)), "oracle_recall@N" (each user's best
       single-interest list: an upper bound of any choice between the interests), "union_recall@N" and
       "union_size@N" (the K lists together: what a merge could reach, and their distinct items).
@@ -215,7 +216,9 @@ def evaluate(model: RemiModel, histories: np.ndarray, targets: Sequence[np.ndarr
             report[f"category_diversity@{n}"] = diversity.category_diversity(found.item_ids[:, :n], categories)
     report["num_users"] = len(targets)
     report.update(metrics.routing_diagnostics(found.routing, histories >= FIRST_ITEM_INDEX))
-    report["interest_overlap"] = metrics.interest_overlap(found.interest_item_ids)
+    pair_overlap = metrics.interest_pair_overlap(found.interest_item_ids)
+    report["interest_pair_overlap"] = pair_overlap
+    report["interest_overlap"] = metrics.mean_pair_overlap(pair_overlap)
     report["interest_share"] = metrics.interest_share(found.interest, model.config.num_interests)
     report.update(metrics.interest_list_coverage(found.interest_item_ids, targets, top_ns))
     return report

@@ -59,12 +59,11 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
     """
     lookup = item_lookup(vocabulary)
     for path in files:
-        dataset = tf.data.TFRecordDataset([path], compression_type=data_directory.compression_type([path]))
-        dataset = dataset.batch(1024).map(data_directory.parse_sequences)
+        dataset = data_directory.record_batches([path], 1024).map(data_directory.parse_sequences)
         dataset = dataset.map(lambda record: (record["user_id"], lookup(record["item_ids"]),
                                               record["history_length"], record["timestamps"]))
         try:
-            for user_ids, items, history_lengths, timestamps in dataset.as_numpy_iterator():
+            for user_ids, items, history_lengths, timestamps in data_directory.until_end_marker(dataset):
                 for user_id, user_items, history_length, times in zip(user_ids, items, history_lengths.tolist(),
                                                                       timestamps, strict=True):
                     yield IndexedSequence(user_id.decode("utf-8"), user_items, history_length, times)
@@ -77,10 +76,10 @@ def read_indexed_sequences(files: Sequence[str], vocabulary: Sequence[str]) -> I
 def read_user_ids(data_dir: str) -> list[str]:
     """The distinct user ids of every split's sequence records, sorted."""
     files = [path for split in data_directory.SPLITS for path in data_directory.split_files(data_dir, split)]
-    dataset = tf.data.TFRecordDataset(files, compression_type=data_directory.compression_type(files)).batch(4096)
     user_ids: set[str] = set()
-    user_id_batches = dataset.map(lambda serialized: data_directory.parse_sequences(serialized)["user_id"])
-    for batch in user_id_batches.as_numpy_iterator():
+    user_id_batches = data_directory.record_batches(files, 4096).map(
+        lambda serialized: data_directory.parse_sequences(serialized)["user_id"])
+    for batch in data_directory.until_end_marker(user_id_batches):
         user_ids.update(user_id.decode("utf-8") for user_id in batch)
     return sorted(user_ids)
 

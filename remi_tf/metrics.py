@@ -71,23 +71,41 @@ def routing_diagnostics(routing: np.ndarray, mask: np.ndarray) -> dict[str, list
     return {"routing_entropy": entropy.mean(axis=0).tolist(), "routing_max_weight": largest.mean(axis=0).tolist()}
 
 
-def interest_overlap(interest_item_ids: np.ndarray) -> float:
-    """How much the K per-interest retrievals repeat each other: the Jaccard index |A n B| / |A u B| of
-    every pair of a user's per-interest lists, averaged over the pairs and then the users (0: disjoint
-    lists, each interest earns its slots; 1: K copies of one list). K = 1 gives 0.
+def interest_pair_overlap(interest_item_ids: np.ndarray) -> list[list[float]]:
+    """How much each pair of the K per-interest retrievals repeats itself: [K, K] the Jaccard index
+    |A n B| / |A u B| of interests i's and j's lists, averaged over the users (1 on the diagonal; 0: disjoint
+    lists, each interest earns its slots; 1: the same items). Names the pairs that `interest_overlap`
+    averages into one number.
 
     Args:
       interest_item_ids: [users, K, N] each interest's retrieved item indices (-1: no result).
     """
     num_users, num_interests, _ = interest_item_ids.shape
-    pairs = [(i, j) for i in range(num_interests) for j in range(i + 1, num_interests)]
-    if not pairs or not num_users:
-        return 0.0
-    total = 0.0
+    totals = np.zeros([num_interests, num_interests])
     for lists in interest_item_ids:
         sets = [set(row[row >= 0].tolist()) for row in lists]
-        total += sum(len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1) for i, j in pairs) / len(pairs)
-    return total / num_users
+        for i in range(num_interests):
+            for j in range(i + 1, num_interests):
+                totals[i, j] += len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1)
+    pairs = totals / max(num_users, 1)
+    return (pairs + pairs.T + np.eye(num_interests)).tolist()
+
+
+def interest_overlap(interest_item_ids: np.ndarray) -> float:
+    """The mean over the K (K - 1) / 2 pairs of `interest_pair_overlap` (0: disjoint lists; 1: K copies of
+    one list). K = 1 gives 0.
+
+    Args:
+      interest_item_ids: [users, K, N] each interest's retrieved item indices (-1: no result).
+    """
+    return mean_pair_overlap(interest_pair_overlap(interest_item_ids))
+
+
+def mean_pair_overlap(pair_overlap: Sequence[Sequence[float]]) -> float:
+    """The mean of a [K, K] `interest_pair_overlap` above its diagonal (0 for K = 1)."""
+    pairs = np.asarray(pair_overlap, np.float64)
+    above = pairs[np.triu_indices(len(pairs), k=1)]
+    return float(above.mean()) if above.size else 0.0
 
 
 def interest_share(interest: np.ndarray, num_interests: int) -> list[float]:

@@ -122,7 +122,8 @@ class ValidationCallback(tf.keras.callbacks.Callback):
                 tf.io.gfile.rmtree(os.path.dirname(prefix))
         if self.chief:
             speed = "" if steps_per_s is None else f"; training {steps_per_s:.1f} steps/s"
-            print(f"\nstep {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
+            below_bar = "\n" if self.params.get("verbose") == 1 else ""  # Keras's bar leaves its line open
+            print(f"{below_bar}step {step}: valid {SELECTION_METRIC} = {report[SELECTION_METRIC]:.4f} (best "
                   f"{self.state['best']:.4f} at step {self.state['best_step']}){speed}; validation "
                   f"{self._users(report)}{validation_s:.1f} s", flush=True)
             model_directory.write_validation(self.model_dir, self.state)

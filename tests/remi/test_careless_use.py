@@ -115,6 +115,31 @@ def test_export_version_and_evaluation_data_are_checked(small_run, tmp_path, cap
     assert not (tmp_path / "r.json").exists()
 
 
+def test_evaluate_plots_name_the_history_items_and_refuse_names_without_plots(small_run, tmp_path, capsys,
+                                                                               monkeypatch):
+    import matplotlib.figure
+
+    from remi_tf import input as input_lib
+
+    model = str(small_run / "model")
+    vocabulary = input_lib.read_vocabulary(model)
+    (tmp_path / "names.csv").write_text("item_id,title\n" + "".join(f"{item},title {item}\n" for item in vocabulary))
+    arguments = ["evaluate", "--model-dir", model, "--output", str(tmp_path / "r.json"), "--item-names",
+                 str(tmp_path / "names.csv")]
+    assert cli.main(arguments) == 2
+    assert "--item-names names the history items of the routing heatmaps: give --plots DIR too" in \
+        capsys.readouterr().err
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, *args, **kwargs: (
+        figures.append(figure), save(figure, *args, **kwargs))[1])
+    assert cli.main([*arguments, "--plots", str(tmp_path / "plots")]) == 0
+    _, histories, _ = input_lib.load_evaluation_split(str(small_run / "data"), "test", vocabulary, 20)
+    first_user = figures[0].axes[0]  # routing.png's first panel: the split's first user
+    assert [label.get_text() for label in first_user.get_xticklabels()] == [
+        f"title {vocabulary[index - 2]}" for index in histories[0] if index >= 2]
+
+
 def test_a_diverged_run_fails_instead_of_finishing(small_run, tmp_path, capsys):
     """A learning rate of 1e30 sends the loss to NaN or infinity in the first steps: the run stops there with
     an error naming the fix, and no evaluation of the diverged weights is recorded as the best."""

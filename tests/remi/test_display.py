@@ -27,6 +27,32 @@ def test_collapsed_interests_are_named_with_the_key_that_addresses_them():
     assert "interests" not in display.evaluation_summary({**single, "interest_share": [1.0]}, "r.json")
 
 
+def redundancy_warnings(pair_overlap, mean_overlap=0.3):
+    report = {**REPORT, "interest_pair_overlap": pair_overlap, "interest_overlap": mean_overlap,
+              "interest_share": [0.25] * len(pair_overlap)}
+    return [line for line in display.evaluation_summary(report, "r.json").splitlines() if "warning" in line]
+
+
+def test_interests_that_retrieve_the_same_items_are_named_with_what_to_try():
+    # #0 and #2 retrieve the same 50 items, #1 and #3 most of them; the mean (0.39) is far from a collapse.
+    pairs = [[1.0, 0.05, 1.0, 0.1], [0.05, 1.0, 0.1, 0.8], [1.0, 0.1, 1.0, 0.3], [0.1, 0.8, 0.3, 1.0]]
+    assert redundancy_warnings(pairs) == [
+        "warning: interests #0 and #2 (overlap 1.00), #1 and #3 (overlap 0.80) retrieve nearly the same top 50 "
+        "items (redundant interests): fewer interests (num_interests=2), or a larger routing_lambda to set them "
+        "apart"]
+    # Overlapping pairs join into one group: #0-#1 and #0-#2 (#1-#2 itself below the threshold).
+    chained = [[1.0, 0.9, 0.7, 0.0], [0.9, 1.0, 0.4, 0.0], [0.7, 0.4, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    assert redundancy_warnings(chained) == [
+        "warning: interests #0, #1 and #2 (overlaps 0.70-0.90) retrieve nearly the same top 50 items (redundant "
+        "interests): fewer interests (num_interests=2), or a larger routing_lambda to set them apart"]
+    # Below display.REDUNDANT_OVERLAP (the healthy models measured had no pair above 0.27): no warning.
+    below = [[1.0, 0.27, 0.45, 0.1], [0.27, 1.0, 0.1, 0.2], [0.45, 0.1, 1.0, 0.3], [0.1, 0.2, 0.3, 1.0]]
+    assert redundancy_warnings(below) == []
+    # A collapse (every pair alike) is said once, by the collapse warning.
+    collapsed = redundancy_warnings([[1.0] * 4] * 4, mean_overlap=1.0)
+    assert len(collapsed) == 1 and "routing collapse" in collapsed[0]
+
+
 def test_cleaning_summary_names_each_reason_and_what_was_kept():
     manifest = {"input_events": 1200, "num_items": 74, "filters": {"min_user_count": 5, "min_item_count": 5},
                 "splits": {"train": {"users": 50}, "valid": {"users": 7}, "test": {"users": 3}},

@@ -2,6 +2,7 @@
 ScaNN log lines in a command's default output (--verbose brings them back)."""
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
         done = subprocess.run([sys.executable, "-m", "remi", *argv], capture_output=True, text=True, timeout=180,
                               env=environment(), cwd=REPOSITORY)
         assert done.returncode == 0, done.stderr
+        remi.stdout = done.stdout
         return done.stderr
 
     def prepare(*extra):
@@ -55,8 +57,16 @@ def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
     assert "cpu_feature_guard" in verbose or "cuda" in verbose.lower(), verbose
     # ScaNN's index build logs through its own absl (no environment variable reaches it): dropped from export
     model = str(tmp_path / "model")
-    remi("train", "--data", str(tmp_path / "out0"), "--model-dir", model, "--quiet", "--set", "max_steps=20",
-         "--set", "batch_size=32", "--set", "eval_every=20")
+    # A learning rate too small to change the ranking: no improvement at step 20, early stopping with patience 1.
+    trained = remi("train", "--data", str(tmp_path / "out0"), "--model-dir", model, "--quiet", "--set",
+                   "max_steps=20", "--set", "batch_size=32", "--set", "eval_every=10", "--set", "patience=1",
+                   "--set", "learning_rate=1e-9")
+    lines = remi.stdout.splitlines()
+    # --quiet: a line per evaluation and the result, no blank lines between them
+    assert [line.split(":")[0].split(" =")[0] for line in lines] == ["step 10", "step 20", "best valid recall@50"], \
+        remi.stdout
+    assert [line for line in trained.splitlines() if "early stopping" in line] == [
+        "early stopping: no improvement in 1 evaluations"], trained
 
     def export(*extra):
         return remi("export", "--model-dir", model, "--output", str(tmp_path / "export"), "--index", "scann",
@@ -64,6 +74,26 @@ def test_commands_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
 
     assert not any(native_logs.ABSL_LINE.match(line) for line in export().splitlines())
     assert any(native_logs.ABSL_LINE.match(line) for line in export("--verbose").splitlines())
+
+
+def test_a_library_record_prints_once_after_absl_configured_the_root_logger(capsys):
+    """absl.logging's first record (TensorFlow logs through absl while training) calls logging.basicConfig()
+    when the root logger has no handler; the library's records must not then print a second time."""
+    from absl import logging as absl_logging
+
+    from remi import cli
+
+    saved = logging.root.handlers[:]  # the process `remi` runs in: no root handler (pytest's are put back)
+    logging.root.handlers = []
+    try:
+        cli.configure_logging()
+        absl_logging.debug("a record below absl's level, as TensorFlow's")
+        logging.getLogger("remi_tf.train").info("early stopping: no improvement in 1 evaluations")
+        logging.getLogger("another.library").warning("a warning of another library")
+    finally:
+        logging.root.handlers = saved
+    assert capsys.readouterr().err.splitlines() == ["early stopping: no improvement in 1 evaluations",
+                                                    "WARNING:another.library:a warning of another library"]
 
 
 def test_every_option_has_a_help_line_with_its_default():

@@ -60,8 +60,11 @@ def test_the_walkthrough_and_the_python_example_run_as_written(tmp_path):
     served = served_lookup(stdout)
     assert sorted(served) == list(range(1, 11))  # ten candidates, each once
     example = subprocess.run([sys.executable, "-c", readme_block("python")], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=TIMEOUT_S, env=environment)
+                             text=True, timeout=TIMEOUT_S, env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert example.returncode == 0, example.stderr[-3000:]
+    assert "" not in example.stdout.splitlines(), example.stdout  # verbose=0: no blank line before "step 300: ..."
+    # TensorFlow's INFO lines on, as a user has them: no "Local rendezvous is aborting with status: OUT_OF_RANGE"
+    assert "rendezvous" not in example.stderr, example.stderr[-3000:]  # (a dataset read past its end)
     printed = example.stdout.strip().splitlines()[-1]
     # the library's answer is the served one: the same ten items in the same order, each from the same interest
     items, interests = re.fullmatch(r"\[(.*)\] \[(.*)\]", printed).groups()

@@ -1,6 +1,11 @@
 """The tf.data input: the random cut's range, the evaluation cut, InputContext sharding, and the streaming
 path's distribution against the analytic q."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +15,10 @@ from remi_tf import input as input_lib
 from tests import numpy_reference
 from remi_tf.config import RemiConfig
 from remi_tf.pipelines import local
+from tests import synthetic
 from tests.pipelines.test_local import write_log
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_random_cut_range_history_and_target():
@@ -206,3 +214,24 @@ def test_training_validates_on_a_fixed_sample_of_the_valid_split(tmp_path, caplo
         more = input_lib.training_inputs(data_dir, config.replace(valid_users=10_000))
     np.testing.assert_array_equal(more.valid_histories, histories)
     assert sum("validating on all of them" in record.message for record in caplog.records) == 1
+
+
+def test_reading_the_splits_to_their_end_logs_no_out_of_range(tmp_path):
+    """tf.data ends an iterator with an OUT_OF_RANGE error, which TensorFlow logs in eager mode ("Local
+    rendezvous is aborting with status: OUT_OF_RANGE", as the README's Python example printed): the readers
+    stop at an end marker before it, and still read every record."""
+    data = synthetic.prepared_clusters(tmp_path, num_users=120, num_clusters=6, items_per_cluster=10,
+                                       clusters_per_user=2, length=10, seed=3)
+    probe = ("import sys; from remi_tf import input as input_lib\n"
+             "vocabulary = input_lib.read_vocabulary(sys.argv[1])\n"
+             "users, _ = input_lib.load_sequences(sys.argv[1], 'train', vocabulary)\n"
+             "evaluated, _, _ = input_lib.load_evaluation_split(sys.argv[1], 'test', vocabulary, 20)\n"
+             "print(len(users), len(evaluated), len(input_lib.read_user_ids(sys.argv[1])))")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "PYTHONPATH": REPOSITORY}  # TensorFlow's INFO lines
+    done = subprocess.run([sys.executable, "-c", probe, data], capture_output=True, text=True, timeout=120,
+                          env=environment)
+    assert done.returncode == 0, done.stderr
+    splits = json.load(open(os.path.join(data, "manifest.json")))["splits"]
+    assert done.stdout.split() == [str(splits["train"]["users"]), str(splits["test"]["users"]), "120"]
+    assert "cpu_feature_guard" in done.stderr or "cuda" in done.stderr.lower()  # INFO lines do show
+    assert "rendezvous" not in done.stderr and "OUT_OF_RANGE" not in done.stderr, done.stderr

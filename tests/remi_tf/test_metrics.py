@@ -46,6 +46,20 @@ def test_interest_overlap_hand_worked():
     assert metrics.interest_overlap(lists[:, :1]) == 0.0  # one interest: no pairs
 
 
+def test_interest_pair_overlap_hand_worked():
+    lists = np.array([
+        [[1, 2, 3, 4], [3, 4, 5, 6], [7, 8, -1, -1]],  # J(0,1) = 2/6, J(0,2) = 0, J(1,2) = 0
+        [[1, 2, 3, 4], [1, 2, 3, 4], [4, 3, 2, 1]],  # the same set three times: 1
+    ])
+    pairs = metrics.interest_pair_overlap(lists)  # each pair's Jaccard, averaged over the two users
+    np.testing.assert_allclose(pairs, [[1.0, (2 / 6 + 1) / 2, 0.5], [(2 / 6 + 1) / 2, 1.0, 0.5],
+                                       [0.5, 0.5, 1.0]])
+    upper = [pairs[i][j] for i in range(3) for j in range(i + 1, 3)]
+    assert metrics.interest_overlap(lists) == pytest.approx(sum(upper) / 3)  # the pairs' mean
+    assert metrics.interest_pair_overlap(lists[:, :1]) == [[1.0]]
+    assert metrics.interest_pair_overlap(np.full((0, 2, 3), -1)) == [[1.0, 0.0], [0.0, 1.0]]  # no users
+
+
 def test_interest_share_hand_worked():
     interest = np.array([[0, 0, 2, -1], [1, 0, 0, 2]])  # 7 filled slots: interest 0 in 4, 1 in 1, 2 in 2
     np.testing.assert_allclose(metrics.interest_share(interest, 4), [4 / 7, 1 / 7, 2 / 7, 0.0])

@@ -54,6 +54,10 @@ def test_multi_interest_beats_single_interest(planted):
     # lists are not copies of one another (seen: shares 0.23 - 0.29, overlap 0.45).
     assert min(four["interest_share"]) > 0.1 and four["interest_overlap"] < 0.8, four
     assert one["interest_share"] == [1.0] and one["interest_overlap"] == 0.0
+    pairs = np.asarray(four["interest_pair_overlap"])  # each pair's overlap; interest_overlap is their mean
+    assert pairs.shape == (4, 4) and np.allclose(pairs, pairs.T) and np.allclose(np.diag(pairs), 1.0)
+    assert pairs[np.triu_indices(4, k=1)].mean() == pytest.approx(four["interest_overlap"])
+    assert one["interest_pair_overlap"] == [[1.0]]
 
 
 def test_two_interests_scored_as_served_beat_one_on_two_unequal_clusters(two_unequal_clusters):
