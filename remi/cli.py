@@ -246,7 +246,7 @@ def evaluation_plots(directory: str, model_dir: str, trained: TrainedModel, hist
     by id) and the model directory's training curves; returns the paths written."""
     from remi_tf import evaluate as evaluate_lib
     from remi_tf import model_directory, plots
-    from remi_tf.models import FIRST_ITEM_INDEX
+    from remi_tf.item_index import FIRST_ITEM_INDEX
 
     routing = evaluate_lib.retrieve(trained.model, histories, top_n=1, user_features=profiles).routing
     items = [[trained.vocabulary[index - FIRST_ITEM_INDEX] for index in history if index >= FIRST_ITEM_INDEX]
