@@ -345,26 +345,9 @@ def train(model: RemiModel, config: RemiConfig,
         return evaluate_lib.evaluate(model, valid_histories, valid_targets, batch_size=config.eval_batch_size,
                                      user_features=valid_user_features)
 
-    # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at every
-    # evaluation only, instead of every checkpoint_every steps too.
-    backup = StepBackup(model_directory.backup_dir(model_dir), "epoch" if not batch_hooks else
-                        max(1, config.checkpoint_every // steps_per_execution), steps_per_epoch,
-                        config.max_steps if batch_hooks else None)
-    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
-                                    config.max_steps if batch_hooks else None, backup)
-    if chief:
-        check_backup(backup.backup_dir)
     guard = TrainingGuard(config.max_steps)
-    callbacks = [
-        *([guard] if batch_hooks else []),
-        backup,  # restores before ValidationCallback.on_train_begin looks at the step
-        # Validation before the summaries, so that its metrics reach the TensorBoard logs of the same epoch.
-        validation,
-        ResumeNotice(),
-    ]
-    if chief:
-        logs_dir = model_directory.path(model_dir, model_directory.LOGS_DIR)
-        callbacks.append(StepSummaries(logs_dir, validation, valid_histories, valid_user_features))
+    validation, callbacks = training_callbacks(config, model_dir, evaluate_valid, steps_per_execution, chief,
+                                               strategy, batch_hooks, guard, valid_histories, valid_user_features)
     history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=verbose if chief else 0)
     losses = history.history.get("loss", [])
@@ -374,6 +357,30 @@ def train(model: RemiModel, config: RemiConfig,
                            f"if any, stays in {model_directory.path(model_dir, model_directory.BEST_DIR)}. Lower "
                            f"learning_rate (now {config.learning_rate}) and train into a new --model-dir")
     return validation.state
+
+
+def training_callbacks(config: RemiConfig, model_dir: str, evaluate_valid: Callable[[], dict], steps_per_execution: int,
+                       chief: bool, strategy: tf.distribute.Strategy, batch_hooks: bool, guard: TrainingGuard,
+                       valid_histories: np.ndarray, valid_user_features: np.ndarray | None
+                       ) -> tuple[ValidationCallback, list[tf.keras.callbacks.Callback]]:
+    """The validation callback and every callback of `train`'s fit, in their order: the guard (with batch hooks),
+    the backup (it restores before the validation looks at the step), the validation (before the summaries, so
+    that its metrics reach the TensorBoard logs of the same epoch), the resume notice, the chief's summaries."""
+    steps_per_epoch = epoch_steps(config)
+    # Keras backs up parameter-server training only at epoch ends (it skips batch hooks there): at every
+    # evaluation only, instead of every checkpoint_every steps too.
+    backup = StepBackup(model_directory.backup_dir(model_dir), "epoch" if not batch_hooks else
+                        max(1, config.checkpoint_every // steps_per_execution), steps_per_epoch,
+                        config.max_steps if batch_hooks else None)
+    validation = ValidationCallback(evaluate_valid, model_dir, config.patience, steps_per_epoch, chief, strategy,
+                                    config.max_steps if batch_hooks else None, backup)
+    if chief:
+        check_backup(backup.backup_dir)
+    callbacks = [*([guard] if batch_hooks else []), backup, validation, ResumeNotice()]
+    if chief:
+        logs_dir = model_directory.path(model_dir, model_directory.LOGS_DIR)
+        callbacks.append(StepSummaries(logs_dir, validation, valid_histories, valid_user_features))
+    return validation, callbacks
 
 
 def epoch_steps(config: RemiConfig) -> int:

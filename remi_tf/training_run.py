@@ -63,13 +63,7 @@ def run(data_dir: str, model_dir: str, config: RemiConfig, warm_start_from: str 
         user_vocabularies = None if inputs.user_features is None else models.user_vocabularies(inputs.user_features)
         model = models.RemiModel(config, len(inputs.vocabulary), inputs.target_probability, inputs.vocabulary,
                                  inputs.item_features, user_vocabularies)
-    warm: dict[str, Any] = {}
-    if warm_start_from:
-        carried = warm_start_lib.warm_start(model, inputs.vocabulary, warm_start_from)
-        warm = {"warm_start_from": atomic.absolute(warm_start_from), "warm_start": carried._asdict()}
-        logger.info(f"warm start from {warm_start_from}: {carried.kept_items:,} item rows carried, "
-                    f"{carried.new_items:,} new, {carried.dropped_items:,} dropped"
-                    + ("; streaming logQ state carried" if carried.frequency_state else ""))
+    warm = carry_parent(model, inputs.vocabulary, warm_start_from) if warm_start_from else {}
     # One process reads its training records now, so that a corrupt shard stops the run before anything is written.
     train_data = inputs.dataset_fn(None) if strategy_name == "one-device" else \
         tf.keras.utils.experimental.DatasetCreator(inputs.dataset_fn)
@@ -86,3 +80,12 @@ def run(data_dir: str, model_dir: str, config: RemiConfig, warm_start_from: str 
                             verbose=verbose, strategy=strategy, chief=chief,
                             valid_user_features=inputs.valid_user_features)
     return state if chief else None
+
+
+def carry_parent(model: models.RemiModel, vocabulary: list[str], parent_dir: str) -> dict[str, Any]:
+    """Warm-starts `model` from the best weights of `parent_dir`; returns what run.json records of it."""
+    carried = warm_start_lib.warm_start(model, vocabulary, parent_dir)
+    logger.info(f"warm start from {parent_dir}: {carried.kept_items:,} item rows carried, "
+                f"{carried.new_items:,} new, {carried.dropped_items:,} dropped"
+                + ("; streaming logQ state carried" if carried.frequency_state else ""))
+    return {"warm_start_from": atomic.absolute(parent_dir), "warm_start": carried._asdict()}
