@@ -136,16 +136,16 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     """
     if index not in INDEXES:
         raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
-    trained = model_directory.load_trained(model_dir)
-    vocabulary = trained.vocabulary
-    merge_config = config_lib.from_mapping(settings or {}, trained.config, source="--set")  # before anything is written
+    model_directory.check_trained(model_dir)  # every check before the model is built and loaded
+    vocabulary = model_directory.read_vocabulary(model_directory.path(model_dir, model_directory.VOCABULARY_FILE))
+    merge_config = config_lib.from_mapping(settings or {}, model_directory.read_config(model_dir), source="--set")
     diversity_coef = merge_config.diversity_coef
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = feature_tables.read_categories(trained.data_dir, vocabulary, FIRST_ITEM_INDEX) \
-        if diversity_coef > 0 else None
+    data_dir = model_directory.read_run(model_dir)["data_dir"]
+    categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX) if diversity_coef > 0 else None
     if diversity_coef > 0 and categories is None:
-        raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
+        raise ValueError(f"diversity_coef > 0 needs item categories, and {data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
     auto = index == "auto"
     if auto:
@@ -156,8 +156,9 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         version = 1 + max([0] + [v for served in names for v in serving_layout.versions(os.path.join(output, served))])
     taken = [os.path.join(output, served, str(version)) for served in names
              if os.path.exists(os.path.join(output, served, str(version)))]
-    if taken:  # before the (slow) index build
+    if taken:  # before the model is loaded and the (slow) index built
         raise FileExistsError(f"{', '.join(taken)} already exist(s); choose another --version (default: the next)")
+    trained = model_directory.load_trained(model_dir)
     scann, tuned, choice = None, None, None
     if "scann" in names.values():
         queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary) \

@@ -178,12 +178,17 @@ class TrainedModel(NamedTuple):
     data_dir: str
 
 
-def load_trained(model_dir: str) -> TrainedModel:
-    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
+def check_trained(model_dir: str) -> None:
+    """Raises FileNotFoundError naming the first of config.yaml, items.tsv and run.json that `model_dir` lacks."""
     for name in (CONFIG_FILE, VOCABULARY_FILE, RUN_FILE):
         if not os.path.exists(path(model_dir, name)):
             raise FileNotFoundError(f"{path(model_dir, name)} not found: is {model_dir!r} a directory "
                                     "written by `remi train`?")
+
+
+def load_trained(model_dir: str) -> TrainedModel:
+    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
+    check_trained(model_dir)
     config = read_config(model_dir)
     vocabulary = read_vocabulary(path(model_dir, VOCABULARY_FILE))
     user_vocabularies = path(model_dir, USER_VOCABULARIES_FILE)
