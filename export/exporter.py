@@ -145,18 +145,20 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     """
     if index not in INDEXES:
         raise ValueError(f"--index must be one of {INDEXES}, got {index!r}")
-    trained = model_directory.load_trained(model_dir)
-    vocabulary = trained.vocabulary
-    diversity_coef = config_lib.from_mapping(settings or {}, trained.config, source="--set").diversity_coef
+    model_directory.check_trained(model_dir)  # every check before the model is built and loaded
+    vocabulary = model_directory.read_vocabulary(model_dir)
+    diversity_coef = config_lib.from_mapping(settings or {}, model_directory.read_config(model_dir),
+                                             source="--set").diversity_coef
     if not 1 <= k <= len(vocabulary):
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
-    categories = merge_categories(trained, diversity_coef)
+    categories = merge_categories(model_directory.read_run(model_dir)["data_dir"], vocabulary, diversity_coef)
     auto = index == "auto"
     if auto:
         index = choose_index(len(vocabulary))
         logger.info(f"--index auto: {index} for {len(vocabulary):,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
     names = model_names(name, index)
-    version = free_version(output, names, version)  # before the (slow) index build
+    version = free_version(output, names, version)  # before the model is loaded and the (slow) index built
+    trained = model_directory.load_trained(model_dir)
     scann, tuned, choice = None, None, None
     if "scann" in names.values():
         queries = scann_tuning.held_out_queries(trained.model, trained.data_dir, vocabulary) \
@@ -191,13 +193,13 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
     return published
 
 
-def merge_categories(trained: model_directory.TrainedModel, diversity_coef: float) -> np.ndarray | None:
+def merge_categories(data_dir: str, vocabulary: Sequence[str], diversity_coef: float) -> np.ndarray | None:
     """The item categories of the model's data directory for a diverse merge (diversity_coef > 0), else None."""
     if diversity_coef <= 0:
         return None
-    categories = feature_tables.read_categories(trained.data_dir, trained.vocabulary, FIRST_ITEM_INDEX)
+    categories = feature_tables.read_categories(data_dir, vocabulary, FIRST_ITEM_INDEX)
     if categories is None:
-        raise ValueError(f"diversity_coef > 0 needs item categories, and {trained.data_dir} has none: prepare it with "
+        raise ValueError(f"diversity_coef > 0 needs item categories, and {data_dir} has none: prepare it with "
                          "`remi prepare --item-features ITEMS.csv[:COLUMN]`")
     return categories
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -42,9 +43,8 @@ class Server:
         """reuse_port: bind both ports with SO_REUSEPORT, so that several server processes share them (the
         kernel spreads connections over them: `remi serve --workers N`); without it a port in use is an error."""
         self.batcher = batcher
-        self.registry = ModelRegistry(export_dir, max_batch_size, batcher)
-        self.http = HTTPServer((host, port), make_rest_handler(self.registry, request_timeout_s),
-                               bind_and_activate=False)
+        # Both ports are bound before any model loads, so that a port in use fails at once; the handlers follow.
+        self.http = HTTPServer((host, port), BaseHTTPRequestHandler, bind_and_activate=False)
         self.http.allow_reuse_port = reuse_port
         try:
             self.http.server_bind()
@@ -56,14 +56,21 @@ class Server:
         # default on Linux, which would let a second server share a port in use without an error.
         self.grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_threads),
                                 options=[("grpc.so_reuseport", int(reuse_port))])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.registry), self.grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), self.grpc)
         try:
             self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
         except RuntimeError:  # grpc's "Failed to bind"
             self.http.server_close()
             raise OSError(f"gRPC port {host}:{grpc_port}: cannot bind (in use?); choose another with --grpc-port") \
                 from None
+        try:
+            self.registry = ModelRegistry(export_dir, max_batch_size, batcher)
+        except BaseException:
+            self.http.server_close()
+            self.grpc.stop(grace=None)
+            raise
+        self.http.RequestHandlerClass = make_rest_handler(self.registry, request_timeout_s)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.registry), self.grpc)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.registry), self.grpc)
         self.port = self.http.server_address[1]
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()

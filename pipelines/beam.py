@@ -160,6 +160,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             min_user_count: int = sequences.MIN_USER_COUNT, min_rating: float | None = None) -> dict:
     """Runs the Beam pipeline (the runner and its options come from `pipeline_args`; default: Beam's
     local runner); `boundaries`: the time split, None: the user split. Returns the manifest."""
+    atomic.check_output(output_dir, overwrite)  # before the input is read (publish checks it again)
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     local.check_min_counts(min_item_count, min_user_count)

@@ -47,7 +47,8 @@ class SpillDirectory:
             parent = os.path.dirname(os.path.abspath(output_dir))
             os.makedirs(parent, exist_ok=True)
         name = os.path.basename(output_dir.rstrip("/"))
-        self.path = tempfile.mkdtemp(prefix=f".{name}.spill-", dir=parent)
+        # The process id in the name: a killed run's directory is swept by the next (atomic.sweep_stale).
+        self.path = tempfile.mkdtemp(prefix=f".{name}.spill-{os.getpid()}-", dir=parent)
 
     def __enter__(self) -> SpillDirectory:
         return self

@@ -214,8 +214,7 @@ def prepare(inputs: Iterable[str], output_dir: str, file_format: str | None = No
     file_format = file_format or readers.guess_format(input_paths[0])
     log = record_checks.BadRecordLog(max_bad_records)
     check_min_counts(min_item_count, min_user_count)
-    if not overwrite and tf.io.gfile.exists(output_dir):  # before the input is read (publish checks it again)
-        raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
+    atomic.check_output(output_dir, overwrite)  # before the input is read (publish checks it again)
     if boundaries is None:
         estimated = readers.estimate_events(input_paths, file_format)
         if estimated > max_events_in_memory:
@@ -292,6 +291,7 @@ def convert(inputs: Iterable[str], output_dir: str, file_format: str | None = No
             progress: bool = True, columns: Mapping[str, str] | None = None, min_rating: float | None = None) -> dict:
     """Raw logs -> sharded TFRecord event logs (`events-00000-of-0000N.tfrecord[.gz]`, a user's events in one
     shard, in read order) plus `manifest.json` with the counts and the skipped-record summary."""
+    atomic.check_output(output_dir, overwrite)  # before the input is read (publish checks it again)
     input_paths = readers.expand_inputs(list(inputs))
     file_format = file_format or readers.guess_format(input_paths[0])
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")

@@ -21,6 +21,7 @@ import tensorflow as tf
 from remi_tf import data_directory
 from remi_tf.pipelines import record_checks, sequences, text_logs, tfrecord_logs
 from remi_tf.pipelines.record_checks import BadRecordLog, Event
+from remi_tf.suggestions import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +289,8 @@ def parse_columns(spec: str | None) -> dict[str, str] | None:
         field, separator, header = part.partition("=")
         if not separator or field.strip() not in FIELD_NAMES or not header.strip():
             raise ValueError(f"--columns {spec!r}: expected FIELD=HEADER pairs separated by commas, FIELD one of "
-                             f"{', '.join(FIELD_NAMES)} (e.g. user=uid,item=sku,timestamp=ts)")
+                             f"{', '.join(FIELD_NAMES)} (e.g. user=uid,item=sku,timestamp=ts)"
+                             + (f"; FIELD {field.strip()!r}{did_you_mean(field.strip(), FIELD_NAMES)}"
+                                if separator and field.strip() not in FIELD_NAMES else ""))
         columns[FIELD_NAMES[field.strip()]] = header.strip()
     return columns

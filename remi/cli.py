@@ -83,11 +83,13 @@ def choose_runner(runner: str, inputs: Sequence[str], pipeline_args: Sequence[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from remi_tf import atomic
     from remi_tf.pipelines import feature_csvs, readers, time_split
 
     if args.split == "users" and (args.valid_from or args.test_from):
         raise ValueError("--valid-from/--test-from need --split time")
     boundaries = time_split.parse_boundaries(args.valid_from, args.test_from) if args.split == "time" else None
+    atomic.check_output(args.output, args.overwrite)  # before any file is read (the runner's estimate reads logs)
 
     options = dict(file_format=args.format, seed=args.seed, num_shards=args.num_shards, compress=args.compress,
                    overwrite=args.overwrite, max_bad_records=args.max_bad_records, behavior=args.behavior,
@@ -184,7 +186,8 @@ def evaluation_overrides(overrides: Sequence[str] | None) -> dict[str, object]:
     values = config_lib.parse_overrides(overrides or ())
     training_keys = sorted(set(values) - set(config_lib.EVALUATION_KEYS))
     if training_keys:
-        raise ValueError(f"--set {', '.join(training_keys)}: not an evaluation-time key (the model was trained with "
+        named = ", ".join(key + did_you_mean(key, config_lib.EVALUATION_KEYS) for key in training_keys)
+        raise ValueError(f"--set {named}: not an evaluation-time key (the model was trained with "
                          f"its value); evaluation-time keys: {', '.join(config_lib.EVALUATION_KEYS)}")
     return values
 
@@ -205,14 +208,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.item_names and not args.plots:
         raise ValueError("--item-names names the history items of the routing heatmaps: give --plots DIR too")
     names = client_lib.read_item_names(args.item_names) if args.item_names else {}  # a bad file fails first
-    trained = model_directory.load_trained(args.model_dir)
-    config, model, vocabulary = trained.config, trained.model, trained.vocabulary
-    config = evaluation_config(config, args.set)
-    data_dir = args.data or trained.data_dir
+    model_directory.check_trained(args.model_dir)  # the checks first, then the model is built and loaded
+    config = evaluation_config(model_directory.read_config(args.model_dir), args.set)
+    vocabulary = model_directory.read_vocabulary(args.model_dir)
     if args.data and input_lib.read_vocabulary(args.data) != vocabulary:
         raise ValueError(f"{os.path.join(args.data, 'items.tsv')} lists other items than the model's vocabulary "
                          f"({os.path.join(args.model_dir, 'items.tsv')}): evaluate on data prepared with the same "
                          "items (the model's own data directory, or a split of the same `remi prepare` run)")
+    trained = model_directory.load_trained(args.model_dir)
+    model, data_dir = trained.model, args.data or trained.data_dir
     user_ids, histories, targets = input_lib.load_evaluation_split(data_dir, args.split, vocabulary,
                                                                    config.max_history)
     split_users = len(user_ids)

@@ -9,6 +9,7 @@ there the files are moved one by one with the caller's completion markers last (
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -17,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
+
+logger = logging.getLogger(__name__)
 
 
 def is_remote(path: str) -> bool:
@@ -70,10 +73,7 @@ def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: 
     """
     output_dir = absolute(output_dir).rstrip("/")
     parent, name = os.path.split(output_dir)
-    if not is_remote(output_dir):
-        sweep_stale(parent, name)
-    if tf.io.gfile.exists(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
+    check_output(output_dir, overwrite)
     tf.io.gfile.makedirs(parent)
     if is_remote(output_dir):
         tmp_dir = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -95,6 +95,17 @@ def publish_directory(build: Callable[[str], None], output_dir: str, overwrite: 
     return output_dir
 
 
+def check_output(output_dir: str, overwrite: bool) -> None:
+    """What a command that publishes `output_dir` checks before it reads any input: the temporaries that killed
+    runs of the same output left beside it are swept (sweep_stale, a local output), and an existing output
+    without `overwrite` is refused."""
+    output_dir = absolute(output_dir).rstrip("/")
+    if not is_remote(output_dir):
+        sweep_stale(*os.path.split(output_dir))
+    if tf.io.gfile.exists(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; remove it or pass --overwrite")
+
+
 def _replace_local(new_dir: str, output_dir: str) -> None:
     """Renames `new_dir` to `output_dir`, an existing one set aside first and deleted last."""
     if not os.path.exists(output_dir):
@@ -108,20 +119,24 @@ def _replace_local(new_dir: str, output_dir: str) -> None:
 
 
 def sweep_stale(parent: str, name: str | None = None) -> None:
-    """Removes `.NAME.tmp-PID-*` and `.NAME.old-PID-*` in `parent` left by runs whose process PID is gone
-    (with `name` None: those of any name); an old output set aside by such a run goes back in place when
-    the output is missing."""
+    """Removes `.NAME.tmp-PID-*`, `.NAME.old-PID-*` and `.NAME.spill-PID-*` (a bounded prepare's buckets) in
+    `parent` left by runs whose process PID is gone (killed; with `name` None: those of any name), saying so;
+    an old output set aside by such a run goes back in place when the output is missing. Those of running
+    processes are left alone."""
     if not os.path.isdir(parent):
         return
     for entry in sorted(os.listdir(parent)):
-        match = re.fullmatch(r"\.(.+)\.(tmp|old)-(\d+)-.*", entry)
+        match = re.fullmatch(r"\.(.+)\.(tmp|old|spill)-(\d+)-.*", entry)
         if match is None or (name is not None and match.group(1) != name) or _is_running(int(match.group(3))):
             continue
         path, output = os.path.join(parent, entry), os.path.join(parent, match.group(1))
         if match.group(2) == "old" and not os.path.exists(output):
             os.replace(path, output)
+            logger.info(f"{output}: put back from {entry}, where a killed run (process {match.group(3)}) had set it "
+                        "aside")
         else:
             tf.io.gfile.rmtree(path)
+            logger.info(f"removed {path}: left by a killed run (process {match.group(3)} is gone)")
 
 
 def _is_running(pid: int) -> bool:

@@ -176,14 +176,24 @@ class TrainedModel(NamedTuple):
     data_dir: str
 
 
-def load_trained(model_dir: str) -> TrainedModel:
-    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
+def check_trained(model_dir: str) -> None:
+    """Raises FileNotFoundError naming the first of config.yaml, items.tsv and run.json that `model_dir` lacks."""
     for name in (CONFIG_FILE, VOCABULARY_FILE, RUN_FILE):
         if not os.path.exists(path(model_dir, name)):
             raise FileNotFoundError(f"{path(model_dir, name)} not found: is {model_dir!r} a directory "
                                     "written by `remi train`?")
+
+
+def read_vocabulary(model_dir: str) -> list[str]:
+    """The model's item ids, in index order (its copy of the data's items.tsv)."""
+    return data_directory.read_item_ids(path(model_dir, VOCABULARY_FILE))
+
+
+def load_trained(model_dir: str) -> TrainedModel:
+    """Rebuilds the model of `model_dir` from its resolved config and vocabulary, with the best weights."""
+    check_trained(model_dir)
     config = read_config(model_dir)
-    vocabulary = data_directory.read_item_ids(path(model_dir, VOCABULARY_FILE))
+    vocabulary = read_vocabulary(model_dir)
     user_vocabularies = path(model_dir, USER_VOCABULARIES_FILE)
     model = RemiModel(config, len(vocabulary), vocabulary=vocabulary,
                       item_features=feature_tables.read_item_table(model_dir, vocabulary),

@@ -89,6 +89,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         start_time, start_step = self.epoch_start
         steps_per_s = (int(self.model.optimizer.iterations.numpy()) - start_step) / (time.perf_counter() - start_time)
         self._evaluate(step, steps_per_s, logs)
+
     def _evaluate(self, step: int, steps_per_s: float | None, logs: dict | None) -> None:
         """Evaluates the weights at `step`, records it, keeps the best, decides on early stopping. `logs`:
         the epoch's training logs, None for an evaluation on resume (its backup exists)."""

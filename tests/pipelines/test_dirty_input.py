@@ -310,3 +310,9 @@ def test_columns_naming_a_missing_header_name_get_the_closest(tmp_path):
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['skus'\] \(did you mean sku\?\)"):
         readers.read_event_batches(str(tmp_path / "log.csv"), columns={"user_id": "uid", "item_id": "skus",
                                                                        "timestamp": "ts"}).__next__()
+
+
+def test_a_misspelt_columns_field_names_the_closest():
+    with pytest.raises(ValueError, match=r"FIELD one of user, item, timestamp, behavior, rating .*; FIELD 'usr' "
+                                         r"\(did you mean user\?\)"):
+        readers.parse_columns("usr=uid,item=sku,timestamp=ts")

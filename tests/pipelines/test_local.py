@@ -211,6 +211,6 @@ def test_a_disk_that_fills_while_spilling_names_the_directory_and_writes_nothing
         return real_dump(*args, **kwargs)
 
     monkeypatch.setattr(bucketed.pickle, "dump", dump_until_full)
-    with pytest.raises(OSError, match=r"the disk of .*\.out\.spill-\w+ filled while `remi prepare` spilled"):
+    with pytest.raises(OSError, match=r"the disk of .*\.out\.spill-\d+-\w+ filled while `remi prepare` spilled"):
         local.prepare(inputs, str(tmp_path / "out"), max_events_in_memory=0, bucket_events=100, progress=False)
     assert not [name for name in os.listdir(tmp_path) if "out" in name]  # no output, no spill directory

@@ -196,3 +196,26 @@ def test_a_kill_after_any_write_of_a_training_run_is_resumed_by_the_same_command
         rows = open(os.path.join(model_dir, "history.csv")).read().splitlines()
         assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"], (kill_after, rows)
         assert state["best_step"] in (10, 20) and os.path.exists(os.path.join(model_dir, "best", "ckpt.index"))
+
+
+def test_prepare_sweeps_what_killed_prepares_left_beside_its_output_and_says_so(tmp_path, capsys):
+    """Issue 40 item 4: a prepare killed while it spilled its buckets or built its output leaves `.out.spill-PID-*`
+    / `.out.tmp-PID-*` beside the output; the next prepare of that output removes those of processes that are
+    gone, naming each, and leaves a running prepare's (here this process's) alone."""
+    from remi import cli
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftovers = [f".out.spill-{gone.pid}-x1", f".out.tmp-{gone.pid}-x2"]
+    running = f".out.spill-{os.getpid()}-x3"
+    for name in [*leftovers, running]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bucket-0.events").write_bytes(b"events")
+    sequences, _ = synthetic.clustered_sequences(num_users=60, num_clusters=6, items_per_cluster=10,
+                                                 clusters_per_user=2, length=12, seed=8)
+    synthetic.write_log(tmp_path / "log.csv", sequences)
+    assert cli.main(["prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / "out")]) == 0
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith(".out.")) == [running]
+    error = capsys.readouterr().err
+    for name in leftovers:
+        assert f"removed {tmp_path / name}: left by a killed run (process {gone.pid} is gone)" in error, error
