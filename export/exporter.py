@@ -118,7 +118,9 @@ def timed_choice(trained: model_directory.TrainedModel, scann: tfrs.layers.facto
 
 def choose_index(num_items: int) -> str:
     """--index auto: "brute-force" below AUTO_SCANN_MIN_ITEMS items, "both" (ScaNN, and exact beside it) from there."""
-    return "brute-force" if num_items < AUTO_SCANN_MIN_ITEMS else "both"
+    index = "brute-force" if num_items < AUTO_SCANN_MIN_ITEMS else "both"
+    logger.info(f"--index auto: {index} for {num_items:,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
+    return index
 
 
 def model_names(name: str, index: str) -> dict[str, str]:
@@ -153,10 +155,7 @@ def export(model_dir: str, output: str, name: str = "remi", version: int | None 
         raise ValueError(f"--k must be between 1 and the {len(vocabulary)} items of the vocabulary, got {k}")
     categories = merge_categories(model_directory.read_run(model_dir)["data_dir"], vocabulary, diversity_coef)
     auto = index == "auto"
-    if auto:
-        index = choose_index(len(vocabulary))
-        logger.info(f"--index auto: {index} for {len(vocabulary):,} items (ScaNN from {AUTO_SCANN_MIN_ITEMS:,})")
-    names = model_names(name, index)
+    names = model_names(name, choose_index(len(vocabulary)) if auto else index)
     version = free_version(output, names, version)  # before the model is loaded and the (slow) index built
     trained = model_directory.load_trained(model_dir)
     scann, tuned, choice = None, None, None
