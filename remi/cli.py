@@ -113,8 +113,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
         unknown = beam.unknown_pipeline_options(args.pipeline_args)
         if unknown:
-            raise ValueError(f"unknown option(s) {' '.join(unknown)}: neither `remi prepare`'s (see --help) nor "
-                             "Beam's pipeline options")
+            raise ValueError(f"unknown option(s) {named_with_closest(unknown, args.option_names)}: neither `remi "
+                             "prepare`'s (see --help) nor Beam's pipeline options")
         manifest = beam.prepare(args.input, args.output, **options, num_buckets=args.user_buckets,
                                 pipeline_args=[f"--runner={runner}", *args.pipeline_args])
     counts = ", ".join(f"{split}: {c['users']:,} users / {c['events']:,} events"
@@ -339,6 +339,15 @@ class SuggestingParser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} "
                                                  f"(choose from {', '.join(map(repr, action.choices))})")
 
+    def option_names(self) -> list[str]:
+        return list(self._option_string_actions)
+
+
+def named_with_closest(arguments: Sequence[str], options: Sequence[str]) -> str:
+    """Unrecognized `arguments` as given, each option followed by the closest of `options` (did_you_mean)."""
+    return " ".join(argument + did_you_mean(argument.split("=", 1)[0], options) if argument.startswith("--")
+                    else argument for argument in arguments)
+
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Adds "(default: X)" to an option's help when it has a default worth showing (not None, False or a
@@ -512,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS",
                         help="retry while no server answers (one that is still starting)")
     lookup.set_defaults(run=cmd_lookup)
+    for command in commands.choices.values():  # what an unrecognized option is compared with
+        if isinstance(command, SuggestingParser):
+            command.set_defaults(option_names=command.option_names())
     return parser
 
 
@@ -556,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "prepare":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {named_with_closest(extra, args.option_names)}")
     args.pipeline_args = extra
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.debug:

@@ -136,19 +136,20 @@ def test_train_reads_a_data_directory_on_another_file_system(datasets_dir, tmp_p
      "invalid choice: 'brute_force' (did you mean brute-force?)"),
     (["train", "--data", "d", "--model-dir", "m", "--strategy", "multiworker"],
      "invalid choice: 'multiworker' (did you mean multi-worker?)"),
+    (["train", "--data", "d", "--model-dir", "m", "--quite"], "unrecognized arguments: --quite (did you mean --quiet?)"),
 ])
 def test_a_misspelt_choice_names_the_closest(capsys, arguments, expected):
     """Issue 40 item 6: a choice option's value (and the command's name) that is close to a choice names it."""
     with pytest.raises(SystemExit) as exit_status:
         cli.main(arguments)
     error = capsys.readouterr().err
-    assert exit_status.value.code == 2 and expected in error and "(choose from " in error, error
+    assert exit_status.value.code == 2 and expected in error, error
 
 
 @pytest.mark.parametrize("options, named", [
-    (["--sedd", "5"], "--sedd"),  # not ours, not Beam's: Beam would only warn and drop it
-    (["--overwrit"], "--overwrit"),  # no prefix matching: it must not mean --overwrite
-    (["--runner", "DirectRunner", "--direct_num_workers=1", "--sedd", "5"], "--sedd"),
+    (["--sedd", "5"], "--sedd (did you mean --seed?)"),  # not ours, not Beam's: Beam would only warn and drop it
+    (["--overwrit"], "--overwrit (did you mean --overwrite?)"),  # no prefix matching: it must not mean --overwrite
+    (["--runner", "DirectRunner", "--direct_num_workers=1", "--sedd", "5"], "--sedd (did you mean --seed?)"),
 ])
 def test_prepare_rejects_unknown_options_by_name(tmp_path, capsys, options, named):
     log = tmp_path / "log.csv"
