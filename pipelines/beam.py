@@ -166,19 +166,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
     local.check_min_counts(min_item_count, min_user_count)
     manifest: dict = {}
 
-    def finish(_, report: dict, item_counts: sequences.ItemCounts, frequent: set,
-               vocabulary: sequences.ItemCounts, tallies: sequences.TargetTallies, directory: str,
-               time_digits: int) -> None:
-        local.write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
-        atomic.write_json(os.path.join(directory, RESULTS), {
-            **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items),
-            TIME_DIGITS: time_digits})
-
     def build(directory: str) -> None:
-        for split in data_directory.SPLITS:  # every shard exists, even one that no user hashes to
-            for shard in range(num_shards):
-                name = data_directory.shard_name(split, shard, num_shards, compress)
-                local.write_shard(os.path.join(directory, name), [], compress)
+        _write_empty_shards(directory, num_shards, compress)  # every shard exists, even one no user hashes to
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
             reader = ReadBuckets(file_format, behavior, num_buckets, progress, columns, min_rating)
             read = (pipeline | "Files" >> beam.Create(list(enumerate(input_paths)))
@@ -190,16 +179,8 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             ordered = (read.buckets | "GroupByBucket" >> beam.GroupByKey()
                        | "OrderUsers" >> beam.FlatMapTuple(_order_bucket, time_digits=time_digits).with_outputs(
                            REPORT, main="users"))
-            # The user split filters every event; the time split only the events before T1 (the training log).
-            training = ordered.users if boundaries is None else (
-                ordered.users | "EventsBefore" >> beam.Map(_events_before_valid, boundaries, time_digits))
-            item_counts = (training | "ItemCounts" >> beam.Map(sequences.item_counts)
-                           | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
-            frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items, min_item_count)
-            kept = training | "FilterUsers" >> beam.Map(sequences.filter_users, min_length=min_user_count,
-                                                        kept_items=beam.pvalue.AsSingleton(frequent))
-            vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
-                          | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+            item_counts, frequent, kept, vocabulary = _filtered(ordered.users, boundaries, time_digits, min_item_count,
+                                                                min_user_count)
             if boundaries is None:
                 split = kept | "ShardRecords" >> beam.FlatMap(_user_split_records, seed=seed, num_shards=num_shards
                                                               ).with_outputs(REPORT, main="records")
@@ -216,7 +197,7 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
             report = ((read[REPORT], ordered[REPORT], split[REPORT], written) | "Reports" >> beam.Flatten()
                       | "MergeReports" >> beam.CombineGlobally(_merge_reports))
             _ = (pipeline | "One" >> beam.Create([None]) | "Finish" >> beam.Map(
-                finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
+                _finish, report=beam.pvalue.AsSingleton(report), item_counts=beam.pvalue.AsSingleton(item_counts),
                 frequent=beam.pvalue.AsSingleton(frequent), vocabulary=beam.pvalue.AsSingleton(vocabulary),
                 tallies=beam.pvalue.AsSingleton(tallies), directory=directory, time_digits=time_digits))
         results_path = os.path.join(directory, RESULTS)
@@ -228,6 +209,39 @@ def prepare(inputs: Sequence[str], output_dir: str, file_format: str | None = No
 
     data_directory.publish(build, output_dir, overwrite)
     return manifest
+
+
+def _finish(_: None, report: dict, item_counts: sequences.ItemCounts, frequent: set, vocabulary: sequences.ItemCounts,
+            tallies: sequences.TargetTallies, directory: str, time_digits: int) -> None:
+    """The pipeline's last step: items.tsv, and the counts the manifest takes (RESULTS, read back by prepare)."""
+    local.write_vocabulary(data_directory.items_path(directory), vocabulary, tallies)
+    atomic.write_json(os.path.join(directory, RESULTS), {
+        **report, "items": len(item_counts.items), "kept_items": len(frequent), "num_items": len(vocabulary.items),
+        TIME_DIGITS: time_digits})
+
+
+def _write_empty_shards(directory: str, num_shards: int, compress: bool) -> None:
+    for split in data_directory.SPLITS:
+        for shard in range(num_shards):
+            local.write_shard(os.path.join(directory, data_directory.shard_name(split, shard, num_shards, compress)),
+                              [], compress)
+
+
+def _filtered(users: beam.PCollection, boundaries: time_split.TimeBoundaries | None,
+              time_digits: beam.pvalue.AsSingleton, min_item_count: int, min_user_count: int
+              ) -> tuple[beam.PCollection, ...]:
+    """The 5-core filter over the training log (the user split: every event; the time split: the events before
+    T1): (item counts, frequent items, the kept users, the vocabulary: the kept items' counts)."""
+    training = users if boundaries is None else (
+        users | "EventsBefore" >> beam.Map(_events_before_valid, boundaries, time_digits))
+    item_counts = (training | "ItemCounts" >> beam.Map(sequences.item_counts)
+                   | "SumItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+    frequent = item_counts | "Frequent" >> beam.Map(sequences.frequent_items, min_item_count)
+    kept = training | "FilterUsers" >> beam.Map(sequences.filter_users, min_length=min_user_count,
+                                                kept_items=beam.pvalue.AsSingleton(frequent))
+    vocabulary = (kept | "KeptItemCounts" >> beam.Map(sequences.item_counts)
+                  | "SumKeptItemCounts" >> beam.CombineGlobally(sequences.merge_item_counts))
+    return item_counts, frequent, kept, vocabulary
 
 
 def _manifest(results: dict, input_paths: Sequence[str], file_format: str, seed: int, num_shards: int,
