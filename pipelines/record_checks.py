@@ -154,10 +154,13 @@ def _seconds(text: str) -> decimal.Decimal | str:
     return seconds if seconds.is_finite() else f"not a finite number: {text!r}"
 
 
+INT64_DIGITS = 18  # a value of 10^19 seconds or more is outside int64 in any unit
+
+
 def fraction_digits(seconds: decimal.Decimal) -> int:
     """How many digits of a second `seconds` needs (trailing zeros do not count)."""
     _, coefficient, exponent = seconds.as_tuple()
-    if not isinstance(exponent, int) or exponent >= 0:
+    if not isinstance(exponent, int) or exponent >= 0 or seconds.is_zero():
         return 0
     significant = "".join(map(str, coefficient)).rstrip("0")
     return max(0, -exponent - (len(coefficient) - len(significant)))
@@ -177,6 +180,8 @@ def parse_timestamp(text: str, time_digits: int = 0) -> int | str:
         seconds = _seconds(text)
         if isinstance(seconds, str):
             return seconds
+        if seconds.adjusted() > INT64_DIGITS:  # before the exact product: 1e999999 has a million digits
+            return f"out of range: {text!r} (timestamps are int64)"
         needed = fraction_digits(seconds)
         if needed > max(TIME_UNITS):
             return f"finer than nanoseconds: {text!r} ({needed} digits of a second)"

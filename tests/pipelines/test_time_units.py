@@ -118,6 +118,9 @@ def test_convert_writes_events_in_the_finer_unit_and_names_it(tmp_path):
     ("2024-05-01 10:00:00,25", 6, 1714557600250000),
     ("2024-05-01T10:00:00.1234567891Z", 9, "finer than nanoseconds: '2024-05-01T10:00:00.1234567891Z' (10 digits"),
     ("1714557600000", 9, "out of range: '1714557600000' (timestamps are int64 ns)"),
+    ("1e9999999", 0, "out of range: '1e9999999'"),  # not Infinity's OverflowError
+    ("-1e999999", 3, "out of range: '-1e999999'"),  # refused before a million-digit product is built
+    ("0.000", 0, 0),  # zero needs no finer unit
 ])
 def test_timestamps_are_read_exactly_in_the_unit_asked(text, digits, expected):
     got = record_checks.parse_timestamp(text, digits)
