@@ -171,7 +171,7 @@ class RestHandler(BaseHTTPRequestHandler):
             if required:
                 raise RequestRejected(411, "a POST needs a Content-Length header with the body's size")
             return 0
-        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        if len(lengths) > 1 or not re.fullmatch(r"[0-9]+", next(iter(lengths))):  # not isdigit(): "²" is a digit
             raise RequestRejected(400, f"Content-Length {', '.join(sorted(lengths))}: expected one byte count")
         length = int(next(iter(lengths)))
         if length > MAX_BODY_BYTES:
@@ -255,8 +255,10 @@ class RestHandler(BaseHTTPRequestHandler):
 
     do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _not_allowed
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per error only
-        if args and str(args[1]).startswith(("4", "5")):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a line for an error reply only (log_request's args: request line, status, size); an idle kept-alive
+        connection's timeout (log_error, one argument) is how pooled connections end, not an error."""
+        if len(args) > 1 and str(args[1]).startswith(("4", "5")):
             super().log_message(format, *args)
 
 

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from remi_tf.export import client as client_lib
-from remi_tf.export import exporter, serving_layout
+from remi_tf.export import exporter, rest, serving_layout
 from remi_tf.export.server import Server
 
 REQUEST_TIMEOUT_S = 30
@@ -495,6 +495,10 @@ START = b"POST /v1/models/remi-exact:predict HTTP/1.1\r\nHost: x\r\n"
                  id="invalid-length"),
     pytest.param(START + b"Content-Length: -5\r\n\r\n" + PREDICT[2].encode(), b"", 400, "expected one byte count",
                  id="negative-length"),
+    pytest.param(START + b"Content-Length: \xb2\r\n\r\n" + PREDICT[2].encode(), b"", 400, "expected one byte count",
+                 id="superscript-length"),  # "²".isdigit(), but int("²") fails
+    pytest.param(b"PUT /v1/models/remi-exact HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n", b"", 400,
+                 "expected one byte count", id="superscript-length-put"),
     pytest.param(START + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n" + PREDICT[2].encode(), b"", 400,
                  "one byte count", id="two-lengths"),
     pytest.param(START + b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", b"", 411,
@@ -518,3 +522,16 @@ def test_a_body_over_the_limit_is_refused_before_it_is_sent_when_the_client_expe
     status, headers, body, closed = reply_then_end(
         server, START + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (64 << 20 | 1))
     assert (status, headers.get("connection"), closed) == (413, "close", True) and "exceeds" in body["error"]
+
+
+def test_an_idle_kept_alive_connection_timing_out_logs_nothing_and_an_error_reply_one_line(capsys):
+    """http.server reports a timed-out idle connection with log_error(format, error): one argument, which
+    log_message read as a request's status (args[1]) and raised IndexError on, a traceback per idle pooled
+    connection."""
+    handler = rest.RestHandler.__new__(rest.RestHandler)
+    handler.client_address, handler.requestline = ("127.0.0.1", 1), "GET / HTTP/1.1"
+    handler.log_error("Request timed out: %r", TimeoutError("timed out"))
+    handler.log_message('"%s" %s %s', "GET /v1/models/x HTTP/1.1", "404", "-")
+    handler.log_message('"%s" %s %s', "GET /v1/models/remi HTTP/1.1", "200", "-")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and '" 404 -' in lines[0], lines
