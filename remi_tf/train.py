@@ -261,12 +261,13 @@ def check_backup(backup_dir: str) -> None:
     latest = tf.train.latest_checkpoint(chief_dir)
     if latest is None:
         return
-    refuse_retired_objects(latest, backup_dir)
     reason = _unreadable(latest)
     if reason is None:
+        refuse_retired_objects(latest, backup_dir)
         return
     previous = model_directory.backups(chief_dir)[:-1]
     if previous and _unreadable(previous[-1]) is None:
+        refuse_retired_objects(previous[-1], backup_dir)
         tf.compat.v1.train.update_checkpoint_state(chief_dir, previous[-1], all_model_checkpoint_paths=previous)
         for path in tf.io.gfile.glob(latest + ".*"):
             tf.io.gfile.remove(path)

@@ -148,6 +148,8 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
 
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "backup", "chief"))
     truncate(latest)  # the latest backup (step 40) is broken: training on falls back to the previous (step 20)
+    with open(latest + ".index", "r+b") as stream:  # its index too: unreadable before any tensor is
+        stream.truncate(os.path.getsize(latest + ".index") // 2)
     assert run(config.replace(max_steps=60)) == 60
     assert "the latest backup cannot be read" in caplog.text
     with open(os.path.join(model_dir, "validation.json")) as stream:
