@@ -69,6 +69,7 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         self.state: dict[str, Any] = {"evaluations": [], "best": None, "best_step": None,
                                       "evaluations_without_improvement": 0}
         self.state = model_directory.read_validation(model_dir) or self.state
+        self.stopped_on_resume = False  # the evaluation of a resumed run's restored step stopped it
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Evaluates the restored backup's step when it ends an epoch that validation.json lacks (killed
@@ -78,11 +79,15 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         at_boundary = step % self.steps_per_epoch == 0 or step == self.last_step
         if step and at_boundary and step not in evaluated:
             self._evaluate(step, None, None)
+            # Keras trains one more execution before it reads stop_training: that epoch's end is not an evaluation
+            self.stopped_on_resume = bool(self.model.stop_training)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_start = (time.perf_counter(), int(self.model.optimizer.iterations.numpy()))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.stopped_on_resume:
+            return
         step = (epoch + 1) * self.steps_per_epoch
         if self.last_step is not None:
             step = min(step, self.last_step)

@@ -193,6 +193,31 @@ def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
     assert not np.array_equal(weights_at[20][0], weights_at[40][0])
 
 
+def test_a_resumed_run_whose_restored_step_stops_it_records_no_evaluation_after_that_step(tmp_path):
+    """Killed after the backup at step 20 but before its record: on resume the restored step is evaluated and,
+    with no improvement and patience 1, stops the run; Keras still trains one execution before it reads that, and
+    the epoch's end must not add an evaluation at step 30 (nor a history row, nor a second count)."""
+    sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=5)
+    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=10,
+                                   steps_per_execution=5, patience=1)
+    first = train.ValidationCallback(lambda: {train.SELECTION_METRIC: 0.3}, str(tmp_path), patience=1,
+                                     steps_per_epoch=10)
+    model = models.RemiModel(config, 60)
+    train.compile_model(model, config)
+    dataset = sequence_dataset(sequences, config.batch_size, config.max_history, seed=0)
+    model.fit(dataset, epochs=1, steps_per_epoch=10, callbacks=[first], verbose=0)  # step 10 evaluated
+    model.optimizer.iterations.assign(20)  # as if the backup at step 20 was restored, its evaluation not recorded
+    resumed = train.ValidationCallback(lambda: {train.SELECTION_METRIC: 0.1}, str(tmp_path), patience=1,
+                                       steps_per_epoch=10)
+    model.fit(dataset, initial_epoch=2, epochs=4, steps_per_epoch=10, callbacks=[resumed], verbose=0)
+    with open(os.path.join(tmp_path, "validation.json")) as stream:
+        state = json.load(stream)
+    assert [e["step"] for e in state["evaluations"]] == [10, 20]
+    assert (state["best_step"], state["evaluations_without_improvement"]) == (10, 1)
+    rows = open(os.path.join(tmp_path, "history.csv")).read().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"], rows
+
+
 def test_a_backup_of_0_1_0_holding_retired_objects_is_refused_naming_the_way_on(tmp_path):
     """A backup whose object graph holds what 0.2.0 retired (an interest-weight tracker) is not resumed: the error
     names the retired objects and the warm start from the same directory; a backup without them passes."""
