@@ -142,7 +142,7 @@ def sweep_stale(parent: str, name: str | None = None) -> None:
 def _is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process of this machine can have
         return False
     except PermissionError:
         return True

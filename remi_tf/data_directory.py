@@ -63,7 +63,11 @@ TIME_UNITS = {0: "input", 3: "ms", 6: "us", 9: "ns"}
 def time_digits(manifest: dict[str, Any]) -> int:
     """The digits of a second a data directory's timestamps hold (0 for manifests written before the key)."""
     unit = manifest.get("timestamp_unit", TIME_UNITS[0])
-    return next(digits for digits, name in TIME_UNITS.items() if name == unit)
+    digits = [digits for digits, name in TIME_UNITS.items() if name == unit]
+    if not digits:
+        raise ValueError(f"manifest.json: timestamp_unit {unit!r} is not one of {', '.join(TIME_UNITS.values())} (a "
+                         "data directory of a newer remi-tf, or edited by hand)")
+    return digits[0]
 
 
 def in_time_unit(timestamp: int, digits: int, to_digits: int) -> int:

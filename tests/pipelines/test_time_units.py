@@ -152,3 +152,11 @@ def test_a_converted_log_keeps_its_unit_through_prepare(tmp_path):
         if source.endswith("events"):  # both shards: every event
             assert data_files(tmp_path / "data") == data_files(tmp_path / "ms")
     assert expected["timestamp_unit"] == "input"
+
+
+def test_a_manifest_naming_an_unknown_time_unit_is_refused_naming_the_units():
+    from remi_tf import data_directory
+
+    assert [data_directory.time_digits({"timestamp_unit": unit}) for unit in ("input", "ms", "us", "ns")] == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="timestamp_unit 'ps' is not one of input, ms, us, ns"):
+        data_directory.time_digits({"timestamp_unit": "ps"})

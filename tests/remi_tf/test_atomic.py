@@ -76,3 +76,10 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
         (directory / "part").write_text("x")
     atomic.publish_directory(build_with("new"), str(tmp_path / "out"))
     assert sorted(os.listdir(tmp_path)) == sorted(["out", live.name, other.name])
+
+
+def test_a_leftover_named_by_an_impossible_process_id_is_swept(tmp_path):
+    """A `.NAME.tmp-PID-*` whose PID no process can have (os.kill raises OverflowError) is a killed run's."""
+    (tmp_path / f".out.tmp-{10 ** 30}-x").mkdir()
+    atomic.sweep_stale(str(tmp_path), "out")
+    assert not os.listdir(tmp_path)
