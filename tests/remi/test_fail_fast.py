@@ -71,14 +71,14 @@ def test_train_refuses_a_misspelt_key_before_the_data_is_read(tmp_path, capsys, 
 
 def test_evaluate_refuses_a_bad_setting_before_the_model_is_loaded(tmp_path, capsys, reached):
     model_dir = trained_looking(str(tmp_path / "model"))
-    assert cli.main(["evaluate", "--model-dir", model_dir, "--set", "merge=quota"]) == 2
-    assert "reads learned interest weights" in capsys.readouterr().err and reached == []
+    assert cli.main(["evaluate", "--model-dir", model_dir, "--set", "eval_batch_size=0"]) == 2
+    assert "'eval_batch_size' must be >= 1, got 0" in capsys.readouterr().err and reached == []
 
 
 def test_evaluate_names_the_closest_evaluation_key_before_the_model_is_loaded(tmp_path, capsys, reached):
     model_dir = trained_looking(str(tmp_path / "model"))
-    assert cli.main(["evaluate", "--model-dir", model_dir, "--set", "merge_lamda=2"]) == 2
-    assert "--set merge_lamda (did you mean merge_lambda?): not an evaluation-time key" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model-dir", model_dir, "--set", "diversity_coeff=0.1"]) == 2
+    assert "--set diversity_coeff (did you mean diversity_coef?): not an evaluation-time key" in capsys.readouterr().err
     assert reached == []
 
 
