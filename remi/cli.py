@@ -156,9 +156,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "remi", *_without_option(args.argv, "--local-cluster")]
         return local_cluster.run(local_cluster.parse_shape(args.local_cluster), command,
                                  timeout_s=args.local_cluster_timeout)
+    from remi_tf import local_cluster, training_run
     from remi_tf import train as train_lib
-    from remi_tf import training_run
 
+    local_cluster.follow_parent()  # a task of a local cluster ends with the process that started it
     strategy = [f"strategy={args.strategy}"] if args.strategy else []
     config = config_lib.load(args.config, [*(args.set or ()), *strategy])
     state = training_run.run(args.data, args.model_dir, config, args.warm_start, verbose=0 if args.quiet else 1)

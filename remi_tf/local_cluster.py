@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
+PARENT_ENV = "REMI_LOCAL_CLUSTER_PARENT"  # the process id of the LocalCluster that started a task
+PARENT_POLL_S = 1.0
 
 
 class ClusterShape(NamedTuple):
@@ -101,7 +103,7 @@ class LocalCluster:
         """Starts (or restarts) one task."""
         job, index = task
         env = {**self.env, "TF_CONFIG": json.dumps({"cluster": self.cluster, "task": {"type": job, "index": index}}),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
         process = subprocess.Popen(self.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes[task] = process
@@ -151,6 +153,22 @@ class LocalCluster:
                 process.wait(STOP_GRACE_S)
         for pump in self._pumps:
             pump.join(STOP_GRACE_S)
+
+
+def follow_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """In a task a LocalCluster started (PARENT_ENV set): end this process (SIGTERM) once that cluster's process is
+    gone. Each task runs in a session of its own, so a cluster killed before `stop` (SIGKILL, or a SIGTERM that
+    skips its finally) would otherwise leave its parameter servers serving forever."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

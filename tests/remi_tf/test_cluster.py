@@ -161,3 +161,39 @@ def test_bad_tf_config_or_strategy_is_a_clear_error(planted_data, tmp_path, tf_c
     assert cli.main(["train", "--data", planted_data, "--model-dir", model_dir, "--strategy", strategy]) == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(model_dir)
+
+
+TASK = "import time; from remi_tf import local_cluster; local_cluster.follow_parent(0.1); time.sleep(120)"
+CLUSTER = ("import sys, time; from remi_tf import local_cluster; "
+           "cluster = local_cluster.LocalCluster({'ps': ['127.0.0.1:1']}, [sys.executable, '-c', %r]); "
+           "print(cluster.start_task(('ps', 0)).pid, flush=True); time.sleep(120)" % TASK)
+
+
+def running(pid):
+    """Whether process `pid` runs (a zombie that nobody reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_task_ends_when_the_process_that_started_its_cluster_is_killed():
+    """A cluster's process killed before it could stop its tasks (SIGKILL; a SIGTERM skips pytest's finalizers):
+    the tasks, in sessions of their own, end by themselves instead of serving forever."""
+    parent = subprocess.Popen([sys.executable, "-c", CLUSTER], stdout=subprocess.PIPE, text=True)
+    task = None
+    try:
+        task = int(parent.stdout.readline())
+        time.sleep(1.0)
+        assert running(task)  # it follows a live parent
+        parent.kill()
+        parent.wait(30)
+        deadline = time.monotonic() + 20
+        while running(task) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(task)
+    finally:
+        parent.kill()
+        if task is not None and running(task):
+            os.kill(task, signal.SIGKILL)
