@@ -32,7 +32,8 @@ class TimeBoundaries(NamedTuple):
     def in_unit(self, time_digits: int) -> TimeBoundaries:
         """The boundaries in the unit of timestamps read with `time_digits` digits of a second (the log's
         integers, which a log with fractional seconds has in seconds, scaled alike)."""
-        return TimeBoundaries(self.valid_from * 10 ** time_digits, self.test_from * 10 ** time_digits)
+        return TimeBoundaries(data_directory.in_time_unit(self.valid_from, 0, time_digits),
+                              data_directory.in_time_unit(self.test_from, 0, time_digits))
 
 
 def parse_time(text: str, option: str) -> int:
