@@ -101,12 +101,18 @@ class CandidateSampler:
         uniform = 1.0 / self.vocabulary_size
         if self.config.negatives == "sampled":
             return tf.fill(tf.shape(candidate_ids), uniform)
-        in_batch = candidate_ids[:batch_size]
-        if self.estimator is None:
-            q = tf.gather(self.target_probability, in_batch)
-        else:  # occurrences per step / examples per step: the per-example q, on the uniform columns' scale
-            occurrences = self.estimator(tf.gather(self.buckets, in_batch, axis=1), training)
-            q = occurrences / tf.cast(batch_size, occurrences.dtype)
+        q = self.target_probability_of(candidate_ids[:batch_size], batch_size, training)
         if self.config.negatives == "in_batch":
             return q
         return tf.concat([q, tf.fill([self.config.num_sampled_negatives], uniform)], axis=0)
+
+    def target_probability_of(self, ids: tf.Tensor, batch_size: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[n] q of item indices `ids` [n] as in-batch columns of a batch of `batch_size` positives: from the counts,
+        or the streaming estimate (after counting `ids` with training=True); with negatives="sampled", 1 / N."""
+        if self.config.negatives == "sampled":
+            return tf.fill(tf.shape(ids), 1.0 / self.vocabulary_size)
+        if self.estimator is None:
+            return tf.gather(self.target_probability, ids)
+        # occurrences per step / examples per step: the per-example q, on the uniform columns' scale
+        occurrences = self.estimator(tf.gather(self.buckets, ids, axis=1), training)
+        return occurrences / tf.cast(batch_size, occurrences.dtype)

@@ -25,7 +25,9 @@ LOGQ_CORRECTIONS = ("counts", "streaming", "none")
 LEGACY_VALUES = {"logq_correction": {True: "counts", False: "none"}}  # the key was a bool before streaming
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker", "parameter-server")
 TRAINING_INPUTS = ("auto", "in_memory", "streaming")
-ROUTINGS = ("self_attentive", "comirec_dr", "mind")
+ROUTINGS = ("self_attentive", "comirec_dr", "mind", "last_position")
+ENCODERS = ("embeddings", "sasrec")
+TRAINING_POSITIONS = ("last", "every")
 READOUTS = ("hard", "label_aware")
 INTEREST_SCORINGS = ("hard", "max")  # remi_tf.scoring
 # Keys that change only how a trained model's K lists are merged: `remi evaluate --set` and `remi export --set`.
@@ -115,10 +117,17 @@ class RemiConfig:
       max_history: L, the number of most recent items the query tower reads.
       use_position_embedding: add a learned [L, d] position embedding before routing (as the reference;
         self-attentive routing only).
+      encoder: what the routing reads: "embeddings" (the history's item vectors, as ComiRec and REMI) or
+        "sasrec" (SASRec's causal self-attention blocks over them: each position's vector reads the items up to
+        it; remi_tf.layers.causal_encoder).
+      encoder_blocks: the sasrec encoder's transformer blocks.
+      encoder_heads: its attention heads (they divide embedding_dim).
+      encoder_dropout: its dropout rate, in [0, 1) (after the input, attention weights and feed-forward layers).
       routing: how a history becomes K interests: "self_attentive" (ComiRec-SA, REMI's backbone),
-        "comirec_dr" (dynamic routing, a bilinear map per interest and position) or "mind" (MIND's
-        behaviour-to-interest routing: one shared map, fixed random routing logits); remi_tf.layers. The
-        capsule routings run 3 rounds, ComiRec-DR's maps start at the identity, MIND's at random
+        "comirec_dr" (dynamic routing, a bilinear map per interest and position), "mind" (MIND's
+        behaviour-to-interest routing: one shared map, fixed random routing logits) or "last_position" (one
+        interest: the encoder's vector at the last item, SASRec's user vector; num_interests 1); remi_tf.layers.
+        The capsule routings run 3 rounds, ComiRec-DR's maps start at the identity, MIND's at random
         (models.routing_layer; BENCHMARKS.md 10.5).
       capsule_routing_gradient: let the gradient through the capsule routing's rounds (comirec_dr, mind), so
         that the routing regularization trains the maps (ComiRec's code stops it, and RR then acts on nothing).
@@ -137,6 +146,10 @@ class RemiConfig:
       use_user_features: when the data has user features (`--user-features`), the user's profile embedding
         (summed over columns) is added to every history item's embedding before routing.
     Objective:
+      training_positions: "last" (each training sequence is one example: its history and the next item, at a random
+        cut) or "every" (SASRec's objective: the vector at every position t of the history scores item t + 1,
+        the last one the cut's target; the candidates are the batch's targets, as with "last"; routing
+        "last_position" only).
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
       routing_lambda: weight of the routing regularization (0 = ComiRec-SA, no RR).
@@ -194,6 +207,10 @@ class RemiConfig:
     num_interests: int = at_least(1, 4)
     max_history: int = at_least(1, 20)
     use_position_embedding: bool = True
+    encoder: str = one_of(ENCODERS)
+    encoder_blocks: int = at_least(1, 2)
+    encoder_heads: int = at_least(1, 1)
+    encoder_dropout: float = bounded(0.2, at_least=0, below=1)
     routing: str = one_of(ROUTINGS)
     capsule_routing_gradient: bool = False
     readout: str = one_of(READOUTS)
@@ -207,6 +224,7 @@ class RemiConfig:
     temperature: float = above(0, 1.0)
     routing_lambda: float = at_least(0, 100.0)
     routing_regularization_mode: str = one_of(ROUTING_REGULARIZATION_MODES)
+    training_positions: str = one_of(TRAINING_POSITIONS)
     negatives: str = one_of(NEGATIVE_MODES)
     num_sampled_negatives: int = at_least(0, 1280)
     logq_correction: str = one_of(LOGQ_CORRECTIONS)
@@ -247,6 +265,7 @@ class RemiConfig:
             if allowed is not None and not allowed.admits(value):
                 hint = did_you_mean(value, allowed.values) if isinstance(allowed, Choices) else ""
                 raise ValueError(f"config field {field.name!r} must be {allowed}, got {value!r}{hint}")
+        self.validate_encoder()
         if self.negatives != "in_batch" and self.num_sampled_negatives < 1:
             raise ValueError("config field 'num_sampled_negatives' must be >= 1 when negatives="
                              f"{self.negatives!r}")
@@ -258,6 +277,18 @@ class RemiConfig:
                              f"interest_scoring 'hard' and readout 'hard' (got {self.interest_scoring!r}, "
                              f"{self.readout!r})")
         return self
+
+    def validate_encoder(self) -> None:
+        """The rules between the encoder's, the routing's and the objective's fields."""
+        if self.encoder == "sasrec" and self.embedding_dim % self.encoder_heads:
+            raise ValueError(f"config field 'encoder_heads' must divide embedding_dim {self.embedding_dim}, got "
+                             f"{self.encoder_heads}")
+        if self.routing == "last_position" and self.num_interests != 1:
+            raise ValueError("config field 'num_interests' must be 1 with routing 'last_position' (one vector per "
+                             f"user), got {self.num_interests}")
+        if self.training_positions == "every" and self.routing != "last_position":
+            raise ValueError("config field 'training_positions' 'every' trains one vector per position: it needs "
+                             f"routing 'last_position', got {self.routing!r}")
 
     def replace(self, **changes: Any) -> RemiConfig:
         """A validated copy with `changes` applied."""

@@ -17,7 +17,8 @@ from remi_tf.config import RemiConfig
 from remi_tf.corpus import ItemCorpus
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.item_index import FIRST_ITEM_INDEX
-from remi_tf.layers import CapsuleRouting, ItemEmbedding, SelfAttentiveRouting
+from remi_tf.layers import (CapsuleRouting, CausalSelfAttentionEncoder, ItemEmbedding, LastPosition,
+                            SelfAttentiveRouting)
 from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.objective import RetrievalObjective
 from remi_tf.tasks import InterestAwareRetrieval
@@ -25,8 +26,10 @@ from remi_tf.tasks import InterestAwareRetrieval
 CAPSULE_ROUTING_ITERATIONS = 3  # ComiRec-DR's and MIND's rounds
 
 
-def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting:
+def routing_layer(config: RemiConfig) -> SelfAttentiveRouting | CapsuleRouting | LastPosition:
     """The routing of `config.routing` (its weights keep the layer's name across runs, for checkpoints)."""
+    if config.routing == "last_position":
+        return LastPosition(name="last_position")
     if config.routing == "self_attentive":
         return SelfAttentiveRouting(config.num_interests, config.max_history,
                                     use_position_embedding=config.use_position_embedding,
@@ -44,7 +47,8 @@ class QueryTower(tf.keras.Model):
 
     An item's vector is its id row, plus its features' embedding when the model has item features
     (`item_vectors`, the item tower, shared with the candidates); with user features, the profile's
-    embedding is added to every history item's vector before routing.
+    embedding is added to every history item's vector before routing. With encoder "sasrec" the routing reads
+    SASRec's contextual vectors of the history instead of the item vectors (`contextual`).
 
     Call: history [batch, L] int (0 = padding, 1 = unknown; both are masked out), user_features
     [batch, C] string raw profile values (models with user features only) ->
@@ -59,6 +63,8 @@ class QueryTower(tf.keras.Model):
         self.item_embedding = item_embedding
         self.item_features = item_features
         self.user_features = user_features
+        self.encoder = None if config.encoder == "embeddings" else CausalSelfAttentionEncoder(
+            config.max_history, config.encoder_blocks, config.encoder_heads, config.encoder_dropout, name="encoder")
         self.routing = routing_layer(config)
 
     def item_vectors(self, indices: tf.Tensor) -> tf.Tensor:
@@ -66,15 +72,23 @@ class QueryTower(tf.keras.Model):
         vectors = self.item_embedding(indices)
         return vectors if self.item_features is None else vectors + self.item_features(indices)
 
-    def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """history [B, L] (and user_features [B, C]) -> (interests [B, K, d], routing [B, K, L])."""
+    def contextual(self, history: tf.Tensor, user_features: tf.Tensor | None = None, training: bool | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+        """history [B, L] (and user_features [B, C]) -> (what the routing reads [B, L, d], mask [B, L] bool)."""
         mask = history >= FIRST_ITEM_INDEX
         vectors = self.item_vectors(history)
         if self.user_features is not None:
             if user_features is None:
                 raise ValueError(f"this model reads user features {self.user_features.columns}: pass their values")
             vectors += self.user_features(user_features)[:, tf.newaxis, :]
-        return self.routing(vectors, mask)
+        if self.encoder is not None:
+            vectors = self.encoder(vectors, mask, training=training)
+        return vectors, mask
+
+    def call(self, history: tf.Tensor, user_features: tf.Tensor | None = None, training: bool | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor]:
+        """history [B, L] (and user_features [B, C]) -> (interests [B, K, d], routing [B, K, L])."""
+        return self.routing(*self.contextual(history, user_features, training))
 
     def get_config(self) -> dict:
         """The run configuration (what SavedModel metadata records; the tower shares its item table with
@@ -168,9 +182,13 @@ class RemiModel(tfrs.Model):
     def loss_and_terms(self, features: dict[str, tf.Tensor], training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """The query tower, the candidates, the objective: ([] this replica's loss, [3] its shares of (retrieval
         loss, routing regularization, loss); remi_tf.objective)."""
-        interests, routing = self.query_tower(features["history"], features.get("user_features"))
         positive_embeddings = self.query_tower.item_vectors(features["target"])  # [b, d]
         candidates = self.sampler(features["target"], positive_embeddings, training)
+        if self.config.training_positions == "every":
+            vectors, mask = self.query_tower.contextual(features["history"], features.get("user_features"), training)
+            return self.objective.every_position(vectors, mask, features["history"], features["target"], candidates,
+                                                 self.query_tower.item_vectors, self.sampler.target_probability_of)
+        interests, routing = self.query_tower(features["history"], features.get("user_features"), training=training)
         return self.objective(interests, routing, positive_embeddings, candidates)
 
     def _track(self, terms: tf.Tensor) -> None:

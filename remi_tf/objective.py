@@ -5,12 +5,16 @@ share of the global batch's loss."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from remi_tf import collectives, losses, scoring
 from remi_tf.candidate_sampler import Candidates
 from remi_tf.config import RemiConfig
+from remi_tf.item_index import FIRST_ITEM_INDEX
 from remi_tf.layers import label_aware_readout
+from remi_tf.layers.last_position import last_positions
 from remi_tf.tasks import InterestAwareRetrieval
 
 
@@ -43,8 +47,8 @@ class RetrievalObjective:
             replicas they are the global batch's values (one replica: the values themselves).
         """
         retrieval_loss = self.retrieval_loss(interests, positive_embeddings, candidates)
-        regularization = losses.routing_regularization(routing, self.config.embedding_dim,
-                                                       self.config.routing_regularization_mode)
+        regularization = tf.zeros_like(retrieval_loss) if self.config.routing == "last_position" else \
+            losses.routing_regularization(routing, self.config.embedding_dim, self.config.routing_regularization_mode)
         replica = tf.distribute.get_replica_context()
         if collectives.gathers_candidates(replica):  # the retrieval loss is a mean over this replica's rows
             rows = tf.cast(tf.shape(positive_embeddings)[0], retrieval_loss.dtype)
@@ -70,3 +74,43 @@ class RetrievalObjective:
             loss += self.config.served_score_weight * self.served_task.loss_of_similarities(
                 scoring.combine_interest_scores(per_interest, interests, candidates.vectors, "max"), **correction)
         return loss
+
+    def every_position(self, vectors: tf.Tensor, mask: tf.Tensor, history: tf.Tensor, target: tf.Tensor,
+                       candidates: Candidates, item_vectors: Callable[[tf.Tensor], tf.Tensor],
+                       target_probability_of: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+                       ) -> tuple[tf.Tensor, tf.Tensor]:
+        """SASRec's objective (training_positions "every"): the vector at each real position t of the history
+        scores item t + 1 (the target after the last) against the batch's candidates, the IHN softmax's mean
+        over the positions; no routing regularization (one vector per position).
+
+        Args:
+          vectors: [b, L, d] the encoder's output; mask: [b, L] real items; history: [b, L]; target: [b].
+          candidates: the batch's; item_vectors: indices -> [.., d]; target_probability_of: (ids [n], batch
+            size) -> [n] q, the sampler's.
+
+        Returns:
+          (loss, terms) as `__call__`. Under a synchronous strategy each replica's loss is its mean over its
+          positions divided by the replicas (exact when the replicas hold as many positions).
+        """
+        next_items = next_item_targets(history, target, mask)  # [b, L]
+        positions = tf.where(tf.logical_and(mask, next_items >= FIRST_ITEM_INDEX))  # [n, 2]
+        queries = tf.gather_nd(vectors, positions)  # [n, d]
+        positive_ids = tf.gather_nd(next_items, positions)  # [n]
+        positive_similarities = tf.reduce_sum(queries * item_vectors(positive_ids), axis=-1)  # [n]
+        positive_probability = None if candidates.sampling_probability is None else target_probability_of(
+            positive_ids, candidates.num_positives)
+        loss = self.task.loss_of_positives(
+            positive_similarities, tf.matmul(queries, candidates.vectors, transpose_b=True), positive_ids,
+            candidates.ids, candidates.num_positives, positive_probability, candidates.sampling_probability)
+        replica = tf.distribute.get_replica_context()
+        if collectives.gathers_candidates(replica):
+            loss /= replica.num_replicas_in_sync
+        return loss, tf.stack([loss, tf.zeros_like(loss), loss])
+
+
+def next_item_targets(history: tf.Tensor, target: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """[b, L] the item after each position of left-aligned histories [b, L] (mask [b, L] its real items): the next
+    history item, and at the last real position the cut's target [b]; padding after."""
+    shifted = tf.concat([history[:, 1:], tf.zeros_like(history[:, :1])], axis=1)
+    is_last = tf.equal(tf.range(tf.shape(history)[1])[tf.newaxis, :], last_positions(mask)[:, tf.newaxis])
+    return tf.where(is_last, tf.cast(target, history.dtype)[:, tf.newaxis], shifted)

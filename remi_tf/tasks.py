@@ -142,3 +142,35 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
                         for metric in self.batch_metrics]
         with tf.control_dependencies([update for update in updates if update is not None]):
             return tf.identity(loss)
+
+    def loss_of_positives(self, positive_similarities: tf.Tensor, similarities: tf.Tensor, positive_ids: tf.Tensor,
+                          candidate_ids: tf.Tensor, num_positives: tf.Tensor,
+                          positive_probability: tf.Tensor | None = None,
+                          candidate_probability: tf.Tensor | None = None) -> tf.Tensor:
+        """The IHN loss of rows whose positive is not a candidate column (SASRec's every position), the steps of
+        `loss_of_similarities`: temperature, logQ, the negatives' mask (a candidate whose id is the row's positive
+        is an accidental hit; without in-batch negatives, columns [0, num_positives) are not negatives either),
+        the hardness weights, the mean over the rows.
+
+        Args:
+          positive_similarities: [n] s(row, its positive); similarities: [n, C] s(row, candidate).
+          positive_ids: [n] item indices; candidate_ids: [C].
+          num_positives: [] the candidate columns that are the batch's targets (the rest: sampled negatives).
+          positive_probability: [n] and candidate_probability: [C] q for the logQ correction (None: none).
+        """
+        similarities = similarities / self.temperature
+        positive_logits = positive_similarities / self.temperature
+        logits = similarities
+        if candidate_probability is not None:
+            correction = tfrs.layers.loss.SamplingProbablityCorrection()
+            logits = correction(logits, candidate_probability)
+            positive_logits = correction(positive_logits, positive_probability)
+        negative_mask = tf.not_equal(positive_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])  # [n, C]
+        if not self.in_batch_negatives:
+            is_extra = tf.range(tf.shape(candidate_ids)[0]) >= num_positives
+            negative_mask = tf.logical_and(negative_mask, is_extra[tf.newaxis, :])
+        loss = tf.reduce_mean(losses.interest_aware_softmax_loss(similarities, logits, negative_mask, positive_logits,
+                                                                 self.beta))
+        updates = [metric.update_state(loss) for metric in self.loss_metrics]
+        with tf.control_dependencies([update for update in updates if update is not None]):
+            return tf.identity(loss)
