@@ -17,8 +17,7 @@ from remi_tf.config import RemiConfig
 from remi_tf.corpus import ItemCorpus
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.item_index import FIRST_ITEM_INDEX
-from remi_tf.layers import (CapsuleRouting, CausalSelfAttentionEncoder, ItemEmbedding, LastPosition,
-                            SelfAttentiveRouting)
+from remi_tf.layers import CapsuleRouting, CausalSelfAttentionEncoder, ItemEmbedding, LastPosition, SelfAttentiveRouting
 from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding, feature_vocabulary
 from remi_tf.objective import RetrievalObjective
 from remi_tf.tasks import InterestAwareRetrieval
