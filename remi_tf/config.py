@@ -148,8 +148,8 @@ class RemiConfig:
     Objective:
       training_positions: "last" (each training sequence is one example: its history and the next item, at a random
         cut) or "every" (SASRec's objective: the vector at every position t of the history scores item t + 1,
-        the last one the cut's target; the candidates are the batch's targets, as with "last"; routing
-        "last_position" only).
+        the last one the cut's target; the candidates are the batch's targets, as with "last"; with routing
+        "self_attentive" each position's K interests route the items up to it; not with the capsule routings).
       beta: hardness of the interest-aware hard-negative weights (0 = plain in-batch softmax).
       temperature: logits are divided by it.
       routing_lambda: weight of the routing regularization (0 = ComiRec-SA, no RR).
@@ -286,9 +286,12 @@ class RemiConfig:
         if self.routing == "last_position" and self.num_interests != 1:
             raise ValueError("config field 'num_interests' must be 1 with routing 'last_position' (one vector per "
                              f"user), got {self.num_interests}")
-        if self.training_positions == "every" and self.routing != "last_position":
-            raise ValueError("config field 'training_positions' 'every' trains one vector per position: it needs "
-                             f"routing 'last_position', got {self.routing!r}")
+        if self.training_positions == "every" and self.routing not in ("last_position", "self_attentive"):
+            raise ValueError("config field 'training_positions' 'every' routes every prefix of a history: it needs "
+                             f"routing 'last_position' or 'self_attentive', got {self.routing!r}")
+        if self.training_positions == "every" and (self.readout != "hard" or self.served_score_weight):
+            raise ValueError("config field 'training_positions' 'every' scores with interest_scoring alone: it needs "
+                             "readout 'hard' and served_score_weight 0")
 
     def replace(self, **changes: Any) -> RemiConfig:
         """A validated copy with `changes` applied."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -163,8 +164,15 @@ def restore_best(model: RemiModel, model_dir: str) -> None:
     prefix = best_checkpoint_prefix(model_dir)
     if not os.path.exists(prefix + ".index"):
         raise FileNotFoundError(f"no best checkpoint at {prefix}; train first (`remi train --model-dir ...`)")
-    status = weights_checkpoint(model).read(prefix)
-    status.expect_partial().assert_nontrivial_match()
+    status = weights_checkpoint(model).read(prefix).expect_partial()
+    try:  # every weight the model has must come from the checkpoint: a partial restore would evaluate random weights
+        status.assert_existing_objects_matched()
+    except AssertionError as unmatched:
+        missing = re.findall(r"tf\.Variable '([^']+)'", str(unmatched))
+        raise ValueError(f"the best checkpoint {prefix} does not hold every weight of the model that "
+                         f"{path(model_dir, CONFIG_FILE)} builds (was it trained by another version of remi-tf, or "
+                         f"has the config changed?); missing: {', '.join(missing[:5]) or str(unmatched)[:300]}"
+                         ) from None
 
 
 class TrainedModel(NamedTuple):

@@ -89,6 +89,13 @@ class QueryTower(tf.keras.Model):
         """history [B, L] (and user_features [B, C]) -> (interests [B, K, d], routing [B, K, L])."""
         return self.routing(*self.contextual(history, user_features, training))
 
+    def prefix_interests(self, history: tf.Tensor, user_features: tf.Tensor | None = None,
+                         training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The interests after every prefix of the histories (routing "last_position" or "self_attentive"):
+        (interests [B, L, K, d], the whole histories' routing [B, K, L], mask [B, L] of the real items)."""
+        vectors, mask = self.contextual(history, user_features, training)
+        return (*self.routing.prefix_interests(vectors, mask), mask)
+
     def get_config(self) -> dict:
         """The run configuration (what SavedModel metadata records; the tower shares its item table with
         RemiModel, which rebuilds it from config.yaml)."""
@@ -184,9 +191,11 @@ class RemiModel(tfrs.Model):
         positive_embeddings = self.query_tower.item_vectors(features["target"])  # [b, d]
         candidates = self.sampler(features["target"], positive_embeddings, training)
         if self.config.training_positions == "every":
-            vectors, mask = self.query_tower.contextual(features["history"], features.get("user_features"), training)
-            return self.objective.every_position(vectors, mask, features["history"], features["target"], candidates,
-                                                 self.query_tower.item_vectors, self.sampler.target_probability_of)
+            interests, routing, mask = self.query_tower.prefix_interests(features["history"],
+                                                                         features.get("user_features"), training)
+            return self.objective.every_position(interests, routing, mask, features["history"], features["target"],
+                                                 candidates, self.query_tower.item_vectors,
+                                                 self.sampler.target_probability_of)
         interests, routing = self.query_tower(features["history"], features.get("user_features"), training=training)
         return self.objective(interests, routing, positive_embeddings, candidates)
 

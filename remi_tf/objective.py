@@ -47,8 +47,7 @@ class RetrievalObjective:
             replicas they are the global batch's values (one replica: the values themselves).
         """
         retrieval_loss = self.retrieval_loss(interests, positive_embeddings, candidates)
-        regularization = tf.zeros_like(retrieval_loss) if self.config.routing == "last_position" else \
-            losses.routing_regularization(routing, self.config.embedding_dim, self.config.routing_regularization_mode)
+        regularization = self.routing_regularization(routing)
         replica = tf.distribute.get_replica_context()
         if collectives.gathers_candidates(replica):  # the retrieval loss is a mean over this replica's rows
             rows = tf.cast(tf.shape(positive_embeddings)[0], retrieval_loss.dtype)
@@ -75,37 +74,47 @@ class RetrievalObjective:
                 scoring.combine_interest_scores(per_interest, interests, candidates.vectors, "max"), **correction)
         return loss
 
-    def every_position(self, vectors: tf.Tensor, mask: tf.Tensor, history: tf.Tensor, target: tf.Tensor,
-                       candidates: Candidates, item_vectors: Callable[[tf.Tensor], tf.Tensor],
+    def every_position(self, interests: tf.Tensor, routing: tf.Tensor, mask: tf.Tensor, history: tf.Tensor,
+                       target: tf.Tensor, candidates: Candidates, item_vectors: Callable[[tf.Tensor], tf.Tensor],
                        target_probability_of: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
                        ) -> tuple[tf.Tensor, tf.Tensor]:
-        """SASRec's objective (training_positions "every"): the vector at each real position t of the history
-        scores item t + 1 (the target after the last) against the batch's candidates, the IHN softmax's mean
-        over the positions; no routing regularization (one vector per position).
+        """SASRec's objective (training_positions "every"): the interests after each real position t of the
+        history score item t + 1 (the target after the last) against the batch's candidates, combined by
+        `interest_scoring`, in the IHN softmax's mean over the positions; the routing regularization of the
+        whole histories' routing.
 
         Args:
-          vectors: [b, L, d] the encoder's output; mask: [b, L] real items; history: [b, L]; target: [b].
-          candidates: the batch's; item_vectors: indices -> [.., d]; target_probability_of: (ids [n], batch
-            size) -> [n] q, the sampler's.
+          interests: [b, L, K, d] after each prefix; routing: [b, K, L]; mask: [b, L] real items; history: [b, L];
+          target: [b]; candidates: the batch's; item_vectors: indices -> [.., d]; target_probability_of: (ids [n],
+          batch size) -> [n] q, the sampler's.
 
         Returns:
-          (loss, terms) as `__call__`. Under a synchronous strategy each replica's loss is its mean over its
-          positions divided by the replicas (exact when the replicas hold as many positions).
+          (loss, terms) as `__call__`. Under a synchronous strategy each replica's retrieval loss is its mean over
+          its positions divided by the replicas (exact when the replicas hold as many positions).
         """
         next_items = next_item_targets(history, target, mask)  # [b, L]
         positions = tf.where(tf.logical_and(mask, next_items >= FIRST_ITEM_INDEX))  # [n, 2]
-        queries = tf.gather_nd(vectors, positions)  # [n, d]
         positive_ids = tf.gather_nd(next_items, positions)  # [n]
-        positive_similarities = tf.reduce_sum(queries * item_vectors(positive_ids), axis=-1)  # [n]
+        positive_similarities, similarities = scoring.positive_and_candidate_scores(
+            tf.gather_nd(interests, positions), item_vectors(positive_ids), candidates.vectors,
+            self.config.interest_scoring)  # [n], [n, C]
         positive_probability = None if candidates.sampling_probability is None else target_probability_of(
             positive_ids, candidates.num_positives)
-        loss = self.task.loss_of_positives(
-            positive_similarities, tf.matmul(queries, candidates.vectors, transpose_b=True), positive_ids,
-            candidates.ids, candidates.num_positives, positive_probability, candidates.sampling_probability)
+        retrieval_loss = self.task.loss_of_positives(
+            positive_similarities, similarities, positive_ids, candidates.ids, candidates.num_positives,
+            positive_probability, candidates.sampling_probability)
         replica = tf.distribute.get_replica_context()
         if collectives.gathers_candidates(replica):
-            loss /= replica.num_replicas_in_sync
-        return loss, tf.stack([loss, tf.zeros_like(loss), loss])
+            retrieval_loss /= replica.num_replicas_in_sync
+        regularization = self.routing_regularization(routing)
+        loss = retrieval_loss + self.config.routing_lambda * regularization
+        return loss, tf.stack([retrieval_loss, regularization, loss])
+
+    def routing_regularization(self, routing: tf.Tensor) -> tf.Tensor:
+        """[] RR of [b, K, L] routing (none for routing "last_position", whose routing is fixed)."""
+        if self.config.routing == "last_position":
+            return tf.zeros([], routing.dtype)
+        return losses.routing_regularization(routing, self.config.embedding_dim, self.config.routing_regularization_mode)
 
 
 def next_item_targets(history: tf.Tensor, target: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

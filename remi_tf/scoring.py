@@ -44,3 +44,23 @@ def combine_interest_scores(per_interest: tf.Tensor, interests: tf.Tensor, candi
         _, selection = hard_readout(interests, candidates[:tf.shape(interests)[0]])  # [B] k*_b
         return tf.gather(per_interest, selection, batch_dims=1)
     return tf.reduce_max(per_interest, axis=-2)
+
+
+def positive_and_candidate_scores(interests: tf.Tensor, positives: tf.Tensor, candidates: tf.Tensor, mode: str
+                                  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Scores of rows whose positive is not a candidate column (training on every position).
+
+    Args:
+      interests: [n, K, d]; positives: [n, d] each row's positive item vector; candidates: [C, d].
+      mode: "hard" (the interest closest to the positive scores it and every candidate) or "max".
+
+    Returns:
+      ([n] the positives' scores, [n, C] the candidates').
+    """
+    if mode not in INTEREST_SCORINGS:
+        raise ValueError(f"interest scoring must be one of {INTEREST_SCORINGS}, got {mode!r}")
+    affinity = tf.einsum("nkd,nd->nk", interests, positives)  # [n, K]
+    if mode == "max":
+        return tf.reduce_max(affinity, axis=-1), tf.reduce_max(per_interest_scores(interests, candidates), axis=-2)
+    selected, _ = hard_readout(interests, positives)  # [n, d]
+    return tf.reduce_sum(selected * positives, axis=-1), tf.matmul(selected, candidates, transpose_b=True)

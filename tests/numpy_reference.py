@@ -97,23 +97,25 @@ def target_probability(train_sequences: Iterable[np.ndarray], vocabulary_size: i
     return probability / max(eligible, 1)
 
 
-def every_position_numpy(vectors, history, target, table, candidate_ids, candidate_q, positive_q, beta, temperature,
-                         in_batch=True, num_positives=None):
-    """SASRec's objective, literally, in float64: every real position t of left-aligned `history` [b, L] (its vector
-    vectors[b, t]) has the positive history[b, t + 1], or target[b] after the last real item; the candidates are
-    `candidate_ids` (their rows of `table`, column j's q candidate_q[j]), minus the position's positive id
-    (accidental hits) and, without in-batch negatives, minus the first num_positives; a positive's q is
-    positive_q[its index]."""
+def every_position_numpy(interests, history, target, table, candidate_ids, candidate_q, positive_q, beta,
+                         temperature, in_batch=True, num_positives=None, mode="hard"):
+    """SASRec's objective, literally, in float64: every real position t of left-aligned `history` [b, L] (its
+    interests[b, t], [K, d]) has the positive history[b, t + 1], or target[b] after the last real item; the
+    candidates are `candidate_ids` (their rows of `table`, column j's q candidate_q[j]), minus the position's
+    positive id (accidental hits) and, without in-batch negatives, minus the first num_positives; a positive's q is
+    positive_q[its index]. K interests score by the one closest to the positive ("hard") or their max ("max")."""
     losses = []
     for b in range(history.shape[0]):
         real = [t for t in range(history.shape[1]) if history[b, t] >= 2]
         for t in real:
             positive = target[b] if t == real[-1] else history[b, t + 1]
-            query = vectors[b, t]
-            p = query @ table[positive] / temperature - np.log(np.clip(positive_q[positive], 1e-6, 1.0))
+            chosen = interests[b, t][np.argmax(interests[b, t] @ table[positive])]
+            score = (lambda item: chosen @ table[item]) if mode == "hard" else (
+                lambda item: np.max(interests[b, t] @ table[item]))
+            p = score(positive) / temperature - np.log(np.clip(positive_q[positive], 1e-6, 1.0))
             negatives = [j for j, item in enumerate(candidate_ids)
                          if item != positive and (in_batch or j >= num_positives)]
-            s = np.array([query @ table[candidate_ids[j]] / temperature for j in negatives])
+            s = np.array([score(candidate_ids[j]) / temperature for j in negatives])
             corrected = s - np.log(np.clip(candidate_q[negatives], 1e-6, 1.0))
             hardness = np.exp(beta * s)
             weights = len(negatives) * hardness / hardness.sum()

@@ -20,6 +20,11 @@ class LastPosition(tf.keras.layers.Layer):
         routing = tf.one_hot(last, tf.shape(mask)[1], dtype=vectors.dtype)[:, tf.newaxis, :]  # [B, 1, L]
         return interests, routing
 
+    def prefix_interests(self, vectors: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The user vector after every prefix (for training on every position): (vectors [batch, L, 1, d], the
+        routing [batch, 1, L] of the whole histories)."""
+        return vectors[:, :, tf.newaxis, :], self(vectors, mask)[1]
+
 
 def last_positions(mask: tf.Tensor) -> tf.Tensor:
     """[batch, L] bool of left-aligned histories -> [batch] int32 index of each one's last real item (0 if none)."""

@@ -54,15 +54,33 @@ class SelfAttentiveRouting(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, item_embeddings: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        history, logits = self._masked_logits(item_embeddings, mask)  # [B, L, d], [B, K, L]
+        routing = tf.nn.softmax(logits, axis=-1)  # [B, K, L]
+        interests = tf.matmul(routing, history)  # [B, K, d]
+        return interests, routing
+
+    def prefix_interests(self, item_embeddings: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The interests of every prefix of the histories at once (for training on every position), and the routing
+        of the whole histories.
+
+        Returns:
+          (interests [batch, L, K, d]: at t, the routing of items 0..t alone; routing [batch, K, L], as `call`).
+        """
+        history, logits = self._masked_logits(item_embeddings, mask)
+        length = tf.shape(logits)[-1]
+        causal = tf.cast(tf.linalg.band_part(tf.ones(tf.stack([length, length])), -1, 0), tf.bool)  # [T, S] s <= t
+        prefix_logits = tf.where(causal, logits[:, :, tf.newaxis, :], tf.cast(_PADDING_LOGIT, logits.dtype))
+        interests = tf.einsum("bkts,bsd->btkd", tf.nn.softmax(prefix_logits, axis=-1), history)  # [B, T, K, d]
+        return interests, tf.nn.softmax(logits, axis=-1)
+
+    def _masked_logits(self, item_embeddings: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(history [B, L, d] zero at padding, routing logits [B, K, L] with padding at _PADDING_LOGIT)."""
         mask = tf.cast(mask, tf.bool)
         history = item_embeddings * tf.cast(mask, item_embeddings.dtype)[:, :, tf.newaxis]  # [B, L, d]
         features = history + self.position_embedding if self.use_position_embedding else history
         logits = self._valid_position_logits(features, mask)  # [B, L, K]
         logits = tf.where(mask[:, :, tf.newaxis], logits, tf.cast(_PADDING_LOGIT, logits.dtype))
-        logits = tf.transpose(logits, [0, 2, 1])  # [B, K, L]
-        routing = tf.nn.softmax(logits, axis=-1)  # [B, K, L]
-        interests = tf.matmul(routing, history)  # [B, K, d]
-        return interests, routing
+        return history, tf.transpose(logits, [0, 2, 1])
 
     def _valid_position_logits(self, features: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """W2 tanh(W1 x) at the valid positions only, [B, L, K] with zeros at padding.

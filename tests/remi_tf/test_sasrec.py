@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from remi_tf import config as config_lib
-from remi_tf import models, train
+from remi_tf import losses, models, train
 from remi_tf.candidate_sampler import Candidates
 from remi_tf.input import sequence_dataset
-from remi_tf.layers import CausalSelfAttentionEncoder, LastPosition
+from remi_tf.layers import CausalSelfAttentionEncoder, LastPosition, SelfAttentiveRouting
 from remi_tf.objective import RetrievalObjective, next_item_targets
 from remi_tf.tasks import InterestAwareRetrieval
 from tests import numpy_reference
@@ -50,9 +50,10 @@ def test_the_user_vector_is_the_last_real_position():
     np.testing.assert_array_equal(next_items.numpy(), [[6, 7, 11, 0, 0], [1, 8, 9, 12, 0]])
 
 
-@pytest.mark.parametrize("beta,negatives", [(0.0, "in_batch"), (0.5, "in_batch"),
-                                            (0.0, "in_batch_plus_sampled"), (0.0, "sampled")])
-def test_the_every_position_loss_equals_numpy(beta, negatives):
+@pytest.mark.parametrize("beta,negatives,num_interests,scoring", [
+    (0.0, "in_batch", 1, "hard"), (0.5, "in_batch", 1, "hard"), (0.0, "in_batch_plus_sampled", 1, "hard"),
+    (0.0, "sampled", 1, "hard"), (0.5, "in_batch", 3, "hard"), (0.0, "in_batch_plus_sampled", 3, "max")])
+def test_the_every_position_loss_equals_numpy(beta, negatives, num_interests, scoring):
     rng = np.random.default_rng(3)
     vocabulary_size, dim = 12, 4
     table = rng.normal(size=(vocabulary_size + 2, dim))
@@ -60,10 +61,14 @@ def test_the_every_position_loss_equals_numpy(beta, negatives):
     target = np.array([3, 10, 2, 4])  # row 0's target 3 is also row 1's next item: an accidental hit
     candidate_ids = np.concatenate([target, [7, 13]]) if negatives != "in_batch" else target
     probability = rng.uniform(0.01, 0.3, size=vocabulary_size + 2)
-    vectors = rng.normal(size=(4, 4, dim))
-    config = config_lib.RemiConfig(negatives=negatives, beta=beta, temperature=0.7, embedding_dim=dim, num_interests=1,
-                                   routing="last_position", training_positions="every")
-    task = InterestAwareRetrieval(beta=beta, temperature=0.7, in_batch_negatives=negatives != "sampled")
+    interests = rng.normal(size=(4, 4, num_interests, dim))  # after each prefix
+    routing = tf.nn.softmax(tf.constant(rng.normal(size=(4, num_interests, 4))))
+    config = config_lib.RemiConfig(negatives=negatives, beta=beta, temperature=0.7, embedding_dim=dim,
+                                   num_interests=num_interests, interest_scoring=scoring, routing_lambda=2.0,
+                                   routing="last_position" if num_interests == 1 else "self_attentive",
+                                   training_positions="every")
+    task = InterestAwareRetrieval(beta=beta, temperature=0.7, in_batch_negatives=negatives != "sampled",
+                                  interest_scoring=scoring)
     sampled = negatives == "sampled"  # every column's q, and the positives', is 1 / N then (the sampler's)
     candidate_q = np.where(np.arange(len(candidate_ids)) < 4, probability[candidate_ids], 1 / 12)
     candidate_q = np.full(len(candidate_ids), 1 / 12) if sampled else candidate_q
@@ -71,13 +76,29 @@ def test_the_every_position_loss_equals_numpy(beta, negatives):
     candidates = Candidates(tf.constant(candidate_ids, tf.int64), tf.constant(table[candidate_ids]),
                             tf.constant(candidate_q), tf.constant(4))
     loss, terms = RetrievalObjective(config, task, None).every_position(
-        tf.constant(vectors), tf.constant(history >= 2), tf.constant(history, tf.int64), tf.constant(target, tf.int64),
-        candidates, lambda ids: tf.gather(tf.constant(table), ids),
+        tf.constant(interests), routing, tf.constant(history >= 2), tf.constant(history, tf.int64),
+        tf.constant(target, tf.int64), candidates, lambda ids: tf.gather(tf.constant(table), ids),
         lambda ids, _: tf.gather(tf.constant(positive_q), ids))
-    expected = numpy_reference.every_position_numpy(vectors, history, target, table, candidate_ids, candidate_q,
-                                                    positive_q, beta, 0.7, in_batch=not sampled, num_positives=4)
-    assert float(loss) == pytest.approx(expected, rel=1e-9)
-    np.testing.assert_allclose(terms.numpy(), [expected, 0.0, expected], rtol=1e-9)
+    expected = numpy_reference.every_position_numpy(interests, history, target, table, candidate_ids, candidate_q,
+                                                    positive_q, beta, 0.7, in_batch=not sampled, num_positives=4,
+                                                    mode=scoring)
+    regularization = 0.0 if num_interests == 1 else float(losses.routing_regularization(routing, dim))
+    assert float(terms[0]) == pytest.approx(expected, rel=1e-9)
+    assert float(terms[1]) == pytest.approx(regularization, rel=1e-9, abs=1e-12)
+    assert float(loss) == pytest.approx(expected + 2.0 * regularization, rel=1e-9)
+
+
+def test_prefix_interests_are_the_routing_of_each_prefix_alone():
+    tf.keras.utils.set_random_seed(1)
+    routing = SelfAttentiveRouting(num_interests=3, max_length=6)
+    items = tf.random.normal([2, 6, 8])
+    mask = tf.constant([[True] * 6, [True] * 4 + [False] * 2])
+    routing(items, mask)
+    prefixes, whole = routing.prefix_interests(items, mask)  # [2, 6, 3, 8], [2, 3, 6]
+    for t in range(6):
+        alone, _ = routing(items, tf.logical_and(mask, tf.range(6) <= t))  # later items masked out
+        np.testing.assert_allclose(prefixes[:, t].numpy(), alone.numpy(), atol=1e-5)
+    np.testing.assert_allclose(whole.numpy(), routing(items, mask)[1].numpy(), atol=1e-6)
 
 
 def successor_walks(num_users: int, num_items: int, length: int, follow: float, seed: int) -> list[np.ndarray]:
@@ -134,9 +155,25 @@ def test_sasrec_learns_what_follows_the_last_item_and_a_bag_of_items_cannot():
     ({"encoder_dropout": 1.0}, "'encoder_dropout' must be in [0, 1)"),
     ({"max_history": 0}, "'max_history' must be >= 1"),
     ({"routing": "last_position"}, "'num_interests' must be 1 with routing 'last_position'"),
-    ({"training_positions": "every"}, "needs routing 'last_position'"),
+    ({"training_positions": "every", "routing": "mind"}, "needs routing 'last_position' or 'self_attentive'"),
+    ({"training_positions": "every", "served_score_weight": 0.5}, "needs readout 'hard' and served_score_weight 0"),
 ])
 def test_bad_encoder_settings_are_refused_by_name(settings, message):
     with pytest.raises(ValueError) as refused:
         config_lib.RemiConfig(**settings).validate()
     assert message in str(refused.value)
+
+
+def test_a_checkpoint_without_the_encoders_weights_is_refused_naming_them(tmp_path):
+    """A best checkpoint must hold every weight of the model its config builds: a model directory whose config
+    gained the encoder (or was trained by another version) is refused, not evaluated with random weights."""
+    from remi_tf import model_directory
+
+    trained = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2), 30)
+    model_directory.weights_checkpoint(trained).write(model_directory.best_checkpoint_prefix(str(tmp_path)))
+    same = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2), 30)
+    model_directory.restore_best(same, str(tmp_path))
+    np.testing.assert_array_equal(same.item_embedding.embeddings.numpy(), trained.item_embedding.embeddings.numpy())
+    grown = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2, encoder="sasrec"), 30)
+    with pytest.raises(ValueError, match="does not hold every weight.*missing: query_tower/encoder/"):
+        model_directory.restore_best(grown, str(tmp_path))
