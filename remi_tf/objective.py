@@ -114,7 +114,8 @@ class RetrievalObjective:
         """[] RR of [b, K, L] routing (none for routing "last_position", whose routing is fixed)."""
         if self.config.routing == "last_position":
             return tf.zeros([], routing.dtype)
-        return losses.routing_regularization(routing, self.config.embedding_dim, self.config.routing_regularization_mode)
+        return losses.routing_regularization(routing, self.config.embedding_dim,
+                                             self.config.routing_regularization_mode)
 
 
 def next_item_targets(history: tf.Tensor, target: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
