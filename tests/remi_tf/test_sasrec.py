@@ -177,3 +177,21 @@ def test_a_checkpoint_without_the_encoders_weights_is_refused_naming_them(tmp_pa
     grown = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2, encoder="sasrec"), 30)
     with pytest.raises(ValueError, match="does not hold every weight.*missing: query_tower/encoder/"):
         model_directory.restore_best(grown, str(tmp_path))
+
+
+def test_a_config_written_before_the_encoder_builds_the_same_model(tmp_path):
+    """A model directory's config.yaml from before issue 39 has none of the encoder's keys: it reads as
+    encoder "embeddings", training_positions "last", and builds exactly the weights it was trained with."""
+    import yaml
+
+    from remi_tf import model_directory
+
+    written = config_lib.RemiConfig(embedding_dim=8).to_dict()
+    for key in ("encoder", "encoder_blocks", "encoder_heads", "encoder_dropout", "training_positions"):
+        written.pop(key)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
+    config = model_directory.read_config(str(tmp_path))
+    assert (config.encoder, config.training_positions, config.routing) == ("embeddings", "last", "self_attentive")
+    names = [variable.name for variable in models.RemiModel(config, 30).trainable_variables]
+    assert names == ["query_tower/item_embedding/embeddings:0", "query_tower/self_attentive_routing/position_embedding:0",
+                     "query_tower/self_attentive_routing/kernel:0", "query_tower/self_attentive_routing/kernel:0"]
