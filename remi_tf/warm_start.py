@@ -5,8 +5,8 @@ are dropped), then the table is shrunk by `warm_start_shrink` ("shrink and pertu
 "On Warm-Starting Neural Network Training", NeurIPS 2020: carried rows at full scale saturate the
 logits and hold back learning the new data; on amazon-grocery a warm start at full scale stayed at a
 third of retraining's next-window recall for 400 steps, shrunk by 0.3 it matched it at 1/3 of the steps);
-the routing layer, the position embeddings and the streaming logQ state (hashed by item id) are carried
-as they are; side-feature embeddings are carried by value for the columns both models embed. The optimizer
+the routing layer, the sasrec encoder, the position embeddings and the streaming logQ state (hashed by item id)
+are carried as they are; side-feature embeddings are carried by value for the columns both models embed. The optimizer
 starts fresh.
 """
 
@@ -24,7 +24,8 @@ from remi_tf.item_index import FIRST_ITEM_INDEX
 from remi_tf.layers.feature_embeddings import ItemFeatureEmbedding, UserFeatureEmbedding
 from remi_tf.models import RemiModel
 
-SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing")
+SHAPE_KEYS = ("embedding_dim", "num_interests", "max_history", "use_position_embedding", "routing", "encoder",
+              "encoder_blocks", "encoder_heads")
 ESTIMATOR_KEYS = ("logq_buckets",)
 
 
@@ -89,9 +90,12 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
         tf.constant(tokens + list(parent.vocabulary)), tf.constant(tokens + list(vocabulary)), parent_table,
         tf.keras.initializers.RandomNormal(stddev=scale))
     model.item_embedding.embeddings.assign(table * model.config.warm_start_shrink)
-    routing_weights = zip(model.query_tower.routing.weights, parent.model.query_tower.routing.weights, strict=True)
-    for weight, parent_weight in routing_weights:
-        weight.assign(parent_weight)
+    tower, parent_tower = model.query_tower, parent.model.query_tower
+    carried_layers = [(tower.routing, parent_tower.routing)] + (
+        [] if tower.encoder is None else [(tower.encoder, parent_tower.encoder)])
+    for layer, parent_layer in carried_layers:
+        for weight, parent_weight in zip(layer.weights, parent_layer.weights, strict=True):
+            weight.assign(parent_weight)
     for kind in ("item_features", "user_features"):
         layer, parent_layer = getattr(model, kind), getattr(parent.model, kind)
         if layer is not None and parent_layer is not None:

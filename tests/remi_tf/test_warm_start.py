@@ -59,6 +59,22 @@ def test_same_vocabulary_scores_exactly_like_the_parent(parent):
     assert trained.model.frequency_estimator.step.numpy() > 0  # the parent's state is not the initial one
 
 
+def test_a_sasrec_parent_carries_its_encoder(tmp_path):
+    """With encoder "sasrec" the encoder's blocks come along with the table: the same scores as the parent."""
+    sasrec = ["encoder=sasrec", "routing=last_position", "num_interests=1", "training_positions=every",
+              "encoder_blocks=1"]
+    data = prepared(tmp_path, "old", range(0, 60), seed=0)
+    assert cli.main(["train", "--data", data, "--model-dir", str(tmp_path / "parent"), "--quiet",
+                     "--set", *SETTINGS, *sasrec]) == 0
+    trained = model_directory.load_trained(str(tmp_path / "parent"))
+    model, vocabulary = fresh_model(data, *sasrec)
+    warm_start.warm_start(model, vocabulary, str(tmp_path / "parent"))
+    histories = np.random.default_rng(1).integers(0, len(vocabulary) + 2, size=(16, 5))
+    np.testing.assert_array_equal(model.interests(histories)[0].numpy(), trained.model.interests(histories)[0].numpy())
+    with pytest.raises(ValueError, match="encoder 'sasrec' \\(this run: 'embeddings'\\)"):
+        warm_start.check_parent(str(tmp_path / "parent"), config_lib.load(overrides=SETTINGS))
+
+
 @pytest.mark.parametrize("shrink", [1.0, 0.3])
 def test_changed_vocabulary_carries_rows_by_item_id(parent, tmp_path, shrink):
     root, parent_dir = parent
