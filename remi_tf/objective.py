@@ -89,14 +89,17 @@ class RetrievalObjective:
           batch size) -> [n] q, the sampler's.
 
         Returns:
-          (loss, terms) as `__call__`. Under a synchronous strategy each replica's retrieval loss is its mean over
-          its positions divided by the replicas (exact when the replicas hold as many positions).
+          (loss, terms) as `__call__`: under a synchronous strategy each replica's retrieval loss is its share of the
+          mean over every replica's positions (its positions' losses summed, over all replicas' positions).
         """
         next_items = next_item_targets(history, target, mask)  # [b, L]
         positions = tf.where(tf.logical_and(mask, next_items >= FIRST_ITEM_INDEX))  # [n, 2]
         positive_ids = tf.gather_nd(next_items, positions)  # [n]
+        # every position's next item is looked up, not the n real ones: the table's sparse gradient keeps b * L rows
+        # on every replica (collectives.sum_gradients needs equal shapes)
+        positive_vectors = tf.gather_nd(item_vectors(next_items), positions)  # [n, d]
         positive_similarities, similarities = scoring.positive_and_candidate_scores(
-            tf.gather_nd(interests, positions), item_vectors(positive_ids), candidates.vectors,
+            tf.gather_nd(interests, positions), positive_vectors, candidates.vectors,
             self.config.interest_scoring)  # [n], [n, C]
         positive_probability = None if candidates.sampling_probability is None else target_probability_of(
             positive_ids, candidates.num_positives)
@@ -104,8 +107,9 @@ class RetrievalObjective:
             positive_similarities, similarities, positive_ids, candidates.ids, candidates.num_positives,
             positive_probability, candidates.sampling_probability)
         replica = tf.distribute.get_replica_context()
-        if collectives.gathers_candidates(replica):
-            retrieval_loss /= replica.num_replicas_in_sync
+        if collectives.gathers_candidates(replica):  # this replica's share of the mean over all replicas' positions
+            positions_here = tf.cast(tf.shape(positive_ids)[0], retrieval_loss.dtype)
+            retrieval_loss *= positions_here / replica.all_reduce(tf.distribute.ReduceOp.SUM, positions_here)
         regularization = self.routing_regularization(routing)
         loss = retrieval_loss + self.config.routing_lambda * regularization
         return loss, tf.stack([retrieval_loss, regularization, loss])

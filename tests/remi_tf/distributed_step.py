@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--optimizer", default="sgd", help="sgd (learning rate 1: the update is minus the "
                         "gradient) or lazy_adam (epsilon 1: the update is smooth in the gradient)")
     parser.add_argument("--side-features", action="store_true", help="item categories and user profiles")
+    parser.add_argument("--sasrec", action="store_true", help="encoder sasrec trained on every position (no dropout)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
     if args.replicas > 1:
@@ -66,6 +67,9 @@ def main() -> None:
     config = RemiConfig(embedding_dim=8, num_interests=3, max_history=HISTORY, batch_size=GLOBAL_BATCH,
                         beta=args.beta, routing_lambda=50.0, steps_per_execution=1, logq_correction=args.logq,
                         logq_buckets=64, logq_alpha=0.5)
+    if args.sasrec:
+        config = config.replace(encoder="sasrec", routing="last_position", num_interests=1, training_positions="every",
+                                encoder_heads=2, encoder_dropout=0.0).validate()
     q = np.random.default_rng(3).uniform(0.5, 1.5, VOCABULARY_SIZE + 2)
     with strategy.scope():
         model = models.RemiModel(config, VOCABULARY_SIZE, q / q.sum(), [f"item{i}" for i in range(VOCABULARY_SIZE)],
@@ -78,6 +82,8 @@ def main() -> None:
             LazyAdam(learning_rate=0.1, epsilon=1.0)
         model.compile(optimizer=optimizer, steps_per_execution=1)
     batch = global_batch(args.side_features)
+    if args.sasrec:  # the first replica's rows hold fewer positions than the second's
+        batch["history"][1, 2:] = 0
     num_replicas = strategy.num_replicas_in_sync
 
     def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:

@@ -131,6 +131,17 @@ def test_two_replicas_train_the_global_batch_objective_with_side_features(tmp_pa
     assert_same_step(run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", *args), reference)
 
 
+def test_two_replicas_train_sasrecs_every_position_objective(tmp_path):
+    """SASRec's every-position objective over 2 replicas (MirroredStrategy over 2 logical CPUs) equals one replica at
+    the global batch, whose rows hold different numbers of positions (some padded): each replica's loss is its
+    share of the mean over all positions. No dropout and in-batch negatives only (uniform negatives are drawn per
+    replica)."""
+    args = ["--optimizer", "lazy_adam", "--sasrec"]
+    reference = run_step(tmp_path, "one", "--strategy", "one-device", *args)
+    assert np.abs(reference["w0"] - reference["initial0"]).max() > 1e-3
+    assert_same_step(run_step(tmp_path, "mirrored", "--strategy", "mirrored", "--replicas", "2", *args), reference)
+
+
 def test_local_cluster_shapes_and_the_command_each_task_runs():
     from remi import cli
 
