@@ -47,6 +47,13 @@ RETIRED_KEYS: dict[str, Any] = {
     "routing_iterations": 3, "logq_hashes": 2}
 RETIRED_VALUES = {"interest_scoring": ("logsumexp", "mixture")}
 LAST_VERSION_WITH_RETIRED = "0.1.0 (git tag retired-levers-last)"
+# Keys added in 0.3.0 (issue 39: the SASRec encoder, now the default), with the value that earlier versions behaved
+# as. A model directory's config.yaml holds every key of the version that wrote it, so a key it lacks predates
+# the key: `load_saved` reads it as that value, and a 0.2.0 model loads, evaluates and exports unchanged.
+KEYS_ADDED_IN_0_3_0 = {"encoder": "embeddings", "training_positions": "last"}
+# The 0.2.0 defaults that a 0.3.0 default replaced: a preset written for REMI's model may lean on them.
+DEFAULTS_BEFORE_0_3_0 = {"encoder": "embeddings", "routing": "self_attentive", "num_interests": 4,
+                         "training_positions": "last", "negatives": "in_batch"}
 ALLOWED = "allowed"  # the metadata key of a field's choices or range
 
 
@@ -288,7 +295,10 @@ class RemiConfig:
                              f"{self.encoder_heads}")
         if self.routing == "last_position" and self.num_interests != 1:
             raise ValueError("config field 'num_interests' must be 1 with routing 'last_position' (one vector per "
-                             f"user), got {self.num_interests}")
+                             f"user), got {self.num_interests}; since 0.3.0 that routing and the SASRec encoder are "
+                             "the defaults: for REMI's multi-interest model set "
+                             + ", ".join(f"{key}: {value}" for key, value in DEFAULTS_BEFORE_0_3_0.items()
+                                         if key != "num_interests"))
         if self.training_positions == "every" and self.routing not in ("last_position", "self_attentive"):
             raise ValueError("config field 'training_positions' 'every' routes every prefix of a history: it needs "
                              f"routing 'last_position' or 'self_attentive', got {self.routing!r}")
@@ -325,9 +335,11 @@ def _coerce(name: str, value: Any, field_type: type) -> Any:
         raise ValueError(f"config field {name!r} expects {field_type.__name__}, got {value!r}") from None
 
 
-def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, source: str = "config") -> RemiConfig:
-    """Applies `values` on top of `base` (default: the defaults); unknown keys raise a ValueError, and so do retired
-    keys set to anything but what this version does (RETIRED_KEYS)."""
+def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, source: str = "config",
+                 validate: bool = True) -> RemiConfig:
+    """Applies `values` on top of `base` (default: the defaults), validated unless `validate` is False (a stage of
+    `load`); unknown keys raise a ValueError, and so do retired keys set to anything but what this version does
+    (RETIRED_KEYS)."""
     base = base or RemiConfig()
     values = without_retired_keys(values, source)
     types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(RemiConfig)}
@@ -338,7 +350,8 @@ def from_mapping(values: Mapping[str, Any], base: RemiConfig | None = None, sour
         raise ValueError(f"{source}: unknown config key(s) {', '.join(repr(key) + hint for key, hint in hints.items())}"
                          f"{known}")
     changes = {name: _coerce(name, value, types[name]) for name, value in values.items()}
-    return dataclasses.replace(base, **changes).validate()
+    config = dataclasses.replace(base, **changes)
+    return config.validate() if validate else config
 
 
 def without_retired_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -414,8 +427,18 @@ def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] 
                 raise ValueError(f"{config_file}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
-        config = from_mapping(values, config, source=str(config_file))
-    return from_mapping(parse_overrides(overrides), config, source="--set")
+        config = from_mapping(values, config, source=str(config_file), validate=False)
+    return from_mapping(parse_overrides(overrides), config, source="--set", validate=False).validate()
+
+
+def load_saved(config_file: str | os.PathLike) -> RemiConfig:
+    """A config.yaml that `save` wrote (a model directory's), the keys added since its version read as the
+    behaviour of that version (KEYS_ADDED_IN_0_3_0)."""
+    with open(config_file, encoding="utf-8") as stream:
+        values = yaml.safe_load(stream) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
+    return from_mapping({**KEYS_ADDED_IN_0_3_0, **values}, source=str(config_file))
 
 
 def save(config: RemiConfig, path: str | os.PathLike) -> None:

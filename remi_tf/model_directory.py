@@ -63,7 +63,8 @@ def missing_files(model_dir: str) -> list[str]:
 
 
 def read_config(model_dir: str) -> RemiConfig:
-    return config_lib.load(path(model_dir, CONFIG_FILE))
+    """The model's config.yaml (one written before a key existed reads it as that version behaved)."""
+    return config_lib.load_saved(path(model_dir, CONFIG_FILE))
 
 
 def write_config(model_dir: str, config: RemiConfig) -> None:

@@ -126,9 +126,9 @@ def next_item_hit_rate(model, walks: list[np.ndarray], history_length: int, top_
 
 def train_on_walks(walks, steps: int, **overrides):
     tf.keras.utils.set_random_seed(0)
-    config = config_lib.RemiConfig(embedding_dim=16, num_interests=1, max_history=10, batch_size=64,
-                                   learning_rate=0.005, max_steps=steps, steps_per_execution=50,
-                                   logq_correction="none").replace(**overrides)
+    config = config_lib.RemiConfig(**{**config_lib.DEFAULTS_BEFORE_0_3_0, "num_interests": 1}, embedding_dim=16,
+                                   max_history=10, batch_size=64, learning_rate=0.005, max_steps=steps,
+                                   steps_per_execution=50, logq_correction="none").replace(**overrides)
     model = models.RemiModel(config, 200)
     train.compile_model(model, config)
     model.fit(sequence_dataset(walks, config.batch_size, config.max_history, seed=0), epochs=1, steps_per_epoch=steps,
@@ -154,7 +154,7 @@ def test_sasrec_learns_what_follows_the_last_item_and_a_bag_of_items_cannot():
     ({"encoder": "sasrec", "encoder_heads": 3}, "'encoder_heads' must divide embedding_dim 64, got 3"),
     ({"encoder_dropout": 1.0}, "'encoder_dropout' must be in [0, 1)"),
     ({"max_history": 0}, "'max_history' must be >= 1"),
-    ({"routing": "last_position"}, "'num_interests' must be 1 with routing 'last_position'"),
+    ({"num_interests": 4}, "'num_interests' must be 1 with routing 'last_position'"),
     ({"training_positions": "every", "routing": "mind"}, "needs routing 'last_position' or 'self_attentive'"),
     ({"training_positions": "every", "served_score_weight": 0.5}, "needs readout 'hard' and served_score_weight 0"),
 ])
@@ -169,29 +169,38 @@ def test_a_checkpoint_without_the_encoders_weights_is_refused_naming_them(tmp_pa
     gained the encoder (or was trained by another version) is refused, not evaluated with random weights."""
     from remi_tf import model_directory
 
-    trained = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2), 30)
+    remi = config_lib.RemiConfig(embedding_dim=8, **config_lib.DEFAULTS_BEFORE_0_3_0).validate()
+    trained = models.RemiModel(remi, 30)
     model_directory.weights_checkpoint(trained).write(model_directory.best_checkpoint_prefix(str(tmp_path)))
-    same = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2), 30)
+    same = models.RemiModel(remi, 30)
     model_directory.restore_best(same, str(tmp_path))
     np.testing.assert_array_equal(same.item_embedding.embeddings.numpy(), trained.item_embedding.embeddings.numpy())
-    grown = models.RemiModel(config_lib.RemiConfig(embedding_dim=8, num_interests=2, encoder="sasrec"), 30)
+    grown = models.RemiModel(remi.replace(encoder="sasrec"), 30)
     with pytest.raises(ValueError, match="does not hold every weight.*missing: query_tower/encoder/"):
         model_directory.restore_best(grown, str(tmp_path))
 
 
 def test_a_config_written_before_the_encoder_builds_the_same_model(tmp_path):
-    """A model directory's config.yaml from before issue 39 has none of the encoder's keys: it reads as
-    encoder "embeddings", training_positions "last", and builds exactly the weights it was trained with."""
+    """A model directory's config.yaml from 0.2.0 holds every key of 0.2.0 and none of the encoder's: it reads as
+    encoder "embeddings" and training_positions "last" (what 0.2.0 did), not as 0.3.0's defaults, and builds
+    exactly the weights it was trained with. A preset (`--config`) that sets only num_interests 4 is refused
+    naming the keys of REMI's model."""
     import yaml
 
     from remi_tf import model_directory
 
-    written = config_lib.RemiConfig(embedding_dim=8).to_dict()
+    written = config_lib.RemiConfig(embedding_dim=8, **config_lib.DEFAULTS_BEFORE_0_3_0).to_dict()
     for key in ("encoder", "encoder_blocks", "encoder_heads", "encoder_dropout", "training_positions"):
         written.pop(key)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
     config = model_directory.read_config(str(tmp_path))
-    assert (config.encoder, config.training_positions, config.routing) == ("embeddings", "last", "self_attentive")
+    assert (config.encoder, config.training_positions, config.routing, config.num_interests) == (
+        "embeddings", "last", "self_attentive", 4)
     names = [variable.name for variable in models.RemiModel(config, 30).trainable_variables]
     assert names == ["query_tower/item_embedding/embeddings:0", "query_tower/self_attentive_routing/position_embedding:0",
                      "query_tower/self_attentive_routing/kernel:0", "query_tower/self_attentive_routing/kernel:0"]
+    (tmp_path / "preset.yaml").write_text("num_interests: 4\n")
+    with pytest.raises(ValueError, match="for REMI's multi-interest model set encoder: embeddings, routing: "
+                                         "self_attentive, training_positions: last, negatives: in_batch"):
+        config_lib.load(str(tmp_path / "preset.yaml"))
+    assert config_lib.load(str(tmp_path / "preset.yaml"), ["routing=self_attentive"]).num_interests == 4
