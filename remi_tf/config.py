@@ -116,10 +116,11 @@ def bounded(default: float, *, above: float | None = None, at_least: float | Non
 
 @dataclasses.dataclass(frozen=True)
 class RemiConfig:
-    """Every setting of a REMI run. The defaults are the design measured best on the four shared data sets (BENCHMARKS.md
-    13): SASRec's query tower (encoder "sasrec", routing "last_position", one vector) trained on every position with
-    in-batch plus 1,280 uniform negatives and logQ. REMI's multi-interest model is `encoder: embeddings`,
-    `routing: self_attentive`, `num_interests: 4`, `training_positions: last`, `negatives: in_batch`.
+    """Every setting of a REMI run. The defaults are the design measured best on the four shared data sets
+    (BENCHMARKS.md 13): SASRec's query tower (encoder "sasrec", routing "last_position", one vector) trained on
+    every position with in-batch plus 1,280 uniform negatives and logQ. REMI's multi-interest model is
+    `encoder: embeddings`, `routing: self_attentive`, `num_interests: 4`, `training_positions: last`,
+    `negatives: in_batch`.
 
     Model:
       embedding_dim: d, size of item and interest embeddings.

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tests.configs import remi_config
 from remi_tf import model_directory
 from remi_tf.export import exporter, saved_model, serving_layout
 from remi_tf.item_index import FIRST_ITEM_INDEX
@@ -187,12 +188,11 @@ def test_retrieval_module_merges_with_the_diversity_coefficient(tmp_path):
     """With diversity_coef > 0 the retrieval SavedModel's merged list is ComiRec's greedy merge (the
     transcription of its loop) of the per-interest lists, history excluded."""
     from remi_tf import models
-    from remi_tf.config import RemiConfig
     from tests.remi_tf.test_diversity import comirec_merge
 
     tf.keras.utils.set_random_seed(3)
     vocabulary = [f"i{n}" for n in range(60)]
-    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=4), len(vocabulary))
+    model = models.RemiModel(remi_config(embedding_dim=8, num_interests=3, max_history=4), len(vocabulary))
     categories = np.random.default_rng(0).integers(0, 4, size=len(vocabulary) + FIRST_ITEM_INDEX).astype(np.int32)
     histories = [["i1", "i7", "i30"], ["i5", "i9", "i11", "i40"]]
     k, coef = 8, 0.5

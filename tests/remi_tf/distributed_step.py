@@ -15,11 +15,11 @@ import argparse
 
 import numpy as np
 
+from tests.configs import remi_config
 import remi_tf  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 
 from remi_tf import distribute, item_index, models
-from remi_tf.config import RemiConfig
 from remi_tf.feature_tables import FeatureTable
 from remi_tf.optimizers import LazyAdam
 
@@ -64,7 +64,7 @@ def main() -> None:
             tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * args.replicas)
     cluster = distribute.read_cluster()
     strategy = distribute.make_strategy(args.strategy, cluster, VOCABULARY_SIZE + 2, timeout_s=60)
-    config = RemiConfig(embedding_dim=8, num_interests=3, max_history=HISTORY, batch_size=GLOBAL_BATCH,
+    config = remi_config(embedding_dim=8, num_interests=3, max_history=HISTORY, batch_size=GLOBAL_BATCH,
                         beta=args.beta, routing_lambda=50.0, steps_per_execution=1, logq_correction=args.logq,
                         logq_buckets=64, logq_alpha=0.5)
     if args.sasrec:

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import evaluate, item_index, models
-from remi_tf.config import RemiConfig
 
 
 def numpy_merged_topk(model, histories, top_n):
@@ -27,7 +27,7 @@ def numpy_interest_topk(model, histories, top_n):
 
 def test_retrieval_in_chunks_equals_whole_corpus_scoring(monkeypatch):
     tf.keras.utils.set_random_seed(1)
-    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=101)
+    model = models.RemiModel(remi_config(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=101)
     histories = np.random.default_rng(0).integers(2, 103, size=(7, 5))
     expected = numpy_merged_topk(model, histories, top_n=10)
     expected_lists, expected_interest = numpy_interest_topk(model, histories, top_n=10)
@@ -60,7 +60,7 @@ def test_blocked_top_k_is_top_k_with_ties_and_ragged_blocks():
 
 def test_retrieval_over_many_blocks_equals_numpy_and_reports_progress():
     tf.keras.utils.set_random_seed(2)
-    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=2, max_history=5), vocabulary_size=3_000)
+    model = models.RemiModel(remi_config(embedding_dim=8, num_interests=2, max_history=5), vocabulary_size=3_000)
     histories = np.random.default_rng(1).integers(2, 3_002, size=(9, 5))
     done = []
     found = evaluate.retrieve(model, histories, top_n=5, batch_size=4, progress=done.append,  # 47 blocks > 4 k
@@ -73,7 +73,7 @@ def test_a_sample_of_users_gets_the_rows_the_whole_split_gets():
     from remi_tf import input as input_lib
 
     tf.keras.utils.set_random_seed(3)
-    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=200)
+    model = models.RemiModel(remi_config(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=200)
     histories = np.random.default_rng(4).integers(2, 202, size=(40, 5))
     chosen = input_lib.user_sample(40, 12, seed=5)
     assert len(set(chosen)) == 12 and list(chosen) == sorted(chosen)
@@ -88,7 +88,7 @@ def test_retrieval_leaves_out_the_history_as_the_served_model_does():
     from remi_tf.export import saved_model
 
     tf.keras.utils.set_random_seed(4)
-    model = models.RemiModel(RemiConfig(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=60)
+    model = models.RemiModel(remi_config(embedding_dim=8, num_interests=3, max_history=5), vocabulary_size=60)
     vocabulary = [f"i{index}" for index in range(60)]
     histories = np.random.default_rng(6).integers(2, 62, size=(6, 5))
     module = saved_model.RetrievalModule(model, vocabulary, "brute-force", k=10)

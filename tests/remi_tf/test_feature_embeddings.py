@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import config as config_lib
 from remi_tf import item_index, models, train
 from remi_tf.feature_tables import FeatureTable
@@ -48,7 +49,7 @@ def test_item_and_user_feature_embeddings_match_numpy():
 
 
 def small_model(item_features=None, user_vocabularies=None, vocabulary_size=6, **overrides):
-    config = config_lib.RemiConfig(embedding_dim=4, num_interests=2, max_history=3).replace(**overrides)
+    config = remi_config(embedding_dim=4, num_interests=2, max_history=3).replace(**overrides)
     return models.RemiModel(config, vocabulary_size, item_features=item_features,
                             user_vocabularies=user_vocabularies)
 

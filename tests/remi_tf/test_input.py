@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import data_directory, models
 from remi_tf import input as input_lib
 from tests import numpy_reference
-from remi_tf.config import RemiConfig
 from remi_tf.pipelines import local
 from tests import synthetic
 from tests.pipelines.test_local import write_log
@@ -83,7 +83,7 @@ def test_input_context_shards_files_and_splits_the_batch(tmp_path, training_inpu
     write_log(tmp_path / "log.csv", [(f"u{u}", f"own{u}", t) for u in range(200) for t in range(6)])
     local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), num_shards=2, progress=False)
     data_dir = str(tmp_path / "data")
-    inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
+    inputs = input_lib.training_inputs(data_dir, remi_config(batch_size=32, max_history=5,
                                                             training_input=training_input))
     assert inputs.streaming == (training_input == "streaming")
     shards = data_directory.split_files(data_dir, "train")
@@ -114,7 +114,7 @@ def test_batches_carry_the_profile_of_each_example_user(tmp_path, training_input
     assert user_ids == sorted(f"u{u}" for u in range(120))
     feature_csvs.write_feature_table(feature_csvs.read_feature_csv(str(tmp_path / "users.csv"), "user_id"),
                                       data_dir, user_ids)
-    inputs = input_lib.training_inputs(data_dir, RemiConfig(batch_size=32, max_history=5,
+    inputs = input_lib.training_inputs(data_dir, remi_config(batch_size=32, max_history=5,
                                                             training_input=training_input))
     user_of_target = {index + 2: int(item.removeprefix("own")) for index, item in enumerate(inputs.vocabulary)}
     expected = {u: ([f"s{u}|x", str(u % 7)] if u % 10 else ["", ""]) for u in range(120)}
@@ -190,18 +190,18 @@ def test_user_sample_is_seeded_and_everything_when_asked_for_all_or_more():
 
 def test_the_score_budget_shrinks_the_validation_sample_on_large_catalogues():
     size = input_lib.validation_sample_size
-    assert size(RemiConfig(valid_users=2_000, valid_score_budget=200_000_000), 30_000) == 2_000
-    assert size(RemiConfig(valid_users=2_000, valid_score_budget=200_000_000), 1_000_000) == 200
-    assert size(RemiConfig(valid_users=2_000, valid_score_budget=1_000), 1_000_000) == input_lib.MIN_VALID_USERS
-    assert size(RemiConfig(valid_users=2_000, valid_score_budget=0), 10_000_000) == 2_000
-    assert size(RemiConfig(valid_users=0), 10_000_000) == 0  # 0: the whole split, whatever the budget
+    assert size(remi_config(valid_users=2_000, valid_score_budget=200_000_000), 30_000) == 2_000
+    assert size(remi_config(valid_users=2_000, valid_score_budget=200_000_000), 1_000_000) == 200
+    assert size(remi_config(valid_users=2_000, valid_score_budget=1_000), 1_000_000) == input_lib.MIN_VALID_USERS
+    assert size(remi_config(valid_users=2_000, valid_score_budget=0), 10_000_000) == 2_000
+    assert size(remi_config(valid_users=0), 10_000_000) == 0  # 0: the whole split, whatever the budget
 
 
 def test_training_validates_on_a_fixed_sample_of_the_valid_split(tmp_path, caplog):
     write_log(tmp_path / "log.csv", [(f"u{u}", f"i{(u + t) % 50}", t) for u in range(600) for t in range(8)])
     local.prepare([str(tmp_path / "log.csv")], str(tmp_path / "data"), progress=False)
     data_dir = str(tmp_path / "data")
-    config = RemiConfig(batch_size=32, max_history=5, valid_users=10)
+    config = remi_config(batch_size=32, max_history=5, valid_users=10)
     inputs = input_lib.training_inputs(data_dir, config)
     users, histories, targets = input_lib.load_evaluation_split(data_dir, "valid", inputs.vocabulary, 5)
     chosen = input_lib.user_sample(len(users), 10, config.seed)

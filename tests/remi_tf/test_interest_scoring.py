@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import config as config_lib
 from remi_tf import models
 from remi_tf.item_index import FIRST_ITEM_INDEX as FIRST
@@ -75,7 +76,7 @@ def test_served_score_weight_adds_the_max_scored_softmax_to_the_hard_readout():
     """retrieval term = IHN(hard read-out similarities) + w * IHN(max over the interests), both on the batch's
     candidates (logQ off, accidental hits removed), against numpy on the model's own interests and vectors."""
     tf.keras.utils.set_random_seed(6)
-    config = config_lib.RemiConfig(embedding_dim=4, num_interests=3, max_history=5, served_score_weight=0.5,
+    config = remi_config(embedding_dim=4, num_interests=3, max_history=5, served_score_weight=0.5,
                                    logq_correction="none", routing_lambda=0.0)
     model = models.RemiModel(config, 10)
     rng = np.random.default_rng(1)

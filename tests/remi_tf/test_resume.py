@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import config as config_lib
 from remi_tf import evaluate as evaluate_lib
 from remi_tf import model_directory, models, train
@@ -36,7 +37,7 @@ class StartProbe(tf.keras.callbacks.Callback):
 
 def test_resume_after_kill(tmp_path, monkeypatch):
     sequences, _ = synthetic.clustered_sequences(300, 6, 10, 2, 20, seed=1)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
                                    checkpoint_every=50, steps_per_execution=10, patience=0)
     histories, targets = evaluation_examples(sequences[250:], config.max_history)
     model_dir = str(tmp_path / "model")
@@ -71,7 +72,7 @@ def test_a_kill_between_a_backup_and_its_evaluation_evaluates_on_resume(tmp_path
     of that epoch that was written before the kill (the real-kill test found the evaluation missing: it resumed
     at the next epoch)."""
     sequences, _ = synthetic.clustered_sequences(300, 6, 10, 2, 20, seed=1)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=200, eval_every=100,
                                    checkpoint_every=1000, steps_per_execution=10, patience=0)
     histories, targets = evaluation_examples(sequences[250:], config.max_history)
     model_dir = str(tmp_path / "model")
@@ -106,7 +107,7 @@ def test_a_kill_between_a_backup_and_its_evaluation_evaluates_on_resume(tmp_path
 def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path, changes):
     """Every trained weight (a capsule routing's maps too) is restored."""
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=2)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=40, steps_per_execution=10,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=40, eval_every=40, steps_per_execution=10,
                                    patience=0, **changes)
     histories, targets = evaluation_examples(sequences[150:], config.max_history)
     model = models.RemiModel(config, 60)
@@ -124,7 +125,7 @@ def test_best_checkpoint_holds_the_weights_without_optimizer_slots(tmp_path, cha
 def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="remi_tf")
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=3)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=20, checkpoint_every=20,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=40, eval_every=20, checkpoint_every=20,
                                    steps_per_execution=10, patience=0)
     histories, targets = evaluation_examples(sequences[150:], config.max_history)
     model_dir = str(tmp_path / "model")
@@ -167,7 +168,7 @@ def test_a_finished_run_is_not_trained_again_and_a_broken_backup_is_named(tmp_pa
 
 def test_model_selection_keeps_the_best_step_and_stops_after_patience(tmp_path):
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=4)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=100, eval_every=10,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=100, eval_every=10,
                                    steps_per_execution=5, patience=2)
     model = models.RemiModel(config, 60)
     train.compile_model(model, config)
@@ -198,7 +199,7 @@ def test_a_resumed_run_whose_restored_step_stops_it_records_no_evaluation_after_
     with no improvement and patience 1, stops the run; Keras still trains one execution before it reads that, and
     the epoch's end must not add an evaluation at step 30 (nor a history row, nor a second count)."""
     sequences, _ = synthetic.clustered_sequences(200, 6, 10, 2, 20, seed=5)
-    config = config_lib.RemiConfig(embedding_dim=8, batch_size=32, max_steps=40, eval_every=10,
+    config = remi_config(embedding_dim=8, batch_size=32, max_steps=40, eval_every=10,
                                    steps_per_execution=5, patience=1)
     first = train.ValidationCallback(lambda: {train.SELECTION_METRIC: 0.3}, str(tmp_path), patience=1,
                                      steps_per_epoch=10)

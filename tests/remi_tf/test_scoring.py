@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import config as config_lib
 from remi_tf import models
 from remi_tf.item_index import FIRST_ITEM_INDEX as FIRST
@@ -20,7 +21,7 @@ def test_logq_correction_subtracts_log_q_floored_at_one_in_a_million():
     """The logits lose log max(q_j, 1e-6): the model's loss against the numpy IHN softmax, and without the
     correction (logq_correction "none") against the same softmax with q = 1."""
     tf.keras.utils.set_random_seed(4)
-    config = config_lib.RemiConfig(embedding_dim=4, num_interests=2, max_history=5, beta=0.5, routing_lambda=0.0)
+    config = remi_config(embedding_dim=4, num_interests=2, max_history=5, beta=0.5, routing_lambda=0.0)
     probability = np.concatenate([[0.0, 0.0], np.random.default_rng(2).dirichlet(np.ones(VOCABULARY))])
     probability[FIRST + 3] = 1e-9  # below the correction's floor of 1e-6: log(1e-6) for it
     corrected = models.RemiModel(config, VOCABULARY, probability)

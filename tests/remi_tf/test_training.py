@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import remi_config
 from remi_tf import config as config_lib
 from remi_tf import evaluate, models, train
 from remi_tf.input import evaluation_examples, sequence_dataset
@@ -32,7 +33,7 @@ def two_unequal_clusters():
 def train_and_evaluate(planted, steps=1500, **overrides):
     train_sequences, test_sequences = planted
     tf.keras.utils.set_random_seed(0)
-    config = config_lib.RemiConfig(embedding_dim=8, max_history=20, batch_size=64, learning_rate=0.005,
+    config = remi_config(embedding_dim=8, max_history=20, batch_size=64, learning_rate=0.005,
                                    max_steps=steps, steps_per_execution=50).replace(**overrides)
     vocabulary_size = NUM_CLUSTERS * ITEMS_PER_CLUSTER
     model = models.RemiModel(config, vocabulary_size,
