@@ -8,6 +8,7 @@ from remi import cli
 from remi_tf.export import exporter
 from remi_tf.data_directory import read_item_ids
 from tests import synthetic
+from tests.configs import REMI_SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +17,7 @@ def trained_model_dir(tmp_path_factory):
     data = synthetic.prepared_clusters(root, user_prefix="user", num_users=2000, num_clusters=40, items_per_cluster=50,
                                        clusters_per_user=3, length=30, seed=0)
     assert cli.main(["train", "--data", data, "--model-dir", str(root / "model"), "--quiet",
-                     "--set", "max_steps=400", "--set", "eval_every=200", "--set", "embedding_dim=16"]) == 0
+                     "--set", *REMI_SETTINGS, "max_steps=400", "eval_every=200", "embedding_dim=16"]) == 0
     return str(root / "model")
 
 

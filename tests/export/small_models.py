@@ -6,6 +6,7 @@ import numpy as np
 from remi import cli
 from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests import synthetic
+from tests.configs import REMI_SETTINGS
 
 HISTORIES = [["item2", "item3", "item4", "item60", "item61"], ["item500", "item501", "item90"], ["item7"]]
 
@@ -16,7 +17,8 @@ def train_on_clusters(root, seed: int, *settings: str) -> str:
     data = synthetic.prepared_clusters(root, user_prefix="user", num_users=800, num_clusters=20, items_per_cluster=30,
                                        clusters_per_user=3, length=30, seed=seed)
     assert cli.main(["train", "--data", data, "--model-dir", str(root / "model"), "--quiet",
-                     "--set", "max_steps=200", "eval_every=100", "embedding_dim=8", "num_interests=3", *settings]) == 0
+                     "--set", *REMI_SETTINGS, "max_steps=200", "eval_every=100", "embedding_dim=8", "num_interests=3",
+                     *settings]) == 0
     return str(root / "model")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from remi import cli
 from remi_tf import local_cluster
 from tests import synthetic
+from tests.configs import REMI_SETTINGS
 
 STARTUP_TIMEOUT_S = 120
 
@@ -26,7 +27,7 @@ def test_the_commands_end_to_end(tmp_path, capsys):
                      "--num-shards", "2"]) == 0
     assert cli.main(["prepare", "--input", paths["events"], "--output", paths["data"]]) == 0
     assert cli.main(["train", "--data", paths["data"], "--model-dir", paths["model"], "--quiet", "--set",
-                     "embedding_dim=16", "max_steps=300", "eval_every=300", "num_interests=2"]) == 0
+                     "embedding_dim=16", "max_steps=300", "eval_every=300", *REMI_SETTINGS, "num_interests=2"]) == 0
     assert cli.main(["evaluate", "--model-dir", paths["model"], "--split", "test"]) == 0
     assert cli.main(["export", "--model-dir", paths["model"], "--output", paths["export"], "--index", "both",
                      "--k", "10"]) == 0

@@ -15,6 +15,7 @@ from remi_tf import model_directory
 from remi_tf.export import exporter, saved_model, serving_layout
 from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests.numpy_reference import merge_interest_topk
+from tests.configs import REMI_SETTINGS
 
 
 def numpy_retrieval(trained_model_dir, vocabulary, histories, k, exclude_history=True):
@@ -169,7 +170,7 @@ def test_capsule_routed_models_export_their_interests(routing, tmp_path):
     assert cli.main(["prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / "data")]) == 0
     model_dir = str(tmp_path / "model")
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", model_dir, "--quiet", "--set",
-                     f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8", "max_history=6"]) == 0
+                     *REMI_SETTINGS, f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8", "max_history=6"]) == 0
     exporter.export(model_dir, str(tmp_path / "export"), name="remi", index="brute-force", k=5)
     trained = model_directory.load_trained(model_dir)
     histories = [["item2", "item3", "item4"], ["item50", "unknown-id", "item51", "item52"]]

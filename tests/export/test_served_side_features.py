@@ -17,6 +17,7 @@ from remi_tf.export import exporter
 from remi_tf.export.server import Server
 from remi_tf.item_index import FIRST_ITEM_INDEX
 from tests import synthetic
+from tests.configs import REMI_SETTINGS
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def featured(tmp_path_factory):
                      "--item-features", f"{root / 'items.csv'}:category", "--user-features", str(root / "users.csv")]) == 0
     model_dir = str(root / "model")
     assert cli.main(["train", "--data", str(root / "data"), "--model-dir", model_dir, "--quiet", "--set",
-                     "max_steps=100", "eval_every=50", "embedding_dim=8", "max_history=6", "num_interests=2"]) == 0
+                     *REMI_SETTINGS, "max_steps=100", "eval_every=50", "embedding_dim=8", "max_history=6",
+                     "num_interests=2"]) == 0
     exporter.export(model_dir, str(root / "export"), name="remi", index="brute-force", k=5)
     return root
 

@@ -15,9 +15,10 @@ from remi_tf import local_cluster
 from remi_tf.pipelines import local
 from tests import synthetic
 from tests.pipelines.test_local import write_log
+from tests.configs import REMI_SETTINGS
 
 RUN_TIMEOUT_S = 400
-SETTINGS = ["embedding_dim=16", "max_history=20", "batch_size=64", "learning_rate=0.005", "patience=0",
+SETTINGS = [*REMI_SETTINGS, "embedding_dim=16", "max_history=20", "batch_size=64", "learning_rate=0.005", "patience=0",
             "eval_batch_size=256"]
 
 

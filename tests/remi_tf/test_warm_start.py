@@ -14,8 +14,9 @@ from remi_tf import config as config_lib
 from remi_tf import input as input_lib
 from remi_tf import item_index, model_directory, models, warm_start
 from tests.pipelines.test_local import write_log
+from tests.configs import REMI_SETTINGS
 
-SETTINGS = ["embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
+SETTINGS = [*REMI_SETTINGS, "embedding_dim=8", "num_interests=2", "max_history=5", "batch_size=32", "max_steps=20", "eval_every=10",
             "logq_correction=streaming", "logq_buckets=4096", "warm_start_shrink=1.0"]
 
 
