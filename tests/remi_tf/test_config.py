@@ -13,7 +13,7 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "preset.yaml"
-    path.write_text("beta: 0.5\nnum_interests: 8\n")
+    path.write_text("beta: 0.5\nnum_interests: 8\nrouting: self_attentive\n")
     config = config_lib.load(path, ["beta=0", "routing_lambda=0", "logq_correction=false", "negatives=sampled"])
     assert (config.beta, config.num_interests, config.routing_lambda) == (0.0, 8, 0.0)
     assert config.logq_correction == "none" and config.negatives == "sampled"
@@ -70,7 +70,7 @@ def test_every_field_declares_its_choices_or_range_and_the_reference_lists_them(
             assert allowed is not None and allowed.admits(field.default), field.name
     reference = config_lib.reference_markdown()
     assert "| `logq_alpha` | `0.01` | in (0, 1] |" in reference
-    assert "| `negatives` | `'in_batch'` | one of 'in_batch', 'in_batch_plus_sampled', 'sampled' |" in reference
+    assert "| `negatives` | `'in_batch_plus_sampled'` | one of 'in_batch', 'in_batch_plus_sampled', 'sampled' |" in reference
 
 
 def test_every_preset_loads():
