@@ -217,11 +217,11 @@ def test_label_aware_readout_weights_interests_by_powered_affinity():
 
 def test_capsule_maps_start_at_the_identity_for_dr_and_at_random_for_mind():
     """The measured choice (BENCHMARKS.md 10.5): identity won for ComiRec-DR on every data set, not for MIND."""
-    from remi_tf import config as config_lib
     from remi_tf import models
+    from tests.configs import remi_config
 
     def routing(name):
-        return models.routing_layer(config_lib.RemiConfig(routing=name).validate())
+        return models.routing_layer(remi_config(routing=name).validate())
 
     assert routing("comirec_dr").initial_maps == "identity" and routing("mind").initial_maps == "random"
     assert routing("comirec_dr").iterations == routing("mind").iterations == 3
