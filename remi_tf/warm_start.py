@@ -91,9 +91,10 @@ def warm_start(model: RemiModel, vocabulary: Sequence[str], parent_dir: str) -> 
         tf.keras.initializers.RandomNormal(stddev=scale))
     model.item_embedding.embeddings.assign(table * model.config.warm_start_shrink)
     tower, parent_tower = model.query_tower, parent.model.query_tower
-    carried_layers = [(tower.routing, parent_tower.routing)] + (
-        [] if tower.encoder is None else [(tower.encoder, parent_tower.encoder)])
-    for layer, parent_layer in carried_layers:
+    carried_layers: list[tf.keras.layers.Layer] = [tower.routing] + ([] if tower.encoder is None else [tower.encoder])
+    parent_layers: list[tf.keras.layers.Layer] = [parent_tower.routing] + (
+        [] if parent_tower.encoder is None else [parent_tower.encoder])  # check_parent: the same encoder
+    for layer, parent_layer in zip(carried_layers, parent_layers, strict=True):
         for weight, parent_weight in zip(layer.weights, parent_layer.weights, strict=True):
             weight.assign(parent_weight)
     for kind in ("item_features", "user_features"):
