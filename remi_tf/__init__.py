@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The public names load on first use (PEP 562), so that `import remi_tf` (and `remi --help`) does not import
 # TensorFlow.

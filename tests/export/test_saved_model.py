@@ -90,7 +90,7 @@ def test_scann_recall_against_exact_on_real_embeddings(datasets_dir, tmp_path):
     inter = os.path.join(datasets_dir, "ml-100k-recbole", "ml-100k.inter")
     assert cli.main(["prepare", "--input", inter, "--output", str(tmp_path / "data")]) == 0
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"), "--quiet",
-                     "--set", "max_steps=500", "--set", "eval_every=500", "--set", "max_history=50"]) == 0
+                     "--set", *REMI_SETTINGS, "max_steps=500", "eval_every=500", "max_history=50"]) == 0
     exporter.export(str(tmp_path / "model"), str(tmp_path / "export"), index="both", k=50)
     vocabulary = model_directory.load_trained(str(tmp_path / "model")).vocabulary
     rng = np.random.default_rng(0)
@@ -170,7 +170,8 @@ def test_capsule_routed_models_export_their_interests(routing, tmp_path):
     assert cli.main(["prepare", "--input", str(tmp_path / "log.csv"), "--output", str(tmp_path / "data")]) == 0
     model_dir = str(tmp_path / "model")
     assert cli.main(["train", "--data", str(tmp_path / "data"), "--model-dir", model_dir, "--quiet", "--set",
-                     *REMI_SETTINGS, f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8", "max_history=6"]) == 0
+                     *REMI_SETTINGS, f"routing={routing}", "max_steps=50", "eval_every=50", "embedding_dim=8",
+                     "max_history=6"]) == 0
     exporter.export(model_dir, str(tmp_path / "export"), name="remi", index="brute-force", k=5)
     trained = model_directory.load_trained(model_dir)
     histories = [["item2", "item3", "item4"], ["item50", "unknown-id", "item51", "item52"]]

@@ -21,8 +21,8 @@ def test_prepare_train_evaluate_on_ml100k(datasets_dir, tmp_path, capsys):
     manifest = json.load(open(os.path.join(data, "manifest.json")))
     assert manifest["input_events"] == 100_000
     # The planted categories are noise to the model: the item tower leaves them out (this test is about the merge).
-    assert cli.main(["train", "--data", data, "--model-dir", model, "--quiet", "--set", *REMI_SETTINGS, "max_steps=400",
-                     "--set", "eval_every=200", "--set", "max_history=50", "--set", "use_item_features=false"]) == 0
+    assert cli.main(["train", "--data", data, "--model-dir", model, "--quiet", "--set", *REMI_SETTINGS,
+                     "max_steps=400", "--set", "eval_every=200", "--set", "max_history=50", "--set", "use_item_features=false"]) == 0
     assert cli.main(["evaluate", "--model-dir", model, "--split", "test", "--plots", plots]) == 0
     report = json.load(open(os.path.join(model, "eval-test.json")))
     assert report["num_users"] == manifest["splits"]["test"]["users"]

@@ -14,6 +14,7 @@ import pytest
 
 from remi_tf.export import serving_layout
 from tests import synthetic
+from tests.configs import REMI_SETTINGS
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_S = 240  # the longest any wait below may take
@@ -56,8 +57,8 @@ def data(tmp_path_factory):
                                        length=20, seed=5)
 
 
-TRAINING = ["--quiet", "--set", "max_steps=240", "eval_every=60", "checkpoint_every=60", "steps_per_execution=10",
-            "embedding_dim=8", "patience=0"]
+TRAINING = ["--quiet", "--set", *REMI_SETTINGS, "max_steps=240", "eval_every=60", "checkpoint_every=60",
+            "steps_per_execution=10", "embedding_dim=8", "patience=0"]
 
 
 def test_a_killed_training_run_resumes_and_records_each_step_once(data, tmp_path):
