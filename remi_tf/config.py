@@ -421,25 +421,26 @@ def load(config_file: str | os.PathLike | None = None, overrides: Iterable[str] 
         if os.path.isdir(config_file):
             raise ValueError(f"--config {config_file}: a directory; expected a YAML preset such as "
                              "configs/amazon-cds.yaml")
-        with open(config_file, encoding="utf-8") as stream:
-            try:
-                values = yaml.safe_load(stream) or {}
-            except yaml.YAMLError as error:
-                raise ValueError(f"{config_file}: not valid YAML ({' '.join(str(error).split())})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
-        config = from_mapping(values, config, source=str(config_file), validate=False)
+        config = from_mapping(read_mapping(config_file), config, source=str(config_file), validate=False)
     return from_mapping(parse_overrides(overrides), config, source="--set", validate=False).validate()
 
 
 def load_saved(config_file: str | os.PathLike) -> RemiConfig:
     """A config.yaml that `save` wrote (a model directory's), the keys added since its version read as the
     behaviour of that version (KEYS_ADDED_IN_0_3_0)."""
+    return from_mapping({**KEYS_ADDED_IN_0_3_0, **read_mapping(config_file)}, source=str(config_file))
+
+
+def read_mapping(config_file: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file's mapping of config keys (empty file: none), or a ValueError naming the file."""
     with open(config_file, encoding="utf-8") as stream:
-        values = yaml.safe_load(stream) or {}
+        try:
+            values = yaml.safe_load(stream) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{config_file}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{config_file}: expected a mapping of config keys, got {type(values).__name__}")
-    return from_mapping({**KEYS_ADDED_IN_0_3_0, **values}, source=str(config_file))
+    return values
 
 
 def save(config: RemiConfig, path: str | os.PathLike) -> None:

@@ -98,8 +98,7 @@ class CausalSelfAttentionEncoder(tf.keras.layers.Layer):
         embedded = item_embeddings * math.sqrt(dim) + tf.cast(self.position_embedding[:shape[1]],
                                                               item_embeddings.dtype)  # [B, L, d] (L <= max_length)
         rows = self.input_dropout(tf.gather_nd(tf.reshape(embedded, [-1, dim]), positions), training=training)
-        causal = tf.cast(tf.linalg.band_part(tf.ones(tf.stack([shape[1], shape[1]])), -1, 0), tf.bool)  # s <= t
-        readable = tf.logical_and(causal[tf.newaxis], mask[:, tf.newaxis, :])  # [B, L, L]
+        readable = tf.logical_and(causal_mask(shape[1])[tf.newaxis], mask[:, tf.newaxis, :])  # [B, L, L]
         attention_bias = tf.where(readable, 0.0, _MASKED_LOGIT)[:, tf.newaxis]  # [B, 1, L, L]
         attention_bias = tf.cast(attention_bias, item_embeddings.dtype)
         for block in self.blocks:
@@ -111,3 +110,8 @@ class CausalSelfAttentionEncoder(tf.keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_length": self.max_length, "num_blocks": self.num_blocks,
                 "num_heads": self.num_heads, "dropout": self.dropout_rate}
+
+
+def causal_mask(length: tf.Tensor) -> tf.Tensor:
+    """[L, L] bool: position t may read position s when s <= t."""
+    return tf.cast(tf.linalg.band_part(tf.ones(tf.stack([length, length])), -1, 0), tf.bool)

@@ -7,6 +7,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from remi_tf.layers.causal_encoder import causal_mask
+
 # Logit given to padded positions before the softmax (the reference code's -2**32 + 1).
 _PADDING_LOGIT = -(2.0 ** 32) + 1.0
 
@@ -67,9 +69,8 @@ class SelfAttentiveRouting(tf.keras.layers.Layer):
           (interests [batch, L, K, d]: at t, the routing of items 0..t alone; routing [batch, K, L], as `call`).
         """
         history, logits = self._masked_logits(item_embeddings, mask)
-        length = tf.shape(logits)[-1]
-        causal = tf.cast(tf.linalg.band_part(tf.ones(tf.stack([length, length])), -1, 0), tf.bool)  # [T, S] s <= t
-        prefix_logits = tf.where(causal, logits[:, :, tf.newaxis, :], tf.cast(_PADDING_LOGIT, logits.dtype))
+        prefix_logits = tf.where(causal_mask(tf.shape(logits)[-1]), logits[:, :, tf.newaxis, :],
+                                 tf.cast(_PADDING_LOGIT, logits.dtype))  # [B, K, T, S]: t reads s <= t
         interests = tf.einsum("bkts,bsd->btkd", tf.nn.softmax(prefix_logits, axis=-1), history)  # [B, T, K, d]
         return interests, tf.nn.softmax(logits, axis=-1)
 
