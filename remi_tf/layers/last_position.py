@@ -15,18 +15,21 @@ class LastPosition(tf.keras.layers.Layer):
     """
 
     def call(self, vectors: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        last = last_positions(mask)  # [B]
-        interests = tf.gather(vectors, last, batch_dims=1)[:, tf.newaxis, :]  # [B, 1, d]
-        routing = tf.one_hot(last, tf.shape(mask)[1], dtype=vectors.dtype)[:, tf.newaxis, :]  # [B, 1, L]
-        return interests, routing
+        interests = tf.gather(vectors, last_positions(mask), batch_dims=1)[:, tf.newaxis, :]  # [B, 1, d]
+        return interests, last_position_routing(mask, vectors.dtype)
 
     def prefix_interests(self, vectors: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The user vector after every prefix (for training on every position): (vectors [batch, L, 1, d], the
         routing [batch, 1, L] of the whole histories)."""
-        return vectors[:, :, tf.newaxis, :], self(vectors, mask)[1]
+        return vectors[:, :, tf.newaxis, :], last_position_routing(mask, vectors.dtype)
 
 
 def last_positions(mask: tf.Tensor) -> tf.Tensor:
     """[batch, L] bool of left-aligned histories -> [batch] int32 index of each one's last real item (0 if none)."""
     positions = tf.range(tf.shape(mask)[1], dtype=tf.int32)[tf.newaxis, :]  # [1, L]
     return tf.maximum(tf.reduce_max(tf.where(tf.cast(mask, tf.bool), positions, -1), axis=1), 0)
+
+
+def last_position_routing(mask: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """[batch, L] bool -> [batch, 1, L] the routing of one interest read at the last real item: one-hot there."""
+    return tf.one_hot(last_positions(mask), tf.shape(mask)[1], dtype=dtype)[:, tf.newaxis, :]

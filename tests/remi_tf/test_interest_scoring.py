@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tests.configs import remi_config
 from remi_tf import config as config_lib
-from remi_tf import models
+from remi_tf import models, scoring
 from remi_tf.item_index import FIRST_ITEM_INDEX as FIRST
 from remi_tf.tasks import InterestAwareRetrieval
 from tests.numpy_reference import ihn_from_similarities, ihn_numpy, served_similarities
@@ -91,3 +91,29 @@ def test_served_score_weight_adds_the_max_scored_softmax_to_the_hard_readout():
     np.testing.assert_allclose(terms[0].numpy(), expected[0] + 0.5 * expected[1], rtol=1e-5)
     with pytest.raises(ValueError, match="served_score_weight.*needs interest_scoring 'hard'"):
         config.replace(interest_scoring="max")
+
+
+@pytest.mark.parametrize("mode", ["hard", "max"])
+def test_one_interest_scores_as_a_single_query_vector(mode):
+    """K = 1 (SASRec's user vector): both modes give the loss and gradient of the [B, d] query itself, on the task's
+    single-cut path and on the every-position scores."""
+    interests, candidates, probability, ids = multi_interest_batch(5, interests=1)
+    expected = ihn_numpy(interests[:, 0], candidates, probability, ids, 0.4, 1.0, True)
+    queries = tf.Variable(interests)
+    with tf.GradientTape() as tape:
+        loss = InterestAwareRetrieval(beta=0.4, interest_scoring=mode)(
+            queries, tf.constant(candidates), candidate_sampling_probability=tf.constant(probability),
+            candidate_ids=tf.constant(ids))
+    gradient = tape.gradient(loss, queries).numpy()
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+    flat = tf.Variable(interests[:, 0])
+    with tf.GradientTape() as tape:
+        single = InterestAwareRetrieval(beta=0.4)(flat, tf.constant(candidates),
+                                                  candidate_sampling_probability=tf.constant(probability),
+                                                  candidate_ids=tf.constant(ids))
+    np.testing.assert_allclose(gradient[:, 0], tape.gradient(single, flat).numpy(), rtol=1e-9, atol=1e-15)
+    positives = candidates[:6] + 0.5
+    positive_scores, scores = scoring.positive_and_candidate_scores(tf.constant(interests), tf.constant(positives),
+                                                                    tf.constant(candidates), mode)
+    np.testing.assert_allclose(positive_scores.numpy(), np.sum(interests[:, 0] * positives, axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(scores.numpy(), interests[:, 0] @ candidates.T, rtol=1e-12)
