@@ -30,11 +30,8 @@ def interest_similarities(interests: tf.Tensor, candidates: tf.Tensor, mode: str
 
 
 def per_interest_scores(interests: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
-    """[batch, K, d], [C, d] -> [batch, K, C] <u_k, v_j> (one [batch * K, d] x [d, C] matmul: its gradient is 2.5x
-    faster than einsum's on CPU)."""
-    shape = tf.shape(interests)
-    scores = tf.matmul(tf.reshape(interests, [-1, shape[-1]]), candidates, transpose_b=True)  # [batch * K, C]
-    return tf.reshape(scores, tf.stack([shape[0], shape[1], tf.shape(candidates)[0]]))
+    """[batch, K, d], [C, d] -> [batch, K, C] <u_k, v_j>."""
+    return tf.einsum("bkd,cd->bkc", interests, candidates)
 
 
 def combine_interest_scores(per_interest: tf.Tensor, interests: tf.Tensor, candidates: tf.Tensor, mode: str
