@@ -96,7 +96,10 @@ def assert_same_step(result, reference):
     np.testing.assert_allclose(result["retrieval_loss"], reference["retrieval_loss"], rtol=1e-5)
     for name in reference.files:
         if name.startswith(("w", "initial", "estimator")):  # the update is a smooth function of the summed gradient
-            np.testing.assert_allclose(result[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+            # float32 rounding of updates of the weights' own size, summed in another order: a small entry's error is
+            # a few ulps of the matrix's largest values, not of its own
+            scale = max(1.0, float(np.abs(reference[name]).max()))
+            np.testing.assert_allclose(result[name], reference[name], rtol=1e-5, atol=1e-6 * scale, err_msg=name)
 
 
 @pytest.mark.parametrize("beta, logq, optimizer", [(0.0, "counts", "sgd"), (2.0, "counts", "sgd"),
