@@ -57,13 +57,14 @@ def variable_mib(variables: list[tf.Variable], num_items: int) -> float:
                if v.shape.rank and v.shape[0] == rows) / 2**20
 
 
-def build(num_items: int, config: config_lib.RemiConfig) -> tuple[tf.keras.Model, tf.data.Dataset, dict[str, float]]:
-    """One model of N items, compiled, with its endless training batches and its memory figures."""
+def build(num_items: int, config: config_lib.RemiConfig, warmup_steps: int
+          ) -> tuple[tf.keras.Model, tf.data.Dataset, dict[str, float]]:
+    """One model of N items, compiled and warmed up, with its endless training batches and its memory figures."""
     sequences, target_probability = synthetic_histories(num_items, config.seed)
     model = models.RemiModel(config, num_items, target_probability)
     dataset = input_lib.sequence_dataset(sequences, config.batch_size, config.max_history, seed=config.seed)
     train_lib.compile_model(model, config)
-    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)  # builds the weights and the optimizer's slots
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup_steps, verbose=0)  # builds the weights and slots, warms up
     memory = {"table_mib": variable_mib(model.trainable_variables, num_items),
               "slots_mib": variable_mib(model.optimizer.variables(), num_items),
               "q_mib": target_probability.astype(np.float32).nbytes / 2**20}
@@ -88,8 +89,7 @@ def main() -> None:
     built = {}
     for num_items in args.items:
         start = time.perf_counter()
-        built[num_items] = build(num_items, config)
-        built[num_items][0].fit(built[num_items][1], epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
+        built[num_items] = build(num_items, config, args.warmup_steps)
         print(f"{num_items:,} items built and warmed up in {time.perf_counter() - start:.0f} s", flush=True)
     rates: dict[int, list[float]] = {num_items: [] for num_items in args.items}
     for round_index in range(args.rounds):
